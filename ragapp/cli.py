@@ -1,0 +1,175 @@
+"""Command line: `ragapp ingest | ask | search | info | ui`. Results go to stdout; progress and errors to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ragapp.errors import RagError
+
+DEFAULT_INDEX = "data/index"
+
+
+def _display(source: str) -> str:
+    try:
+        return os.path.relpath(source)
+    except ValueError:
+        return source
+
+
+def _rag(index: str, config_path: str | None, **overrides):
+    from ragapp.config import Config
+    from ragapp.rag import RAG
+
+    return RAG(index, Config.load(config_path, **overrides))
+
+
+def _fail(exc: RagError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RagError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+index_option = click.option("--index", "index", default=DEFAULT_INDEX, show_default=True, type=click.Path(file_okay=False),
+                            help="Index directory.")
+config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, exists=True),
+                             help="TOML file with settings (see README).")
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="ragapp")
+def main() -> None:
+    """ragapp: answers from your own documents, with citations, offline."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@config_option
+@click.option("--embed-model", default=None, help="Embedding model for a new index (multilingual-e5-small, all-MiniLM-L6-v2, a folder or hub id).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from these paths.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another ingest is writing the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ingest(paths, index, config_path, embed_model, rebuild, no_wait, as_json) -> None:
+    """Add, update and remove documents (.txt, .md, .pdf, .html) under PATHS in the index.
+
+    Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (see README).
+    """
+    from ingest.cli import run_ingest
+
+    rag = _rag(index, config_path, embed__model=embed_model)
+    report = run_ingest(rag, paths, rebuild=rebuild, wait=not no_wait)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("question")
+@index_option
+@config_option
+@click.option("--top-k", type=int, default=None, help="Passages to consider and show.")
+@click.option("--model", default=None, help="Chat model (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct, a folder, a .gguf or hub id).")
+@click.option("--embed-model", default=None, help="Embedding model the index was built with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def ask(question, index, config_path, top_k, model, embed_model, as_json) -> None:
+    """Answer QUESTION from the indexed documents, with numbered citations."""
+    rag = _rag(index, config_path, generate__model=model, embed__model=embed_model)
+    if as_json:
+        answer = rag.ask(question, top_k=top_k)
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+        return
+    stream = rag.ask_stream(question, top_k=top_k)
+    for piece in stream:
+        click.echo(piece, nl=False)
+    click.echo()
+    answer = stream.answer
+    if answer.citations:
+        click.echo("\nSources:")
+        for n, c in enumerate(answer.citations, start=1):
+            where = _display(c.source) + (f", page {c.page}" if c.page is not None else "")
+            quote = " ".join(c.quote.split())
+            click.echo(f"  [{n}] {where} (chars {c.start}-{c.end}): \"{quote}\"")
+    click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
+
+
+@main.command()
+@click.argument("query")
+@index_option
+@config_option
+@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--embed-model", default=None, help="Embedding model the index was built with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
+def search(query, index, config_path, top_k, embed_model, as_json) -> None:
+    """Ranked passages for QUERY after fusion and reranking, with each stage's score (no LLM)."""
+    rag = _rag(index, config_path, embed__model=embed_model)
+    hits = rag.search(query, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps([{
+            "source": h.chunk.source, "page": h.chunk.page, "start": h.chunk.start, "end": h.chunk.end, "chunk_id": h.chunk.id,
+            "text": h.chunk.text, "support": h.support_text, "score": h.score, "bm25_rank": h.bm25_rank, "bm25_score": h.bm25_score,
+            "dense_rank": h.dense_rank, "dense_score": h.dense_score, "fused_score": h.fused_score, "rerank_score": h.rerank_score,
+        } for h in hits], ensure_ascii=False, indent=1))
+        return
+    if not hits:
+        click.echo("no matching passages")
+    for n, h in enumerate(hits, start=1):
+        where = _display(h.chunk.source) + (f", page {h.chunk.page}" if h.chunk.page is not None else "")
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)
+        click.echo(f"{n:>2}. {where}  bm25 #{fmt(h.bm25_rank, 'd')} {fmt(h.bm25_score, '.2f')} | dense #{fmt(h.dense_rank, 'd')} "
+                   f"{fmt(h.dense_score, '.3f')} | fused {fmt(h.fused_score, '.4f')} | rerank {fmt(h.rerank_score, '.3f')}")
+        click.echo(f"    \"{' '.join(h.support_text.split())[:200]}\"")
+
+
+@main.command()
+@index_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON, including per-file records.")
+def info(index, config_path, as_json) -> None:
+    """Documents, chunks, models and settings of the index."""
+    from ragapp.index import read_manifest
+
+    data = _rag(index, config_path, embed__model=read_manifest(index).embedding.get("model")).info()
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=1))
+        return
+    files = data.pop("files")
+    for key, value in data.items():
+        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
+    click.echo("documents:")
+    for source, rec in files.items():
+        click.echo(f"  {_display(source)}  ({rec['chunks']} chunks)")
+
+
+@main.command()
+@index_option
+@click.option("--port", type=int, default=8501, show_default=True)
+def ui(index, port) -> None:
+    """Start the Streamlit chat app on localhost."""
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    if not app.exists():
+        raise click.ClickException(f"UI not found at {app}")
+    click.echo(f"ragapp UI on http://localhost:{port}", err=True)
+    sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+                              "--server.address", "localhost", "--server.headless", "true",
+                              "--browser.gatherUsageStats", "false", "--", "--index", index]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""One configuration for the whole pipeline: dataclasses with defaults, an optional TOML file, overrides on top."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ragapp.errors import ConfigError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How documents are cut into chunks. Sizes count tokens of the embedding model's tokenizer."""
+
+    chunk_size: int = 200
+    chunk_overlap: int = 30
+
+    def __post_init__(self) -> None:
+        _check(self.chunk_size >= 16, f"chunk_size must be at least 16 tokens. Currently, it is {self.chunk_size}")
+        _check(
+            0 <= self.chunk_overlap < self.chunk_size,
+            f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}). Currently, it is {self.chunk_overlap}",
+        )
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Which embedding model and how to run it."""
+
+    # A packaged name (multilingual-e5-small, all-MiniLM-L6-v2), a sentence-transformers folder or a hub id.
+    model: str = "multilingual-e5-small"
+    batch_size: int = 16
+    # bfloat16 runs about twice as fast on CPUs with AVX-512 BF16; embeddings stay within 0.999 cosine.
+    dtype: str = "bfloat16"
+    max_seq_length: int = 512
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, f"embed batch_size must be greater than 0. Currently, it is {self.batch_size}")
+        _check(self.dtype in ("float32", "bfloat16"), f"embed dtype must be float32 or bfloat16, not {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    """BM25Okapi parameters (rank-bm25 semantics) and tokenisation."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    epsilon: float = 0.25
+    # Chinese tokenisation: "jieba" words or character "bigram"s (bench/quality.py compares them).
+    chinese: str = "bigram"
+    stem: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.k1 >= 0 and 0 <= self.b <= 1, f"BM25 needs k1 >= 0 and 0 <= b <= 1. Currently, k1={self.k1}, b={self.b}")
+        _check(self.chinese in ("jieba", "bigram"), f"bm25 chinese must be 'jieba' or 'bigram', not {self.chinese!r}")
+
+
+@dataclass(frozen=True)
+class RetrieveConfig:
+    """Hybrid retrieval: BM25 top-n and dense top-n, fused."""
+
+    candidates: int = 50
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    bm25_weight: float = 1.0
+    dense_weight: float = 1.0
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        _check(self.fusion in ("rrf", "weighted"), f"fusion must be 'rrf' or 'weighted', not {self.fusion!r}")
+        _check(self.top_k > 0, f"top_k must be greater than 0. Currently, the top_k is {self.top_k}")
+        _check(self.candidates >= self.top_k, f"candidates ({self.candidates}) must be >= top_k ({self.top_k})")
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """Second stage. kind: "sentence" (offline default), "cross-encoder" (needs `model`) or "none"."""
+
+    kind: str = "sentence"
+    model: str | None = None
+    candidates: int = 30
+    # Refuse without calling the LLM when the best rerank score is below this. None: the value
+    # calibrated for the embedding model in use (see README), or no threshold when none is known.
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("sentence", "cross-encoder", "none"), f"rerank kind must be sentence, cross-encoder or none, not {self.kind!r}")
+        _check(self.kind != "cross-encoder" or bool(self.model), "rerank kind 'cross-encoder' needs rerank model (a folder or hub id)")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How much retrieved text goes into the prompt."""
+
+    max_context_tokens: int = 900
+    max_chunks: int = 4
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Which chat model answers, and how."""
+
+    # A packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder, a .gguf file or a hub id.
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    max_new_tokens: int = 128
+    dtype: str = "bfloat16"
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens > 0, f"max_new_tokens must be greater than 0. Currently, it is {self.max_new_tokens}")
+        _check(self.dtype in ("float32", "bfloat16"), f"generate dtype must be float32 or bfloat16, not {self.dtype!r}")
+
+
+def _default_cache_dir() -> str:
+    return os.environ.get("RAGAPP_CACHE") or str(Path.home() / ".cache" / "ragapp")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of ragapp. `Config.load(path, **overrides)` reads TOML and applies dotted overrides."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    bm25: BM25Config = field(default_factory=BM25Config)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
+    threads: int = 1
+    # Where converted models are kept (never downloaded: built from the packaged weights).
+    cache_dir: str = field(default_factory=_default_cache_dir)
+
+    def __post_init__(self) -> None:
+        _check(self.threads > 0, f"threads must be greater than 0. Currently, it is {self.threads}")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Config:
+        """Defaults, then the TOML file at `path` (if any), then overrides like `retrieve__top_k=3`."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, _, name = key.partition("__")
+            if name:
+                data.setdefault(section, {})[name] = value
+            else:
+                data[section] = value
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build from nested dicts; unknown keys are an error that names them."""
+        sections = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in sections:
+                raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
+            if isinstance(value, dict):
+                sub_cls = {"split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
+                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig}.get(key)
+                if sub_cls is None:
+                    raise ConfigError(f"config {key!r} is a value, not a section")
+                known = {f.name for f in fields(sub_cls)}
+                unknown = set(value) - known
+                if unknown:
+                    raise ConfigError(f"unknown setting(s) in [{key}]: {', '.join(sorted(unknown))}")
+                kwargs[key] = sub_cls(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_(self, **changes: Any) -> Config:
+        """A copy with some sections or values replaced."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for manifests and `ragapp info`)."""
+        return asdict(self)

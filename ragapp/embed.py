@@ -1,0 +1,131 @@
+"""Embed stage: the Embedder protocol and its sentence-transformers implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ragapp.config import EmbedConfig
+from ragapp.errors import ModelNotAvailableError
+from ragapp.models import EmbedderSpec, resolve_embedder
+from ragapp.runtime import set_torch_threads
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns text into L2-normalised float32 vectors."""
+
+    name: str
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def embed_chunks(self, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model: a packaged name, a local folder or a hub id.
+
+    Light to construct; the model loads on first use (`warm_up`).
+    """
+
+    def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
+                 spec: EmbedderSpec | None = None) -> None:
+        self.config = config or EmbedConfig()
+        self._cache_dir = cache_dir
+        self._threads = threads
+        self._spec = spec
+        self._model = None
+        self._tokenizer = None
+        self.name = spec.name if spec else self.config.model
+
+    @property
+    def spec(self) -> EmbedderSpec:
+        """The resolved model location and prefixes (converting a packaged model on first call)."""
+        if self._spec is None:
+            self._spec = resolve_embedder(self.config.model, self._cache_dir)
+            self.name = self._spec.name
+        return self._spec
+
+    def warm_up(self) -> None:
+        """Load the model (once)."""
+        if self._model is not None:
+            return
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        set_torch_threads(self._threads)
+        dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
+        try:
+            model = SentenceTransformer(self.spec.path, device="cpu", model_kwargs={"dtype": dtype})
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(
+                f"cannot load embedding model {self.config.model!r} offline ({exc}); use a packaged name "
+                "(multilingual-e5-small, all-MiniLM-L6-v2) or a local sentence-transformers folder") from exc
+        model.max_seq_length = min(self.config.max_seq_length, model.max_seq_length or self.config.max_seq_length)
+        self._model = model
+
+    @property
+    def dimension(self) -> int:
+        """Vector size."""
+        self.warm_up()
+        return int(self._model.get_embedding_dimension())
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        self.warm_up()
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        set_torch_threads(self._threads)
+        vectors = self._model.encode([prefix + t for t in texts], batch_size=self.config.batch_size,
+                                     normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for questions (with the model's query prefix)."""
+        return self._encode(texts, self.spec.query_prefix)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for chunks or sentences (with the model's passage prefix)."""
+        return self._encode(texts, self.spec.passage_prefix)
+
+    def embed_chunks(self, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk vectors, and one vector per sentence span (for sentence-level reranking and quotes).
+
+        Sentences are embedded on their own (vectors pooled from the chunk's tokens were tried and
+        blur neighbouring sentences together); a sentence repeated by chunk overlap is embedded once.
+        """
+        return embed_chunks_with(self, texts, sentences)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes in this model (no special tokens); loads only the tokenizer."""
+        if self._tokenizer is None:
+            if self._model is not None:
+                self._tokenizer = self._model.tokenizer
+            else:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
+        if not texts:
+            return []
+        ids = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(x) for x in ids]
+
+
+def embed_chunks_with(embedder: Embedder, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk and sentence vectors using only `embed_passages` (any Embedder can use this)."""
+    chunk_vectors = embedder.embed_passages(texts)
+    unique: dict[str, int] = {}
+    refs: list[int] = []
+    for text, spans in zip(texts, sentences):
+        for a, b in spans:
+            refs.append(unique.setdefault(text[a:b], len(unique)))
+    sentence_vectors = embedder.embed_passages(list(unique)) if unique else np.zeros((0, chunk_vectors.shape[1]), np.float32)
+    return chunk_vectors, sentence_vectors[np.asarray(refs, dtype=np.int64)] if refs else sentence_vectors

@@ -1,0 +1,57 @@
+"""Errors raised by ragapp. The library raises; the CLI and UI turn them into one line."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class for every error ragapp raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(RagError):
+    """A setting has a value ragapp cannot use."""
+
+    exit_code = 2
+
+
+class IndexNotFoundError(RagError):
+    """No index exists at the given directory."""
+
+    exit_code = 3
+
+
+class IndexMismatchError(RagError):
+    """The index was built with settings (embedding model, schema) that differ from the current ones."""
+
+    exit_code = 4
+
+
+class IndexCorruptError(RagError):
+    """An index file is missing, truncated or altered."""
+
+    exit_code = 5
+
+
+class ModelNotAvailableError(RagError):
+    """A model cannot be loaded offline; the message names the pip line that installs it."""
+
+    exit_code = 6
+
+
+class DocumentError(RagError):
+    """One document could not be read; the message names the file and the reason."""
+
+    exit_code = 7
+
+
+class NoDocumentsError(RagError):
+    """The given paths contain no supported documents."""
+
+    exit_code = 8
+
+
+class IndexLockedError(RagError):
+    """Another process is writing the index."""
+
+    exit_code = 9

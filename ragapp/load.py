@@ -1,0 +1,147 @@
+"""Load stage: read .txt, .md, .html and .pdf files into pages of clean text."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from ragapp.errors import DocumentError
+from ragapp.types import Page
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm")
+
+# Zero-width and formatting characters that break tokenisation; C0/C1 controls except tab and newline.
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\ufeff\u00ad]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """Normalise line endings and drop invisible and control characters; the text is otherwise kept as written
+    (citations quote it), and width normalisation happens in the BM25 tokenizer instead."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text)
+    return _CONTROL.sub(" ", text)
+
+
+def decode_bytes(data: bytes, path: str) -> str:
+    """Decode a text file: BOMs first, then UTF-8, then GB18030 (a superset of GBK), then Latin-1."""
+    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(enc)
+            except UnicodeDecodeError as exc:
+                raise DocumentError(f"{path}: invalid {enc} text after its byte-order mark ({exc.reason})") from exc
+    head = data[:65536]
+    if b"\x00" in head and head.count(b"\x00") > len(head) // 100:
+        raise DocumentError(f"{path}: binary content, not text (NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("latin-1")
+    printable = sum(ch.isprintable() or ch in "\n\t\r" for ch in text[:65536])
+    if printable < 0.95 * min(len(text), 65536):
+        raise DocumentError(f"{path}: binary content, not text")
+    return text
+
+
+class _HTMLText(HTMLParser):
+    _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "pre", "table"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "noscript", "template") and self._skip:
+            self._skip -= 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _html_to_text(html: str) -> str:
+    parser = _HTMLText()
+    parser.feed(html)
+    text = "".join(parser.parts)
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
+
+
+def load_pdf(path: Path, source: str) -> list[Page]:
+    """One Page per PDF page that has text (pages numbered from 1)."""
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(str(path), strict=False)
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise DocumentError(f"{source}: encrypted PDF (a password is required)")
+            except (NotImplementedError, FileNotDecryptedError) as exc:
+                raise DocumentError(f"{source}: encrypted PDF (a password is required)") from exc
+        pages: list[Page] = []
+        for number, page in enumerate(reader.pages, start=1):
+            try:
+                text = clean_text(page.extract_text() or "")
+            except Exception:  # one bad page must not lose the rest of the document
+                continue
+            if text.strip():
+                pages.append(Page(source, number, text))
+    except DocumentError:
+        raise
+    except (PdfReadError, FileNotDecryptedError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        raise DocumentError(f"{source}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    if not pages:
+        raise DocumentError(f"{source}: no extractable text — scanned?")
+    return pages
+
+
+def load_file(path: str | Path, source: str | None = None) -> list[Page]:
+    """Read one document into pages. Raises DocumentError naming the file and the reason."""
+    path = Path(path)
+    source = source or str(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentError(f"{source}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        if path.stat().st_size == 0:
+            raise DocumentError(f"{source}: empty file")
+        if suffix == ".pdf":
+            return load_pdf(path, source)
+        text = decode_bytes(path.read_bytes(), source)
+    except PermissionError as exc:
+        raise DocumentError(f"{source}: permission denied") from exc
+    except FileNotFoundError as exc:
+        raise DocumentError(f"{source}: file disappeared while ingesting") from exc
+    except IsADirectoryError as exc:
+        raise DocumentError(f"{source}: is a directory") from exc
+    except OSError as exc:
+        raise DocumentError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    if suffix in (".html", ".htm"):
+        text = _html_to_text(text)
+    text = clean_text(text)
+    if not text.strip():
+        raise DocumentError(f"{source}: no text")
+    return [Page(source, None, text)]

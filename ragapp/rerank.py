@@ -1,0 +1,135 @@
+"""Rerank stage: the Reranker protocol, the offline sentence-level reranker and a CrossEncoder reranker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ragapp.errors import ModelNotAvailableError
+from ragapp.index import Index
+from ragapp.retrieve import reciprocal_rank_fusion
+from ragapp.tokenize import Tokenizer
+from ragapp.types import Hit, Query
+
+# Refusal thresholds on the sentence reranker's relevance score, fitted by bench/calibrate.py on
+# ../shared/eval (answerable vs. holdout-unanswerable questions); see README, "Refusals".
+CALIBRATED_MIN_SCORE: dict[str, float] = {}
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Reorders candidate hits; sets `rerank_score` (an absolute relevance) and `support` (a sentence)."""
+
+    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]: ...
+
+
+def query_coverage(query_terms: Sequence[str], text_terms: set[str], idf) -> float:
+    """IDF-weighted share of the query's distinct terms that occur in a text."""
+    terms = set(query_terms)
+    total = sum(idf(t) for t in terms)
+    if total <= 0:
+        return 0.0
+    return sum(idf(t) for t in terms if t in text_terms) / total
+
+
+def best_sentence(hit: Hit, query_terms: Sequence[str], tokenizer: Tokenizer, idf) -> tuple[int, int] | None:
+    """The sentence of a chunk that covers the most query terms (lexical; for rerankers without sentence vectors)."""
+    best, best_score = None, -1.0
+    for a, b in hit.chunk.sentences:
+        score = query_coverage(query_terms, set(tokenizer(hit.chunk.text[a:b])), idf)
+        if score > best_score:
+            best, best_score = (a, b), score
+    return best
+
+
+class SentenceReranker:
+    """Offline second stage: reads each candidate at sentence level with the packaged embedder.
+
+    For each of the top candidates: the best-matching sentence (cosine of the question to the
+    sentence vectors stored at ingest), the chunk's own cosine, and the IDF-weighted share of the
+    question's terms the chunk contains. The relevance score (used for refusals) is
+    mean(best sentence, chunk cosine) + coverage_weight x coverage; the order is reciprocal rank
+    fusion of the fused retrieval order with the relevance order.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, candidates: int = 30, coverage_weight: float = 0.1, rrf_k: int = 60) -> None:
+        self.tokenizer = tokenizer
+        self.candidates = candidates
+        self.coverage_weight = coverage_weight
+        self.rrf_k = rrf_k
+
+    def relevance(self, query: Query, hit: Hit, index: Index) -> tuple[float, tuple[int, int] | None, dict]:
+        """Relevance of one hit, its best sentence, and the features behind it."""
+        q = query.vector.astype(np.float32).ravel()
+        chunk_cos = hit.dense_score if hit.dense_score is not None else float(index.dense.reconstruct(hit.row) @ q)
+        vectors = index.chunk_sentence_vectors(hit.row)
+        if len(vectors):
+            sims = vectors @ q
+            k = int(np.argmax(sims))
+            sentence_cos, support = float(sims[k]), hit.chunk.sentences[k]
+        else:
+            sentence_cos, support = chunk_cos, None
+        coverage = query_coverage(query.terms, set(self.tokenizer(hit.chunk.text)), index.bm25.term_idf)
+        score = (sentence_cos + chunk_cos) / 2 + self.coverage_weight * coverage
+        return score, support, {"sentence": sentence_cos, "chunk": chunk_cos, "coverage": coverage}
+
+    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+        """Candidates reordered; every returned hit has rerank_score and support set."""
+        head = list(hits[: self.candidates])
+        scored = [self.relevance(query, h, index) for h in head]
+        by_relevance = sorted(range(len(head)), key=lambda i: -scored[i][0])
+        fused = reciprocal_rank_fusion([list(range(len(head))), by_relevance], self.rrf_k)
+        order = sorted(range(len(head)), key=lambda i: (-fused[i], i))
+        return [replace(head[i], score=fused[i], rerank_score=scored[i][0], support=scored[i][1]) for i in order]
+
+
+class CrossEncoderReranker:
+    """Any sentence-transformers CrossEncoder: a local folder or a hub id (for users who have one)."""
+
+    def __init__(self, model: str, tokenizer: Tokenizer, candidates: int = 30, threads: int = 1, batch_size: int = 16) -> None:
+        self.model_name = model
+        self.tokenizer = tokenizer
+        self.candidates = candidates
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model = None
+
+    def warm_up(self) -> None:
+        """Load the cross-encoder (once)."""
+        if self._model is not None:
+            return
+        from sentence_transformers import CrossEncoder
+
+        from ragapp.runtime import set_torch_threads
+
+        set_torch_threads(self.threads)
+        try:
+            self._model = CrossEncoder(self.model_name, device="cpu")
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(f"cannot load cross-encoder {self.model_name!r} offline ({exc}); pass a local folder") from exc
+
+    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+        """Candidates ordered by the cross-encoder's score; the support sentence is chosen lexically."""
+        self.warm_up()
+        head = list(hits[: self.candidates])
+        if not head:
+            return []
+        scores = np.asarray(self._model.predict([(query.text, h.chunk.text) for h in head], batch_size=self.batch_size,
+                                                show_progress_bar=False), dtype=np.float64).ravel()
+        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        return [replace(head[i], score=float(scores[i]), rerank_score=float(scores[i]),
+                        support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]
+
+
+class FusionOnly:
+    """No second stage: keep the fused order; the support sentence is chosen lexically."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+        """Hits unchanged but for their support sentence."""
+        return [replace(h, support=best_sentence(h, query.terms, self.tokenizer, index.bm25.term_idf)) for h in hits]

@@ -1,0 +1,67 @@
+"""Retrieve stage: BM25 top-n and dense top-n, fused (reciprocal rank fusion or weighted scores)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ragapp.config import RetrieveConfig
+from ragapp.index import Index
+from ragapp.types import Hit, Query
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60, weights: Sequence[float] | None = None) -> dict[int, float]:
+    """RRF: each list adds weight / (k + rank) (rank from 1) to the items it holds."""
+    weights = weights or [1.0] * len(rankings)
+    fused: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights):
+        for rank, item in enumerate(ranking, start=1):
+            fused[item] = fused.get(item, 0.0) + w / (k + rank)
+    return fused
+
+
+def weighted_fusion(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequence[float]) -> dict[int, float]:
+    """Convex combination of min-max normalised scores; an item missing from a list gets 0 from it."""
+    fused: dict[int, float] = {}
+    for pairs, w in zip(scored, weights):
+        if not pairs:
+            continue
+        values = np.array([s for _, s in pairs], dtype=np.float64)
+        lo, hi = values.min(), values.max()
+        span = hi - lo if hi > lo else 1.0
+        for (item, s) in pairs:
+            fused[item] = fused.get(item, 0.0) + w * (s - lo) / span
+    return fused
+
+
+def hybrid_search(index: Index, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
+    """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk text."""
+    n = candidates or config.candidates
+    bm25 = index.bm25.top_n(query.terms, n)
+    dense = index.dense_top_n(query.vector, n)
+    if config.fusion == "rrf":
+        fused = reciprocal_rank_fusion([[i for i, _ in bm25], [i for i, _ in dense]], config.rrf_k,
+                                       [config.bm25_weight, config.dense_weight])
+    else:
+        fused = weighted_fusion([bm25, dense], [config.bm25_weight, config.dense_weight])
+    bm25_at = {i: (r, s) for r, (i, s) in enumerate(bm25, start=1)}
+    dense_at = {i: (r, s) for r, (i, s) in enumerate(dense, start=1)}
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
+        # The same text indexed twice (a copied file) would crowd out other evidence.
+        if index.hashes[row] in seen:
+            continue
+        seen.add(index.hashes[row])
+        b, d = bm25_at.get(row), dense_at.get(row)
+        hits.append(Hit(chunk=index.chunks[row], score=score, row=row,
+                        bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
+                        dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score))
+    return hits
+
+
+def with_score(hit: Hit, score: float, **changes) -> Hit:
+    """A copy of a hit with a new final score (and other fields)."""
+    return replace(hit, score=score, **changes)

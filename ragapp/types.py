@@ -1,0 +1,158 @@
+"""Typed values passed between pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class Page:
+    """Text of one page (PDF) or of a whole file (page is None)."""
+
+    source: str
+    page: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document with its exact position: `text == page_text[start:end]`."""
+
+    id: str
+    text: str
+    source: str
+    page: int | None
+    start: int
+    end: int
+    # Sentence boundaries inside `text`, as (start, end) offsets; used by the reranker and citations.
+    sentences: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Query:
+    """A question as every stage needs it: text, language, BM25 terms and its vector."""
+
+    text: str
+    language: str
+    terms: tuple[str, ...]
+    vector: "np.ndarray"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with the score of every stage that saw it; `row` is its position in the index."""
+
+    chunk: Chunk
+    score: float
+    row: int = -1
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    fused_score: float | None = None
+    rerank_score: float | None = None
+    # Best-supporting sentence, as offsets into chunk.text (set by the reranker).
+    support: tuple[int, int] | None = None
+
+    @property
+    def support_text(self) -> str:
+        """The supporting sentence, or the start of the chunk when no reranker chose one."""
+        if self.support is None:
+            return self.chunk.text[:200]
+        return self.chunk.text[self.support[0] : self.support[1]]
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where part of an answer came from."""
+
+    source: str
+    page: int | None
+    start: int
+    end: int
+    text: str
+    score: float
+    chunk_id: str
+    quote: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready form used by `ragapp ask --json`."""
+        return {
+            "source": self.source,
+            "page": self.page,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "quote": self.quote,
+            "score": round(self.score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The result of `RAG.ask`: an answer with citations, or the fallback with answered=False."""
+
+    text: str
+    answered: bool
+    language: str
+    citations: list[Citation] = field(default_factory=list)
+    hits: list[Hit] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready form used by `ragapp ask --json`."""
+        return {
+            "answer": self.text,
+            "answered": self.answered,
+            "language": self.language,
+            "reason": self.reason,
+            "citations": [c.to_dict() for c in self.citations],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
+
+
+@dataclass
+class FileFailure:
+    """A file that could not be ingested, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    """Summary of one ingest run."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[FileFailure] = field(default_factory=list)
+    chunks: int = 0
+    chunks_added: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
+            "chunks": self.chunks,
+            "chunks_added": self.chunks_added,
+            "seconds": round(self.seconds, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
+        }

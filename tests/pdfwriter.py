@@ -1,0 +1,41 @@
+"""A minimal PDF writer for tests: real PDF files with a text layer (Helvetica, Latin-1), one list of lines per page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _escape(line: str) -> str:
+    return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def write_pdf(path: str | Path, pages: list[list[str]], title: str = "") -> Path:
+    """Write `pages` (each a list of text lines) as a PDF; returns the path."""
+    objects: list[bytes] = []
+    n_pages = len(pages)
+    # 1: catalog, 2: pages, 3: font, then per page: page object + content stream.
+    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n_pages))
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n_pages} >>".encode())
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    for i, lines in enumerate(pages):
+        body = ["BT", "/F1 11 Tf", "14 TL", "50 790 Td"]
+        for line in lines:
+            body.append(f"({_escape(line)}) Tj T*")
+        body.append("ET")
+        stream = "\n".join(body).encode("latin-1")
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode())
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for off in offsets:
+        out += f"{off:010d} 00000 n \n".encode()
+    info = f" /Info << /Title ({_escape(title)}) >>" if title else ""
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    Path(path).write_bytes(bytes(out))
+    return Path(path)
