@@ -136,11 +136,15 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1
+    # Threads for batch embedding during ingest, where 2 threads nearly double throughput here
+    # (11 → 20 passages/s measured), unlike single queries.
+    ingest_threads: int = 2
     # Where converted models are kept (never downloaded: built from the packaged weights).
     cache_dir: str = field(default_factory=_default_cache_dir)
 
     def __post_init__(self) -> None:
         _check(self.threads > 0, f"threads must be greater than 0. Currently, it is {self.threads}")
+        _check(self.ingest_threads > 0, f"ingest_threads must be greater than 0. Currently, it is {self.ingest_threads}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> Config:

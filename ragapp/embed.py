@@ -38,10 +38,11 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
-                 spec: EmbedderSpec | None = None) -> None:
+                 spec: EmbedderSpec | None = None, ingest_threads: int | None = None) -> None:
         self.config = config or EmbedConfig()
         self._cache_dir = cache_dir
         self._threads = threads
+        self._ingest_threads = ingest_threads or threads
         self._spec = spec
         self._model = None
         self._tokenizer = None
@@ -79,11 +80,11 @@ class SentenceTransformerEmbedder:
         self.warm_up()
         return int(self._model.get_embedding_dimension())
 
-    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prefix: str, threads: int | None = None) -> np.ndarray:
         self.warm_up()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        set_torch_threads(self._threads)
+        set_torch_threads(threads or self._threads)
         vectors = self._model.encode([prefix + t for t in texts], batch_size=self.config.batch_size,
                                      normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
@@ -102,7 +103,11 @@ class SentenceTransformerEmbedder:
         Sentences are embedded on their own (vectors pooled from the chunk's tokens were tried and
         blur neighbouring sentences together); a sentence repeated by chunk overlap is embedded once.
         """
-        return embed_chunks_with(self, texts, sentences)
+        chunk_vectors = self._encode(texts, self.spec.passage_prefix, self._ingest_threads)
+        unique: dict[str, int] = {}
+        refs = [unique.setdefault(text[a:b], len(unique)) for text, spans in zip(texts, sentences) for a, b in spans]
+        sentence_vectors = self._encode(list(unique), self.spec.passage_prefix, self._ingest_threads)
+        return chunk_vectors, sentence_vectors[np.asarray(refs, dtype=np.int64)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text takes in this model (no special tokens); loads only the tokenizer."""
@@ -118,14 +123,3 @@ class SentenceTransformerEmbedder:
         ids = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
-
-def embed_chunks_with(embedder: Embedder, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk and sentence vectors using only `embed_passages` (any Embedder can use this)."""
-    chunk_vectors = embedder.embed_passages(texts)
-    unique: dict[str, int] = {}
-    refs: list[int] = []
-    for text, spans in zip(texts, sentences):
-        for a, b in spans:
-            refs.append(unique.setdefault(text[a:b], len(unique)))
-    sentence_vectors = embedder.embed_passages(list(unique)) if unique else np.zeros((0, chunk_vectors.shape[1]), np.float32)
-    return chunk_vectors, sentence_vectors[np.asarray(refs, dtype=np.int64)] if refs else sentence_vectors

@@ -54,7 +54,8 @@ class RAG:
         self.config = config or Config()
         prepare_environment(self.config.threads)
         self.path = Path(index)
-        self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads)
+        self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads,
+                                                                ingest_threads=self.config.ingest_threads)
         self.generator = generator or TransformersGenerator(self.config.generate, self.config.cache_dir, self.config.threads)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker

@@ -1,0 +1,110 @@
+"""Helpers shared by the benchmarks: evaluation data from ../shared/eval, metrics, corpus folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import resource
+import time
+import unicodedata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = Path(os.environ.get("RAGAPP_EVAL", ROOT.parent / "shared" / "eval"))
+OUT = ROOT / "bench" / "out"
+
+
+def jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def qrels(path: Path) -> dict[str, dict[str, int]]:
+    """query id → {doc id: relevance} from a BEIR qrels TSV."""
+    out: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            q, d, s = line.rstrip("\n").split("\t")
+            out.setdefault(q, {})[d] = int(s)
+    return out
+
+
+def write_corpus(rows: list[dict], folder: Path, exclude: set[str] = frozenset()) -> Path:
+    """One .txt file per corpus row (title, blank line, text), named by its id; reused when present."""
+    marker = folder / ".complete"
+    if marker.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        if row["_id"] in exclude:
+            continue
+        body = (row.get("title", "") + "\n\n" + row["text"]).strip() + "\n"
+        (folder / f"{row['_id']}.txt").write_text(body, encoding="utf-8")
+    marker.write_text("ok")
+    return folder
+
+
+def doc_id(source: str) -> str:
+    """Corpus id of a chunk's source file."""
+    return Path(source).stem
+
+
+def doc_ranking(sources: list[str]) -> list[str]:
+    """Chunk sources in rank order → distinct document ids in rank order."""
+    seen: dict[str, None] = {}
+    for s in sources:
+        seen.setdefault(doc_id(s), None)
+    return list(seen)
+
+
+def ndcg_at(ranking: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    """nDCG@k with graded relevance (BEIR's definition)."""
+    dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranking[:k]))
+    ideal = sorted(relevant.values(), reverse=True)[:k]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+def recall_at(ranking: list[str], relevant: dict[str, int], k: int = 10) -> float:
+    """Share of relevant documents found in the top k."""
+    rel = {d for d, r in relevant.items() if r > 0}
+    return len(rel & set(ranking[:k])) / len(rel) if rel else 0.0
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, NFKC, no punctuation or whitespace (SQuAD/CMRC style matching)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return _PUNCT.sub("", text)
+
+
+def contains_answer(answer: str, golds: list[str]) -> bool:
+    """True when a normalised gold answer occurs in the normalised answer."""
+    a = normalise_answer(answer)
+    return any(normalise_answer(g) and normalise_answer(g) in a for g in golds)
+
+
+def machine() -> str:
+    """One line describing where and when the figures were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} vCPU {cpu}, Python {platform.python_version()}"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

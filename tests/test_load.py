@@ -1,0 +1,78 @@
+import pytest
+
+from conftest import SHARED_PDFS
+from pdfwriter import write_pdf
+from ragapp.errors import DocumentError
+from ragapp.load import load_file
+
+ZH = "长城是中国古代的军事防御工程。"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16"])
+def test_chinese_text_in_common_encodings(tmp_path, encoding):
+    f = tmp_path / "zh.txt"
+    f.write_bytes(ZH.encode(encoding))
+    (page,) = load_file(f)
+    assert page.text == ZH and page.page is None
+
+
+def test_latin1_and_mixed_line_endings(tmp_path):
+    f = tmp_path / "fr.txt"
+    f.write_bytes("Café au lait\r\nsecond line\rthird\n".encode("latin-1"))
+    assert load_file(f)[0].text == "Café au lait\nsecond line\nthird\n"
+
+
+def test_invisible_and_control_characters_removed(tmp_path):
+    f = tmp_path / "z.md"
+    f.write_text("zero\u200bwidth\x07bell", encoding="utf-8")
+    assert load_file(f)[0].text == "zerowidth bell"
+
+
+def test_pdf_pages_are_numbered(tmp_path):
+    pdf = write_pdf(tmp_path / "two.pdf", [["First page says hello."], ["Second page says goodbye."]])
+    pages = load_file(pdf)
+    assert [(p.page, p.text.strip()) for p in pages] == [(1, "First page says hello."), (2, "Second page says goodbye.")]
+
+
+def test_html_text_without_scripts(tmp_path):
+    f = tmp_path / "p.html"
+    f.write_text("<html><script>var x=1;</script><p>Para one.</p><p>Para &amp; two.</p></html>", encoding="utf-8")
+    text = load_file(f)[0].text
+    assert "Para one." in text and "Para & two." in text and "var x" not in text
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("edge_encrypted_password_test.pdf", "encrypted PDF"),
+    ("edge_empty_0bytes.pdf", "empty file"),
+    ("edge_tiny_no_text.pdf", "no extractable text — scanned?"),
+])
+def test_broken_real_pdfs_explain_themselves(name, reason):
+    path = SHARED_PDFS / name
+    if not path.exists():
+        pytest.skip("../shared/eval/pdfs not present")
+    with pytest.raises(DocumentError, match=reason) as info:
+        load_file(path)
+    assert name in str(info.value)
+
+
+def test_corrupted_xref_pdf_is_recovered():
+    path = SHARED_PDFS / "edge_corrupted_xref.pdf"
+    if not path.exists():
+        pytest.skip("../shared/eval/pdfs not present")
+    assert "Beautiful is better than ugly." in load_file(path)[0].text
+
+
+def test_real_chinese_pdf_keeps_pages():
+    path = SHARED_PDFS / "zh_quarterly_report_tables_22p.pdf"
+    if not path.exists():
+        pytest.skip("../shared/eval/pdfs not present")
+    pages = load_file(path)
+    assert pages[0].page == 1 and "东北电气发展股份有限公司" in pages[0].text
+    assert max(p.page for p in pages) == 22
+
+
+def test_binary_named_txt_is_refused(tmp_path):
+    f = tmp_path / "bin.txt"
+    f.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(DocumentError, match="binary"):
+        load_file(f)
