@@ -29,7 +29,21 @@ def chunk_id(source: str, page: int | None, start: int, text: str) -> str:
 
 def _units(text: str, size: int, count: CountTokens) -> list[tuple[int, int, int]]:
     """Sentences (start, end, tokens); sentences longer than `size` are cut at lines, clauses, words, then characters."""
-    spans = [s for p in paragraph_spans(text) for s in sentence_spans(text, *p)]
+    spans: list[tuple[int, int]] = []
+    heading: tuple[int, int] | None = None
+    for p in paragraph_spans(text):
+        sentences = sentence_spans(text, *p)
+        if heading is not None and sentences:
+            # A heading is a one-line paragraph without end punctuation: it becomes part of the
+            # sentence that follows, so it gives context instead of standing alone as a "sentence".
+            sentences[0] = (heading[0], sentences[0][1])
+            heading = None
+        if len(sentences) == 1 and _is_heading(text[sentences[0][0] : sentences[0][1]]):
+            heading = sentences[0]
+            continue
+        spans.extend(sentences)
+    if heading is not None:
+        spans.append(heading)
     out: list[tuple[int, int, int]] = []
     tokens = count([text[a:b] for a, b in spans]) if spans else []
     for (a, b), n in zip(spans, tokens):
@@ -38,6 +52,10 @@ def _units(text: str, size: int, count: CountTokens) -> list[tuple[int, int, int
         else:
             out.extend(_cut_long(text, a, b, size, count))
     return out
+
+
+def _is_heading(line: str) -> bool:
+    return "\n" not in line and len(line) <= 80 and not line.rstrip().endswith(tuple(".!?。！？；;:：…"))
 
 
 def _cut_long(text: str, a: int, b: int, size: int, count: CountTokens) -> list[tuple[int, int, int]]:

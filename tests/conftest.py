@@ -114,7 +114,7 @@ class EchoGenerator:
             yield self.reply
             return
         user = messages[-1]["content"]
-        for sentence in re.split(r"(?<=[.。!?！？])\s*", user):
+        for sentence in re.split(r"(?<=[。!?！？])\s*|(?<=\.)\s+", user):
             if self.needle and self.needle in sentence and "<document" not in sentence:
                 yield sentence.strip()
                 return

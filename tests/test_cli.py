@@ -1,0 +1,44 @@
+"""The `ragapp` console script as a user runs it: real processes, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def ragapp(*args, cwd, cache_dir):
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    return subprocess.run([sys.executable, "-m", "ragapp.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_ingest_search_info_and_errors(tmp_path, docs, cache_dir):
+    index = str(tmp_path / "index")
+    r = ragapp("ingest", str(docs), "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert "added 5, updated 0, unchanged 0, removed 0, failed 0" in r.stderr
+    assert "\r" not in r.stderr  # no progress bar when stderr is not a terminal
+
+    r = ragapp("search", "长城有多长", "--index", index, "--json", "--top-k", "2", cwd=tmp_path, cache_dir=cache_dir)
+    hits = json.loads(r.stdout)
+    assert len(hits) == 2 and hits[0]["source"].endswith("长城.txt") and "21196.18" in hits[0]["support"]
+    assert {"bm25_score", "dense_score", "fused_score", "rerank_score"} <= set(hits[0])
+
+    r = ragapp("info", "--index", index, "--json", cwd=tmp_path, cache_dir=cache_dir)
+    info = json.loads(r.stdout)
+    assert info["documents"] == 5 and info["embedding"]["model"] == "multilingual-e5-small" and info["embedding"]["dimension"] == 384
+
+    (docs / "bad.pdf").write_bytes(b"not a pdf")
+    r = ragapp("ingest", str(docs), "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 1 and "failed: " in r.stderr and "bad.pdf" in r.stderr and "unchanged 5" in r.stderr
+
+    r = ragapp("ask", "anything", "--index", str(tmp_path / "missing"), cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 3 and r.stderr.strip().startswith("error: no index at") and len(r.stderr.strip().splitlines()) == 1
+
+    (tmp_path / "empty").mkdir()
+    r = ragapp("ingest", str(tmp_path / "empty"), "--index", str(tmp_path / "i2"), cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 8 and "no supported documents" in r.stderr
+
+    r = ragapp("search", "x", "--index", index, "--embed-model", "all-MiniLM-L6-v2", cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 4 and "was built with embedding model 'multilingual-e5-small'" in r.stderr

@@ -1,0 +1,125 @@
+"""Ingest and search on the real embedder, FAISS and BM25: incremental updates, removals, consistency."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ragapp import RAG
+from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, NoDocumentsError
+from ragapp.index import Index
+
+
+@pytest.fixture
+def rag(tmp_path, config, embedder, echo_generator):
+    return RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+
+
+def _consistent(index: Index) -> None:
+    n = len(index.chunks)
+    assert index.dense.ntotal == n == len(index.bm25) == index.manifest.chunks
+    assert sum(r.chunks for r in index.manifest.files.values()) == n
+    assert {c.source for c in index.chunks} == set(index.manifest.files)
+
+
+def test_ingest_search_and_pages(rag, docs):
+    report = rag.ingest([docs])
+    assert len(report.added) == 5 and not report.failed and report.chunks > 5
+    hits = rag.search("How long does Mars take to orbit the Sun?", top_k=3)
+    assert hits[0].chunk.source.endswith("solar_system.md")
+    assert hits[0].support_text == "Mars takes 687 Earth days to orbit the Sun."
+    assert hits[0].bm25_rank is not None and hits[0].dense_rank is not None and hits[0].rerank_score is not None
+    pdf = rag.search("Which enzyme fixes carbon dioxide in the Calvin cycle?", top_k=1)[0]
+    assert pdf.chunk.source.endswith("photosynthesis.pdf") and pdf.chunk.page == 2
+    zh = rag.search("长城的总长度是多少？", top_k=1)[0]
+    assert zh.chunk.source.endswith("长城.txt") and "21196.18千米" in zh.support_text
+    # Cross-lingual: the dense side ranks the Chinese document first for an English question.
+    tea = [h for h in rag.search("Which green tea comes from Hangzhou?", top_k=5) if h.chunk.source.endswith("茶.md")]
+    assert tea and tea[0].dense_rank == 1 and "西湖龙井" in tea[0].chunk.text
+    _consistent(rag.index())
+
+
+def test_reingest_is_incremental(rag, docs):
+    rag.ingest([docs])
+    before = rag.index()
+    again = rag.ingest([docs])
+    assert len(again.unchanged) == 5 and not again.added and not again.updated and again.chunks_added == 0
+    assert rag.index().manifest.generation == before.manifest.generation  # nothing changed: no new generation
+
+    notes = docs / "en" / "ragapp_notes.txt"
+    notes.write_text(notes.read_text() + "\nThe mascot of ragapp is a red panda named Bamboo.\n")
+    (docs / "zh" / "茶.md").unlink()
+    (docs / "en" / "new.md").write_text("Olympus Mons is the tallest volcano in the Solar System.\n")
+    report = rag.ingest([docs])
+    assert [p.endswith("ragapp_notes.txt") for p in report.updated] == [True]
+    assert [p.endswith("茶.md") for p in report.removed] == [True]
+    assert [p.endswith("new.md") for p in report.added] == [True]
+    assert len(report.unchanged) == 3
+    # Only chunks whose text changed are embedded again.
+    assert 1 <= report.chunks_added <= 3
+    index = rag.index()
+    _consistent(index)
+    assert not any(c.source.endswith("茶.md") for c in index.chunks)
+    assert "Bamboo" in rag.search("What is the name of the ragapp mascot?", top_k=1)[0].support_text
+    assert all(not h.chunk.source.endswith("茶.md") for h in rag.search("西湖龙井", top_k=10))
+    # Vectors of unchanged chunks were carried over exactly.
+    old_rows = {c.id: i for i, c in enumerate(before.chunks)}
+    for i, c in enumerate(index.chunks):
+        if c.id in old_rows:
+            np.testing.assert_array_equal(index.dense.reconstruct(i), before.dense.reconstruct(old_rows[c.id]))
+
+
+def test_removal_only_under_given_paths(rag, docs):
+    rag.ingest([docs / "en"])
+    rag.ingest([docs / "zh"])
+    assert len(rag.index().manifest.files) == 5
+    (docs / "zh" / "茶.md").unlink()
+    report = rag.ingest([docs / "zh"])
+    assert len(report.removed) == 1 and len(rag.index().manifest.files) == 4
+
+
+def test_failed_file_reported_and_rest_ingested(rag, docs):
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
+    (docs / ".hidden.txt").write_text("hidden")
+    (docs / "notes.txt.swp").write_text("swap")
+    report = rag.ingest([docs])
+    assert len(report.added) == 5
+    assert [f.path.endswith("broken.pdf") for f in report.failed] == [True]
+    assert report.failed[0].reason
+
+
+def test_errors_are_named(tmp_path, config, embedder):
+    with pytest.raises(IndexNotFoundError, match="no index at"):
+        RAG(tmp_path / "none", config, embedder=embedder).search("x")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoDocumentsError, match="no supported documents"):
+        RAG(tmp_path / "i", config, embedder=embedder).ingest([tmp_path / "empty"])
+
+
+def test_other_embedding_model_is_refused(rag, docs, config):
+    from ragapp.config import EmbedConfig
+
+    rag.ingest([docs / "en" / "ragapp_notes.txt"])
+    other = RAG(rag.path, config.with_(embed=EmbedConfig(model="all-MiniLM-L6-v2")))
+    with pytest.raises(IndexMismatchError, match="multilingual-e5-small"):
+        other.search("anything")
+
+
+def test_tampered_index_is_detected(rag, docs):
+    rag.ingest([docs / "en"])
+    gen = rag.path / rag.index().manifest.directory
+    lines = (gen / "chunks.jsonl").read_text().splitlines(keepends=True)
+    (gen / "chunks.jsonl").write_text("".join(lines[:-1]))
+    with pytest.raises(IndexCorruptError, match="chunks.jsonl: checksum mismatch.*--rebuild"):
+        Index.open(rag.path)
+
+
+def test_leftover_partial_generation_is_ignored(rag, docs):
+    rag.ingest([docs / "en"])
+    manifest = json.loads((rag.path / "manifest.json").read_text())
+    junk = rag.path / f"gen-{manifest['generation'] + 1:06d}"
+    junk.mkdir()
+    (junk / "chunks.jsonl").write_text("half written")
+    assert Index.open(rag.path).manifest.generation == manifest["generation"]
+    rag.ingest([docs])  # the next commit reuses the number and replaces the junk
+    assert len(Index.open(rag.path).manifest.files) == 5
