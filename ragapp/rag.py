@@ -116,12 +116,12 @@ class RAG:
                     self._reranker = FusionOnly(self.tokenizer())
             return self._reranker
 
-    def min_score(self) -> float | None:
+    def min_score(self, language: str = "en") -> float | None:
         """Refusal threshold on the best rerank score (None: never refuse before asking the model)."""
         if self.config.rerank.min_score is not None:
             return self.config.rerank.min_score
         if isinstance(self.reranker(), SentenceReranker):
-            return CALIBRATED_MIN_SCORE.get(self.embedder.name)
+            return CALIBRATED_MIN_SCORE.get(self.embedder.name, {}).get(language)
         return None
 
     # -- ingest -------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class RAG:
         lang = language if language in ("en", "zh") else detect_language(question)
         top_k = top_k or self.config.retrieve.top_k
         hits = self._search(question, max(top_k, self.config.prompt.max_chunks), timings)
-        threshold = self.min_score()
+        threshold = self.min_score(lang)
         best = hits[0].rerank_score if hits and hits[0].rerank_score is not None else (hits[0].score if hits else None)
 
         def refuse(reason: str) -> Iterator[str]:
@@ -245,7 +245,8 @@ class RAG:
             "index": str(self.path), "generation": m.generation, "schema_version": m.schema_version,
             "ragapp_version": m.ragapp_version, "documents": len(m.files), "chunks": m.chunks, "sentences": m.sentences,
             "embedding": m.embedding, "split": m.split, "bm25": m.bm25,
-            "generator": self.config.generate.model, "reranker": self.config.rerank.kind, "min_score": self.min_score(),
+            "generator": self.config.generate.model, "reranker": self.config.rerank.kind,
+            "min_score": {lang: self.min_score(lang) for lang in ("en", "zh")},
             "created_at": m.created_at, "updated_at": m.updated_at,
             "files": {s: {"chunks": r.chunks, "sha256": r.sha256, "size": r.size, "ingested_at": r.ingested_at} for s, r in m.files.items()},
         }

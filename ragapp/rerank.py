@@ -14,9 +14,12 @@ from ragapp.retrieve import reciprocal_rank_fusion
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Hit, Query
 
-# Refusal thresholds on the sentence reranker's relevance score, fitted by bench/calibrate.py on
-# ../shared/eval (answerable vs. holdout-unanswerable questions); see README, "Refusals".
-CALIBRATED_MIN_SCORE: dict[str, float] = {}
+# Refusal thresholds on the sentence reranker's relevance score, per embedding model and question
+# language, fitted by bench/calibrate.py on ../shared/eval (the 5th percentile of answerable questions'
+# best score, on questions the end-to-end evaluation does not use); see README, "Refusals".
+CALIBRATED_MIN_SCORE: dict[str, dict[str, float]] = {
+    "multilingual-e5-small": {"en": 0.889, "zh": 0.928},
+}
 
 
 @runtime_checkable
