@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import EVAL, OUT, contains_answer, doc_id, doc_ranking, jsonl, machine, ndcg_at, qrels, recall_at, write_corpus  # noqa: E402
+from bench.common import EVAL, OUT, contains_answer, doc_ranking, jsonl, machine, ndcg_at, qrels, recall_at, write_corpus  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.config import Config  # noqa: E402
 from ragapp.retrieve import hybrid_search  # noqa: E402

@@ -20,7 +20,7 @@ from ragapp.bm25 import BM25Index, term_counts
 from ragapp.config import Config
 from ragapp.embed import Embedder
 from ragapp.errors import DocumentError, NoDocumentsError
-from ragapp.index import FileRecord, Index, Manifest, check_compatible, commit, file_sha256, read_manifest, text_hash, write_lock
+from ragapp.index import FileRecord, Index, Manifest, check_compatible, commit, file_sha256, text_hash, write_lock
 from ragapp.load import SUPPORTED_SUFFIXES, load_file
 from ragapp.split import split_pages
 from ragapp.tokenize import Tokenizer
@@ -211,11 +211,3 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
     report.stage_seconds = stage
     return report
 
-
-def index_exists(index_path: str | Path) -> bool:
-    """True when a committed index is at the path."""
-    try:
-        read_manifest(index_path)
-        return True
-    except Exception:
-        return False

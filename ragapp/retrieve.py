@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -61,7 +60,3 @@ def hybrid_search(index: Index, query: Query, config: RetrieveConfig, candidates
                         dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score))
     return hits
 
-
-def with_score(hit: Hit, score: float, **changes) -> Hit:
-    """A copy of a hit with a new final score (and other fields)."""
-    return replace(hit, score=score, **changes)
