@@ -78,8 +78,9 @@ def _under(source: str, roots: Iterable[Path]) -> bool:
 
 def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
         rebuild: bool = False, wait: bool = True, progress: Progress | None = None,
-        on_message: Callable[[str], None] | None = None) -> IngestReport:
-    """Bring the index at `index_path` up to date with the files under `paths`."""
+        on_message: Callable[[str], None] | None = None, remove: Sequence[str] = ()) -> IngestReport:
+    """Bring the index at `index_path` up to date with the files under `paths`, and drop the
+    documents named in `remove` (sources as the index records them)."""
     started = time.perf_counter()
     report = IngestReport()
     stage = {"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0}
@@ -95,7 +96,10 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
         if old is not None:
             check_compatible(old.manifest, {"model": embedder.name}, index_path)
         known = old.manifest.files if old else {}
-        if not files and not any(_under(s, roots) for s in known):
+        unknown = [s for s in remove if s not in known]
+        if unknown:
+            raise NoDocumentsError(f"not in the index at {index_path}: {', '.join(unknown)}")
+        if not files and not remove and not any(_under(s, roots) for s in known):
             raise NoDocumentsError(f"no supported documents ({', '.join(SUPPORTED_SUFFIXES)}) under {', '.join(map(str, paths))}")
 
         # 1. Which files changed.
@@ -114,7 +118,7 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
                 report.unchanged.append(source)
             else:
                 changed.append((file, source, digest))
-        removed = [s for s in known if _under(s, roots) and s not in current]
+        removed = [s for s in known if (_under(s, roots) and s not in current) or (s in remove and s not in current)]
 
         # 2. Read and split the changed files.
         new_chunks: list[Chunk] = []

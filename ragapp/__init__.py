@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["RAG", "Answer", "Citation", "Chunk", "Hit", "IngestReport", "Config", "__version__"]
+__all__ = ["RAG", "Answer", "Citation", "Chunk", "Hit", "IngestReport", "Config", "Turn", "RagError", "__version__"]
 
 
 def __getattr__(name: str):
@@ -23,6 +23,14 @@ def __getattr__(name: str):
         from ragapp.config import Config
 
         return Config
+    if name == "Turn":
+        from ragapp.conversation import Turn
+
+        return Turn
+    if name == "RagError":
+        from ragapp.errors import RagError
+
+        return RagError
     if name in ("Answer", "Citation", "Chunk", "Hit", "IngestReport"):
         from ragapp import types
 

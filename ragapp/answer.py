@@ -62,4 +62,4 @@ def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:
     quote = hit.chunk.text[a:b]
     score = hit.rerank_score if hit.rerank_score is not None else hit.score
     return Citation(source=hit.chunk.source, page=hit.chunk.page, start=hit.chunk.start + a, end=hit.chunk.start + b,
-                    text=quote, score=float(score), chunk_id=hit.chunk.id, quote=quote[:300])
+                    text=quote, score=float(score), chunk_id=hit.chunk.id, quote=quote[:300], chunk_text=hit.chunk.text, span=(a, b))

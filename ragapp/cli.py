@@ -157,19 +157,26 @@ def info(index, config_path, as_json) -> None:
 
 @main.command()
 @index_option
+@config_option
 @click.option("--port", type=int, default=8501, show_default=True)
-def ui(index, port) -> None:
+def ui(index, config_path, port) -> None:
     """Start the Streamlit chat app on localhost."""
+    import os
     import subprocess
+
+    from ragapp.config import Config
 
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     if not app.exists():
         raise click.ClickException(f"UI not found at {app}")
+    config = Config.load(config_path)
+    env = dict(os.environ, RAGAPP_INDEX=str(index), RAGAPP_CONFIG=str(Path(config_path).resolve()) if config_path else "")
     click.echo(f"ragapp UI on http://localhost:{port}", err=True)
     sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
                               "--server.address", "localhost", "--server.headless", "true",
-                              "--browser.gatherUsageStats", "false", "--", "--index", index]))
-
+                              "--server.maxUploadSize", str(config.ui.max_upload_mb),
+                              "--client.showErrorDetails", "false", "--client.toolbarMode", "minimal",
+                              "--browser.gatherUsageStats", "false"], env=env))
 
 if __name__ == "__main__":
     main()

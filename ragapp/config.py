@@ -119,6 +119,18 @@ class GenerateConfig:
         _check(self.dtype in ("float32", "bfloat16"), f"generate dtype must be float32 or bfloat16, not {self.dtype!r}")
 
 
+@dataclass(frozen=True)
+class UIConfig:
+    """The Streamlit app: where knowledge bases live and how large an upload may be."""
+
+    # Knowledge bases are index folders directly under this folder (the default one is data/index).
+    knowledge_root: str = "data"
+    max_upload_mb: int = 200
+
+    def __post_init__(self) -> None:
+        _check(self.max_upload_mb > 0, f"max_upload_mb must be greater than 0. Currently, it is {self.max_upload_mb}")
+
+
 def _default_cache_dir() -> str:
     return os.environ.get("RAGAPP_CACHE") or str(Path.home() / ".cache" / "ragapp")
 
@@ -134,6 +146,7 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1
     # Threads for batch embedding during ingest, where 2 threads nearly double throughput here
@@ -175,7 +188,7 @@ class Config:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
                 sub_cls = {"split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
-                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig}.get(key)
+                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig}.get(key)
                 if sub_cls is None:
                     raise ConfigError(f"config {key!r} is a value, not a section")
                 known = {f.name for f in fields(sub_cls)}

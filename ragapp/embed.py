@@ -56,6 +56,11 @@ class SentenceTransformerEmbedder:
             self.name = self._spec.name
         return self._spec
 
+    @property
+    def loaded(self) -> bool:
+        """True once the model is in memory."""
+        return self._model is not None
+
     def warm_up(self) -> None:
         """Load the model (once)."""
         if self._model is not None:

@@ -39,6 +39,11 @@ class TransformersGenerator:
         self._tokenizer = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        """True once the model is in memory."""
+        return self._model is not None
+
     def warm_up(self) -> None:
         """Load (and on first use convert) the model."""
         if self._model is not None:

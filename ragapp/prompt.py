@@ -27,11 +27,17 @@ SYSTEM = {
     ),
 }
 
+# The previous exchange, shown to the model when the question is a follow-up.
+EARLIER = {
+    "en": "Earlier in this conversation the user asked: {question}\nand was answered: {answer}\n\n",
+    "zh": "此前用户问：{question}\n回答是：{answer}\n\n",
+}
+
 USER = {
     "en": "Documents:\n{context}\n\nBased only on the documents above, answer the question briefly and professionally. "
-    "If the answer is not in them, say: " + FALLBACK["en"] + "\n\nQuestion: {question}",
+    "If the answer is not in them, say: " + FALLBACK["en"] + "\n\n{earlier}Question: {question}",
     "zh": "已知信息：\n{context}\n\n根据上述已知信息，简洁和专业的来回答用户的问题。如果无法从中得到答案，请说“"
-    + FALLBACK["zh"].rstrip("。") + "”，不允许在答案中添加编造成分，答案请使用中文。\n\n问题：{question}",
+    + FALLBACK["zh"].rstrip("。") + "”，不允许在答案中添加编造成分，答案请使用中文。\n\n{earlier}问题：{question}",
 }
 
 # Markers a document could forge to look like the end of the data or a new chat turn.
@@ -58,8 +64,11 @@ def _label(hit: Hit) -> str:
 
 
 def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: int = 900, max_chunks: int = 4,
-                 count_tokens: Callable[[Sequence[str]], list[int]] | None = None) -> Prompt:
-    """Messages for a chat model: system rules and numbered documents, best first, within `max_tokens`."""
+                 count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
+                 earlier: tuple[str, str] | None = None) -> Prompt:
+    """Messages for a chat model: system rules and numbered documents, best first, within `max_tokens`.
+
+    `earlier` is the previous (question, answer) when this question is a follow-up to it."""
     count = count_tokens or (lambda texts: [len(t) // 3 + 1 for t in texts])
     used: list[Hit] = []
     blocks: list[str] = []
@@ -76,8 +85,11 @@ def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: 
         budget -= need
     context = "\n".join(blocks)
     lang = language if language in USER else "en"
+    before = ""
+    if earlier is not None:
+        before = EARLIER[lang].format(question=neutralise(earlier[0].strip()), answer=neutralise(earlier[1].strip()))
     messages = [
         {"role": "system", "content": SYSTEM[lang]},
-        {"role": "user", "content": USER[lang].format(context=context, question=neutralise(question.strip()))},
+        {"role": "user", "content": USER[lang].format(context=context, earlier=before, question=neutralise(question.strip()))},
     ]
     return Prompt(messages, used, lang)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ragapp.answer import cite, fallback, is_refusal
 from ragapp.config import Config
+from ragapp.conversation import Turn, standalone_question
 from ragapp.embed import Embedder, SentenceTransformerEmbedder
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, TransformersGenerator
@@ -139,6 +140,34 @@ class RAG:
             self._reranker = self._custom_reranker
         return report
 
+    def remove(self, sources: Sequence[str], wait: bool = True) -> IngestReport:
+        """Drop documents (by the source path the index records) from the chunk store, FAISS and BM25."""
+        from ingest.pipeline import run
+
+        if not sources:
+            raise ValueError("no documents given to remove")
+        return run(self.path, [], self.embedder, self.tokenizer(), self.config, wait=wait, remove=list(sources))
+
+    def documents(self) -> list[dict]:
+        """The indexed documents: source, chunks, size, sha256 and ingest time (epoch seconds); [] without an index."""
+        try:
+            files = self.manifest().files
+        except IndexNotFoundError:
+            return []
+        return [{"source": s, "chunks": r.chunks, "size": r.size, "sha256": r.sha256, "ingested_at": r.ingested_at}
+                for s, r in files.items()]
+
+    @property
+    def ready(self) -> bool:
+        """True once the embedder and the generator are loaded (the first question loads them)."""
+        return all(getattr(m, "loaded", True) for m in (self.embedder, self.generator))
+
+    def warm_up(self) -> None:
+        """Load the embedder and the generator now instead of on the first question."""
+        for model in (self.embedder, self.generator):
+            if hasattr(model, "warm_up"):
+                model.warm_up()
+
     # -- query --------------------------------------------------------------------------------
 
     def _query(self, text: str, timings: dict[str, float]) -> Query:
@@ -169,33 +198,46 @@ class RAG:
             raise ValueError(f"top_k must be greater than 0. Currently, the top_k is {top_k}")
         return self._search(query, top_k, {})
 
-    def ask(self, question: str, top_k: int | None = None, language: str | None = None) -> Answer:
-        """A grounded answer with citations, or the fallback sentence with answered=False."""
-        stream = self.ask_stream(question, top_k, language)
+    def ask(self, question: str, top_k: int | None = None, language: str | None = None,
+            history: Sequence[Turn] = ()) -> Answer:
+        """A grounded answer with citations, or the fallback sentence with answered=False.
+
+        `language` forces the answer language ("en"/"zh"; default: the question's). `history` holds
+        the earlier turns of a conversation, so a follow-up like "and who succeeded him?" searches
+        together with the previous question (the searched text is `Answer.query`)."""
+        stream = self.ask_stream(question, top_k, language, history)
         for _ in stream:
             pass
         assert stream.answer is not None
         return stream.answer
 
-    def ask_stream(self, question: str, top_k: int | None = None, language: str | None = None) -> AnswerStream:
+    def ask_stream(self, question: str, top_k: int | None = None, language: str | None = None,
+                   history: Sequence[Turn] = ()) -> AnswerStream:
         """Like `ask`, but yields the answer text as it is generated; the Answer is on `.answer` at the end."""
         stream = AnswerStream(iter(()))
-        stream._pieces = self._answer_pieces(question, top_k, language, stream)
+        stream._pieces = self._answer_pieces(question, top_k, language, tuple(history), stream)
         return stream
 
-    def _answer_pieces(self, question: str, top_k: int | None, language: str | None, stream: AnswerStream) -> Iterator[str]:
+    def _answer_pieces(self, question: str, top_k: int | None, language: str | None, history: tuple[Turn, ...],
+                       stream: AnswerStream) -> Iterator[str]:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         lang = language if language in ("en", "zh") else detect_language(question)
         top_k = top_k or self.config.retrieve.top_k
-        hits = self._search(question, max(top_k, self.config.prompt.max_chunks), timings)
+        query = standalone_question(question, history)
+        earlier = None
+        if query != question.strip():
+            last = history[-1]
+            earlier = (last.question, last.answer if last.answer and not is_refusal(last.answer) else "-")
+        hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
         threshold = self.min_score(lang)
         best = hits[0].rerank_score if hits and hits[0].rerank_score is not None else (hits[0].score if hits else None)
 
         def refuse(reason: str) -> Iterator[str]:
             text = fallback(lang)
             timings["total_ms"] = (time.perf_counter() - started) * 1000
-            stream.answer = Answer(text=text, answered=False, language=lang, citations=[], hits=hits[:top_k], timings_ms=timings, reason=reason)
+            stream.answer = Answer(text=text, answered=False, language=lang, citations=[], hits=hits[:top_k], timings_ms=timings, reason=reason,
+                                   query=query)
             yield text
 
         if not hits:
@@ -205,7 +247,7 @@ class RAG:
             yield from refuse(f"best passage scored {best:.3f}, below the threshold {threshold:.3f}")
             return
         pc = self.config.prompt
-        prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens)
+        prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier)
         t0 = time.perf_counter()
         pieces: list[str] = []
         emitted = 0
@@ -232,9 +274,10 @@ class RAG:
         if len(text) > emitted:
             yield text[emitted:]
         index = self.index()
-        citations = cite(text, question, prompt.hits, self.tokenizer(), index.bm25.term_idf)
+        citations = cite(text, query, prompt.hits, self.tokenizer(), index.bm25.term_idf)
         timings["total_ms"] = (time.perf_counter() - started) * 1000
-        stream.answer = Answer(text=text, answered=True, language=lang, citations=citations, hits=hits[:top_k], timings_ms=timings)
+        stream.answer = Answer(text=text, answered=True, language=lang, citations=citations, hits=hits[:top_k], timings_ms=timings,
+                              query=query)
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -78,6 +78,9 @@ class Citation:
     score: float
     chunk_id: str
     quote: str = ""
+    # The whole cited chunk and where the quote sits in it, so a UI can show the quote in context.
+    chunk_text: str = ""
+    span: tuple[int, int] = (0, 0)
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -103,6 +106,8 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    # The standalone question that was searched (differs from the question for a follow-up).
+    query: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -111,6 +116,7 @@ class Answer:
             "answered": self.answered,
             "language": self.language,
             "reason": self.reason,
+            "query": self.query,
             "citations": [c.to_dict() for c in self.citations],
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }

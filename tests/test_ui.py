@@ -1,0 +1,110 @@
+"""The Streamlit page through Streamlit's AppTest: real index, real embedder, real default LLM (Qwen 0.5B)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ragapp.prompt import FALLBACK
+
+APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def kb_root(tmp_path_factory, cache_dir):
+    """A knowledge-base root whose default index holds the bundled samples; settings via RAGAPP_CONFIG."""
+    from conftest import SAMPLES
+
+    from ragapp import RAG
+    from ragapp.config import Config
+
+    root = tmp_path_factory.mktemp("kbs")
+    shutil.copytree(SAMPLES, root / "samples")
+    cfg = root / "ragapp.toml"
+    cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{root}"\nmax_upload_mb = 1\n', encoding="utf-8")
+    RAG(root / "index", Config.load(cfg)).ingest([root / "samples"])
+    return root
+
+
+@pytest.fixture
+def app(kb_root, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RAGAPP_INDEX", str(kb_root / "index"))
+    monkeypatch.setenv("RAGAPP_CONFIG", str(kb_root / "ragapp.toml"))
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def ask(at, question):
+    at.chat_input[0].set_value(question).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_answer_streams_with_citations(app):
+    ask(app, "How long does Mars take to orbit the Sun?")
+    texts = [m.value for m in app.markdown]
+    assert any("687" in t for t in texts)
+    labels = [e.label for e in app.expander]
+    assert labels and labels[0].startswith("[1] solar_system.md")
+    quote = next(t for t in texts if t.startswith('<div class="ragapp-quote">'))
+    assert "<mark>" in quote and "687" in quote.split("<mark>")[1].split("</mark>")[0]  # supporting sentence highlighted
+    assert not app.error
+
+
+def test_unanswerable_question_is_a_calm_notice_with_closest_passages(app):
+    ask(app, "What is the population of Lisbon?")
+    assert [i.value for i in app.info] == [FALLBACK["en"]]
+    assert not app.error
+    assert any(e.label.startswith("Closest:") for e in app.expander)
+
+
+def test_follow_up_question_searches_with_the_previous_turn(app):
+    ask(app, "Who discovered Neptune?")
+    assert any("Galle" in m.value for m in app.markdown)
+    ask(app, "And in which year?")
+    assert [c.value for c in app.caption if c.value.startswith("Searched for:")] == \
+        ["Searched for: Who discovered Neptune? And in which year?"]
+    answer = [m.value for m in app.chat_message[-1].markdown]
+    assert any("1846" in t for t in answer)
+
+
+def test_upload_ingest_list_delete(app):
+    note = "# Kestrel project\n\nThe Kestrel project's budget for 2025 is 4.2 million euros.\n".encode()
+    app.sidebar.file_uploader[0].set_value([("kestrel.md", note, "text/markdown"),
+                                            ("../../escape.txt", b"outside", "text/plain"),
+                                            ("big.txt", b"x " * 600_000, "text/plain")])
+    app.run()
+    app.sidebar.button(key="ingest").click().run()
+    assert not app.exception
+    summary = " ".join(m.value for m in app.sidebar.markdown)
+    assert "**Added:** 1" in summary and "**failed:** 2" in summary
+    assert "not an acceptable name" in summary and "over the upload limit of 1 MB" in summary
+    kb = Path(app.session_state["kb"])
+    assert (kb / "documents" / "kestrel.md").exists() and not (kb.parent / "escape.txt").exists()
+    listed = app.sidebar.table[0].value
+    assert "kestrel.md" in list(listed["document"])
+
+    ask(app, "What is the budget of the Kestrel project for 2025?")
+    assert any("4.2" in m.value for m in app.markdown)
+
+    app.sidebar.selectbox(key="delete_choice").set_value(str(kb / "documents" / "kestrel.md")).run()
+    app.sidebar.button(key="delete").click().run()
+    assert not app.exception
+    assert "kestrel.md" not in list(app.sidebar.table[0].value["document"])
+    from ragapp import RAG
+
+    hits = RAG(kb).search("Kestrel project budget", top_k=5)
+    assert all(not h.chunk.source.endswith("kestrel.md") for h in hits)
+
+
+def test_new_knowledge_base_without_documents_explains_itself(app):
+    app.sidebar.text_input(key="kb_new_name").set_value("empty kb").run()
+    app.sidebar.button(key="kb_create").click().run()
+    assert app.session_state["kb"].endswith("empty kb")
+    assert any("no documents yet" in i.value for i in app.info)
+    ask(app, "Anything there?")
+    assert len(app.error) == 1 and "no index at" in app.error[0].value and "ragapp ingest" in app.error[0].value

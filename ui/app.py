@@ -1,0 +1,249 @@
+"""ragapp's Streamlit chat page. Start it with `ragapp ui [--index DIR] [--port N]`.
+
+Only ragapp's public API is used here: RAG.ask_stream / search / ingest / remove / documents.
+The knowledge base to open first comes from RAGAPP_INDEX and the settings from RAGAPP_CONFIG
+(both set by `ragapp ui`).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+
+try:
+    from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
+except ImportError:  # run as a plain script without the project installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
+
+from ragapp import RAG, Answer, Config, RagError, Turn
+
+STAGE_SHARE = {"scan": (0.0, 0.05), "read": (0.05, 0.2), "embed": (0.2, 0.9), "commit": (0.9, 1.0)}
+
+
+# -- resources: loaded once per process, shared by every browser session ----------------------
+
+@st.cache_resource(show_spinner=False)
+def load_config(path: str) -> Config:
+    return Config.load(path or None)
+
+
+@st.cache_resource(show_spinner=False)
+def base_rag(index: str, config_path: str) -> RAG:
+    """The RAG whose embedder and generator every knowledge base shares (models load once)."""
+    return RAG(index, load_config(config_path))
+
+
+@st.cache_resource(show_spinner=False)
+def open_kb(path: str, config_path: str) -> RAG:
+    base = base_rag(os.environ.get("RAGAPP_INDEX", "data/index"), config_path)
+    if Path(path).resolve() == base.path.resolve():
+        return base
+    return RAG(path, base.config, embedder=base.embedder, generator=base.generator)
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def _where(source: str, page: int | None) -> str:
+    return Path(source).name + (f", page {page}" if page is not None else "")
+
+
+def highlighted(text: str, span: tuple[int, int] | None) -> str:
+    """HTML of a passage with its supporting sentence marked (one block, so Markdown leaves it alone)."""
+    a, b = span if span else (0, 0)
+    parts = [html.escape(text[:a]), f"<mark>{html.escape(text[a:b])}</mark>" if b > a else "", html.escape(text[b:])]
+    return '<div class="ragapp-quote">' + "".join(parts).replace("\n", "<br>") + "</div>"
+
+
+def render_scores(answer: Answer) -> None:
+    rows = [{"#": n, "source": _where(h.chunk.source, h.chunk.page), "bm25 rank": h.bm25_rank, "dense rank": h.dense_rank,
+             "fused": h.fused_score, "rerank": h.rerank_score} for n, h in enumerate(answer.hits, start=1)]
+    st.dataframe(rows, hide_index=True)
+
+
+def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
+    """An answer with its numbered citations, or a calm refusal with the closest passages."""
+    if answer.query and answer.query != question.strip():
+        st.caption(f"Searched for: {answer.query}")
+    if answer.answered:
+        st.markdown(answer.text)
+        for n, c in enumerate(answer.citations, start=1):
+            with st.expander(f"[{n}] {_where(c.source, c.page)}"):
+                st.markdown(highlighted(c.chunk_text or c.text, c.span if c.chunk_text else (0, len(c.text))),
+                            unsafe_allow_html=True)
+                st.caption(f"{c.source} · characters {c.start}–{c.end} · score {c.score:.3f}")
+    else:
+        st.info(answer.text, icon="ℹ️")
+        if answer.hits:
+            st.caption("The closest passages found were not enough to answer" + (f" ({answer.reason})." if answer.reason else "."))
+            for h in answer.hits[:3]:
+                with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.page)}"):
+                    st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
+    if show_scores and answer.hits:
+        render_scores(answer)
+
+
+def error_message(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, RagError) else f"{type(exc).__name__}: {exc}"
+
+
+# -- sidebar: knowledge bases, uploads, documents, settings ------------------------------------
+
+def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
+    root = Path(config.ui.knowledge_root)
+    default = Path(os.environ.get("RAGAPP_INDEX", "data/index"))
+    with st.sidebar:
+        st.header("Knowledge base")
+        names = [str(b) for b in knowledge_bases(root, default)]
+        if (pending := st.session_state.pop("kb_pending", None)) in names:
+            st.session_state["kb"] = pending  # a knowledge base just created: select it (before the widget exists)
+        if st.session_state.get("kb") not in names:
+            st.session_state["kb"] = names[0]
+        kb = Path(st.selectbox("Knowledge base", names, key="kb", format_func=lambda p: Path(p).name))
+        with st.popover("New knowledge base"):
+            name = st.text_input("Name", key="kb_new_name")
+            if st.button("Create", key="kb_create") and name:
+                try:
+                    st.session_state["kb_pending"] = str(create_knowledge_base(root, name))
+                    st.rerun()
+                except ValueError as exc:
+                    st.error(str(exc))
+        rag = open_kb(str(kb), config_path)
+
+        st.subheader("Add documents")
+        limit = config.ui.max_upload_mb
+        files = st.file_uploader(f"PDF, txt or Markdown (up to {limit} MB each)", type=["pdf", "txt", "md"],
+                                 accept_multiple_files=True, key="uploads")
+        if files and st.button("Ingest", key="ingest", type="primary"):
+            ingest_uploads(rag, kb, files, limit * 1_000_000)
+        if flash := st.session_state.pop("flash", None):
+            (st.success if flash[0] == "ok" else st.error)(flash[1])
+        for line in st.session_state.get("ingest_summary", []):
+            st.write(line)
+
+        st.subheader("Documents")
+        documents(rag, kb)
+
+        st.subheader("Settings")
+        settings = {
+            "top_k": st.slider("Passages to show (top-k)", 1, 10, config.retrieve.top_k, key="top_k"),
+            "language": st.radio("Answer language", ["auto", "en", "zh"], horizontal=True, key="language"),
+            "show_scores": st.checkbox("Show retrieval scores", key="show_scores"),
+        }
+    return rag, kb, settings
+
+
+def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:
+    """Save each upload into the knowledge base and ingest it, with a progress bar per file."""
+    added, unchanged, failed = [], [], []
+    for upload in files:
+        bar = st.progress(0.0, text=upload.name)
+
+        def progress(stage: str, item: str, done: int, total: int, bar=bar, name=upload.name) -> None:
+            lo, hi = STAGE_SHARE.get(stage, (0.0, 1.0))
+            bar.progress(min(1.0, lo + (hi - lo) * (done / total if total else 1.0)), text=f"{name}: {stage}")
+
+        try:
+            path = save_upload(kb, upload.name, upload.getvalue(), max_bytes)
+            report = rag.ingest([path], progress=progress)
+        except (ValueError, RagError, OSError) as exc:
+            failed.append(f"{upload.name}: {error_message(exc) if not isinstance(exc, ValueError) else exc}")
+            bar.progress(1.0, text=f"{upload.name}: failed")
+            continue
+        bar.progress(1.0, text=f"{upload.name}: done")
+        added += report.added + report.updated
+        unchanged += report.unchanged
+        failed += [f"{Path(f.path).name}: {f.reason}" for f in report.failed]
+    summary = [f"**Added:** {len(added)} · **unchanged:** {len(unchanged)} · **failed:** {len(failed)}"]
+    summary += [f"- failed {line}" for line in failed]
+    st.session_state["ingest_summary"] = summary
+
+
+def documents(rag: RAG, kb: Path) -> None:
+    docs = rag.documents()
+    if not docs:
+        st.caption("No documents yet.")
+        return
+    st.table({"document": [Path(d["source"]).name for d in docs], "chunks": [d["chunks"] for d in docs],
+              "ingested": [time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ingested_at"])) for d in docs]})
+    sources = [d["source"] for d in docs]
+    target = st.selectbox("Document", sources, format_func=lambda s: Path(s).name, key="delete_choice")
+    if st.button("Delete document", key="delete"):
+        try:
+            rag.remove([target])
+            if is_upload(kb, target):
+                Path(target).unlink(missing_ok=True)
+            st.session_state["flash"] = ("ok", f"Deleted {Path(target).name}")
+        except (RagError, OSError) as exc:
+            st.session_state["flash"] = ("error", error_message(exc))
+        st.session_state.pop("ingest_summary", None)
+        st.rerun()
+
+
+# -- the chat ----------------------------------------------------------------------------------
+
+def chat(rag: RAG, kb: Path, settings: dict) -> None:
+    history = st.session_state.setdefault("history", {}).setdefault(str(kb), [])
+    for entry in history:
+        with st.chat_message("user"):
+            st.markdown(entry["question"])
+        with st.chat_message("assistant"):
+            if "error" in entry:
+                st.error(entry["error"])
+            else:
+                render_answer(entry["question"], entry["answer"], settings["show_scores"])
+    if not rag.documents():
+        st.info("This knowledge base has no documents yet: upload some in the sidebar.", icon="📄")
+    question = st.chat_input("Ask a question about your documents")
+    if not question:
+        return
+    with st.chat_message("user"):
+        st.markdown(question)
+    turns = [Turn(e["question"], e["answer"].text, e["answer"].query) for e in history if "answer" in e]
+    entry: dict = {"question": question}
+    with st.chat_message("assistant"):
+        try:
+            if not rag.ready:
+                with st.spinner("Loading the models (only the first question after start)…"):
+                    rag.warm_up()
+            box = st.empty()
+            with st.spinner("Searching the documents…"):
+                stream = rag.ask_stream(question, top_k=settings["top_k"],
+                                        language=None if settings["language"] == "auto" else settings["language"],
+                                        history=turns)
+                pieces = iter(stream)
+                first = next(pieces, "")
+            text = first
+            for piece in pieces:
+                text += piece
+                box.markdown(text + "▌")
+            box.empty()
+            entry["answer"] = stream.answer
+            render_answer(question, stream.answer, settings["show_scores"])
+        except Exception as exc:  # one readable line in the page, never a traceback
+            entry["error"] = error_message(exc)
+            st.error(entry["error"])
+    history.append(entry)
+
+
+def main() -> None:
+    st.set_page_config(page_title="ragapp", page_icon="📚", layout="wide")
+    st.markdown("<style>.ragapp-quote mark{background:#ffe58a;padding:0 2px}</style>", unsafe_allow_html=True)
+    config_path = os.environ.get("RAGAPP_CONFIG", "")
+    try:
+        config = load_config(config_path)
+        rag, kb, settings = sidebar(config, config_path)
+    except Exception as exc:
+        st.error(error_message(exc))
+        return
+    st.title("ragapp")
+    st.caption(f"Answers only from the documents in **{kb}**, with citations; says so when they do not hold the answer.")
+    chat(rag, kb, settings)
+
+
+main()

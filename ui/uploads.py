@@ -1,0 +1,69 @@
+"""Knowledge-base folders and uploaded files for the Streamlit app: names that cannot escape, sizes that are checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path
+
+ALLOWED_SUFFIXES = (".pdf", ".txt", ".md")
+DOCUMENTS = "documents"  # uploads of a knowledge base live in <knowledge base>/documents/
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def safe_name(name: str) -> str:
+    """A plain file or folder name made from user input, or ValueError naming the problem.
+
+    Path parts are dropped ("../../x.txt" → "x.txt"); control characters and characters that
+    are special on common file systems become "_"; hidden names and "." / ".." are refused."""
+    base = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    base = _UNSAFE.sub("_", base).strip().strip(".") if base not in (".", "..") else ""
+    if not base or base.startswith(".") or name.strip().startswith("."):
+        raise ValueError(f"{name!r} is not an acceptable name")
+    return base[:200]
+
+
+def knowledge_bases(root: Path, default: Path) -> list[Path]:
+    """The default index plus every folder under `root` that holds an index or uploaded documents."""
+    found = [default]
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if child.is_dir() and child.resolve() != default.resolve() and (
+                    (child / "manifest.json").exists() or (child / DOCUMENTS).is_dir()):
+                found.append(child)
+    return found
+
+
+def create_knowledge_base(root: Path, name: str) -> Path:
+    """A new, empty knowledge base folder under `root`."""
+    folder = root / safe_name(name)
+    (folder / DOCUMENTS).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_upload(kb: Path, name: str, data: bytes, max_bytes: int) -> Path:
+    """Write an uploaded file into the knowledge base's documents folder (atomically); ValueError when refused."""
+    clean = safe_name(name)
+    if not clean.lower().endswith(ALLOWED_SUFFIXES):
+        raise ValueError(f"{name}: only {', '.join(ALLOWED_SUFFIXES)} files can be uploaded")
+    if len(data) > max_bytes:
+        raise ValueError(f"{name}: {len(data) / 1e6:.1f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB")
+    folder = kb / DOCUMENTS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / clean
+    if folder.resolve() not in target.resolve().parents:
+        raise ValueError(f"{name}: not an acceptable name")
+    tmp = folder / f".{clean}.part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def is_upload(kb: Path, source: str) -> bool:
+    """True when an indexed source is a file that was uploaded into this knowledge base."""
+    return (kb / DOCUMENTS).resolve() in Path(source).resolve().parents
