@@ -1,7 +1,7 @@
 """Conversation stage: turn a follow-up question into a standalone one before retrieval.
 
 "and who succeeded him?" retrieves nothing useful alone. When a question leans on the previous
-turn (a pronoun, a leading "and"/"what about", a Chinese 他/其/那…呢, or just very few words),
+turn (a pronoun, a leading "and"/"what about", a Chinese 他/其/那…呢, or a few words with no name of their own),
 the search runs on the previous standalone question combined with the new one, and the prompt
 shows the model the previous exchange. A small local model rewriting the question would cost a
 second generation per turn and often drops the entity; combining is cheap and keeps every word.
@@ -39,7 +39,9 @@ def is_follow_up(question: str) -> bool:
     han = sum(1 for w in words if len(w) == 1 and "\u3400" <= w <= "\u9fff")
     if han > len(words) / 2:  # Chinese
         return bool(_ZH_REFERRING.search(question)) or han <= 5
-    return bool(_EN_LEADING.search(question) or _EN_REFERRING.search(question)) or len(words) <= 3
+    # A short question with no name or number of its own ("In which year?") needs the previous turn.
+    named = any(w[0].isupper() or w[0].isdigit() for w in words[1:])
+    return bool(_EN_LEADING.search(question) or _EN_REFERRING.search(question)) or (len(words) <= 4 and not named)
 
 
 def standalone_question(question: str, history: Sequence[Turn]) -> str:

@@ -78,6 +78,18 @@ def test_removal_only_under_given_paths(rag, docs):
     assert len(report.removed) == 1 and len(rag.index().manifest.files) == 4
 
 
+def test_remove_document_by_source(rag, docs):
+    rag.ingest([docs])
+    tea = next(d["source"] for d in rag.documents() if d["source"].endswith("茶.md"))
+    report = rag.remove([tea])
+    assert report.removed == [tea] and not report.added and len(rag.documents()) == 4
+    _consistent(rag.index())
+    assert all(not h.chunk.source.endswith("茶.md") for h in rag.search("西湖龙井", top_k=10))
+    assert (docs / "zh" / "茶.md").exists()  # the file itself is left alone
+    with pytest.raises(NoDocumentsError, match="not in the index"):
+        rag.remove([tea])
+
+
 def test_failed_file_reported_and_rest_ingested(rag, docs):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (docs / ".hidden.txt").write_text("hidden")

@@ -102,3 +102,29 @@ def test_config_validation_names_the_value():
     with pytest.raises(ConfigError, match="unknown setting"):
         Config.from_dict({"retrieve": {"topk": 3}})
     assert Config.load(None, retrieve__top_k=3).retrieve.top_k == 3
+
+
+@pytest.mark.parametrize("question, follow_up", [
+    ("Who discovered Neptune?", False), ("and who succeeded him?", True), ("What about Venus?", True),
+    ("In which year?", True), ("长城的总长度是多少？", False), ("他的继任者是谁？", True), ("那茶呢？", True),
+])
+def test_follow_up_detection(question, follow_up):
+    from ragapp.conversation import is_follow_up
+
+    assert is_follow_up(question) is follow_up
+
+
+def test_follow_up_searches_with_previous_turn(sample_index, config, embedder, echo_generator):
+    from ragapp import Turn
+
+    gen = echo_generator(needle="1846")
+    rag = RAG(sample_index, config, embedder=embedder, generator=gen)
+    alone = rag.ask("And in which year?")
+    assert alone.query == "And in which year?"
+    first = rag.ask("Who discovered Neptune?")
+    answer = rag.ask("And in which year?", history=[Turn("Who discovered Neptune?", first.text, first.query)])
+    assert answer.query == "Who discovered Neptune? And in which year?"
+    assert answer.answered and "1846" in answer.text and answer.citations[0].source.endswith("solar_system.md")
+    prompt = gen.calls[-1][-1]["content"]
+    assert "Earlier in this conversation the user asked: Who discovered Neptune?" in prompt
+    assert prompt.rstrip().endswith("Question: And in which year?")
