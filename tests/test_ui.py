@@ -76,13 +76,14 @@ def test_upload_ingest_list_delete(app):
     note = "# Kestrel project\n\nThe Kestrel project's budget for 2025 is 4.2 million euros.\n".encode()
     app.sidebar.file_uploader[0].set_value([("kestrel.md", note, "text/markdown"),
                                             ("../../escape.txt", b"outside", "text/plain"),
-                                            ("big.txt", b"x " * 600_000, "text/plain")])
+                                            ("big.txt", b"x " * 600_000, "text/plain"),
+                                            ("broken.pdf", b"%PDF-1.4\nnot really a pdf", "application/pdf")])
     app.run()
     app.sidebar.button(key="ingest").click().run()
     assert not app.exception
     summary = " ".join(m.value for m in app.sidebar.markdown)
-    assert "**Added:** 1" in summary and "**failed:** 2" in summary
-    assert "not an acceptable name" in summary and "over the upload limit of 1 MB" in summary
+    assert "**Added:** 1" in summary and "**failed:** 3" in summary
+    assert "not an acceptable name" in summary and "over the upload limit of 1 MB" in summary and "failed broken.pdf:" in summary
     kb = Path(app.session_state["kb"])
     assert (kb / "documents" / "kestrel.md").exists() and not (kb.parent / "escape.txt").exists()
     listed = app.sidebar.table[0].value
