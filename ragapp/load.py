@@ -17,6 +17,33 @@ _INVISIBLE = re.compile(r"[\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# "Fake bold" in Chinese PDFs draws every glyph twice, and extraction yields 长长城城: a run of
+# at least three doubled Han characters in a row is collapsed (single doublings like 看看 stay).
+_FAKE_BOLD = re.compile(r"(?:([\u3400-\u9fff])\1){3,}")
+_PDF_JUNK = re.compile(r"\(cid:\d+\)|[\ue000-\uf8ff\ufffd]")
+
+
+def undouble(text: str) -> str:
+    """Collapse fake-bold doubling of Han characters (长长城城是是 → 长城是)."""
+    return _FAKE_BOLD.sub(lambda m: m.group(0)[::2], text)
+
+
+def drop_repeated_lines(text: str) -> str:
+    """Fake bold done by drawing a text line twice extracts as that line twice in a row; a PDF page
+    never means the same line twice in a row, so such repeats are dropped."""
+    lines = text.split("\n")
+    return "\n".join([lines[0]] + [b for a, b in zip(lines, lines[1:]) if not (b.strip() and a == b)])
+
+
+def readable_share(text: str) -> float:
+    """Share of a text that is letters, digits or spaces (a garbled PDF text layer scores low)."""
+    body = _PDF_JUNK.sub("\ufffd", text)
+    if not body.strip():
+        return 0.0
+    good = sum(ch.isalnum() or ch.isspace() or ch in ".,;:!?'\"()-%/。，、；：！？（）“”《》" for ch in body if ch != "\ufffd")
+    return good / len(body)
+
+
 def clean_text(text: str) -> str:
     """Normalise line endings and drop invisible and control characters; the text is otherwise kept as written
     (citations quote it), and width normalisation happens in the BM25 tokenizer instead."""
@@ -102,17 +129,24 @@ def load_pdf(path: Path, source: str) -> list[Page]:
             except (NotImplementedError, FileNotDecryptedError) as exc:
                 raise DocumentError(f"{source}: encrypted PDF (a password is required)") from exc
         pages: list[Page] = []
+        garbled = 0
         for number, page in enumerate(reader.pages, start=1):
             try:
-                text = clean_text(page.extract_text() or "")
+                text = drop_repeated_lines(undouble(clean_text(page.extract_text() or "")))
             except Exception:  # one bad page must not lose the rest of the document
                 continue
-            if text.strip():
-                pages.append(Page(source, number, text))
+            if not text.strip():
+                continue
+            if readable_share(text) < 0.6:  # glyphs without a Unicode mapping: indexing them would only add noise
+                garbled += 1
+                continue
+            pages.append(Page(source, number, text))
     except DocumentError:
         raise
     except (PdfReadError, FileNotDecryptedError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
         raise DocumentError(f"{source}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    if not pages and garbled:
+        raise DocumentError(f"{source}: garbled text layer on {garbled} page(s) (fonts without a Unicode mapping) — OCR it")
     if not pages:
         raise DocumentError(f"{source}: no extractable text — scanned?")
     return pages

@@ -76,3 +76,18 @@ def test_binary_named_txt_is_refused(tmp_path):
     f.write_bytes(bytes(range(256)) * 20)
     with pytest.raises(DocumentError, match="binary"):
         load_file(f)
+
+
+def test_fake_bold_doubling_is_collapsed():
+    from ragapp.load import drop_repeated_lines, undouble
+
+    assert undouble("长长城城是是中中国国的。看看这个") == "长城是中国的。看看这个"  # a single 看看 is a real word
+    assert drop_repeated_lines("本科\n本科\n高中\n高中\n\n\n正文") == "本科\n高中\n\n\n正文"
+
+
+def test_real_fake_bold_resume_is_deduplicated():
+    path = SHARED_PDFS / "zh_resume_duplicate_chars_2p.pdf"
+    if not path.exists():
+        pytest.skip("../shared/eval/pdfs not present")
+    pages = load_file(path)
+    assert len(pages) == 2 and pages[0].text.startswith("本科\n计算机科学与技术（应用技术）\n高中\n")
