@@ -55,3 +55,9 @@ class IndexLockedError(RagError):
     """Another process is writing the index."""
 
     exit_code = 9
+
+
+class IndexWriteError(RagError):
+    """The index could not be written (disk full, permissions); the previous index is unchanged."""
+
+    exit_code = 10

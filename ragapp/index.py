@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ragapp.bm25 import BM25Index
-from ragapp.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError
+from ragapp.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, IndexWriteError
 from ragapp.types import Chunk
 
 SCHEMA_VERSION = 1
@@ -224,7 +224,25 @@ def write_lock(path: str | Path, wait: bool = True, on_wait=None) -> Iterator[No
 
 def commit(path: str | Path, manifest: Manifest, chunks: Sequence[Chunk], hashes: Sequence[str], vectors: np.ndarray,
            sentence_vectors: np.ndarray, bm25: BM25Index) -> Manifest:
-    """Write a new generation and make it current atomically. Call while holding `write_lock`."""
+    """Write a new generation and make it current atomically. Call while holding `write_lock`.
+
+    A failed write (disk full, permissions) removes what it wrote and raises IndexWriteError; the
+    previous generation stays current."""
+    path = Path(path)
+    current = read_manifest(path).generation if (path / MANIFEST).exists() else 0
+    try:
+        return _commit(path, manifest, chunks, hashes, vectors, sentence_vectors, bm25)
+    except OSError as exc:
+        landed = read_manifest(path).generation if (path / MANIFEST).exists() else 0
+        (path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+        for leftover in path.glob("gen-*"):
+            if leftover.name[4:].isdigit() and int(leftover.name[4:]) > max(current, landed):
+                shutil.rmtree(leftover, ignore_errors=True)
+        raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}; the previous index is unchanged") from exc
+
+
+def _commit(path: Path, manifest: Manifest, chunks: Sequence[Chunk], hashes: Sequence[str], vectors: np.ndarray,
+            sentence_vectors: np.ndarray, bm25: BM25Index) -> Manifest:
     import faiss
 
     from ragapp import __version__

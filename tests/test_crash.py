@@ -1,0 +1,147 @@
+"""Crashes, full disks and concurrent use: the index is always the old one or the new one, never a mix."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ragapp import RAG
+from ragapp.errors import IndexLockedError, IndexWriteError
+from ragapp.index import Index, write_lock
+
+
+def state(path) -> tuple[int, frozenset[str]]:
+    """What a reader sees: the generation and the chunk ids (opening verifies every checksum)."""
+    index = Index.open(path)
+    return index.manifest.generation, frozenset(c.id for c in index.chunks)
+
+
+def make_notes(folder, n, seed):
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    words = "river mountain copper violin harbour lantern orchard glacier meadow falcon".split()
+    for i in range(n):
+        body = " ".join(f"Note {seed}-{i} says the {rng.choice(words)} is {rng.randint(1, 999)} units away." for _ in range(12))
+        (folder / f"note_{seed}_{i}.txt").write_text(body + "\n", encoding="utf-8")
+
+
+def test_enospc_during_commit_keeps_previous_index(tmp_path, docs, config, embedder, echo_generator, monkeypatch):
+    rag = RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+    rag.ingest([docs])
+    before = state(rag.path)
+    (docs / "en" / "more.md").write_text("Ceres is the largest object in the asteroid belt.\n", encoding="utf-8")
+
+    real_save = np.save
+
+    def full_disk(file, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(IndexWriteError, match="No space left on device; the previous index is unchanged"):
+        rag.ingest([docs])
+    assert state(rag.path) == before
+    assert sorted(p.name for p in rag.path.glob("gen-*")) == [f"gen-{before[0]:06d}"]  # the partial generation is gone
+    monkeypatch.setattr(np, "save", real_save)
+    report = rag.ingest([docs])
+    assert [p.endswith("more.md") for p in report.added] == [True]
+    assert rag.search("largest object in the asteroid belt", top_k=1)[0].chunk.source.endswith("more.md")
+
+
+def test_second_writer_waits_or_fails_fast(tmp_path, docs, cache_dir):
+    index = tmp_path / "index"
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    with write_lock(index):
+        r = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(docs), "--index", str(index), "--no-wait"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == IndexLockedError.exit_code
+        assert r.stderr.strip().splitlines() == [f"error: index {index} is being written by another process "
+                                                 "(try again, or drop --no-wait to wait)"]
+        waiting = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "ingest", str(docs), "--index", str(index)],
+                                   env=env, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert waiting.poll() is None  # still waiting for the lock
+        assert not (index / "manifest.json").exists()
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "waiting for another ingest" in err and "added 5" in err
+
+
+def test_readers_see_a_consistent_snapshot_during_ingest(tmp_path, docs, config, embedder, echo_generator):
+    writer = RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+    writer.ingest([docs / "en"])
+    reader = RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+    first = reader.search("Mars orbit", top_k=1)[0].chunk.source
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def ingest():
+        try:
+            writer.ingest([docs / "zh"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    seen = 0
+    while not done.is_set():
+        hits = reader.search("长城的总长度是多少？", top_k=3)
+        assert hits and all(h.chunk.text for h in hits)
+        assert reader.search("Mars orbit", top_k=1)[0].chunk.source == first
+        seen += 1
+    thread.join()
+    assert not errors and seen > 0
+    # The committed ingest is visible to the same object without reopening it.
+    assert reader.search("长城的总长度是多少？", top_k=1)[0].chunk.source.endswith("长城.txt")
+
+
+def test_kill_during_ingest_leaves_old_or_new_index(tmp_path, cache_dir):
+    """SIGKILL `ragapp ingest` at 20 random moments; every time the index opens and is the state
+    before or after; re-running converges."""
+    corpus = tmp_path / "corpus"
+    make_notes(corpus / "a", 30, seed=1)
+    index = tmp_path / "index"
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(index)]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    make_notes(corpus / "b", 30, seed=2)
+    (corpus / "a" / "note_1_0.txt").unlink()
+    before = state(index)
+
+    # One uninterrupted run (on a copy) gives the "after" state and the duration to sample kills from.
+    import shutil
+
+    shutil.copytree(index, tmp_path / "probe")
+    t0 = time.perf_counter()
+    subprocess.run(cmd[:-1] + [str(tmp_path / "probe")], env=env, check=True, capture_output=True, timeout=600)
+    duration = time.perf_counter() - t0
+    after_ids = state(tmp_path / "probe")[1]
+
+    shutil.copytree(index, tmp_path / "before")
+    rng = random.Random(7)
+    outcomes = {"old": 0, "new": 0}
+    for trial in range(20):
+        shutil.rmtree(index)
+        shutil.copytree(tmp_path / "before", index)
+        # Half the kills anywhere, half in the last third of the run, where embedding and commit happen.
+        moment = rng.uniform(0, duration) if trial % 2 == 0 else rng.uniform(duration * 2 / 3, duration * 1.05)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(moment)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        generation, ids = state(index)
+        assert ids in (before[1], after_ids), f"trial {trial}: index is neither the old nor the new state"
+        outcomes["old" if ids == before[1] else "new"] += 1
+        hits = RAG(index).search("How far away is the copper?", top_k=3)
+        assert hits and {h.chunk.id for h in hits} <= ids  # it answers, from the state it shows
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    assert state(index)[1] == after_ids
+    print(f"kill test: {json.dumps({'trials': 20, 'recovered': 20, **outcomes, 'lost': 0})}")
