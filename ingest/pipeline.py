@@ -128,7 +128,7 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             tell("read", source, n, len(changed))
             t0 = time.perf_counter()
             try:
-                pages = load_file(file, source)
+                pages = load_file(file, source, int(config.ingest.max_file_mb * 1e6))
                 t1 = time.perf_counter()
                 chunks = split_pages(pages, split_cfg.chunk_size, split_cfg.chunk_overlap, embedder.count_tokens)
             except DocumentError as exc:
@@ -159,7 +159,11 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             for i, h in enumerate(old.hashes):
                 reuse.setdefault(h, (old_vectors[i], old.chunk_sentence_vectors(i)))
         new_hashes = [text_hash(c.text) for c in new_chunks]
-        todo = [i for i, h in enumerate(new_hashes) if h not in reuse]
+        first_of: dict[str, int] = {}
+        for i, h in enumerate(new_hashes):
+            if h not in reuse:
+                first_of.setdefault(h, i)
+        todo = list(first_of.values())  # each distinct new text is embedded once, however many files hold it
         dim = embedder.dimension
         batch = max(1, config.embed.batch_size * 4)
         for b in range(0, len(todo), batch):

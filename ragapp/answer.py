@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from ragapp.prompt import FALLBACK
 from ragapp.tokenize import Tokenizer
@@ -54,7 +55,9 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
         chosen = [x for x in sorted(scored, key=lambda x: -x[0]) if x[0] >= 0.5 * top][:max_citations]
     else:
         chosen = [(0.0, hits[0], hits[0].support)] if hits else []
-    return [_citation(hit, span, share) for share, hit, span in chosen]
+    citations = [_citation(hit, span, share) for share, hit, span in chosen]
+    # A passage found in several files (copies) is cited in each of them.
+    return citations + [_citation(replace(hit, chunk=copy), span, share) for share, hit, span in chosen for copy in hit.also]
 
 
 def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:

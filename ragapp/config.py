@@ -17,6 +17,18 @@ def _check(ok: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """Which files ingest reads."""
+
+    # Larger files are reported, not read: at ~20 chunks/s a 500 MB text would embed for ~9 hours
+    # and its vectors would not fit a laptop's memory. Raise it deliberately for big corpora.
+    max_file_mb: float = 100.0
+
+    def __post_init__(self) -> None:
+        _check(self.max_file_mb > 0, f"max_file_mb must be greater than 0. Currently, it is {self.max_file_mb}")
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     """How documents are cut into chunks. Sizes count tokens of the embedding model's tokenizer."""
 
@@ -139,6 +151,7 @@ def _default_cache_dir() -> str:
 class Config:
     """Every setting of ragapp. `Config.load(path, **overrides)` reads TOML and applies dotted overrides."""
 
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     bm25: BM25Config = field(default_factory=BM25Config)
@@ -187,7 +200,7 @@ class Config:
             if key not in sections:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
-                sub_cls = {"split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
+                sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
                            "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig}.get(key)
                 if sub_cls is None:
                     raise ConfigError(f"config {key!r} is a value, not a section")

@@ -167,6 +167,16 @@ class Index:
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def same_text_rows(self, row: int) -> list[int]:
+        """Every row whose chunk text equals that of `row` (copies of a file), `row` first."""
+        if not hasattr(self, "_rows_by_hash"):
+            groups: dict[str, list[int]] = {}
+            for i, h in enumerate(self.hashes):
+                groups.setdefault(h, []).append(i)
+            self._rows_by_hash = {h: rows for h, rows in groups.items() if len(rows) > 1}
+        others = self._rows_by_hash.get(self.hashes[row], [])
+        return [row] + [r for r in others if r != row]
+
     def is_current(self) -> bool:
         """False once another process committed a newer generation."""
         try:

@@ -152,7 +152,7 @@ def load_pdf(path: Path, source: str) -> list[Page]:
     return pages
 
 
-def load_file(path: str | Path, source: str | None = None) -> list[Page]:
+def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None) -> list[Page]:
     """Read one document into pages. Raises DocumentError naming the file and the reason."""
     path = Path(path)
     source = source or str(path)
@@ -160,8 +160,12 @@ def load_file(path: str | Path, source: str | None = None) -> list[Page]:
     if suffix not in SUPPORTED_SUFFIXES:
         raise DocumentError(f"{source}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise DocumentError(f"{source}: empty file")
+        if max_bytes is not None and size > max_bytes:
+            raise DocumentError(f"{source}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit "
+                                "(ingest.max_file_mb in the config); not read")
         if suffix == ".pdf":
             return load_pdf(path, source)
         text = decode_bytes(path.read_bytes(), source)

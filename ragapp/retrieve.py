@@ -57,6 +57,7 @@ def hybrid_search(index: Index, query: Query, config: RetrieveConfig, candidates
         b, d = bm25_at.get(row), dense_at.get(row)
         hits.append(Hit(chunk=index.chunks[row], score=score, row=row,
                         bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
-                        dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score))
+                        dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score,
+                        also=tuple(index.chunks[r] for r in index.same_text_rows(row)[1:])))
     return hits
 

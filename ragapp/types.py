@@ -57,6 +57,8 @@ class Hit:
     rerank_score: float | None = None
     # Best-supporting sentence, as offsets into chunk.text (set by the reranker).
     support: tuple[int, int] | None = None
+    # The same text indexed elsewhere (a copied file): embedded once, searched once, cited in every place.
+    also: tuple[Chunk, ...] = ()
 
     @property
     def support_text(self) -> str:

@@ -90,6 +90,20 @@ def test_remove_document_by_source(rag, docs):
         rag.remove([tea])
 
 
+def test_duplicate_files_embedded_once_and_both_cited(tmp_path, docs, config, embedder, echo_generator):
+    import shutil
+
+    (docs / "copy").mkdir()
+    shutil.copy(docs / "en" / "solar_system.md", docs / "copy" / "solar_system (copy).md")
+    rag = RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator(needle="687"))
+    report = rag.ingest([docs])
+    index = rag.index()
+    assert report.chunks_added == len(set(index.hashes)) < len(index.chunks)
+    answer = rag.ask("How long does Mars take to orbit the Sun?")
+    cited = [c.source for c in answer.citations if "687" in c.quote]
+    assert {s.rsplit("/", 1)[-1] for s in cited} == {"solar_system (copy).md", "solar_system.md"}
+
+
 def test_failed_file_reported_and_rest_ingested(rag, docs):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (docs / ".hidden.txt").write_text("hidden")
