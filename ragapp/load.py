@@ -62,8 +62,11 @@ def decode_bytes(data: bytes, path: str) -> str:
             except UnicodeDecodeError as exc:
                 raise DocumentError(f"{path}: invalid {enc} text after its byte-order mark ({exc.reason})") from exc
     head = data[:65536]
-    if b"\x00" in head and head.count(b"\x00") > len(head) // 100:
-        raise DocumentError(f"{path}: binary content, not text (NUL bytes)")
+    # Text never holds many control bytes (tab, newlines, form feed and NUL aside); binary data does.
+    # Stray NUL bytes in otherwise plain text are dropped by clean_text; mostly-NUL is binary or BOM-less UTF-16.
+    controls = sum(head.count(bytes([b])) for b in (*range(1, 9), 11, *range(14, 32), 127))
+    if (controls >= 4 and controls > len(head) // 50) or head.count(b"\x00") > len(head) * 3 // 10:
+        raise DocumentError(f"{path}: binary content, not text")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

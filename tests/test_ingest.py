@@ -104,6 +104,25 @@ def test_duplicate_files_embedded_once_and_both_cited(tmp_path, docs, config, em
     assert {s.rsplit("/", 1)[-1] for s in cited} == {"solar_system (copy).md", "solar_system.md"}
 
 
+def test_file_deleted_or_truncated_while_ingest_runs(rag, docs):
+    tea, notes = docs / "zh" / "茶.md", docs / "en" / "ragapp_notes.txt"
+    acted = []
+
+    def meddle(stage, item, done, total):
+        if stage == "read" and not acted:  # after hashing, before any file is read
+            acted.append(item)
+            tea.unlink()
+            notes.write_text(notes.read_text(encoding="utf-8")[:120], encoding="utf-8")
+
+    report = rag.ingest([docs], progress=meddle)
+    assert [(f.path.endswith("茶.md"), f.reason) for f in report.failed] == [(True, "file disappeared while ingesting")]
+    assert len(report.added) == 4
+    _consistent(rag.index())
+    again = rag.ingest([docs])  # the truncated file's recorded hash is from before: it is read again
+    assert [p.endswith("ragapp_notes.txt") for p in again.updated] == [True] and not again.failed
+    assert not rag.ingest([docs]).updated
+
+
 def test_failed_file_reported_and_rest_ingested(rag, docs):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (docs / ".hidden.txt").write_text("hidden")

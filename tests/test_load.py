@@ -91,3 +91,16 @@ def test_real_fake_bold_resume_is_deduplicated():
         pytest.skip("../shared/eval/pdfs not present")
     pages = load_file(path)
     assert len(pages) == 2 and pages[0].text.startswith("本科\n计算机科学与技术（应用技术）\n高中\n")
+
+
+def test_random_bytes_refused_but_stray_nuls_dropped(tmp_path):
+    import random
+
+    junk = tmp_path / "junk.txt"
+    rng = random.Random(0)
+    junk.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
+    with pytest.raises(DocumentError, match="junk.txt: binary content"):
+        load_file(junk)
+    log = tmp_path / "log.txt"
+    log.write_bytes(b"Some text\x00 with\x00 stray NULs.\n" * 20)
+    assert load_file(log)[0].text.startswith("Some text  with  stray NULs.\n")

@@ -1,0 +1,171 @@
+"""Hostile input: build a messy folder, ingest it with the real `ragapp ingest`, print what happened to each file.
+
+    python bench/hostile.py            # full sizes (a 500 MB text, a 5 MB single line, a 300-page PDF)
+    python bench/hostile.py --quick    # smaller big files, for a quick look
+
+Prints a Markdown table (input, what ragapp did, searchable?) that the README quotes, and the
+peak memory of the ingest process. Real PDFs from ../shared/eval/pdfs are referenced, not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from bench.common import EVAL, machine  # noqa: E402
+from pdfwriter import write_pdf  # noqa: E402
+
+ZH = "长城是中国古代的军事防御工程，总长度为21196.18千米。"
+EN = "The lighthouse on Kestrel Point was built in 1874 by Mary Alden."
+
+
+def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
+    """Write the hostile corpus; returns relative path → (description, a query that should find it or None)."""
+    from pypdf import PdfReader, PdfWriter
+
+    items: dict[str, tuple[str, str | None]] = {}
+
+    def add(rel: str, what: str, query: str | None, data: bytes | None = None) -> Path:
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if data is not None:
+            path.write_bytes(data)
+        items[rel] = (what, query)
+        return path
+
+    # PDFs
+    (folder / "pdf").mkdir(parents=True)
+    plain = write_pdf(folder / "pdf" / "plain.pdf", [["The Orion probe measured 42 craters on the far side."]])
+    items["pdf/plain.pdf"] = ("PDF with a text layer", "How many craters did the Orion probe measure?")
+    writer = PdfWriter(clone_from=str(plain))
+    writer.encrypt("test")
+    with open(add("pdf/encrypted.pdf", "PDF encrypted with password 'test'", None), "wb") as f:
+        writer.write(f)
+    add("pdf/empty.pdf", "PDF of 0 bytes", None, b"")
+    raw = bytearray(plain.read_bytes())
+    xref = raw.rindex(b"xref")
+    raw[xref + 20 : xref + 60] = b"9" * 40  # offsets point nowhere
+    add("pdf/corrupt_xref.pdf", "PDF with a corrupted xref table", "Orion probe craters far side", bytes(raw))
+    write_pdf(folder / "pdf" / "scanned.pdf", [[]])
+    items["pdf/scanned.pdf"] = ("PDF without a text layer (a scan)", None)
+    pages = 30 if quick else 300
+    write_pdf(folder / "pdf" / "long.pdf", [[f"Page {i} of the long report lists reactor {i * 7}."] for i in range(1, pages + 1)])
+    items["pdf/long.pdf"] = (f"{pages}-page PDF", f"Which page lists reactor {7 * (pages - 1)}?")
+    shared = EVAL / "pdfs"
+    for name, what in (("zh_resume_duplicate_chars_2p.pdf", "real Chinese PDF with fake-bold duplicated text"),
+                       ("zh_audit_letter_garbled_6p.pdf", "real Chinese PDF with a garbled (OCR-error) text layer"),
+                       ("edge_corrupted_xref.pdf", "real PDF with a corrupted xref"),
+                       ("edge_encrypted_password_test.pdf", "real encrypted PDF"),
+                       ("edge_tiny_no_text.pdf", "real PDF with no text"),
+                       ("zh_one_line.pdf", "real Chinese PDF that is one long line")):
+        if (shared / name).exists():
+            target = folder / "shared" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(shared / name, target)
+            items[f"shared/{name}"] = (what, None)
+
+    # Text files
+    add("text/gbk.txt", "GBK-encoded Chinese", "长城的总长度是多少？", ZH.encode("gbk"))
+    add("text/gb18030.txt", "GB18030-encoded Chinese", None, ("𠀀 " + ZH).encode("gb18030"))
+    add("text/utf16.txt", "UTF-16 with BOM", None, codecs.BOM_UTF16_LE + EN.encode("utf-16-le"))
+    add("text/latin1.txt", "Latin-1", "Where is the café of Zoë?", "Zoë runs the café in Mâcon since 1990.".encode("latin-1"))
+    add("text/mixed_endings.txt", "mixed CRLF / LF / CR line endings", None, b"First line.\r\nSecond line.\nThird line.\rFourth.")
+    rng = random.Random(0)
+    add("text/binary.txt", "binary data named .txt", None, bytes(rng.randrange(256) for _ in range(4096)))
+    add("text/empty.txt", "empty file", None, b"")
+    add("text/zero_width.txt", "zero-width and control characters", "Where did the zebra sleep?",
+        "The ze\u200bbra slept\x07 in the\u200d barn\x1b near the river.".encode())
+    add("text/nul.txt", "text with NUL bytes", None, b"Some text\x00 with\x00 NULs\x00" * 20)
+    big_mb = 5 if quick else 500
+    with open(add("text/huge.txt", f"{big_mb} MB text file", None), "wb") as f:
+        block = (EN + " ") .encode() * (1 << 14)
+        for _ in range(big_mb * 1_000_000 // len(block) + 1):
+            f.write(block)
+    line_mb = 0.5 if quick else 5
+    add("text/one_line.txt", f"a single {line_mb} MB line without spaces", "长城的总长度是多少？",
+        (ZH * int(line_mb * 1_000_000 / len(ZH.encode()))).encode())
+
+    # The file system
+    deep = folder / "deep"
+    for i in range(50):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "bottom.md").write_text("The treasure is buried under the old oak.\n", encoding="utf-8")
+    items[str((deep / "bottom.md").relative_to(folder))] = ("file 50 folders deep", "Where is the treasure buried?")
+    (folder / "loop").mkdir()
+    os.symlink(folder / "loop", folder / "loop" / "again")
+    items["loop/again"] = ("symlink loop", None)
+    locked = add("fs/locked.txt", "unreadable file (mode 000)", None, b"secret")
+    locked.chmod(0)
+    add("fs/名字 with spaces 'and' \"quotes\".md", "name with Chinese, spaces and quotes", "What colour is the kite?",
+        "The kite is bright orange.\n".encode())
+    add("fs/.hidden.md", "hidden file", None, b"hidden text")
+    add("fs/.notes.md.swp", "editor swap file", None, b"swap")
+    add("fs/notes.md~", "editor backup file", None, b"backup")
+    add("dup/a/same.md", "identical file, first copy", "What does the parrot say?", b"The parrot says hello in Welsh.\n")
+    add("dup/b/same.md", "identical file, second copy", "What does the parrot say?", b"The parrot says hello in Welsh.\n")
+    return items
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ragapp-hostile-"))
+    try:
+        folder = work / "corpus"
+        items = build(folder, args.quick)
+        index = work / "index"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(folder), "--index", str(index), "--json"],
+                              capture_output=True, text=True)
+        secs = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        report = json.loads(proc.stdout)
+        failed = {f["path"]: f["reason"] for f in report["failed"]}
+        ingested = set(report["added"]) | set(report["updated"]) | set(report["unchanged"])
+        from ragapp import RAG
+
+        rag = RAG(index)
+        print(f"\nHostile folder: {len(items)} inputs; ingest exit code {proc.returncode}, {secs:.0f} s, "
+              f"peak memory {peak:.0f} MB; {report['chunks']} chunks; {machine()}")
+        print("| input | what ragapp did | found by a question |\n|---|---|---|")
+        for rel, (what, query) in items.items():
+            path = str(folder / rel)
+            real = str((folder / rel).resolve()) if (folder / rel).exists() else path
+            if path in failed or real in failed:
+                did = "reported: " + (failed.get(path) or failed[real]).replace("|", "/")
+            elif path in ingested or real in ingested:
+                n = rag.index().manifest.files[path if path in ingested else real].chunks
+                did = f"ingested ({n} chunks)"
+            else:
+                did = "skipped (hidden, swap/backup, loop or unsupported)"
+            found = "-"
+            if query and did.startswith("ingested"):
+                hits = rag.search(query, top_k=3)
+                found = "yes" if any(h.chunk.source in (path, real) or any(c.source in (path, real) for c in h.also)
+                                     for h in hits) else "no"
+            print(f"| {what} (`{Path(rel).name[:40]}`) | {did} | {found} |")
+        print(f"\nexit code {proc.returncode} (1 = some files failed and are listed; the rest is indexed)")
+    finally:
+        for p in work.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                p.chmod(0o644)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
