@@ -114,6 +114,8 @@ class PromptConfig:
 
     max_context_tokens: int = 900
     max_chunks: int = 4
+    # Sentences either side of each passage's supporting sentence to show the model; 0 = the whole chunk.
+    window: int = 0
 
 
 @dataclass(frozen=True)

@@ -63,18 +63,28 @@ def _label(hit: Hit) -> str:
     return f"{name}, page {hit.chunk.page}" if hit.chunk.page is not None else name
 
 
+def _passage(hit: Hit, window: int) -> str:
+    """The part of a hit's chunk the model sees: all of it, or the supporting sentence with neighbours."""
+    sentences = hit.chunk.sentences
+    if window <= 0 or hit.support is None or hit.support not in sentences:
+        return hit.chunk.text
+    k = sentences.index(hit.support)
+    return hit.chunk.text[sentences[max(0, k - window)][0] : sentences[min(len(sentences) - 1, k + window)][1]]
+
+
 def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: int = 900, max_chunks: int = 4,
                  count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
-                 earlier: tuple[str, str] | None = None) -> Prompt:
+                 earlier: tuple[str, str] | None = None, window: int = 0) -> Prompt:
     """Messages for a chat model: system rules and numbered documents, best first, within `max_tokens`.
 
-    `earlier` is the previous (question, answer) when this question is a follow-up to it."""
+    `earlier` is the previous (question, answer) when this question is a follow-up to it; with
+    `window` > 0 each passage is its supporting sentence and `window` sentences either side."""
     count = count_tokens or (lambda texts: [len(t) // 3 + 1 for t in texts])
     used: list[Hit] = []
     blocks: list[str] = []
     budget = max_tokens
     for hit in hits[:max_chunks]:
-        body = neutralise(hit.chunk.text.strip())
+        body = neutralise(_passage(hit, window).strip())
         need = count([body])[0]
         if used and need > budget:
             break

@@ -247,7 +247,8 @@ class RAG:
             yield from refuse(f"best passage scored {best:.3f}, below the threshold {threshold:.3f}")
             return
         pc = self.config.prompt
-        prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier)
+        prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier,
+                              pc.window)
         t0 = time.perf_counter()
         pieces: list[str] = []
         emitted = 0
