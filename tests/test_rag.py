@@ -66,7 +66,8 @@ def test_chinese_question_gets_chinese_prompt(sample_index, config, embedder, ec
     gen = echo_generator(needle="21196.18")
     RAG(sample_index, config, embedder=embedder, generator=gen).ask("长城的总长度是多少？")
     system, user = gen.calls[0]
-    assert "已知信息" in user["content"] and "根据已知信息无法回答该问题" in user["content"]
+    assert "已知信息" in user["content"] and "不允许在答案中添加编造成分" in user["content"]
+    assert "根据已知信息无法回答该问题" in system["content"]  # the refusal rule, once, in the system prompt
     assert user["content"].rstrip().endswith("问题：长城的总长度是多少？")
 
 
