@@ -1,6 +1,7 @@
 """Ingest and search on the real embedder, FAISS and BM25: incremental updates, removals, consistency."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -157,6 +158,64 @@ def test_tampered_index_is_detected(rag, docs):
     (gen / "chunks.jsonl").write_text("".join(lines[:-1]))
     with pytest.raises(IndexCorruptError, match="chunks.jsonl: checksum mismatch.*--rebuild"):
         Index.open(rag.path)
+
+
+def test_truncated_faiss_and_edited_manifest_are_detected(rag, docs):
+    import shutil
+
+    rag.ingest([docs / "en"])
+    gen = rag.path / rag.index().manifest.directory
+    shutil.copytree(rag.path, rag.path.parent / "pristine")
+    faiss_file = gen / "dense.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:-100])
+    with pytest.raises(IndexCorruptError, match="dense.faiss: checksum mismatch.*ragapp ingest --rebuild"):
+        Index.open(rag.path)
+    shutil.rmtree(rag.path)
+    shutil.copytree(rag.path.parent / "pristine", rag.path)
+    manifest = rag.path / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"chunks": ', '"chunks": 1', 1))
+    with pytest.raises(IndexCorruptError, match="manifest.json|parts disagree"):
+        Index.open(rag.path)
+
+
+def test_messy_folder_tree(rag, docs, tmp_path):
+    deep = docs / "deep"
+    for i in range(50):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "bottom.md").write_text("The treasure is buried under the old oak.\n", encoding="utf-8")
+    (docs / "loop").mkdir()
+    (docs / "loop" / "again").symlink_to(docs / "loop")
+    (docs / "名字 with spaces 'and' \"quotes\".md").write_text("The kite is bright orange.\n", encoding="utf-8")
+    for junk in (".hidden.md", ".notes.md.swp", "notes.md~", "~$draft.md"):
+        (docs / junk).write_text("should not be indexed\n", encoding="utf-8")
+    report = rag.ingest([docs])
+    names = sorted(p.rsplit("/", 1)[-1] for p in report.added)
+    assert "bottom.md" in names and "名字 with spaces 'and' \"quotes\".md" in names and len(names) == 7
+    assert not report.failed
+    assert rag.search("Where is the treasure buried?", top_k=1)[0].chunk.source.endswith("bottom.md")
+    assert rag.search("What colour is the kite?", top_k=1)[0].chunk.source.endswith('"quotes".md')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_reported(rag, docs):
+    locked = docs / "en" / "locked.txt"
+    locked.write_text("secret", encoding="utf-8")
+    locked.chmod(0)
+    report = rag.ingest([docs])
+    assert [(f.path.endswith("locked.txt"), "permission denied" in f.reason or "cannot read" in f.reason)
+            for f in report.failed] == [(True, True)]
+
+
+def test_one_rag_shared_by_threads(rag, docs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rag.ingest([docs])
+    questions = {"How long does Mars take to orbit the Sun?": "solar_system.md", "长城的总长度是多少？": "长城.txt",
+                 "Which enzyme fixes carbon dioxide in the Calvin cycle?": "photosynthesis.pdf", "西湖龙井": "茶.md"}
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda q: (q, rag.search(q, top_k=1)[0].chunk.source), list(questions) * 5))
+    assert all(source.endswith(questions[q]) for q, source in results)
 
 
 def test_leftover_partial_generation_is_ignored(rag, docs):
