@@ -83,7 +83,7 @@ def test_upload_ingest_list_delete(app):
     assert not app.exception
     summary = " ".join(m.value for m in app.sidebar.markdown)
     assert "**Added:** 1" in summary and "**failed:** 3" in summary
-    assert "not an acceptable name" in summary and "over the upload limit of 1 MB" in summary and "failed broken.pdf:" in summary
+    assert "failed ../../escape.txt: not an acceptable file name" in summary and "over the upload limit of 1 MB" in summary and "failed broken.pdf:" in summary
     kb = Path(app.session_state["kb"])
     assert (kb / "documents" / "kestrel.md").exists() and not (kb.parent / "escape.txt").exists()
     listed = app.sidebar.table[0].value
@@ -109,3 +109,19 @@ def test_new_knowledge_base_without_documents_explains_itself(app):
     assert any("no documents yet" in i.value for i in app.info)
     ask(app, "Anything there?")
     assert len(app.error) == 1 and "no index at" in app.error[0].value and "ragapp ingest" in app.error[0].value
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("report.pdf", "report.pdf"), ("../../x.txt", None), ("..\\..\\x.txt", None), ("a/b/c.md", "c.md"),
+    (".hidden.md", None), ("..", None), ("名字 with 'quotes'.md", "名字 with 'quotes'.md"), ("bad\x00name.txt", "bad_name.txt"),
+])
+def test_upload_names_cannot_escape(name, expected, tmp_path):
+    from ui.uploads import safe_name, save_upload
+
+    if expected is None:
+        with pytest.raises(ValueError):
+            save_upload(tmp_path, name, b"text", 1000)
+        return
+    assert safe_name(name) == expected
+    saved = save_upload(tmp_path / "kb", name, b"text", 1000)
+    assert saved.parent == tmp_path / "kb" / "documents" and saved.read_bytes() == b"text"

@@ -152,7 +152,7 @@ def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:
             path = save_upload(kb, upload.name, upload.getvalue(), max_bytes)
             report = rag.ingest([path], progress=progress)
         except (ValueError, RagError, OSError) as exc:
-            failed.append(f"{upload.name}: {error_message(exc) if not isinstance(exc, ValueError) else exc}")
+            failed.append(f"{upload.name}: {exc if isinstance(exc, ValueError) else error_message(exc)}")
             bar.progress(1.0, text=f"{upload.name}: failed")
             continue
         bar.progress(1.0, text=f"{upload.name}: done")

@@ -21,7 +21,7 @@ def safe_name(name: str) -> str:
     base = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
     base = _UNSAFE.sub("_", base).strip().strip(".") if base not in (".", "..") else ""
     if not base or base.startswith(".") or name.strip().startswith("."):
-        raise ValueError(f"{name!r} is not an acceptable name")
+        raise ValueError("not an acceptable file name (path parts, hidden names and control characters are refused)")
     return base[:200]
 
 
@@ -47,14 +47,14 @@ def save_upload(kb: Path, name: str, data: bytes, max_bytes: int) -> Path:
     """Write an uploaded file into the knowledge base's documents folder (atomically); ValueError when refused."""
     clean = safe_name(name)
     if not clean.lower().endswith(ALLOWED_SUFFIXES):
-        raise ValueError(f"{name}: only {', '.join(ALLOWED_SUFFIXES)} files can be uploaded")
+        raise ValueError(f"only {', '.join(ALLOWED_SUFFIXES)} files can be uploaded")
     if len(data) > max_bytes:
-        raise ValueError(f"{name}: {len(data) / 1e6:.1f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB")
+        raise ValueError(f"{len(data) / 1e6:.1f} MB is over the upload limit of {max_bytes / 1e6:.0f} MB")
     folder = kb / DOCUMENTS
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / clean
     if folder.resolve() not in target.resolve().parents:
-        raise ValueError(f"{name}: not an acceptable name")
+        raise ValueError("not an acceptable file name")
     tmp = folder / f".{clean}.part"
     with open(tmp, "wb") as f:
         f.write(data)
