@@ -139,6 +139,8 @@ def answers(args) -> None:
         if impossible:
             sets["squad-impossible"] = rng.sample(impossible, min(args.n, len(impossible)))
         for kind, items in sets.items():
+            if args.only and name not in args.only and f"{name}:{kind}" not in args.only:
+                continue
             correct = refused = 0
             latencies = []
             for r in items:
@@ -148,7 +150,7 @@ def answers(args) -> None:
                 correct += a.answered and contains_answer(a.text, r["answers"])
                 if args.verbose:
                     print(f"  {kind} {'R' if not a.answered else ('OK' if contains_answer(a.text, r['answers']) else 'XX')} "
-                          f"{r['question'][:60]} -> {a.text[:80]!r} gold={r['answers'][0][:30]!r} {a.reason}", flush=True)
+                          f"{r['question'][:60]} -> {a.text[:80]!r} gold={(r['answers'] or ['-'])[0][:30]!r} {a.reason}", flush=True)
             n = len(items)
             rows.append((name, kind, n, correct / n, refused / n, sorted(latencies)[n // 2] / 1000))
             print(f"[{name}] {kind}: n={n} accuracy={correct / n:.3f} refused={refused / n:.3f}", flush=True)
@@ -163,6 +165,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="questions per set for `answers`")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                        help="for `answers`: sets or set:kind to run, e.g. cmrc2018_dev,squad2_extract:squad-impossible")
     args = parser.parse_args()
     parts = ["tokenizers", "recall", "retrieval", "answers"] if args.part == "all" else [args.part]
     for part in parts:
