@@ -46,6 +46,35 @@ USER = {
 _FORGED = re.compile(r"<\s*/?\s*(document|documents|system|user|assistant|im_start|im_end)[^>]*>|<\|[^|>]*\|>", re.IGNORECASE)
 
 
+# Sentences in a document that address the model rather than the reader: they are kept in the index
+# (they are the document's text, and citable) but replaced in the prompt, so a 0.5B model is never
+# shown an instruction to follow. Generic phrasings of injection, not a list of known attacks.
+_INSTRUCTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|rules?|prompts?|documents?|above|previous|prior|earlier)\b|"
+    r"\b(system prompt|developer mode|jailbreak|you are now|new rules?|from now on|as an ai)\b|"
+    r"\b(assistant|chatbot)\b[,:]\s*(you\b|please|must|always|never)|\bnote to the (assistant|ai|model)\b|"
+    r"\b(always|only) (answer|reply|respond|say)\b|"
+    r"\b(reply|answer|respond|say|print|output)\b.{0,25}\b(only|always|every|exactly|in full)\b.{0,30}\b(with|word|prompt|question)|"
+    r"\bprint your\b|\bthe user wants you\b|"
+    r"忽略.{0,8}(指令|规则|资料|提示|以上|上文|前面|之前)|(系统提示|系统指令|新的指令|新规则|指令作废|开发者模式|不受任何限制)|"
+    r"(输出|打印|复述).{0,6}(系统)?提示词?|助手.{0,3}(请注意|必须|不要)|不要说无法回答|(一律|永远|只)回答|请直接使用这个答案",
+    re.IGNORECASE)
+_SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?。！？]+|\n|$)")
+REMOVED = {"en": "[an instruction inside the document was removed]", "zh": "[文档中的一条指令已删除]"}
+
+
+def strip_instructions(text: str, language: str = "en") -> str:
+    """The text with every sentence that gives the model orders replaced by a marker."""
+    if not _INSTRUCTION.search(text):
+        return text
+    marker = REMOVED.get(language, REMOVED["en"])
+    out = []
+    for m in _SENTENCE.finditer(text):
+        piece = m.group(0)
+        out.append((marker + ("\n" if piece.endswith("\n") else " ")) if piece.strip() and _INSTRUCTION.search(piece) else piece)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """Chat messages plus the hits that went into them (numbered from 1 in order)."""
@@ -86,7 +115,7 @@ def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: 
     blocks: list[str] = []
     budget = max_tokens
     for hit in hits[:max_chunks]:
-        body = neutralise(_passage(hit, window).strip())
+        body = strip_instructions(neutralise(_passage(hit, window).strip()), language)
         need = count([body])[0]
         if used and need > budget:
             break
