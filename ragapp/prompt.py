@@ -71,7 +71,10 @@ def strip_instructions(text: str, language: str = "en") -> str:
     out = []
     for m in _SENTENCE.finditer(text):
         piece = m.group(0)
-        out.append((marker + ("\n" if piece.endswith("\n") else " ")) if piece.strip() and _INSTRUCTION.search(piece) else piece)
+        if piece.strip() and _INSTRUCTION.search(piece):
+            lead = piece[: len(piece) - len(piece.lstrip())]
+            piece = lead + marker + ("\n" if piece.endswith("\n") else "")
+        out.append(piece)
     return "".join(out)
 
 
