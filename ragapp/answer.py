@@ -57,7 +57,12 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
         chosen = [(0.0, hits[0], hits[0].support)] if hits else []
     citations = [_citation(hit, span, share) for share, hit, span in chosen]
     # A passage found in several files (copies) is cited in each of them.
-    return citations + [_citation(replace(hit, chunk=copy), span, share) for share, hit, span in chosen for copy in hit.also]
+    citations += [_citation(replace(hit, chunk=copy), span, share) for share, hit, span in chosen for copy in hit.also]
+    # Overlapping chunks can hold the same sentence: cite each place once.
+    unique: dict[tuple, Citation] = {}
+    for c in citations:
+        unique.setdefault((c.source, c.page, c.start, c.end), c)
+    return list(unique.values())
 
 
 def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:

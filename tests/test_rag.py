@@ -22,6 +22,8 @@ def test_answer_cites_the_supporting_sentence(sample_index, config, embedder, ec
     answer = rag.ask("How long does Mars take to orbit the Sun?")
     assert answer.answered and answer.language == "en"
     assert answer.text == "Mars takes 687 Earth days to orbit the Sun."
+    places = [(c.source, c.page, c.start, c.end) for c in answer.citations]
+    assert len(places) == len(set(places))  # overlapping chunks holding the same sentence are cited once
     top = answer.citations[0]
     assert top.source.endswith("solar_system.md") and top.page is None
     assert top.quote == "Mars takes 687 Earth days to orbit the Sun."
