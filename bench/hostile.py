@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench.common import EVAL, machine  # noqa: E402
 from pdfwriter import write_pdf  # noqa: E402
+from privileges import without_file_override  # noqa: E402
 
 ZH = "长城是中国古代的军事防御工程，总长度为21196.18千米。"
 EN = "The lighthouse on Kestrel Point was built in 1874 by Mary Alden."
@@ -131,7 +132,7 @@ def main() -> None:
         index = work / "index"
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(folder), "--index", str(index), "--json"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, preexec_fn=without_file_override)  # as a normal user, even as root
         secs = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         report = json.loads(proc.stdout)

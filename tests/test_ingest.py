@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from ragapp import RAG
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, NoDocumentsError
 from ragapp.index import Index
+from privileges import without_file_override
 
 
 @pytest.fixture
@@ -197,14 +201,19 @@ def test_messy_folder_tree(rag, docs, tmp_path):
     assert rag.search("What colour is the kite?", top_k=1)[0].chunk.source.endswith('"quotes".md')
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_reported(rag, docs):
+def test_unreadable_file_is_reported(tmp_path, docs, cache_dir, config, embedder):
     locked = docs / "en" / "locked.txt"
     locked.write_text("secret", encoding="utf-8")
     locked.chmod(0)
-    report = rag.ingest([docs])
-    assert [(f.path.endswith("locked.txt"), "permission denied" in f.reason or "cannot read" in f.reason)
-            for f in report.failed] == [(True, True)]
+    index = tmp_path / "index"
+    r = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(docs), "--index", str(index), "--json"],
+                       env={**os.environ, "RAGAPP_CACHE": cache_dir}, capture_output=True, text=True, timeout=300,
+                       preexec_fn=without_file_override)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert [(Path(f["path"]).name, f["reason"]) for f in report["failed"]] == [("locked.txt", "cannot read (Permission denied)")]
+    assert len(report["added"]) == 5
+    assert RAG(index, config, embedder=embedder).search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
 
 
 def test_one_rag_shared_by_threads(rag, docs):
