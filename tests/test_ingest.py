@@ -213,7 +213,8 @@ def test_unreadable_file_is_reported(tmp_path, docs, cache_dir, config, embedder
     report = json.loads(r.stdout)
     assert [(Path(f["path"]).name, f["reason"]) for f in report["failed"]] == [("locked.txt", "cannot read (Permission denied)")]
     assert len(report["added"]) == 5
-    assert RAG(index, config, embedder=embedder).search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
+    hit = RAG(index, config, embedder=embedder).search("How long does Mars take to orbit the Sun?", top_k=1)[0]
+    assert hit.chunk.source.endswith("solar_system.md")
 
 
 def test_one_rag_shared_by_threads(rag, docs):
