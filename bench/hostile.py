@@ -91,10 +91,12 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
         "The ze\u200bbra slept\x07 in the\u200d barn\x1b near the river.".encode())
     add("text/nul.txt", "text with NUL bytes", None, b"Some text\x00 with\x00 NULs\x00" * 20)
     big_mb = 5 if quick else 500
-    with open(add("text/huge.txt", f"{big_mb} MB text file", None), "wb") as f:
-        block = (EN + " ") .encode() * (1 << 14)
+    with open(add("text/huge.txt", f"{big_mb} MB text file, one line, with a needle at its very end",
+                  "Who was the night watchman of the archive?"), "wb") as f:
+        block = (EN + " ").encode() * (1 << 14)
         for _ in range(big_mb * 1_000_000 // len(block) + 1):
             f.write(block)
+        f.write(b"The night watchman of the archive was named Tobias Wren.")
     line_mb = 0.5 if quick else 5
     add("text/one_line.txt", f"a single {line_mb} MB line without spaces", "长城的总长度是多少？",
         (ZH * int(line_mb * 1_000_000 / len(ZH.encode()))).encode())
@@ -141,8 +143,11 @@ def main() -> None:
         from ragapp import RAG
 
         rag = RAG(index)
-        print(f"\nHostile folder: {len(items)} inputs; ingest exit code {proc.returncode}, {secs:.0f} s, "
-              f"peak memory {peak:.0f} MB; {report['chunks']} chunks; {machine()}")
+        on_disk = sum(p.stat().st_size for p in index.rglob("*") if p.is_file()) / 1e6
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items())
+        print(f"\nHostile folder: {len(items)} inputs; ingest exit code {proc.returncode}, {secs:.0f} s ({stages}), "
+              f"peak memory {peak:.0f} MB; {report['chunks']} chunks ({report['chunks_added']} embedded), "
+              f"index {on_disk:.0f} MB on disk; {machine()}")
         print("| input | what ragapp did | found by a question |\n|---|---|---|")
         for rel, (what, query) in items.items():
             path = str(folder / rel)

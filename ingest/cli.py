@@ -28,10 +28,12 @@ def run_ingest(rag, paths: Sequence[str], rebuild: bool = False, wait: bool = Tr
     def progress(stage: str, item: str, done: int, total: int) -> None:
         bar = bars.get(stage)
         if bar is None:
-            for other in bars.values():
-                other.close()
+            if stage != "embed":  # files being read and chunks embedded show together, one line each
+                for other in bars.values():
+                    other.close()
             unit = "chunk" if stage == "embed" else "file"
-            bar = bars[stage] = tqdm(total=total, desc=labels.get(stage, stage), unit=unit, file=out, disable=quiet, leave=False)
+            bar = bars[stage] = tqdm(total=total or None, desc=labels.get(stage, stage), unit=unit, file=out,
+                                     disable=quiet, leave=False, position=1 if stage == "embed" else 0)
         bar.set_postfix_str(_short(item), refresh=False)
         bar.update(done - bar.n)
 

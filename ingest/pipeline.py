@@ -2,27 +2,36 @@
 
 Only files whose content hash changed are re-read; chunks whose text is already in the index
 reuse their vectors; files that vanished from the given folders leave the index; everything
-else stays as it was. The new state becomes visible in one atomic commit (ragapp.index.commit).
+else stays as it was. Files are streamed a batch of chunks at a time into a new generation
+(ragapp.index.GenerationWriter), so memory does not grow with their size; the new state becomes
+visible in one atomic commit.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 
-from ragapp.bm25 import BM25Index, term_counts
 from ragapp.config import Config
 from ragapp.embed import Embedder
 from ragapp.errors import DocumentError, NoDocumentsError
-from ragapp.index import FileRecord, Index, Manifest, check_compatible, commit, file_sha256, text_hash, write_lock
-from ragapp.load import SUPPORTED_SUFFIXES, load_file
-from ragapp.split import split_pages
+from ragapp.index import (
+    FileRecord,
+    GenerationWriter,
+    Index,
+    Manifest,
+    check_compatible,
+    file_sha256,
+    text_hash,
+    write_lock,
+)
+from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
+from ragapp.split import split_text
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Chunk, FileFailure, IngestReport
 
@@ -71,9 +80,101 @@ def scan(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[File
     return list(files), roots, problems
 
 
+def _size(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except OSError:  # gone since it was read
+        return 0
+
+
 def _under(source: str, roots: Iterable[Path]) -> bool:
     p = Path(source)
     return any(p == r or r in p.parents for r in roots)
+
+
+class _Feeder:
+    """Turns chunks into index rows in batches: each distinct text is embedded once (or its vectors
+    reused from the old index, or shared with a row already written), then written through."""
+
+    def __init__(self, writer: GenerationWriter, embedder: Embedder, tokenizer: Tokenizer, old: Index | None,
+                 batch: int, stage: dict[str, float], tell: Progress) -> None:
+        self.writer, self.embedder, self.tokenizer, self.old = writer, embedder, tokenizer, old
+        self.batch, self.stage, self.tell = batch, stage, tell
+        self.old_rows: dict[str, int] = {}
+        if old is not None:
+            for row, h in enumerate(old.hashes):
+                self.old_rows.setdefault(h, row)
+        self.pending: list[Chunk] = []
+        self.embedded = 0
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        """Queue chunks; full batches are written at once."""
+        self.pending.extend(chunks)
+        while len(self.pending) >= self.batch:
+            part, self.pending = self.pending[: self.batch], self.pending[self.batch :]
+            self._write(part)
+
+    def flush(self) -> None:
+        """Write what is queued."""
+        part, self.pending = self.pending, []
+        if part:
+            self._write(part)
+
+    def _write(self, chunks: list[Chunk]) -> None:
+        t0 = time.perf_counter()
+        writer = self.writer
+        hashes = [text_hash(c.text) for c in chunks]
+        todo: dict[str, int] = {}
+        for i, h in enumerate(hashes):
+            if not writer.has(h) and h not in self.old_rows:
+                todo.setdefault(h, i)
+        fresh: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        embed_seconds = 0.0
+        if todo:
+            t1 = time.perf_counter()
+            rows = list(todo.values())
+            vecs, sents = self.embedder.embed_chunks([chunks[i].text for i in rows], [chunks[i].sentences for i in rows])
+            offsets = np.concatenate([[0], np.cumsum([len(chunks[i].sentences) for i in rows])])
+            for k, i in enumerate(rows):
+                fresh[hashes[i]] = (vecs[k], sents[offsets[k] : offsets[k + 1]])
+            embed_seconds = time.perf_counter() - t1
+            self.embedded += len(rows)
+            self.tell("embed", chunks[0].source, self.embedded, 0)
+        tokens = self.tokenizer.batch([c.text for c in chunks])
+        for chunk, h, toks in zip(chunks, hashes, tokens):
+            terms = writer.term_row(toks)
+            if writer.has(h):
+                writer.add(chunk, h, terms)
+            elif h in fresh:
+                writer.add(chunk, h, terms, *fresh[h])
+            else:
+                row = self.old_rows[h]
+                writer.add(chunk, h, terms, self.old.vector(row), self.old.chunk_sentence_vectors(row))
+        self.stage["embed"] += embed_seconds
+        self.stage["index"] += time.perf_counter() - t0 - embed_seconds
+
+
+def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float]) -> Iterator[list[Chunk]]:
+    """The chunks of one file, a page (or streamed text segment) at a time. Every failure to read or
+    split the file comes out as a DocumentError naming it."""
+    split_cfg = config.split
+    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6))
+    while True:
+        try:
+            t0 = time.perf_counter()
+            page = next(pages, None)
+            t1 = time.perf_counter()
+            if page is None:
+                return
+            chunks = split_text(page.text, page.source, page.page, split_cfg.chunk_size, split_cfg.chunk_overlap,
+                                count_tokens, page.offset)
+        except DocumentError:
+            raise
+        except Exception as exc:  # a parser bug on one file must not stop the folder
+            raise DocumentError(f"{source}: {type(exc).__name__}: {exc}") from exc
+        stage["parse"] += t1 - t0
+        stage["split"] += time.perf_counter() - t1
+        yield chunks
 
 
 def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
@@ -84,6 +185,7 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
     started = time.perf_counter()
     report = IngestReport()
     stage = {"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0}
+    report.stage_seconds = stage
     tell = progress or (lambda *a: None)
     index_path = Path(index_path)
     files, roots, problems = scan(paths)
@@ -119,103 +221,71 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             else:
                 changed.append((file, source, digest))
         removed = [s for s in known if (_under(s, roots) and s not in current) or (s in remove and s not in current)]
-
-        # 2. Read and split the changed files.
-        new_chunks: list[Chunk] = []
-        records: dict[str, FileRecord] = {}
-        split_cfg = config.split
-        for n, (file, source, digest) in enumerate(changed, start=1):
-            tell("read", source, n, len(changed))
-            t0 = time.perf_counter()
-            try:
-                pages = load_file(file, source, int(config.ingest.max_file_mb * 1e6))
-                t1 = time.perf_counter()
-                chunks = split_pages(pages, split_cfg.chunk_size, split_cfg.chunk_overlap, embedder.count_tokens)
-            except DocumentError as exc:
-                report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
-                continue
-            except Exception as exc:  # a parser bug on one file must not stop the folder
-                report.failed.append(FileFailure(source, f"{type(exc).__name__}: {exc}"))
-                continue
-            stage["parse"] += t1 - t0
-            stage["split"] += time.perf_counter() - t1
-            (report.updated if source in known else report.added).append(source)
-            records[source] = FileRecord(sha256=digest, size=file.stat().st_size, chunks=len(chunks), ingested_at=time.time())
-            new_chunks.extend(chunks)
-
-        if not records and not removed and old is not None:
-            report.chunks = len(old)
+        report.chunks = len(old) if old else 0
+        if not changed and not removed and old is not None:
             report.seconds = time.perf_counter() - started
-            report.stage_seconds = stage
             return report
 
-        # 3. Embed what the index does not hold yet (equal texts share a vector).
-        t0 = time.perf_counter()
-        drop = set(removed) | set(records)
-        keep_rows = np.array([i for i, c in enumerate(old.chunks) if c.source not in drop], dtype=np.int64) if old else np.zeros(0, np.int64)
-        reuse: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if old is not None and len(old):
-            old_vectors = old.vectors()
-            for i, h in enumerate(old.hashes):
-                reuse.setdefault(h, (old_vectors[i], old.chunk_sentence_vectors(i)))
-        new_hashes = [text_hash(c.text) for c in new_chunks]
-        first_of: dict[str, int] = {}
-        for i, h in enumerate(new_hashes):
-            if h not in reuse:
-                first_of.setdefault(h, i)
-        todo = list(first_of.values())  # each distinct new text is embedded once, however many files hold it
-        dim = embedder.dimension
-        batch = max(1, config.embed.batch_size * 4)
-        for b in range(0, len(todo), batch):
-            part = todo[b : b + batch]
-            tell("embed", new_chunks[part[0]].source, b + len(part), len(todo))
-            vecs, sents = embedder.embed_chunks([new_chunks[i].text for i in part], [new_chunks[i].sentences for i in part])
-            offsets = np.concatenate([[0], np.cumsum([len(new_chunks[i].sentences) for i in part])])
-            for k, i in enumerate(part):
-                reuse[new_hashes[i]] = (vecs[k], sents[offsets[k] : offsets[k + 1]])
-        stage["embed"] += time.perf_counter() - t0
-        report.chunks_added = len(todo)
+        # 2. Stream each changed file through load → split → embed → the new generation's files.
+        #    A file that fails half way is rolled back; the rest of the folder goes on.
+        with GenerationWriter(index_path, embedder.dimension, old.bm25.vocab if old else None) as writer:
+            feeder = _Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), stage, tell)
+            records: dict[str, FileRecord] = {}
+            for n, (file, source, digest) in enumerate(changed, start=1):
+                tell("read", source, n, len(changed))
+                mark, before = writer.mark(), writer.rows
+                try:
+                    for chunks in _chunks_of(file, source, config, embedder.count_tokens, stage):
+                        feeder.add(chunks)
+                    feeder.flush()
+                except DocumentError as exc:
+                    feeder.pending.clear()
+                    writer.rollback(mark)
+                    report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
+                    continue
+                (report.updated if source in known else report.added).append(source)
+                records[source] = FileRecord(sha256=digest, size=_size(file), chunks=writer.rows - before,
+                                             ingested_at=time.time())
+            report.chunks_added = feeder.embedded
+            if not records and not removed and old is not None:
+                report.seconds = time.perf_counter() - started
+                return report
 
-        # 4. Assemble and commit the new generation.
-        t0 = time.perf_counter()
-        tell("commit", str(index_path), 0, 1)
-        kept_chunks = [old.chunks[i] for i in keep_rows] if old else []
-        all_chunks = kept_chunks + new_chunks
-        hashes = ([old.hashes[i] for i in keep_rows] if old else []) + new_hashes
-        vectors = np.zeros((len(all_chunks), dim), dtype=np.float32)
-        sentence_parts: list[np.ndarray] = []
-        for i, h in enumerate(hashes):
-            vectors[i], sv = reuse[h]
-            sentence_parts.append(sv.astype(np.float32))
-        sentence_vectors = np.concatenate(sentence_parts) if sentence_parts else np.zeros((0, dim), np.float32)
-        if old is not None:
-            counts, vocab = old.bm25.subset(keep_rows)
-        else:
-            counts, vocab = sparse.csr_matrix((0, 0), dtype=np.int32), {}
-        added_counts = term_counts(tokenizer.batch([c.text for c in new_chunks]), vocab)
-        counts.resize((counts.shape[0], len(vocab)))
-        bm25 = BM25Index(sparse.vstack([counts, added_counts]).tocsr(), vocab, config.bm25.k1, config.bm25.b, config.bm25.epsilon)
+            # 3. Carry over the old index's rows for files that stay.
+            t0 = time.perf_counter()
+            tell("commit", str(index_path), 0, 1)
+            drop = set(removed) | set(records)
+            if old is not None:
+                counts = old.bm25.counts
+                for row, (chunk, h) in enumerate(zip(old.chunks, old.hashes)):
+                    if chunk.source in drop:
+                        continue
+                    a, b = counts.indptr[row], counts.indptr[row + 1]
+                    terms = (counts.indices[a:b], counts.data[a:b])
+                    if writer.has(h):
+                        writer.add(chunk, h, terms)
+                    else:
+                        writer.add(chunk, h, terms, old.vector(row), old.chunk_sentence_vectors(row))
 
-        if old is not None:
-            manifest = old.manifest
-        else:
-            spec = getattr(embedder, "spec", None)
-            manifest = Manifest(
-                embedding={"model": embedder.name, "dimension": dim,
-                           "query_prefix": getattr(spec, "query_prefix", ""), "passage_prefix": getattr(spec, "passage_prefix", "")},
-                split=asdict(config.split),
-                bm25={"k1": config.bm25.k1, "b": config.bm25.b, "epsilon": config.bm25.epsilon, **tokenizer.settings()},
-            )
-        files_state = {s: r for s, r in manifest.files.items() if s not in drop}
-        files_state.update(records)
-        manifest.files = dict(sorted(files_state.items()))
-        commit(index_path, manifest, all_chunks, hashes, vectors, sentence_vectors, bm25)
-        stage["index"] += time.perf_counter() - t0
-        tell("commit", str(index_path), 1, 1)
+            # 4. Commit: the new generation becomes current in one rename.
+            if old is not None:
+                manifest = old.manifest
+            else:
+                spec = getattr(embedder, "spec", None)
+                manifest = Manifest(
+                    embedding={"model": embedder.name, "dimension": embedder.dimension,
+                               "query_prefix": getattr(spec, "query_prefix", ""), "passage_prefix": getattr(spec, "passage_prefix", "")},
+                    split=asdict(config.split),
+                    bm25={"k1": config.bm25.k1, "b": config.bm25.b, "epsilon": config.bm25.epsilon, **tokenizer.settings()},
+                )
+            files_state = {s: r for s, r in manifest.files.items() if s not in drop}
+            files_state.update(records)
+            manifest.files = dict(sorted(files_state.items()))
+            writer.commit(manifest)
+            stage["index"] += time.perf_counter() - t0
+            tell("commit", str(index_path), 1, 1)
 
     report.removed = removed
-    report.chunks = len(all_chunks)
+    report.chunks = writer.rows
     report.seconds = time.perf_counter() - started
-    report.stage_seconds = stage
     return report
-

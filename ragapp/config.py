@@ -20,8 +20,8 @@ def _check(ok: bool, message: str) -> None:
 class IngestConfig:
     """Which files ingest reads."""
 
-    # Larger files are reported, not read: at ~20 chunks/s a 500 MB text would embed for ~9 hours
-    # and its vectors would not fit a laptop's memory. Raise it deliberately for big corpora.
+    # PDF and HTML files are parsed whole, so larger ones are reported, not read. Text and Markdown
+    # files are streamed and have no limit (memory stays bounded; time grows with the text).
     max_file_mb: float = 100.0
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ Layout of an index directory:
     gen-000007/        one complete generation: chunks.jsonl, dense.faiss, sentences.npy, bm25_*.npy/json
     .lock              held by the one process that writes
 
-A commit writes a new generation folder beside the current one (fsync every file), then replaces
-manifest.json by rename. A crash at any moment leaves the previous manifest pointing at the
+A GenerationWriter streams a new generation folder beside the current one, chunk by chunk (so
+memory does not grow with the input), fsyncs every file, then replaces manifest.json by rename. A crash at any moment leaves the previous manifest pointing at the
 previous, complete generation; readers never see a mix.
 """
 
@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,10 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from ragapp.bm25 import BM25Index
-from ragapp.errors import IndexCorruptError, IndexLockedError, IndexMismatchError, IndexNotFoundError, IndexWriteError
+from ragapp.errors import (
+    IndexCorruptError,
+    IndexLockedError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexWriteError,
+)
 from ragapp.types import Chunk
 
-SCHEMA_VERSION = 1
+# 2: chunks share sentence vectors by text ("sv" in chunks.jsonl is the first sentence vector's row);
+# 1: one sentence vector per chunk sentence, in chunk order. Both are read.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
 
 
@@ -110,7 +121,7 @@ def read_manifest(path: str | Path) -> Manifest:
         manifest = Manifest.from_json(file.read_text(encoding="utf-8"))
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexCorruptError(f"{file}: unreadable manifest ({exc}); rebuild with: ragapp ingest --rebuild PATH --index {path}") from exc
-    if manifest.schema_version != SCHEMA_VERSION:
+    if manifest.schema_version not in READABLE_SCHEMAS:
         raise IndexMismatchError(f"{file}: index schema {manifest.schema_version}, this ragapp reads {SCHEMA_VERSION}; rebuild with: ragapp ingest --rebuild PATH --index {path}")
     return manifest
 
@@ -119,14 +130,14 @@ class Index:
     """A loaded, read-only generation of an index: chunks, FAISS, sentence vectors and BM25."""
 
     def __init__(self, path: Path, manifest: Manifest, chunks: list[Chunk], hashes: list[str], dense,
-                 sentence_vectors: np.ndarray, bm25: BM25Index) -> None:
+                 sentence_vectors: np.ndarray, sentence_starts: np.ndarray, bm25: BM25Index) -> None:
         self.path = path
         self.manifest = manifest
         self.chunks = chunks
         self.hashes = hashes
         self.dense = dense
-        self.sentence_vectors = sentence_vectors
-        self.sentence_offsets = np.concatenate([[0], np.cumsum([len(c.sentences) for c in chunks])]).astype(np.int64)
+        self.sentence_vectors = sentence_vectors  # read through a memory map: pages load as the reranker reads them
+        self.sentence_starts = sentence_starts  # row of each chunk's first sentence vector
         self.bm25 = bm25
 
     @classmethod
@@ -145,24 +156,28 @@ class Index:
             if verify and file_sha256(part) != digest:
                 raise IndexCorruptError(f"{part}: checksum mismatch (truncated or altered); {rebuild}")
         try:
-            chunks, hashes = [], []
+            chunks, hashes, starts = [], [], []
             with open(gen / "chunks.jsonl", encoding="utf-8") as f:
                 for line in f:
                     d = json.loads(line)
                     hashes.append(d.pop("hash"))
+                    starts.append(d.pop("sv", -1))
                     d["sentences"] = tuple(tuple(s) for s in d["sentences"])
                     chunks.append(Chunk(**d))
+            counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+            if manifest.schema_version == 1:  # sentence vectors in chunk order, one per chunk sentence
+                starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if chunks else counts
+            starts = np.asarray(starts, dtype=np.int64)
             dense = faiss.read_index(str(gen / "dense.faiss"))
-            sentence_vectors = np.load(gen / "sentences.npy")
+            sentence_vectors = np.load(gen / "sentences.npy", mmap_mode="r")
             bm25 = BM25Index.load(gen, manifest.bm25["k1"], manifest.bm25["b"], manifest.bm25["epsilon"])
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise IndexCorruptError(f"{gen}: cannot load index ({exc}); {rebuild}") from exc
         if not (len(chunks) == dense.ntotal == len(bm25) == manifest.chunks):
             raise IndexCorruptError(f"{gen}: parts disagree (chunks {len(chunks)}, vectors {dense.ntotal}, bm25 {len(bm25)}); {rebuild}")
-        index = cls(path, manifest, chunks, hashes, dense, sentence_vectors, bm25)
-        if index.sentence_offsets[-1] != len(sentence_vectors):
+        if len(chunks) and (starts.min() < 0 or (starts + counts).max() > len(sentence_vectors)):
             raise IndexCorruptError(f"{gen}: sentence vectors do not match chunks; {rebuild}")
-        return index
+        return cls(path, manifest, chunks, hashes, dense, sentence_vectors, starts, bm25)
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -193,14 +208,12 @@ class Index:
 
     def chunk_sentence_vectors(self, row: int) -> np.ndarray:
         """Sentence vectors of one chunk (float32)."""
-        a, b = self.sentence_offsets[row], self.sentence_offsets[row + 1]
-        return self.sentence_vectors[a:b].astype(np.float32)
+        a = self.sentence_starts[row]
+        return self.sentence_vectors[a : a + len(self.chunks[row].sentences)].astype(np.float32)
 
-    def vectors(self) -> np.ndarray:
-        """All chunk vectors, in row order."""
-        if len(self) == 0:
-            return np.zeros((0, self.manifest.embedding["dimension"]), dtype=np.float32)
-        return self.dense.reconstruct_n(0, len(self))
+    def vector(self, row: int) -> np.ndarray:
+        """The dense vector of one chunk."""
+        return self.dense.reconstruct(int(row))
 
 
 def check_compatible(manifest: Manifest, embedding: dict, path: Path) -> None:
@@ -232,72 +245,285 @@ def write_lock(path: str | Path, wait: bool = True, on_wait=None) -> Iterator[No
         os.close(fd)
 
 
-def commit(path: str | Path, manifest: Manifest, chunks: Sequence[Chunk], hashes: Sequence[str], vectors: np.ndarray,
-           sentence_vectors: np.ndarray, bm25: BM25Index) -> Manifest:
-    """Write a new generation and make it current atomically. Call while holding `write_lock`.
+class _Spool:
+    """A file of fixed-width rows appended batch by batch, whose header (it needs the row count) is
+    written last into space reserved at the start: .npy arrays and FAISS flat indexes are written
+    this way without ever holding all rows in memory."""
 
-    A failed write (disk full, permissions) removes what it wrote and raises IndexWriteError; the
-    previous generation stays current."""
-    path = Path(path)
-    current = read_manifest(path).generation if (path / MANIFEST).exists() else 0
-    try:
-        return _commit(path, manifest, chunks, hashes, vectors, sentence_vectors, bm25)
-    except OSError as exc:
-        landed = read_manifest(path).generation if (path / MANIFEST).exists() else 0
-        (path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
-        for leftover in path.glob("gen-*"):
-            if leftover.name[4:].isdigit() and int(leftover.name[4:]) > max(current, landed):
-                shutil.rmtree(leftover, ignore_errors=True)
-        raise IndexWriteError(f"cannot write the index at {path}: {exc.strerror or exc}; the previous index is unchanged") from exc
+    def __init__(self, path: Path, dtype, width: int, header: Callable[[int], bytes]) -> None:
+        self.path, self.dtype, self.width, self._header = path, np.dtype(dtype), width, header
+        self.reserved = len(header(0))
+        self.row_bytes = self.dtype.itemsize * max(width, 1)
+        self.rows = 0
+        self.file = open(path, "wb+")
+        self.file.write(b"\0" * self.reserved)
+
+    def append(self, rows: np.ndarray) -> None:
+        """Add rows (a 2-D array of `width` columns, or 1-D when width is 0)."""
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
+        self.file.write(data.tobytes())
+        self.rows += len(data)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) already appended."""
+        self.file.flush()
+        raw = os.pread(self.file.fileno(), (stop - start) * self.row_bytes, self.reserved + start * self.row_bytes)
+        data = np.frombuffer(raw, dtype=self.dtype)
+        return data.reshape(-1, self.width) if self.width else data
+
+    def truncate(self, rows: int) -> None:
+        """Forget every row from `rows` on."""
+        self.file.flush()
+        self.file.truncate(self.reserved + rows * self.row_bytes)
+        self.file.seek(0, os.SEEK_END)
+        self.rows = rows
+
+    def finish(self) -> None:
+        """Write the header, flush and fsync."""
+        header = self._header(self.rows)
+        if len(header) != self.reserved:
+            raise ValueError(f"{self.path}: header grew from {self.reserved} to {len(header)} bytes")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
 
 
-def _commit(path: Path, manifest: Manifest, chunks: Sequence[Chunk], hashes: Sequence[str], vectors: np.ndarray,
-            sentence_vectors: np.ndarray, bm25: BM25Index) -> Manifest:
+def _npy_header(dtype, width: int) -> Callable[[int], bytes]:
+    """A .npy (version 1.0) header padded to a fixed _NPY_HEADER bytes, whatever the row count."""
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+
+    def header(rows: int) -> bytes:
+        shape = (rows, width) if width else (rows,)
+        text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+        text += " " * (_NPY_HEADER - 10 - len(text) - 1) + "\n"
+        return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode("latin-1")
+    return header
+
+
+def _faiss_flat_header(dimension: int) -> Callable[[int], bytes]:
+    """Header of a serialised faiss IndexFlatIP holding `rows` vectors: faiss's own header for an
+    empty index with its vector count and its float count filled in."""
     import faiss
 
-    from ragapp import __version__
+    empty = bytearray(faiss.serialize_index(faiss.IndexFlatIP(dimension)).tobytes())
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    previous = read_manifest(path) if (path / MANIFEST).exists() else None
-    generation = (previous.generation if previous else 0) + 1
-    directory = f"gen-{generation:06d}"
-    gen = path / directory
-    if gen.exists():  # left over from a crashed writer: never referenced by a manifest
-        shutil.rmtree(gen)
-    gen.mkdir()
-    with open(gen / "chunks.jsonl", "w", encoding="utf-8") as f:
-        for c, h in zip(chunks, hashes):
-            f.write(json.dumps({"id": c.id, "text": c.text, "source": c.source, "page": c.page, "start": c.start,
-                                "end": c.end, "sentences": c.sentences, "hash": h}, ensure_ascii=False) + "\n")
-    dense = faiss.IndexFlatIP(manifest.embedding["dimension"])
-    if len(vectors):
-        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    faiss.write_index(dense, str(gen / "dense.faiss"))
-    np.save(gen / "sentences.npy", np.ascontiguousarray(sentence_vectors, dtype=np.float16))
-    names = ["chunks.jsonl", "dense.faiss", "sentences.npy", *bm25.save(gen)]
-    for name in names:
-        _fsync_file(gen / name)
-    _fsync_dir(gen)
-    now = time.time()
-    manifest.generation = generation
-    manifest.directory = directory
-    manifest.ragapp_version = __version__
-    manifest.created_at = previous.created_at if previous else now
-    manifest.updated_at = now
-    manifest.chunks = len(chunks)
-    manifest.sentences = int(len(sentence_vectors))
-    manifest.checksums = {name: file_sha256(gen / name) for name in names}
-    tmp = path / f".{MANIFEST}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(manifest.to_json())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path / MANIFEST)
-    _fsync_dir(path)
-    # Keep the previous generation for readers that are opening it right now; drop older ones.
-    keep = {directory, previous.directory if previous else ""}
-    for old in path.glob("gen-*"):
-        if old.name not in keep:
-            shutil.rmtree(old, ignore_errors=True)
-    return manifest
+    def header(rows: int) -> bytes:
+        head = bytearray(empty)
+        head[8:16] = struct.pack("<q", rows)
+        head[-8:] = struct.pack("<Q", rows * dimension)
+        return bytes(head)
+    return header
+
+
+_NPY_HEADER = 128
+_BM25_FLUSH = 1 << 20
+
+
+class GenerationWriter:
+    """Writes a new generation chunk by chunk, straight to disk, and makes it current atomically.
+
+    Memory stays at one batch whatever the size of the input: chunk records, vectors, sentence
+    vectors and BM25 counts are appended to their files as they come; chunks with the same text
+    share their sentence vectors. Nothing is visible to readers until `commit` renames the
+    manifest; `abort` (or an exception inside `with`) deletes the unfinished generation. Use
+    while holding `write_lock`.
+    """
+
+    def __init__(self, path: str | Path, dimension: int, vocab: dict[str, int] | None = None) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.previous = read_manifest(self.path) if (self.path / MANIFEST).exists() else None
+        except (IndexCorruptError, IndexMismatchError):  # `ingest --rebuild` replaces an unreadable index
+            self.previous = None
+        numbers = [int(p.name[4:]) for p in self.path.glob("gen-*") if p.name[4:].isdigit()]
+        self.generation = max([self.previous.generation if self.previous else 0, *numbers]) + 1
+        self.directory = f"gen-{self.generation:06d}"
+        self.gen = self.path / self.directory
+        self.dimension = dimension
+        self.vocab = dict(vocab or {})
+        self._done = False
+        try:
+            self.gen.mkdir()
+            self.chunks = open(self.gen / "chunks.jsonl", "w", encoding="utf-8")
+            self.dense = _Spool(self.gen / "dense.faiss", np.float32, dimension, _faiss_flat_header(dimension))
+            self.sentences = _Spool(self.gen / "sentences.npy", np.float16, dimension, _npy_header(np.float16, dimension))
+            self.bm25_data = _Spool(self.gen / "bm25_data.npy", np.int32, 0, _npy_header(np.int32, 0))
+            self.bm25_indices = _Spool(self.gen / "bm25_indices.npy", np.int32, 0, _npy_header(np.int32, 0))
+        except OSError as exc:
+            self._fail(exc)
+        self.indptr: list[int] = [0]
+        self._terms: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._pending = 0
+        # text hash → (row, first sentence vector, sentence count) of the first chunk with that text
+        self._texts: dict[str, tuple[int, int, int]] = {}
+
+    def __enter__(self) -> GenerationWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self._done:
+            self.abort()
+
+    @property
+    def rows(self) -> int:
+        """Chunks written so far."""
+        return len(self.indptr) - 1
+
+    def has(self, text_hash: str) -> bool:
+        """True if a chunk with this text is already written (its vectors can be shared)."""
+        return text_hash in self._texts
+
+    def term_row(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 term ids and counts of one tokenised chunk (new terms join the vocabulary)."""
+        counts = Counter(tokens)
+        ids = np.fromiter((self.vocab.setdefault(t, len(self.vocab)) for t in counts), dtype=np.int32, count=len(counts))
+        return ids, np.fromiter(counts.values(), dtype=np.int32, count=len(counts))
+
+    def add(self, chunk: Chunk, text_hash: str, terms: tuple[np.ndarray, np.ndarray],
+            vector: np.ndarray | None = None, sentence_vectors: np.ndarray | None = None) -> None:
+        """Append one chunk. Vectors may be left out when a chunk with the same text was added before."""
+        try:
+            shared = self._texts.get(text_hash)
+            if shared is not None:
+                row, first, count = shared
+                vector = self.dense.read(row, row + 1)[0]
+            else:
+                if vector is None or sentence_vectors is None or len(sentence_vectors) != len(chunk.sentences):
+                    raise ValueError(f"chunk {chunk.id}: vectors missing or not one per sentence")
+                first, count = self.sentences.rows, len(sentence_vectors)
+                self.sentences.append(sentence_vectors)
+                self._texts[text_hash] = (self.rows, first, count)
+            self.dense.append(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+            self.chunks.write(json.dumps({"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page,
+                                          "start": chunk.start, "end": chunk.end, "sentences": chunk.sentences,
+                                          "hash": text_hash, "sv": first}, ensure_ascii=False) + "\n")
+            ids, counts = terms
+            self._terms.append(ids)
+            self._counts.append(counts)
+            self._pending += len(ids)
+            self.indptr.append(self.indptr[-1] + len(ids))
+            if self._pending >= _BM25_FLUSH:
+                self._flush_terms()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _flush_terms(self) -> None:
+        if self._terms:
+            self.bm25_indices.append(np.concatenate(self._terms))
+            self.bm25_data.append(np.concatenate(self._counts))
+        self._terms, self._counts, self._pending = [], [], 0
+
+    def mark(self) -> tuple[int, int, int]:
+        """A point to roll back to (see `rollback`)."""
+        try:
+            self._flush_terms()
+            self.chunks.flush()
+        except OSError as exc:
+            self._fail(exc)
+        return self.rows, self.sentences.rows, self.chunks.tell()
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        """Forget every chunk added after `mark` (a file that failed half way through)."""
+        rows, sentence_rows, offset = mark
+        try:
+            self._terms, self._counts, self._pending = [], [], 0
+            del self.indptr[rows + 1 :]
+            self.bm25_indices.truncate(self.indptr[-1])
+            self.bm25_data.truncate(self.indptr[-1])
+            self.dense.truncate(rows)
+            self.sentences.truncate(sentence_rows)
+            self.chunks.truncate(offset)
+            self.chunks.seek(offset)
+            self._texts = {h: v for h, v in self._texts.items() if v[0] < rows}
+        except OSError as exc:
+            self._fail(exc)
+
+    def _prune_vocabulary(self) -> list[str]:
+        """Drop terms no chunk uses any more (BM25 averages idf over the vocabulary, as rank-bm25 does)."""
+        indices = np.load(self.gen / "bm25_indices.npy", mmap_mode="r+")
+        used = np.zeros(len(self.vocab), dtype=bool)
+        step = 1 << 24
+        for a in range(0, len(indices), step):
+            used[indices[a : a + step]] = True
+        terms = [""] * len(self.vocab)
+        for term, i in self.vocab.items():
+            terms[i] = term
+        if not used.all():
+            remap = np.cumsum(used, dtype=np.int64).astype(np.int32) - 1
+            for a in range(0, len(indices), step):
+                indices[a : a + step] = remap[indices[a : a + step]]
+            indices.flush()
+            terms = [t for t, u in zip(terms, used) if u]
+        del indices
+        return terms
+
+    def commit(self, manifest: Manifest) -> Manifest:
+        """Finish every file, fsync, and make this generation current by renaming the manifest."""
+        from ragapp import __version__
+
+        try:
+            self._flush_terms()
+            self.chunks.flush()
+            os.fsync(self.chunks.fileno())
+            self.chunks.close()
+            for spool in (self.dense, self.sentences, self.bm25_data, self.bm25_indices):
+                spool.finish()
+            terms = self._prune_vocabulary()
+            np.save(self.gen / "bm25_indptr.npy", np.asarray(self.indptr, dtype=np.int64))
+            (self.gen / "bm25_vocab.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+            names = ["chunks.jsonl", "dense.faiss", "sentences.npy", "bm25_data.npy", "bm25_indices.npy",
+                     "bm25_indptr.npy", "bm25_vocab.json"]
+            for name in names:
+                _fsync_file(self.gen / name)
+            _fsync_dir(self.gen)
+            now = time.time()
+            manifest.schema_version = SCHEMA_VERSION
+            manifest.generation = self.generation
+            manifest.directory = self.directory
+            manifest.ragapp_version = __version__
+            manifest.created_at = self.previous.created_at if self.previous else now
+            manifest.updated_at = now
+            manifest.chunks = self.rows
+            manifest.sentences = self.sentences.rows
+            manifest.checksums = {name: file_sha256(self.gen / name) for name in names}
+            tmp = self.path / f".{MANIFEST}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(manifest.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / MANIFEST)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            self._fail(exc)
+        self._done = True
+        # Keep the previous generation for readers that are opening it right now; drop older ones.
+        keep = {self.directory, self.previous.directory if self.previous else ""}
+        for old in self.path.glob("gen-*"):
+            if old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+        return manifest
+
+    def abort(self) -> None:
+        """Delete the unfinished generation; the current one stays as it was."""
+        self._done = True
+        for f in (getattr(self, "chunks", None), *(getattr(getattr(self, n, None), "file", None)
+                                                   for n in ("dense", "sentences", "bm25_data", "bm25_indices"))):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        (self.path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+        landed = read_manifest(self.path).directory if (self.path / MANIFEST).exists() else ""
+        if landed != self.directory:
+            shutil.rmtree(self.gen, ignore_errors=True)
+
+    def _fail(self, exc: OSError) -> None:
+        """A failed write (disk full, permissions): remove what was written and say so."""
+        self.abort()
+        raise IndexWriteError(f"cannot write the index at {self.path}: {exc.strerror or exc}; "
+                              "the previous index is unchanged") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -52,34 +53,87 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub(" ", text)
 
 
-def decode_bytes(data: bytes, path: str) -> str:
-    """Decode a text file: BOMs first, then UTF-8, then GB18030 (a superset of GBK), then Latin-1."""
-    for bom, enc in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                     (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-        if data.startswith(bom):
-            try:
-                return data.decode(enc)
-            except UnicodeDecodeError as exc:
-                raise DocumentError(f"{path}: invalid {enc} text after its byte-order mark ({exc.reason})") from exc
-    head = data[:65536]
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BLOCK = 1 << 20
+# Text files are streamed in segments of about this many characters, cut at a paragraph, line or
+# sentence end, so a file of any size is read with bounded memory (each segment is split on its own).
+SEGMENT_CHARS = 1 << 20
+
+
+def _decoded_blocks(path: Path, encoding: str) -> Iterator[str]:
+    """The file decoded block by block (raises UnicodeDecodeError where it is not `encoding`)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            yield decoder.decode(block)
+    yield decoder.decode(b"", final=True)
+
+
+def text_encoding(path: Path, source: str) -> str:
+    """The encoding of a text file: its BOM, else UTF-8, else GB18030 (a superset of GBK), else Latin-1.
+    Raises DocumentError for binary content."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding
     # Text never holds many control bytes (tab, newlines, form feed and NUL aside); binary data does.
     # Stray NUL bytes in otherwise plain text are dropped by clean_text; mostly-NUL is binary or BOM-less UTF-16.
     controls = sum(head.count(bytes([b])) for b in (*range(1, 9), 11, *range(14, 32), 127))
     if (controls >= 4 and controls > len(head) // 50) or head.count(b"\x00") > len(head) * 3 // 10:
-        raise DocumentError(f"{path}: binary content, not text")
+        raise DocumentError(f"{source}: binary content, not text")
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            for _ in _decoded_blocks(path, encoding):
+                pass
+            return encoding
+        except UnicodeDecodeError:
+            continue
+    text = head.decode("latin-1")
+    if sum(ch.isprintable() or ch in "\n\t\r" for ch in text) < 0.95 * len(text):
+        raise DocumentError(f"{source}: binary content, not text")
+    return "latin-1"
+
+
+def _segment_end(buf: str) -> int:
+    """Where a streamed segment ends: after the last paragraph break in the second half of `buf`,
+    else the last line break, sentence end or space, else at the end of `buf`."""
+    half = len(buf) // 2
+    for mark in ("\n\n", "\n"):
+        pos = buf.rfind(mark, half)
+        if pos >= 0:
+            return pos + len(mark)
+    ends = [m.end() for m in re.finditer(r"[。！？；.!?]+\s*", buf[half:])]
+    if ends:
+        return half + ends[-1]
+    pos = max(buf.rfind(" ", half), buf.rfind("\t", half))
+    return pos + 1 if pos >= 0 else len(buf)
+
+
+def _text_pages(path: Path, source: str, segment_chars: int) -> Iterator[Page]:
+    """A text file as pages of about `segment_chars` characters each, read and decoded as a stream;
+    page offsets count characters of the cleaned text, so chunk positions are file positions."""
+    encoding = text_encoding(path, source)
+    buf, offset, emitted = "", 0, False
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("gb18030")
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("latin-1")
-    printable = sum(ch.isprintable() or ch in "\n\t\r" for ch in text[:65536])
-    if printable < 0.95 * min(len(text), 65536):
-        raise DocumentError(f"{path}: binary content, not text")
-    return text
+        for block in _decoded_blocks(path, encoding):
+            buf += block
+            while len(buf) >= 2 * segment_chars:
+                cut = _segment_end(buf[: 2 * segment_chars])
+                text, buf = clean_text(buf[:cut]), buf[cut:]
+                if text.strip():
+                    emitted = True
+                    yield Page(source, None, text, offset)
+                offset += len(text)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{source}: invalid {encoding} text at byte {exc.start} ({exc.reason}); "
+                            "was it changed while ingesting?") from exc
+    text = clean_text(buf)
+    if text.strip():
+        yield Page(source, None, text, offset)
+    elif not emitted:
+        raise DocumentError(f"{source}: no text")
 
 
 class _HTMLText(HTMLParser):
@@ -155,8 +209,11 @@ def load_pdf(path: Path, source: str) -> list[Page]:
     return pages
 
 
-def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None) -> list[Page]:
-    """Read one document into pages. Raises DocumentError naming the file and the reason."""
+def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | None = None,
+               segment_chars: int = SEGMENT_CHARS) -> Iterator[Page]:
+    """The pages of one document, lazily: a PDF page by page, a text file streamed in segments (any
+    size, bounded memory). PDF and HTML are parsed whole, so `max_bytes` limits those. Raises
+    DocumentError naming the file and the reason."""
     path = Path(path)
     source = source or str(path)
     suffix = path.suffix.lower()
@@ -166,12 +223,20 @@ def load_file(path: str | Path, source: str | None = None, max_bytes: int | None
         size = path.stat().st_size
         if size == 0:
             raise DocumentError(f"{source}: empty file")
-        if max_bytes is not None and size > max_bytes:
-            raise DocumentError(f"{source}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit "
-                                "(ingest.max_file_mb in the config); not read")
+        if suffix not in (".txt", ".md", ".markdown") and max_bytes is not None and size > max_bytes:
+            raise DocumentError(f"{source}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit for "
+                                f"{suffix} files (ingest.max_file_mb in the config); not read")
         if suffix == ".pdf":
-            return load_pdf(path, source)
-        text = decode_bytes(path.read_bytes(), source)
+            yield from load_pdf(path, source)
+        elif suffix in (".html", ".htm"):
+            text = clean_text(_html_to_text("".join(_decoded_blocks(path, text_encoding(path, source)))))
+            if not text.strip():
+                raise DocumentError(f"{source}: no text")
+            yield Page(source, None, text)
+        else:
+            yield from _text_pages(path, source, segment_chars)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{source}: invalid text ({exc.reason})") from exc
     except PermissionError as exc:
         raise DocumentError(f"{source}: permission denied") from exc
     except FileNotFoundError as exc:
@@ -180,9 +245,9 @@ def load_file(path: str | Path, source: str | None = None, max_bytes: int | None
         raise DocumentError(f"{source}: is a directory") from exc
     except OSError as exc:
         raise DocumentError(f"{source}: cannot read ({exc.strerror or exc})") from exc
-    if suffix in (".html", ".htm"):
-        text = _html_to_text(text)
-    text = clean_text(text)
-    if not text.strip():
-        raise DocumentError(f"{source}: no text")
-    return [Page(source, None, text)]
+
+
+def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None,
+              segment_chars: int = SEGMENT_CHARS) -> list[Page]:
+    """Read one whole document into pages (see `iter_pages`)."""
+    return list(iter_pages(path, source, max_bytes, segment_chars))

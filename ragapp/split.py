@@ -114,18 +114,20 @@ def split_text(
     size: int = 200,
     overlap: int = 30,
     count_tokens: CountTokens = count_chars,
+    offset: int = 0,
 ) -> list[Chunk]:
-    """Split one page of text into chunks of at most `size` tokens, cutting between sentences where possible."""
+    """Split one page of text into chunks of at most `size` tokens, cutting between sentences where possible.
+    Chunk positions are `offset` plus positions in `text`."""
     units = _units(text, size, count_tokens)
     chunks: list[Chunk] = []
     for i, j in _pack(units, size, overlap):
         start, end = units[i][0], units[j - 1][1]
         body = text[start:end]
         sentences = tuple((a - start, b - start) for a, b, _ in units[i:j])
-        chunks.append(Chunk(chunk_id(source, page, start, body), body, source, page, start, end, sentences))
+        chunks.append(Chunk(chunk_id(source, page, offset + start, body), body, source, page, offset + start, offset + end, sentences))
     return chunks
 
 
 def split_pages(pages: Sequence[Page], size: int = 200, overlap: int = 30, count_tokens: CountTokens = count_chars) -> list[Chunk]:
     """Split every page of a document; offsets are relative to each page's text."""
-    return [c for p in pages for c in split_text(p.text, p.source, p.page, size, overlap, count_tokens)]
+    return [c for p in pages for c in split_text(p.text, p.source, p.page, size, overlap, count_tokens, p.offset)]

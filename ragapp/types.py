@@ -11,11 +11,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Page:
-    """Text of one page (PDF) or of a whole file (page is None)."""
+    """Text of one page (PDF), or of a text file or a segment of it (page is None)."""
 
     source: str
     page: int | None
     text: str
+    # Characters before this text in its file (a segment of a streamed text file); chunk positions add it.
+    offset: int = 0
 
 
 @dataclass(frozen=True)

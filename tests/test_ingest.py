@@ -180,6 +180,11 @@ def test_truncated_faiss_and_edited_manifest_are_detected(rag, docs):
     manifest.write_text(manifest.read_text().replace('"chunks": ', '"chunks": 1', 1))
     with pytest.raises(IndexCorruptError, match="manifest.json|parts disagree"):
         Index.open(rag.path)
+    manifest.write_text("{")
+    with pytest.raises(IndexCorruptError, match="manifest.json: unreadable manifest.*--rebuild"):
+        Index.open(rag.path)
+    rag.ingest([docs / "en"], rebuild=True)  # what the message advises works
+    _consistent(Index.open(rag.path))
 
 
 def test_messy_folder_tree(rag, docs, tmp_path):
@@ -235,5 +240,54 @@ def test_leftover_partial_generation_is_ignored(rag, docs):
     junk.mkdir()
     (junk / "chunks.jsonl").write_text("half written")
     assert Index.open(rag.path).manifest.generation == manifest["generation"]
-    rag.ingest([docs])  # the next commit reuses the number and replaces the junk
-    assert len(Index.open(rag.path).manifest.files) == 5
+    rag.ingest([docs])  # the next commit takes the next free number and removes the junk
+    assert len(Index.open(rag.path).manifest.files) == 5 and not junk.exists()
+
+
+def test_big_text_file_is_streamed_into_the_index(rag, tmp_path):
+    """A text file of several streamed segments: every chunk keeps its file position, repeated text is
+    embedded once, and the sentence at the very end is found."""
+    from ragapp.load import SEGMENT_CHARS
+
+    filler = "The archive keeps daily weather logs from the coastal station, one line per day.\n"
+    tail = "The last entry says the harbour froze on 3 February 1956.\n"
+    text = filler * (int(2.5 * SEGMENT_CHARS) // len(filler)) + tail
+    folder = tmp_path / "big"
+    folder.mkdir()
+    (folder / "log.txt").write_text(text, encoding="utf-8")
+    report = rag.ingest([folder])
+    assert report.added and not report.failed and report.chunks > 1000
+    assert report.chunks_added < 20  # thousands of chunks, a handful of distinct texts
+    index = rag.index()
+    assert all(text[c.start : c.end] == c.text for c in index.chunks)
+    assert len(index.sentence_vectors) < 100  # chunks with equal text share their sentence vectors
+    hit = rag.search("When did the harbour freeze?", top_k=1)[0]
+    assert "harbour froze on 3 February 1956" in hit.support_text
+    _consistent(index)
+
+
+def test_writer_rolls_back_a_file_that_fails_half_way(tmp_path, embedder):
+    """Rows written for a file that then fails are removed, with their terms, before the commit."""
+    from ragapp.index import GenerationWriter, Manifest
+    from ragapp.split import split_text
+
+    a = split_text("Alpha particles are helium nuclei.", "a.txt")
+    b = split_text("Zebrafish regrow their fins.", "b.txt")
+    manifest = Manifest(embedding={"model": embedder.name, "dimension": embedder.dimension}, split={},
+                        bm25={"k1": 0.9, "b": 0.4, "epsilon": 0.25})
+    with GenerationWriter(tmp_path, embedder.dimension) as writer:
+        for chunks, keep in ((a, True), (b, False)):
+            mark = writer.mark()
+            vecs, sents = embedder.embed_chunks([c.text for c in chunks], [c.sentences for c in chunks])
+            for c, v in zip(chunks, vecs):
+                writer.add(c, c.id, writer.term_row(c.text.lower().split()), v, sents[: len(c.sentences)])
+            if keep:
+                kept = vecs[0]
+            else:
+                writer.rollback(mark)
+        writer.commit(manifest)
+    index = Index.open(tmp_path)
+    assert [c.source for c in index.chunks] == ["a.txt"] and len(index.sentence_vectors) == 1
+    assert set(index.bm25.vocab) == {"alpha", "particles", "are", "helium", "nuclei."}
+    assert np.allclose(index.vector(0), kept, atol=1e-6)
+    assert index.dense_top_n(embedder.embed_queries(["helium"])[0], 1)[0][0] == 0

@@ -104,3 +104,30 @@ def test_random_bytes_refused_but_stray_nuls_dropped(tmp_path):
     log = tmp_path / "log.txt"
     log.write_bytes(b"Some text\x00 with\x00 stray NULs.\n" * 20)
     assert load_file(log)[0].text.startswith("Some text  with  stray NULs.\n")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "gb18030", "utf-16"])
+def test_text_is_streamed_in_segments_cut_at_line_ends(tmp_path, encoding):
+    from ragapp.split import split_pages
+
+    lines = [f"第{i}行：长城是中国古代的军事防御工程。Line {i} of the log.\r\n" for i in range(400)]
+    whole = "".join(lines)
+    f = tmp_path / "long.txt"
+    f.write_bytes(whole.encode(encoding))
+    pages = load_file(f, segment_chars=1000)
+    expected = whole.replace("\r\n", "\n")
+    assert len(pages) > 5
+    assert "".join(p.text for p in pages) == expected
+    assert all(p.text.endswith("\n") for p in pages[:-1])  # cut after a line, never inside one
+    assert [p.offset for p in pages] == [sum(len(q.text) for q in pages[:i]) for i in range(len(pages))]
+    chunks = split_pages(pages, size=120, overlap=20)
+    assert all(expected[c.start : c.end] == c.text for c in chunks)  # positions are file positions
+    assert chunks[-1].text.endswith("Line 399 of the log.")
+
+
+def test_encoding_is_decided_on_the_whole_file(tmp_path):
+    f = tmp_path / "late.txt"
+    f.write_bytes(b"plain words " * 200_000 + "é".encode("latin-1") + b" and more")
+    pages = load_file(f)  # UTF-8 for 2.4 MB, then not: the whole file is Latin-1, not half read
+    page = pages[-1]
+    assert page.text.endswith("é and more")
