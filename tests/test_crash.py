@@ -55,6 +55,34 @@ def test_enospc_during_commit_keeps_previous_index(tmp_path, docs, config, embed
     assert rag.search("largest object in the asteroid belt", top_k=1)[0].chunk.source.endswith("more.md")
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB file system (tmpfs); skipped where mounting is not allowed."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_mid_ingest_keeps_previous_index(small_disk, tmp_path, docs, config, embedder, echo_generator):
+    """The kernel says ENOSPC half way through writing a new generation: the error says so, the
+    partial generation is removed, and the previous index answers as before."""
+    rag = RAG(small_disk / "index", config, embedder=embedder, generator=echo_generator())
+    rag.ingest([docs])
+    before = state(rag.path)
+    line = "Station log: the tide gauge at the north pier read normal at noon.\n"
+    (docs / "en" / "log.md").write_text(line * 40_000 + "The gauge was replaced in March.\n", encoding="utf-8")
+    with pytest.raises(IndexWriteError, match="No space left on device; the previous index is unchanged"):
+        rag.ingest([docs])
+    assert state(rag.path) == before
+    assert sorted(p.name for p in rag.path.glob("gen-*")) == [f"gen-{before[0]:06d}"]
+    assert rag.search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
+
+
 def test_second_writer_waits_or_fails_fast(tmp_path, docs, cache_dir):
     index = tmp_path / "index"
     env = {**os.environ, "RAGAPP_CACHE": cache_dir}
