@@ -94,22 +94,51 @@ def _under(source: str, roots: Iterable[Path]) -> bool:
 
 class _Feeder:
     """Turns chunks into index rows in batches: each distinct text is embedded once (or its vectors
-    reused from the old index, or shared with a row already written), then written through."""
+    reused from the old index, or shared with a row already written), then written through.
+
+    Batches run across file boundaries (many small files still embed 64 chunks at a time); a file
+    that fails loses only its own chunks: those still queued are dropped, those written are rolled
+    back to the writer mark taken just before its first chunk.
+    """
 
     def __init__(self, writer: GenerationWriter, embedder: Embedder, tokenizer: Tokenizer, old: Index | None,
                  batch: int, stage: dict[str, float], tell: Progress) -> None:
         self.writer, self.embedder, self.tokenizer, self.old = writer, embedder, tokenizer, old
         self.batch, self.stage, self.tell = batch, stage, tell
-        self.old_rows: dict[str, int] = {}
+        # Vectors are reused for the same text cut into the same sentences.
+        self.old_rows: dict[tuple[str, int], int] = {}
         if old is not None:
-            for row, h in enumerate(old.hashes):
-                self.old_rows.setdefault(h, row)
+            for row, (h, chunk) in enumerate(zip(old.hashes, old.chunks)):
+                self.old_rows.setdefault((h, hash(chunk.sentences)), row)
         self.pending: list[Chunk] = []
         self.embedded = 0
+        self.queued = 0  # chunks ever queued
+        self.written = 0  # chunks ever written
+        self.file_start = 0  # number of the current file's first chunk
+        self.file_mark: tuple[int, int, int] | None = None
+
+    def begin_file(self) -> None:
+        """The chunks added from now on are one file's, until the next begin_file."""
+        self.file_start = self.queued
+        self.file_mark = None if self.pending else self.writer.mark()
+
+    def file_chunks(self) -> int:
+        """Chunks of the current file so far."""
+        return self.queued - self.file_start
+
+    def drop_file(self) -> None:
+        """Forget the current file's chunks, queued or written."""
+        unwritten = self.queued - max(self.written, self.file_start)
+        del self.pending[len(self.pending) - unwritten :]
+        if self.written > self.file_start:
+            self.writer.rollback(self.file_mark)
+            self.written = self.file_start
+        self.queued = self.file_start
 
     def add(self, chunks: Sequence[Chunk]) -> None:
         """Queue chunks; full batches are written at once."""
         self.pending.extend(chunks)
+        self.queued += len(chunks)
         while len(self.pending) >= self.batch:
             part, self.pending = self.pending[: self.batch], self.pending[self.batch :]
             self._write(part)
@@ -124,11 +153,12 @@ class _Feeder:
         t0 = time.perf_counter()
         writer = self.writer
         hashes = [text_hash(c.text) for c in chunks]
-        todo: dict[str, int] = {}
-        for i, h in enumerate(hashes):
-            if not writer.has(h) and h not in self.old_rows:
-                todo.setdefault(h, i)
-        fresh: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        keys = [(h, hash(c.sentences)) for h, c in zip(hashes, chunks)]
+        todo: dict[tuple[str, int], int] = {}
+        for i, (h, key) in enumerate(zip(hashes, keys)):
+            if not writer.has(h, chunks[i].sentences) and key not in self.old_rows:
+                todo.setdefault(key, i)
+        fresh: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         embed_seconds = 0.0
         if todo:
             t1 = time.perf_counter()
@@ -136,19 +166,22 @@ class _Feeder:
             vecs, sents = self.embedder.embed_chunks([chunks[i].text for i in rows], [chunks[i].sentences for i in rows])
             offsets = np.concatenate([[0], np.cumsum([len(chunks[i].sentences) for i in rows])])
             for k, i in enumerate(rows):
-                fresh[hashes[i]] = (vecs[k], sents[offsets[k] : offsets[k + 1]])
+                fresh[keys[i]] = (vecs[k], sents[offsets[k] : offsets[k + 1]])
             embed_seconds = time.perf_counter() - t1
             self.embedded += len(rows)
             self.tell("embed", chunks[0].source, self.embedded, 0)
         tokens = self.tokenizer.batch([c.text for c in chunks])
-        for chunk, h, toks in zip(chunks, hashes, tokens):
+        for chunk, h, key, toks in zip(chunks, hashes, keys, tokens):
+            if self.written == self.file_start and self.file_mark is None:
+                self.file_mark = writer.mark()
+            self.written += 1
             terms = writer.term_row(toks)
-            if writer.has(h):
+            if writer.has(h, chunk.sentences):
                 writer.add(chunk, h, terms)
-            elif h in fresh:
-                writer.add(chunk, h, terms, *fresh[h])
+            elif key in fresh:
+                writer.add(chunk, h, terms, *fresh[key])
             else:
-                row = self.old_rows[h]
+                row = self.old_rows[key]
                 writer.add(chunk, h, terms, self.old.vector(row), self.old.chunk_sentence_vectors(row))
         self.stage["embed"] += embed_seconds
         self.stage["index"] += time.perf_counter() - t0 - embed_seconds
@@ -233,19 +266,18 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             records: dict[str, FileRecord] = {}
             for n, (file, source, digest) in enumerate(changed, start=1):
                 tell("read", source, n, len(changed))
-                mark, before = writer.mark(), writer.rows
+                feeder.begin_file()
                 try:
                     for chunks in _chunks_of(file, source, config, embedder.count_tokens, stage):
                         feeder.add(chunks)
-                    feeder.flush()
                 except DocumentError as exc:
-                    feeder.pending.clear()
-                    writer.rollback(mark)
+                    feeder.drop_file()
                     report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
                     continue
                 (report.updated if source in known else report.added).append(source)
-                records[source] = FileRecord(sha256=digest, size=_size(file), chunks=writer.rows - before,
+                records[source] = FileRecord(sha256=digest, size=_size(file), chunks=feeder.file_chunks(),
                                              ingested_at=time.time())
+            feeder.flush()
             report.chunks_added = feeder.embedded
             if not records and not removed and old is not None:
                 report.seconds = time.perf_counter() - started
@@ -262,7 +294,7 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
                         continue
                     a, b = counts.indptr[row], counts.indptr[row + 1]
                     terms = (counts.indices[a:b], counts.data[a:b])
-                    if writer.has(h):
+                    if writer.has(h, chunk.sentences):
                         writer.add(chunk, h, terms)
                     else:
                         writer.add(chunk, h, terms, old.vector(row), old.chunk_sentence_vectors(row))

@@ -358,8 +358,8 @@ class GenerationWriter:
         self._terms: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
         self._pending = 0
-        # text hash → (row, first sentence vector, sentence count) of the first chunk with that text
-        self._texts: dict[str, tuple[int, int, int]] = {}
+        # (text hash, sentence spans) → (row, first sentence vector, sentence count) of the first such chunk
+        self._texts: dict[tuple[str, int], tuple[int, int, int]] = {}
 
     def __enter__(self) -> GenerationWriter:
         return self
@@ -373,9 +373,9 @@ class GenerationWriter:
         """Chunks written so far."""
         return len(self.indptr) - 1
 
-    def has(self, text_hash: str) -> bool:
-        """True if a chunk with this text is already written (its vectors can be shared)."""
-        return text_hash in self._texts
+    def has(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> bool:
+        """True if a chunk with this text and these sentences is already written (its vectors can be shared)."""
+        return (text_hash, hash(sentences)) in self._texts
 
     def term_row(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """BM25 term ids and counts of one tokenised chunk (new terms join the vocabulary)."""
@@ -385,9 +385,10 @@ class GenerationWriter:
 
     def add(self, chunk: Chunk, text_hash: str, terms: tuple[np.ndarray, np.ndarray],
             vector: np.ndarray | None = None, sentence_vectors: np.ndarray | None = None) -> None:
-        """Append one chunk. Vectors may be left out when a chunk with the same text was added before."""
+        """Append one chunk. Vectors may be left out when `has` says its text was added before."""
         try:
-            shared = self._texts.get(text_hash)
+            key = (text_hash, hash(chunk.sentences))
+            shared = self._texts.get(key)
             if shared is not None:
                 row, first, count = shared
                 vector = self.dense.read(row, row + 1)[0]
@@ -396,7 +397,7 @@ class GenerationWriter:
                     raise ValueError(f"chunk {chunk.id}: vectors missing or not one per sentence")
                 first, count = self.sentences.rows, len(sentence_vectors)
                 self.sentences.append(sentence_vectors)
-                self._texts[text_hash] = (self.rows, first, count)
+                self._texts[key] = (self.rows, first, count)
             self.dense.append(np.asarray(vector, dtype=np.float32).reshape(1, -1))
             self.chunks.write(json.dumps({"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page,
                                           "start": chunk.start, "end": chunk.end, "sentences": chunk.sentences,

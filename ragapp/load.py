@@ -126,9 +126,10 @@ def _text_pages(path: Path, source: str, segment_chars: int) -> Iterator[Page]:
                     emitted = True
                     yield Page(source, None, text, offset)
                 offset += len(text)
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"{source}: invalid {encoding} text at byte {exc.start} ({exc.reason}); "
-                            "was it changed while ingesting?") from exc
+    except UnicodeDecodeError as exc:  # only BOM encodings are not checked on the whole file first
+        bom = encoding in {enc for _, enc in _BOMS}
+        where = "after its byte-order mark" if bom else "(the file changed while it was read)"
+        raise DocumentError(f"{source}: invalid {encoding} text {where} ({exc.reason})") from exc
     text = clean_text(buf)
     if text.strip():
         yield Page(source, None, text, offset)

@@ -1,5 +1,6 @@
 """Ingest and search on the real embedder, FAISS and BM25: incremental updates, removals, consistency."""
 
+import codecs
 import json
 import os
 import subprocess
@@ -291,3 +292,26 @@ def test_writer_rolls_back_a_file_that_fails_half_way(tmp_path, embedder):
     assert set(index.bm25.vocab) == {"alpha", "particles", "are", "helium", "nuclei."}
     assert np.allclose(index.vector(0), kept, atol=1e-6)
     assert index.dense_top_n(embedder.embed_queries(["helium"])[0], 1)[0][0] == 0
+
+
+def test_file_failing_half_way_loses_only_its_own_chunks(rag, tmp_path):
+    """A UTF-16 file whose last byte is cut off fails only at its end, after more than a thousand of its
+    chunks went to the new generation: they are rolled back, the files before and after it stay."""
+    from ragapp.load import SEGMENT_CHARS
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.md").write_text("Otters hold hands while they sleep.\n", encoding="utf-8")
+    line = "The ledger lists one shipment of copper wire per line.\n"
+    broken = codecs.BOM_UTF16_LE + (line * (int(2.5 * SEGMENT_CHARS) // len(line))).encode("utf-16-le") + b"\x00"
+    (folder / "b.txt").write_bytes(broken)
+    (folder / "c.md").write_text("Penguins propose with pebbles.\n", encoding="utf-8")
+    report = rag.ingest([folder])
+    assert [Path(f.path).name for f in report.failed] == ["b.txt"]
+    assert report.chunks_added > 2  # b.txt's first segment was embedded and written before its end failed
+    assert "invalid utf-16 text" in report.failed[0].reason and "truncated data" in report.failed[0].reason
+    index = rag.index()
+    assert sorted(Path(s).name for s in index.manifest.files) == ["a.md", "c.md"] and len(index) == 2
+    assert set(index.bm25.vocab) >= {"otter", "penguin"} and "copper" not in index.bm25.vocab
+    _consistent(index)
+    assert rag.search("What do penguins propose with?", top_k=1)[0].chunk.source.endswith("c.md")
