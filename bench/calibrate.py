@@ -71,6 +71,30 @@ def refusal_logprob(rag: RAG, question: str) -> float:
     return float(torch.log_softmax(logits, -1).gather(1, refusal[0][:, None]).mean())
 
 
+def question_pmi(rag: RAG, question: str, passages: int = 3) -> float:
+    """How much likelier the chat model finds the question after reading a retrieved passage than after
+    reading nothing (gain in mean per-token log-probability; best of the top `passages`). A question
+    written about a passage reuses its details, so the passage it was written from should raise it
+    most (the idea of UPR, Sachan et al. 2022, as a refusal signal)."""
+    import torch
+
+    gen = rag.generator
+    gen.warm_up()
+    en = detect_language(question) == "en"
+    q = gen._tokenizer(question, return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+    def loglik(context: str) -> float:
+        prefix = gen._tokenizer(context + ("Question: " if en else "问题："), return_tensors="pt",
+                                add_special_tokens=False)["input_ids"]
+        ids = torch.cat([prefix, q], dim=1)
+        with torch.inference_mode():
+            logits = gen._model(input_ids=ids).logits[0, prefix.shape[1] - 1 : -1].float()
+        return float(torch.log_softmax(logits, -1).gather(1, q[0][:, None]).mean())
+
+    hits = rag.search(question, top_k=passages)
+    return max(loglik(("Passage: " if en else "段落：") + h.chunk.text + "\n") for h in hits) - loglik("")
+
+
 def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """Probability that an answerable question scores above an unanswerable one."""
     return float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]))
@@ -141,8 +165,16 @@ def main() -> None:
             v = np.array([row[key] for row in rows])
             separation.setdefault(key, {})[name] = auc(v[y == 1], v[y == 0])
         if args.llm:
-            v = np.array([-refusal_logprob(rag, r["question"]) for r in pos[: args.llm] + neg[: args.llm]])
+            few = pos[: args.llm] + neg[: args.llm]
+            v = np.array([-refusal_logprob(rag, r["question"]) for r in few])
             separation.setdefault(f"LLM refusal log-probability ({args.llm} + {args.llm})", {})[name] = auc(v[: args.llm], v[args.llm :])
+            v = np.array([question_pmi(rag, r["question"]) for r in few])
+            separation.setdefault(f"LLM question likelihood gain from the passage ({args.llm} + {args.llm})", {})[name] = \
+                auc(v[: args.llm], v[args.llm :])
+            both = np.c_[x[: args.llm].tolist() + x[len(pos) : len(pos) + args.llm].tolist(), v]
+            print(f"  {name}: best+peak+question gain, cross-validated at {args.max_false_refusal:.0%} false refusals: "
+                  "false refusals {:.3f} / negatives refused {:.3f}".format(
+                      *cross_validate(both, np.r_[np.ones(args.llm), np.zeros(args.llm)], args.max_false_refusal)))
         gate_fr, gate_neg = cross_validate(x, y, args.max_false_refusal)
         best_fr, best_neg = cross_validate(x[:, :1], y, args.max_false_refusal)
         print(f"| {name} | {len(pos)} / {len(neg)} | {best_fr:.3f} / {best_neg:.3f} | {gate_fr:.3f} / {gate_neg:.3f} |")
