@@ -324,9 +324,9 @@ _BM25_FLUSH = 1 << 20
 class GenerationWriter:
     """Writes a new generation chunk by chunk, straight to disk, and makes it current atomically.
 
-    Memory stays at one batch whatever the size of the input: chunk records, vectors, sentence
-    vectors and BM25 counts are appended to their files as they come; chunks with the same text
-    share their sentence vectors. Nothing is visible to readers until `commit` renames the
+    Memory does not grow with the text: chunk records, vectors, sentence vectors and BM25 counts
+    are appended to their files as they come (what stays in memory is a row pointer per chunk and
+    a dedup entry per distinct text); chunks with the same text share their sentence vectors. Nothing is visible to readers until `commit` renames the
     manifest; `abort` (or an exception inside `with`) deletes the unfinished generation. Use
     while holding `write_lock`.
     """
@@ -519,7 +519,10 @@ class GenerationWriter:
                 except OSError:
                     pass
         (self.path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
-        landed = read_manifest(self.path).directory if (self.path / MANIFEST).exists() else ""
+        try:
+            landed = read_manifest(self.path).directory if (self.path / MANIFEST).exists() else ""
+        except (IndexCorruptError, IndexMismatchError):
+            landed = ""
         if landed != self.directory:
             shutil.rmtree(self.gen, ignore_errors=True)
 
