@@ -104,7 +104,7 @@ def _segment_end(buf: str) -> int:
         pos = buf.rfind(mark, half)
         if pos >= 0:
             return pos + len(mark)
-    ends = [m.end() for m in re.finditer(r"[。！？；.!?]+\s*", buf[half:])]
+    ends = [m.end() for m in re.finditer(r"[。！？；]+\s*|[.!?]+\s+", buf[half:])]  # not inside 3.14
     if ends:
         return half + ends[-1]
     pos = max(buf.rfind(" ", half), buf.rfind("\t", half))
