@@ -54,4 +54,6 @@ def summary(report: IngestReport) -> str:
              f"({report.chunks_added} embedded); {report.seconds:.1f} s"]
     for failure in report.failed:
         lines.append(f"  failed: {_short(failure.path, 80)}: {failure.reason}")
+    for warning in report.warnings:
+        lines.append(f"  warning: {_short(warning.path, 80)}: {warning.reason}")
     return "\n".join(lines)

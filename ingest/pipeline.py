@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from ragapp.index import (
     write_lock,
 )
 from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
+from ragapp.sandbox import Limits
 from ragapp.split import split_text
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Chunk, FileFailure, IngestReport
@@ -47,24 +48,36 @@ def is_skipped(name: str) -> bool:
             or name in _SKIPPED_NAMES)
 
 
-def scan(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[FileFailure]]:
-    """Supported files under the given paths (recursively; symlinked folders are not followed),
-    the resolved roots, and the paths that could not be walked."""
+@dataclass
+class Scan:
+    """What a walk of the given paths found."""
+
+    files: list[Path]  # supported documents, each once
+    roots: list[Path]  # the given paths, resolved
+    problems: list[FileFailure]  # what could not be walked or was not followed, with the reason
+    unreadable: list[Path]  # folders and files that could not be listed or stat'ed: their documents stay indexed
+
+
+def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
+    """Supported files under the given paths, recursively. Symlinked folders are not followed; a
+    symlinked file is followed only when its target lies under the same given path, or with
+    `follow_symlinks`."""
+    found = Scan([], [], [], [])
     files: dict[Path, None] = {}
-    roots: list[Path] = []
-    problems: list[FileFailure] = []
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             raise NoDocumentsError(f"{raw}: no such file or directory")
         root = path.resolve()
-        roots.append(root)
+        found.roots.append(root)
         if path.is_file():
             files[root] = None
             continue
 
         def on_error(exc: OSError) -> None:
-            problems.append(FileFailure(str(exc.filename), f"cannot list folder ({exc.strerror})"))
+            found.problems.append(FileFailure(str(exc.filename), f"cannot list folder ({exc.strerror}); "
+                                                                 "its documents stay in the index"))
+            found.unreadable.append(Path(exc.filename))
 
         for folder, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not is_skipped(d))
@@ -73,11 +86,21 @@ def scan(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[File
                     continue
                 file = Path(folder) / name
                 try:
-                    if file.is_file():
-                        files[file.resolve() if file.is_symlink() else file] = None
+                    if not file.is_file():
+                        continue
+                    if file.is_symlink():
+                        target = file.resolve()
+                        if not (follow_symlinks or target.is_relative_to(root)):
+                            found.problems.append(FileFailure(str(file), f"symlink to {target}, outside {root}; not "
+                                                                         "followed (use --follow-symlinks)"))
+                            continue
+                        file = target
+                    files[file] = None
                 except OSError as exc:
-                    problems.append(FileFailure(str(file), f"cannot stat ({exc.strerror})"))
-    return list(files), roots, problems
+                    found.problems.append(FileFailure(str(file), f"cannot stat ({exc.strerror})"))
+                    found.unreadable.append(file)
+    found.files = list(files)
+    return found
 
 
 def _size(file: Path) -> int:
@@ -187,11 +210,17 @@ class _Feeder:
         self.stage["index"] += time.perf_counter() - t0 - embed_seconds
 
 
-def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float]) -> Iterator[list[Chunk]]:
+def _limits(config: Config) -> Limits:
+    ic = config.ingest
+    return Limits(ic.pdf_timeout_s, ic.pdf_memory_mb, ic.pdf_max_pages, ic.pdf_max_chars)
+
+
+def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
+               warn: Callable[[str], None]) -> Iterator[list[Chunk]]:
     """The chunks of one file, a page (or streamed text segment) at a time. Every failure to read or
-    split the file comes out as a DocumentError naming it."""
+    split the file comes out as a DocumentError naming it; a lost part of it goes to `warn`."""
     split_cfg = config.split
-    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6))
+    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=_limits(config), on_warning=warn)
     while True:
         try:
             t0 = time.perf_counter()
@@ -221,8 +250,9 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
     report.stage_seconds = stage
     tell = progress or (lambda *a: None)
     index_path = Path(index_path)
-    files, roots, problems = scan(paths)
-    report.failed.extend(problems)
+    found = scan(paths, config.ingest.follow_symlinks)
+    files, roots = found.files, found.roots
+    report.failed.extend(found.problems)
 
     with write_lock(index_path, wait=wait, on_wait=on_message):
         old = None
@@ -253,7 +283,9 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
                 report.unchanged.append(source)
             else:
                 changed.append((file, source, digest))
-        removed = [s for s in known if (_under(s, roots) and s not in current) or (s in remove and s not in current)]
+        # A document under a folder that could not be listed is not gone: it stays.
+        removed = [s for s in known if s not in current and (s in remove or (_under(s, roots)
+                                                                          and not _under(s, found.unreadable)))]
         report.chunks = len(old) if old else 0
         if not changed and not removed and old is not None:
             report.seconds = time.perf_counter() - started
@@ -267,13 +299,16 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             for n, (file, source, digest) in enumerate(changed, start=1):
                 tell("read", source, n, len(changed))
                 feeder.begin_file()
+                warnings: list[FileFailure] = []
                 try:
-                    for chunks in _chunks_of(file, source, config, embedder.count_tokens, stage):
+                    for chunks in _chunks_of(file, source, config, embedder.count_tokens, stage,
+                                             lambda m, s=source: warnings.append(FileFailure(s, m))):
                         feeder.add(chunks)
                 except DocumentError as exc:
                     feeder.drop_file()
                     report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
                     continue
+                report.warnings.extend(warnings)
                 (report.updated if source in known else report.added).append(source)
                 records[source] = FileRecord(sha256=digest, size=_size(file), chunks=feeder.file_chunks(),
                                              ingested_at=time.time())

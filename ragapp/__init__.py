@@ -10,7 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["RAG", "Answer", "Citation", "Chunk", "Hit", "IngestReport", "Config", "Turn", "RagError", "__version__"]
+__all__ = ["RAG", "Answer", "Citation", "Chunk", "Hit", "IngestReport", "Config", "Turn", "RagError", "is_index_folder",
+           "__version__"]
 
 
 def __getattr__(name: str):
@@ -27,6 +28,10 @@ def __getattr__(name: str):
         from ragapp.conversation import Turn
 
         return Turn
+    if name == "is_index_folder":
+        from ragapp.index import is_index_folder
+
+        return is_index_folder
     if name == "RagError":
         from ragapp.errors import RagError
 

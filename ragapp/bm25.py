@@ -120,11 +120,25 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: Path, k1: float, b: float, epsilon: float) -> BM25Index:
-        """Read what `save` wrote."""
+        """Read what `save` wrote. The files are checked before use (an index folder is untrusted
+        input): dtypes, sizes against the file lengths, and every index within bounds."""
         terms = json.loads((folder / "bm25_vocab.json").read_text(encoding="utf-8"))
-        indptr = np.load(folder / "bm25_indptr.npy")
-        counts = sparse.csr_matrix(
-            (np.load(folder / "bm25_data.npy"), np.load(folder / "bm25_indices.npy"), indptr),
-            shape=(len(indptr) - 1, len(terms)),
-        )
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise ValueError("bm25_vocab.json is not a list of terms")
+        indptr = _load_array(folder / "bm25_indptr.npy", np.int64)
+        data = _load_array(folder / "bm25_data.npy", np.int32)
+        indices = _load_array(folder / "bm25_indices.npy", np.int32)
+        if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(data) != len(indices):
+            raise ValueError("BM25 arrays disagree in length")
+        counts = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(terms)))
+        counts.check_format(full_check=True)  # indices in range, indptr ascending: the C++ kernels trust both
         return cls(counts, {t: i for i, t in enumerate(terms)}, k1, b, epsilon)
+
+
+def _load_array(path: Path, dtype) -> np.ndarray:
+    """A 1-D .npy of `dtype`, memory-mapped first so a header that promises more than the file holds
+    is an error instead of an allocation."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    if mapped.dtype != np.dtype(dtype) or mapped.ndim != 1:
+        raise ValueError(f"{path.name} holds {mapped.dtype} {mapped.shape}, not 1-D {np.dtype(dtype)}")
+    return np.array(mapped)

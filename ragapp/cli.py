@@ -63,15 +63,17 @@ def main() -> None:
 @click.option("--embed-model", default=None, help="Embedding model for a new index (multilingual-e5-small, all-MiniLM-L6-v2, a folder or hub id).")
 @click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from these paths.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another ingest is writing the index.")
+@click.option("--follow-symlinks", is_flag=True, default=None,
+              help="Also read symlinked files whose target is outside the given folder (skipped and reported otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def ingest(paths, index, config_path, embed_model, rebuild, no_wait, as_json) -> None:
+def ingest(paths, index, config_path, embed_model, rebuild, no_wait, follow_symlinks, as_json) -> None:
     """Add, update and remove documents (.txt, .md, .pdf, .html) under PATHS in the index.
 
     Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (see README).
     """
     from ingest.cli import run_ingest
 
-    rag = _rag(index, config_path, embed__model=embed_model)
+    rag = _rag(index, config_path, embed__model=embed_model, ingest__follow_symlinks=follow_symlinks or None)
     report = run_ingest(rag, paths, rebuild=rebuild, wait=not no_wait)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
@@ -159,24 +161,32 @@ def info(index, config_path, as_json) -> None:
 @index_option
 @config_option
 @click.option("--port", type=int, default=8501, show_default=True)
-def ui(index, config_path, port) -> None:
-    """Start the Streamlit chat app on localhost."""
-    import os
-    import subprocess
-
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on. Anything but loopback needs a password in RAGAPP_UI_PASSWORD.")
+def ui(index, config_path, port, host) -> None:
+    """Start the Streamlit chat app (this process becomes the Streamlit server: stopping it stops the app)."""
     from ragapp.config import Config
+    from ragapp.net import is_loopback
 
     app = Path(__file__).resolve().parent.parent / "ui" / "app.py"
     if not app.exists():
         raise click.ClickException(f"UI not found at {app}")
+    if not is_loopback(host) and not os.environ.get("RAGAPP_UI_PASSWORD"):
+        raise click.ClickException(f"--host {host} makes the app reachable from other machines: set a password in "
+                                   "RAGAPP_UI_PASSWORD first (or keep the default 127.0.0.1)")
     config = Config.load(config_path)
     env = dict(os.environ, RAGAPP_INDEX=str(index), RAGAPP_CONFIG=str(Path(config_path).resolve()) if config_path else "")
-    click.echo(f"ragapp UI on http://localhost:{port}", err=True)
-    sys.exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
-                              "--server.address", "localhost", "--server.headless", "true",
-                              "--server.maxUploadSize", str(config.ui.max_upload_mb),
-                              "--client.showErrorDetails", "false", "--client.toolbarMode", "minimal",
-                              "--browser.gatherUsageStats", "false"], env=env))
+    click.echo(f"ragapp UI on http://{host}:{port}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: a service manager's SIGTERM (or Ctrl-C) reaches Streamlit itself, and no
+    # server is left running with its port bound when the wrapper goes away.
+    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(port),
+                               "--server.address", host, "--server.headless", "true",
+                               "--server.maxUploadSize", str(config.ui.max_upload_mb),
+                               "--client.showErrorDetails", "false", "--client.toolbarMode", "minimal",
+                               "--browser.gatherUsageStats", "false"], env)
+
 
 if __name__ == "__main__":
     main()

@@ -23,9 +23,22 @@ class IngestConfig:
     # PDF and HTML files are parsed whole, so larger ones are reported, not read. Text and Markdown
     # files are streamed and have no limit (memory stays bounded; time grows with the text).
     max_file_mb: float = 100.0
+    # A symlinked file whose target lies outside the folder being ingested is skipped and reported
+    # unless this is on (`ragapp ingest --follow-symlinks`). Symlinked folders are never followed.
+    follow_symlinks: bool = False
+    # PDFs are parsed in a child process with these limits, so a hostile file cannot take the
+    # machine: wall time, address space, pages and extracted characters per file.
+    pdf_timeout_s: float = 300.0
+    pdf_memory_mb: int = 2048
+    pdf_max_pages: int = 10_000
+    pdf_max_chars: int = 50_000_000
 
     def __post_init__(self) -> None:
         _check(self.max_file_mb > 0, f"max_file_mb must be greater than 0. Currently, it is {self.max_file_mb}")
+        _check(self.pdf_timeout_s > 0, f"pdf_timeout_s must be greater than 0. Currently, it is {self.pdf_timeout_s}")
+        _check(self.pdf_memory_mb >= 256, f"pdf_memory_mb must be at least 256. Currently, it is {self.pdf_memory_mb}")
+        _check(self.pdf_max_pages > 0 and self.pdf_max_chars > 0,
+               f"pdf_max_pages and pdf_max_chars must be greater than 0. Currently, they are {self.pdf_max_pages}, {self.pdf_max_chars}")
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,20 @@ class UIConfig:
         _check(self.max_upload_mb > 0, f"max_upload_mb must be greater than 0. Currently, it is {self.max_upload_mb}")
 
 
+@dataclass(frozen=True)
+class ModelsConfig:
+    """What ragapp may do to get a model. Both off by default: nothing is downloaded and no code
+    shipped with a model folder runs."""
+
+    # Download a hub id that is not already on disk (Hugging Face hub). Off: only packaged models,
+    # local folders and what is already in the local Hugging Face cache are used.
+    allow_downloads: bool = False
+    # Load model folders whose configuration names classes outside transformers and
+    # sentence-transformers (a transformers `auto_map`, a sentence-transformers module from another
+    # package). trust_remote_code stays off even then: code inside a model folder never runs.
+    allow_custom_classes: bool = False
+
+
 def _default_cache_dir() -> str:
     return os.environ.get("RAGAPP_CACHE") or str(Path.home() / ".cache" / "ragapp")
 
@@ -162,6 +189,7 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1
     # Threads for batch embedding during ingest, where 2 threads nearly double throughput here
@@ -203,7 +231,8 @@ class Config:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
                 sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
-                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig}.get(key)
+                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig,
+                           "models": ModelsConfig}.get(key)
                 if sub_cls is None:
                     raise ConfigError(f"config {key!r} is a value, not a section")
                 known = {f.name for f in fields(sub_cls)}

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ragapp.config import EmbedConfig
+from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models import EmbedderSpec, resolve_embedder
 from ragapp.runtime import set_torch_threads
@@ -38,8 +38,10 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
-                 spec: EmbedderSpec | None = None, ingest_threads: int | None = None) -> None:
+                 spec: EmbedderSpec | None = None, ingest_threads: int | None = None,
+                 policy: ModelsConfig | None = None) -> None:
         self.config = config or EmbedConfig()
+        self._policy = policy or ModelsConfig()
         self._cache_dir = cache_dir
         self._threads = threads
         self._ingest_threads = ingest_threads or threads
@@ -52,7 +54,7 @@ class SentenceTransformerEmbedder:
     def spec(self) -> EmbedderSpec:
         """The resolved model location and prefixes (converting a packaged model on first call)."""
         if self._spec is None:
-            self._spec = resolve_embedder(self.config.model, self._cache_dir)
+            self._spec = resolve_embedder(self.config.model, self._cache_dir, self._policy)
             self.name = self._spec.name
         return self._spec
 
@@ -71,7 +73,8 @@ class SentenceTransformerEmbedder:
         set_torch_threads(self._threads)
         dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
         try:
-            model = SentenceTransformer(self.spec.path, device="cpu", model_kwargs={"dtype": dtype})
+            model = SentenceTransformer(self.spec.path, device="cpu", model_kwargs={"dtype": dtype},
+                                        local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelNotAvailableError(
                 f"cannot load embedding model {self.config.model!r} offline ({exc}); use a packaged name "
@@ -122,7 +125,8 @@ class SentenceTransformerEmbedder:
             else:
                 from transformers import AutoTokenizer
 
-                self._tokenizer = AutoTokenizer.from_pretrained(self.spec.path)
+                self._tokenizer = AutoTokenizer.from_pretrained(self.spec.path, local_files_only=True,
+                                                                trust_remote_code=False)
         if not texts:
             return []
         ids = self._tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]

@@ -61,3 +61,9 @@ class IndexWriteError(RagError):
     """The index could not be written (disk full, permissions); the previous index is unchanged."""
 
     exit_code = 10
+
+
+class NotAnIndexError(RagError):
+    """A folder given as an index holds other things: ragapp will not write into it."""
+
+    exit_code = 11

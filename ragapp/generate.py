@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from ragapp.config import GenerateConfig
+from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models import resolve_generator
 from ragapp.runtime import set_torch_threads
@@ -30,8 +30,10 @@ class TransformersGenerator:
     same question over the same documents gives the same answer. Loads on first use.
     """
 
-    def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1) -> None:
+    def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1,
+                 policy: ModelsConfig | None = None) -> None:
         self.config = config or GenerateConfig()
+        self._policy = policy or ModelsConfig()
         self.name = self.config.model
         self._cache_dir = cache_dir
         self._threads = threads
@@ -55,11 +57,12 @@ class TransformersGenerator:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             set_torch_threads(self._threads)
-            path = resolve_generator(self.config.model, self._cache_dir)
+            path = resolve_generator(self.config.model, self._cache_dir, self._policy)
             dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
             try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
+                                                             trust_remote_code=False)
             except (OSError, ValueError) as exc:
                 raise ModelNotAvailableError(
                     f"cannot load chat model {self.config.model!r} offline ({exc}); use a packaged name "
@@ -84,6 +87,13 @@ class TransformersGenerator:
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
+
+    def special_tokens(self) -> list[str]:
+        """Every added and special token of the loaded tokenizer (defused in untrusted prompt text)."""
+        self.warm_up()
+        tok = self._tokenizer
+        added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values()]
+        return sorted(set(added) | set(tok.all_special_tokens))
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Prompt length in this model's tokens."""

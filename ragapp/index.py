@@ -17,8 +17,11 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import struct
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +38,7 @@ from ragapp.errors import (
     IndexMismatchError,
     IndexNotFoundError,
     IndexWriteError,
+    NotAnIndexError,
 )
 from ragapp.types import Chunk
 
@@ -43,6 +47,16 @@ from ragapp.types import Chunk
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 MANIFEST = "manifest.json"
+LOCK = ".lock"
+# The only files a generation holds; a manifest naming anything else is not trusted.
+PARTS = ("chunks.jsonl", "dense.faiss", "sentences.npy", "bm25_data.npy", "bm25_indices.npy", "bm25_indptr.npy",
+         "bm25_vocab.json")
+# Generation folders are the only things ragapp ever deletes, and only inside an index folder.
+_GENERATION = re.compile(r"gen-(\d{6}|[1-9]\d{6,8})")  # exactly what f"gen-{n:06d}" makes
+_MANIFEST_TMP = re.compile(r"\.manifest\.json\.[A-Za-z0-9_]+\.tmp")
+# The Streamlit app keeps a knowledge base's uploads in <index>/documents/.
+UPLOADS = "documents"
+_MAX_MANIFEST_BYTES = 1 << 30
 
 
 def text_hash(text: str) -> str:
@@ -117,13 +131,79 @@ def read_manifest(path: str | Path) -> Manifest:
     file = Path(path) / MANIFEST
     if not file.exists():
         raise IndexNotFoundError(f"no index at {path} (run: ragapp ingest PATH --index {path})")
+    rebuild = f"rebuild with: ragapp ingest --rebuild PATH --index {path}"
     try:
+        if not _is_regular(file) or file.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise ValueError("not a regular file of a sane size")
         manifest = Manifest.from_json(file.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IndexCorruptError(f"{file}: unreadable manifest ({exc}); rebuild with: ragapp ingest --rebuild PATH --index {path}") from exc
+        _check_manifest(manifest)
+    except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
+        raise IndexCorruptError(f"{file}: unreadable manifest ({exc}); {rebuild}") from exc
     if manifest.schema_version not in READABLE_SCHEMAS:
-        raise IndexMismatchError(f"{file}: index schema {manifest.schema_version}, this ragapp reads {SCHEMA_VERSION}; rebuild with: ragapp ingest --rebuild PATH --index {path}")
+        raise IndexMismatchError(f"{file}: index schema {manifest.schema_version}, this ragapp reads {SCHEMA_VERSION}; {rebuild}")
     return manifest
+
+
+def _is_regular(path: Path) -> bool:
+    """A plain file, not a symlink, device, FIFO or folder (an index never holds anything else)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_manifest(m: Manifest) -> None:
+    """Values an attacker could use to make a reader open other files, or allocate without bound."""
+    if not (isinstance(m.generation, int) and 0 < m.generation < 10**9 and m.directory == f"gen-{m.generation:06d}"):
+        raise ValueError(f"generation folder {m.directory!r} is not gen-NNNNNN for generation {m.generation!r}")
+    if set(m.checksums) != set(PARTS) or not all(isinstance(v, str) for v in m.checksums.values()):
+        raise ValueError(f"parts {sorted(m.checksums)} are not the index's fixed parts")
+    dim = m.embedding.get("dimension") if isinstance(m.embedding, dict) else None
+    if not (isinstance(dim, int) and 0 < dim <= 65536):
+        raise ValueError(f"embedding dimension {dim!r}")
+    for name in ("chunks", "sentences"):
+        value = getattr(m, name)
+        if not (isinstance(value, int) and 0 <= value < 1 << 40):
+            raise ValueError(f"{name} count {value!r}")
+
+
+def is_index_folder(path: str | Path) -> bool:
+    """True when ragapp may write an index at `path`: it does not exist, is empty, holds a ragapp
+    manifest, or holds nothing but what ragapp puts there (generations, the lock, a KB's uploads)."""
+    path = Path(path)
+    if not path.exists():
+        return True
+    if not path.is_dir() or path.is_symlink():
+        return False
+    names = [p.name for p in path.iterdir()]
+    if all(_is_ours(n) for n in names):
+        return True
+    if MANIFEST in names:
+        try:
+            read_manifest(path)
+            return True
+        except (IndexCorruptError, IndexMismatchError):
+            return False  # some other program's manifest.json: never overwrite it
+    return False
+
+
+def _is_ours(name: str) -> bool:
+    return (name in (MANIFEST, LOCK, UPLOADS) or _GENERATION.fullmatch(name) is not None
+            or _MANIFEST_TMP.fullmatch(name) is not None)
+
+
+def check_index_folder(path: str | Path) -> None:
+    """Raise NotAnIndexError unless ragapp may write an index at `path` (see `is_index_folder`)."""
+    if not is_index_folder(path):
+        path = Path(path)
+        if not path.is_dir() or path.is_symlink():
+            raise NotAnIndexError(f"{path} is not a folder; choose another --index")
+        others = sorted(p.name for p in path.iterdir() if not _is_ours(p.name))
+        if (path / MANIFEST).exists():
+            others.append(f"a {MANIFEST} that is not ragapp's")
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise NotAnIndexError(f"{path} is not a ragapp index and is not empty (it holds {shown}); ragapp writes an "
+                              "index only into a new or empty folder or an existing index: choose another --index")
 
 
 class Index:
@@ -149,10 +229,14 @@ class Index:
         manifest = read_manifest(path)
         gen = path / manifest.directory
         rebuild = f"rebuild with: ragapp ingest --rebuild PATH --index {path}"
+        if not gen.is_dir() or gen.is_symlink():
+            raise IndexCorruptError(f"{gen}: generation folder missing; {rebuild}")
         for name, digest in manifest.checksums.items():
             part = gen / name
             if not part.exists():
                 raise IndexCorruptError(f"{part}: index file missing; {rebuild}")
+            if not _is_regular(part):
+                raise IndexCorruptError(f"{part}: not a regular file; {rebuild}")
             if verify and file_sha256(part) != digest:
                 raise IndexCorruptError(f"{part}: checksum mismatch (truncated or altered); {rebuild}")
         try:
@@ -168,10 +252,13 @@ class Index:
             if manifest.schema_version == 1:  # sentence vectors in chunk order, one per chunk sentence
                 starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if chunks else counts
             starts = np.asarray(starts, dtype=np.int64)
-            dense = faiss.read_index(str(gen / "dense.faiss"))
-            sentence_vectors = np.load(gen / "sentences.npy", mmap_mode="r")
+            dimension = manifest.embedding["dimension"]
+            dense = read_flat_ip(gen / "dense.faiss", dimension, manifest.chunks)
+            sentence_vectors = np.load(gen / "sentences.npy", mmap_mode="r", allow_pickle=False)
+            if sentence_vectors.dtype != np.float16 or sentence_vectors.shape != (manifest.sentences, dimension):
+                raise ValueError(f"sentences.npy holds {sentence_vectors.dtype} {sentence_vectors.shape}")
             bm25 = BM25Index.load(gen, manifest.bm25["k1"], manifest.bm25["b"], manifest.bm25["epsilon"])
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError, AttributeError) as exc:
             raise IndexCorruptError(f"{gen}: cannot load index ({exc}); {rebuild}") from exc
         if not (len(chunks) == dense.ntotal == len(bm25) == manifest.chunks):
             raise IndexCorruptError(f"{gen}: parts disagree (chunks {len(chunks)}, vectors {dense.ntotal}, bm25 {len(bm25)}); {rebuild}")
@@ -228,8 +315,12 @@ def check_compatible(manifest: Manifest, embedding: dict, path: Path) -> None:
 def write_lock(path: str | Path, wait: bool = True, on_wait=None) -> Iterator[None]:
     """Exclusive writer lock on an index directory (one writer at a time, readers never blocked)."""
     path = Path(path)
+    check_index_folder(path)
     path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise IndexWriteError(f"cannot lock the index at {path}: {exc.strerror or exc}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -317,8 +408,37 @@ def _faiss_flat_header(dimension: int) -> Callable[[int], bytes]:
     return header
 
 
+def read_flat_ip(path: Path, dimension: int, rows: int):
+    """A FAISS IndexFlatIP from a file ragapp wrote, validated before FAISS sees any of it: the header
+    must be exactly the one ragapp writes for `rows` vectors of `dimension`, and the file exactly that
+    long; the floats are then memory-mapped and copied into a new index. A crafted file (any other
+    index type, sizes that promise terabytes) is a ValueError, never a crash in the native parser."""
+    import faiss
+
+    expected = _faiss_flat_header(dimension)(rows)
+    size = os.lstat(path).st_size
+    if size != len(expected) + 4 * rows * dimension:
+        raise ValueError(f"dense.faiss is {size} bytes, not the {len(expected) + 4 * rows * dimension} of {rows} vectors")
+    with open(path, "rb") as f:
+        if f.read(len(expected)) != expected:
+            raise ValueError("dense.faiss does not start with ragapp's IndexFlatIP header")
+    index = faiss.IndexFlatIP(dimension)
+    if rows:
+        floats = np.memmap(path, dtype="<f4", mode="r", offset=len(expected), shape=(rows, dimension))
+        step = max(1, (64 << 20) // (4 * dimension))
+        for a in range(0, rows, step):
+            index.add(np.ascontiguousarray(floats[a : a + step], dtype=np.float32))
+        del floats
+    return index
+
+
 _NPY_HEADER = 128
 _BM25_FLUSH = 1 << 20
+
+
+def _generations(path: Path) -> list[Path]:
+    """The generation folders ragapp made in an index folder (gen- and six digits; real folders, not links)."""
+    return [p for p in path.iterdir() if _GENERATION.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
 
 
 class GenerationWriter:
@@ -333,20 +453,24 @@ class GenerationWriter:
 
     def __init__(self, path: str | Path, dimension: int, vocab: dict[str, int] | None = None) -> None:
         self.path = Path(path)
+        check_index_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._tmp: Path | None = None
         try:
             self.previous = read_manifest(self.path) if (self.path / MANIFEST).exists() else None
         except (IndexCorruptError, IndexMismatchError):  # `ingest --rebuild` replaces an unreadable index
             self.previous = None
-        numbers = [int(p.name[4:]) for p in self.path.glob("gen-*") if p.name[4:].isdigit()]
+        numbers = [int(p.name[4:]) for p in self.path.iterdir() if _GENERATION.fullmatch(p.name)]
         self.generation = max([self.previous.generation if self.previous else 0, *numbers]) + 1
         self.directory = f"gen-{self.generation:06d}"
         self.gen = self.path / self.directory
         self.dimension = dimension
         self.vocab = dict(vocab or {})
         self._done = False
+        self._made = False
         try:
             self.gen.mkdir()
+            self._made = True
             self.chunks = open(self.gen / "chunks.jsonl", "w", encoding="utf-8")
             self.dense = _Spool(self.gen / "dense.faiss", np.float32, dimension, _faiss_flat_header(dimension))
             self.sentences = _Spool(self.gen / "sentences.npy", np.float16, dimension, _npy_header(np.float16, dimension))
@@ -491,19 +615,22 @@ class GenerationWriter:
             manifest.chunks = self.rows
             manifest.sentences = self.sentences.rows
             manifest.checksums = {name: file_sha256(self.gen / name) for name in names}
-            tmp = self.path / f".{MANIFEST}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
+            # Created exclusively with a unique name: a planted file or symlink is never followed.
+            fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=self.path)
+            self._tmp = Path(tmp)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(manifest.to_json())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / MANIFEST)
+            self._tmp = None
             _fsync_dir(self.path)
         except OSError as exc:
             self._fail(exc)
         self._done = True
         # Keep the previous generation for readers that are opening it right now; drop older ones.
         keep = {self.directory, self.previous.directory if self.previous else ""}
-        for old in self.path.glob("gen-*"):
+        for old in _generations(self.path):
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
         return manifest
@@ -518,12 +645,13 @@ class GenerationWriter:
                     f.close()
                 except OSError:
                     pass
-        (self.path / f".{MANIFEST}.tmp").unlink(missing_ok=True)
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
         try:
             landed = read_manifest(self.path).directory if (self.path / MANIFEST).exists() else ""
         except (IndexCorruptError, IndexMismatchError):
             landed = ""
-        if landed != self.directory:
+        if landed != self.directory and self._made:
             shutil.rmtree(self.gen, ignore_errors=True)
 
     def _fail(self, exc: OSError) -> None:

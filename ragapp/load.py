@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 from ragapp.errors import DocumentError
+from ragapp.sandbox import Limits, run_parser
 from ragapp.types import Page
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".pdf", ".html", ".htm")
@@ -21,6 +22,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # "Fake bold" in Chinese PDFs draws every glyph twice, and extraction yields 长长城城: a run of
 # at least three doubled Han characters in a row is collapsed (single doublings like 看看 stay).
 _FAKE_BOLD = re.compile(r"(?:([\u3400-\u9fff])\1){3,}")
+# A run of end marks is tried only from its start, so a buffer of dots is scanned in linear time.
+_SEGMENT_END = re.compile(r"[。！？；]++\s*+|(?<![.!?])[.!?]++\s++")
 _PDF_JUNK = re.compile(r"\(cid:\d+\)|[\ue000-\uf8ff\ufffd]")
 
 
@@ -104,9 +107,9 @@ def _segment_end(buf: str) -> int:
         pos = buf.rfind(mark, half)
         if pos >= 0:
             return pos + len(mark)
-    ends = [m.end() for m in re.finditer(r"[。！？；]+\s*|[.!?]+\s+", buf[half:])]  # not inside 3.14
+    ends = [m.end() for m in _SEGMENT_END.finditer(buf, half)]  # not inside 3.14
     if ends:
-        return half + ends[-1]
+        return ends[-1]
     pos = max(buf.rfind(" ", half), buf.rfind("\t", half))
     return pos + 1 if pos >= 0 else len(buf)
 
@@ -170,51 +173,39 @@ def _html_to_text(html: str) -> str:
     return re.sub(r"\n\s*\n\s*", "\n\n", text).strip()
 
 
-def load_pdf(path: Path, source: str) -> list[Page]:
-    """One Page per PDF page that has text (pages numbered from 1)."""
-    import logging
-
-    from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PdfReadError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    try:
-        reader = PdfReader(str(path), strict=False)
-        if reader.is_encrypted:
-            try:
-                if not reader.decrypt(""):
-                    raise DocumentError(f"{source}: encrypted PDF (a password is required)")
-            except (NotImplementedError, FileNotDecryptedError) as exc:
-                raise DocumentError(f"{source}: encrypted PDF (a password is required)") from exc
-        pages: list[Page] = []
-        garbled = 0
-        for number, page in enumerate(reader.pages, start=1):
-            try:
-                text = drop_repeated_lines(undouble(clean_text(page.extract_text() or "")))
-            except Exception:  # one bad page must not lose the rest of the document
-                continue
-            if not text.strip():
-                continue
-            if readable_share(text) < 0.6:  # glyphs without a Unicode mapping: indexing them would only add noise
-                garbled += 1
-                continue
-            pages.append(Page(source, number, text))
-    except DocumentError:
-        raise
-    except (PdfReadError, FileNotDecryptedError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
-        raise DocumentError(f"{source}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
+def load_pdf(path: Path, source: str, limits: Limits | None = None,
+             on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
+    """One Page per PDF page that has text (pages numbered from 1), parsed in a child process
+    within `limits`; a page that cannot be read is reported through `on_warning`, not hidden."""
+    garbled = pages = 0
+    for record in run_parser("pdf", str(path), source, limits or Limits()):
+        if "error" in record:
+            if on_warning is not None:
+                on_warning(f"page {record['page']} skipped: {record['error']}")
+            continue
+        if "text" not in record:
+            continue
+        text = drop_repeated_lines(undouble(clean_text(record["text"])))
+        if not text.strip():
+            continue
+        if readable_share(text) < 0.6:  # glyphs without a Unicode mapping: indexing them would only add noise
+            garbled += 1
+            continue
+        pages += 1
+        yield Page(source, record["page"], text)
     if not pages and garbled:
         raise DocumentError(f"{source}: garbled text layer on {garbled} page(s) (fonts without a Unicode mapping) — OCR it")
     if not pages:
         raise DocumentError(f"{source}: no extractable text — scanned?")
-    return pages
 
 
 def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | None = None,
-               segment_chars: int = SEGMENT_CHARS) -> Iterator[Page]:
-    """The pages of one document, lazily: a PDF page by page, a text file streamed in segments (any
-    size, bounded memory). PDF and HTML are parsed whole, so `max_bytes` limits those. Raises
-    DocumentError naming the file and the reason."""
+               segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None,
+               on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
+    """The pages of one document, lazily: a PDF page by page (parsed in a child process within
+    `limits`), a text file streamed in segments (any size, bounded memory). PDF and HTML are parsed
+    whole, so `max_bytes` limits those. Raises DocumentError naming the file and the reason;
+    problems that lose part of a file (a PDF page) go to `on_warning`."""
     path = Path(path)
     source = source or str(path)
     suffix = path.suffix.lower()
@@ -228,7 +219,7 @@ def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | Non
             raise DocumentError(f"{source}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit for "
                                 f"{suffix} files (ingest.max_file_mb in the config); not read")
         if suffix == ".pdf":
-            yield from load_pdf(path, source)
+            yield from load_pdf(path, source, limits, on_warning)
         elif suffix in (".html", ".htm"):
             text = clean_text(_html_to_text("".join(_decoded_blocks(path, text_encoding(path, source)))))
             if not text.strip():
@@ -249,6 +240,6 @@ def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | Non
 
 
 def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None,
-              segment_chars: int = SEGMENT_CHARS) -> list[Page]:
+              segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None) -> list[Page]:
     """Read one whole document into pages (see `iter_pages`)."""
-    return list(iter_pages(path, source, max_bytes, segment_chars))
+    return list(iter_pages(path, source, max_bytes, segment_chars, limits))

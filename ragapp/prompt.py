@@ -45,6 +45,33 @@ USER = {
 # Markers a document could forge to look like the end of the data or a new chat turn.
 _FORGED = re.compile(r"<\s*/?\s*(document|documents|system|user|assistant|im_start|im_end)[^>]*>|<\|[^|>]*\|>", re.IGNORECASE)
 
+# Control tokens of the chat templates of the LLaMA, GLM, Qwen, Gemma and Mistral families, defused
+# in untrusted text whatever model is loaded; the loaded tokenizer's own are added (`special_tokens`).
+COMMON_CONTROL_TOKENS = (
+    "<s>", "</s>", "<unk>", "<pad>", "<bos>", "<eos>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>",
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+    "<|end_header_id|>", "<|eot_id|>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+    "<start_of_turn>", "<end_of_turn>", "[gMASK]", "[sMASK]", "[MASK]", "<sop>", "<eop>", "[CLS]", "[SEP]",
+    "<tool_call>", "</tool_call>", "<think>", "</think>", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]",
+)
+# Each ASCII bracket or bar becomes a look-alike, so the text reads the same but no tokenizer can
+# match it as a control token.
+_LOOKALIKE = str.maketrans({"<": "‹", ">": "›", "[": "［", "]": "］", "|": "¦"})
+
+
+def _defuse(token: str) -> str:
+    out = token.translate(_LOOKALIKE)
+    return out if out != token else token[:1] + "\u2060" + token[1:]
+
+
+def _token_pattern(tokens: Sequence[str]) -> re.Pattern[str]:
+    """One pattern for every control token worth defusing (plain words such as 'sop' are left alone)."""
+    keep = {t for t in tokens if len(t) >= 3 and not t.replace(" ", "").isalnum() and t.strip() == t}
+    return re.compile("|".join(re.escape(t) for t in sorted(keep, key=len, reverse=True)) or r"(?!)")
+
+
+_COMMON_PATTERN = _token_pattern(COMMON_CONTROL_TOKENS)
+
 
 # Sentences in a document that address the model rather than the reader: they are kept in the index
 # (they are the document's text, and citable) but replaced in the prompt, so a 0.5B model is never
@@ -87,13 +114,22 @@ class Prompt:
     language: str
 
 
-def neutralise(text: str) -> str:
-    """Defuse markup inside a document that could pose as prompt structure (chat tokens, document tags)."""
-    return _FORGED.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)
+def neutralise(text: str, tokens: re.Pattern[str] = _COMMON_PATTERN) -> str:
+    """Defuse text that could pose as prompt structure: chat control tokens (the common ones, or
+    `tokens` built by `control_tokens`) and document tags become look-alikes that tokenise as text."""
+    text = tokens.sub(lambda m: _defuse(m.group(0)), text)
+    return _FORGED.sub(lambda m: m.group(0).translate(_LOOKALIKE), text)
 
 
-def _label(hit: Hit) -> str:
+def control_tokens(extra: Sequence[str] = ()) -> re.Pattern[str]:
+    """The pattern `neutralise` uses for the common control tokens plus a tokenizer's own (`extra`)."""
+    return _token_pattern((*COMMON_CONTROL_TOKENS, *extra)) if extra else _COMMON_PATTERN
+
+
+def _label(hit: Hit, tokens: re.Pattern[str]) -> str:
+    """The source label shown to the model: a file name is as untrusted as the text."""
     name = os.path.basename(hit.chunk.source)
+    name = neutralise(re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", name), tokens).replace('"', "'").translate(_LOOKALIKE)
     return f"{name}, page {hit.chunk.page}" if hit.chunk.page is not None else name
 
 
@@ -108,32 +144,36 @@ def _passage(hit: Hit, window: int) -> str:
 
 def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: int = 900, max_chunks: int = 4,
                  count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
-                 earlier: tuple[str, str] | None = None, window: int = 0) -> Prompt:
+                 earlier: tuple[str, str] | None = None, window: int = 0, special_tokens: Sequence[str] = ()) -> Prompt:
     """Messages for a chat model: system rules and numbered documents, best first, within `max_tokens`.
 
     `earlier` is the previous (question, answer) when this question is a follow-up to it; with
-    `window` > 0 each passage is its supporting sentence and `window` sentences either side."""
+    `window` > 0 each passage is its supporting sentence and `window` sentences either side.
+    `special_tokens` are the chat model's own control tokens: none of them can appear in the
+    documents, their names, the question or the earlier turn as the model sees them."""
+    tokens = control_tokens(special_tokens)
     count = count_tokens or (lambda texts: [len(t) // 3 + 1 for t in texts])
     used: list[Hit] = []
     blocks: list[str] = []
     budget = max_tokens
     for hit in hits[:max_chunks]:
-        body = strip_instructions(neutralise(_passage(hit, window).strip()), language)
+        body = strip_instructions(neutralise(_passage(hit, window).strip(), tokens), language)
         need = count([body])[0]
         if used and need > budget:
             break
         if need > budget:  # the first chunk alone is larger than the budget: keep its start
             body = body[: max(1, int(len(body) * budget / need))]
         used.append(hit)
-        blocks.append(f'<document index="{len(used)}" source="{_label(hit)}">\n{body}\n</document>')
+        blocks.append(f'<document index="{len(used)}" source="{_label(hit, tokens)}">\n{body}\n</document>')
         budget -= need
     context = "\n".join(blocks)
     lang = language if language in USER else "en"
     before = ""
     if earlier is not None:
-        before = EARLIER[lang].format(question=neutralise(earlier[0].strip()), answer=neutralise(earlier[1].strip()))
+        before = EARLIER[lang].format(question=neutralise(earlier[0].strip(), tokens),
+                                      answer=neutralise(earlier[1].strip(), tokens))
     messages = [
         {"role": "system", "content": SYSTEM[lang]},
-        {"role": "user", "content": USER[lang].format(context=context, earlier=before, question=neutralise(question.strip()))},
+        {"role": "user", "content": USER[lang].format(context=context, earlier=before, question=neutralise(question.strip(), tokens))},
     ]
     return Prompt(messages, used, lang)

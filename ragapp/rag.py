@@ -14,7 +14,7 @@ from ragapp.conversation import Turn, standalone_question
 from ragapp.embed import Embedder, SentenceTransformerEmbedder
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, TransformersGenerator
-from ragapp.index import Index, Manifest, check_compatible, read_manifest
+from ragapp.index import Index, Manifest, check_compatible, check_index_folder, read_manifest
 from ragapp.prompt import build_prompt
 from ragapp.rerank import CALIBRATED_MIN_SCORE, CrossEncoderReranker, FusionOnly, Reranker, SentenceReranker
 from ragapp.retrieve import hybrid_search
@@ -56,8 +56,10 @@ class RAG:
         prepare_environment(self.config.threads)
         self.path = Path(index)
         self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads,
-                                                                ingest_threads=self.config.ingest_threads)
-        self.generator = generator or TransformersGenerator(self.config.generate, self.config.cache_dir, self.config.threads)
+                                                                ingest_threads=self.config.ingest_threads,
+                                                                policy=self.config.models)
+        self.generator = generator or TransformersGenerator(self.config.generate, self.config.cache_dir, self.config.threads,
+                                                            self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
         self._tokenizer: Tokenizer | None = None
@@ -112,7 +114,8 @@ class RAG:
                 if rc.kind == "sentence":
                     self._reranker = SentenceReranker(self.tokenizer(), rc.candidates)
                 elif rc.kind == "cross-encoder":
-                    self._reranker = CrossEncoderReranker(rc.model or "", self.tokenizer(), rc.candidates, self.config.threads)
+                    self._reranker = CrossEncoderReranker(rc.model or "", self.tokenizer(), rc.candidates, self.config.threads,
+                                                         policy=self.config.models)
                 else:
                     self._reranker = FusionOnly(self.tokenizer())
             return self._reranker
@@ -133,6 +136,7 @@ class RAG:
         """Add, update and remove documents under `paths`; only changed files are re-embedded."""
         from ingest.pipeline import run
 
+        check_index_folder(self.path)  # before anything reads a manifest.json that may not be ragapp's
         report = run(self.path, paths, self.embedder, self.tokenizer() if not rebuild else Tokenizer(self.config.bm25.chinese, self.config.bm25.stem),
                      self.config, rebuild=rebuild, wait=wait, progress=progress, on_message=on_message)
         with self._lock:
@@ -247,8 +251,9 @@ class RAG:
             yield from refuse(f"best passage scored {best:.3f}, below the threshold {threshold:.3f}")
             return
         pc = self.config.prompt
+        special = self.generator.special_tokens() if hasattr(self.generator, "special_tokens") else ()
         prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier,
-                              pc.window)
+                              pc.window, special)
         t0 = time.perf_counter()
         pieces: list[str] = []
         emitted = 0

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ragapp.config import ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.index import Index
 from ragapp.retrieve import reciprocal_rank_fusion
@@ -92,8 +93,10 @@ class SentenceReranker:
 class CrossEncoderReranker:
     """Any sentence-transformers CrossEncoder: a local folder or a hub id (for users who have one)."""
 
-    def __init__(self, model: str, tokenizer: Tokenizer, candidates: int = 30, threads: int = 1, batch_size: int = 16) -> None:
+    def __init__(self, model: str, tokenizer: Tokenizer, candidates: int = 30, threads: int = 1, batch_size: int = 16,
+                 policy: ModelsConfig | None = None) -> None:
         self.model_name = model
+        self.policy = policy or ModelsConfig()
         self.tokenizer = tokenizer
         self.candidates = candidates
         self.threads = threads
@@ -106,11 +109,13 @@ class CrossEncoderReranker:
             return
         from sentence_transformers import CrossEncoder
 
+        from ragapp.models import model_folder
         from ragapp.runtime import set_torch_threads
 
         set_torch_threads(self.threads)
+        folder = model_folder(self.model_name, self.policy, "cross-encoder")
         try:
-            self._model = CrossEncoder(self.model_name, device="cpu")
+            self._model = CrossEncoder(folder, device="cpu", local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelNotAvailableError(f"cannot load cross-encoder {self.model_name!r} offline ({exc}); pass a local folder") from exc
 

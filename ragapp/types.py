@@ -143,6 +143,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: list[FileFailure] = field(default_factory=list)
+    # Files that went in with a part missing (a PDF page that could not be read), with the reason.
+    warnings: list[FileFailure] = field(default_factory=list)
     chunks: int = 0
     chunks_added: int = 0
     seconds: float = 0.0
@@ -161,6 +163,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
+            "warnings": [{"path": f.path, "reason": f.reason} for f in self.warnings],
             "chunks": self.chunks,
             "chunks_added": self.chunks_added,
             "seconds": round(self.seconds, 2),

@@ -39,3 +39,36 @@ def write_pdf(path: str | Path, pages: list[list[str]], title: str = "") -> Path
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     Path(path).write_bytes(bytes(out))
     return Path(path)
+
+
+def write_flate_pdf(path: str | Path, first_page: str, content: bytes | None = None, expanded: int = 0) -> Path:
+    """A two-page PDF: page 1 holds `first_page` as text; page 2's FlateDecode content stream is
+    `content`, followed by `expanded` bytes of spaces (compressed streaming, so a stream that
+    inflates to gigabytes costs megabytes on disk: a decompression bomb)."""
+    import zlib
+
+    comp = zlib.compressobj(9)
+    body = comp.compress(content or b"BT /F1 11 Tf 50 790 Td (page two) Tj ET\n")
+    block = b" " * (1 << 24)
+    for _ in range(expanded // len(block)):
+        body += comp.compress(block)
+    body += comp.compress(b" " * (expanded % len(block))) + comp.flush()
+    text = f"BT /F1 11 Tf 50 790 Td ({_escape(first_page)}) Tj ET".encode("latin-1")
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [4 0 R 6 0 R] /Count 2 >>",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"]
+    for number, (stream, extra) in enumerate(((text, b""), (body, b" /Filter /FlateDecode"))):
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
+                       b"/Contents %d 0 R >>" % (5 + 2 * number))
+        objects.append(b"<< /Length %d%s >>\nstream\n" % (len(stream), extra) + stream + b"\nendstream")
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + obj + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    for off in offsets:
+        out += f"{off:010d} 00000 n \n".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    Path(path).write_bytes(bytes(out))
+    return Path(path)

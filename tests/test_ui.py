@@ -49,7 +49,7 @@ def test_answer_streams_with_citations(app):
     texts = [m.value for m in app.markdown]
     assert any("687" in t for t in texts)
     labels = [e.label for e in app.expander]
-    assert labels and labels[0].startswith("[1] solar_system.md")
+    assert labels and labels[0].startswith("[1] solar\\_system\\.md")  # escaped: labels render Markdown
     quote = next(t for t in texts if t.startswith('<div class="ragapp-quote">'))
     assert "<mark>" in quote and "687" in quote.split("<mark>")[1].split("</mark>")[0]  # supporting sentence highlighted
     assert not app.error

@@ -7,6 +7,7 @@ The knowledge base to open first comes from RAGAPP_INDEX and the settings from R
 
 from __future__ import annotations
 
+import hmac
 import html
 import os
 import sys
@@ -16,12 +17,17 @@ from pathlib import Path
 import streamlit as st
 
 try:
+    from ui.markdown import plain_markdown, safe_markdown
     from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ui.markdown import plain_markdown, safe_markdown
     from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
 
 from ragapp import RAG, Answer, Config, RagError, Turn
+from ragapp.net import is_loopback
+
+PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
 
 STAGE_SHARE = {"scan": (0.0, 0.05), "read": (0.05, 0.2), "embed": (0.2, 0.9), "commit": (0.9, 1.0)}
 
@@ -50,7 +56,8 @@ def open_kb(path: str, config_path: str) -> RAG:
 # -- rendering ----------------------------------------------------------------------------------
 
 def _where(source: str, page: int | None) -> str:
-    return Path(source).name + (f", page {page}" if page is not None else "")
+    """A document's name (escaped: labels render Markdown) and page."""
+    return plain_markdown(Path(source).name) + (f", page {page}" if page is not None else "")
 
 
 def highlighted(text: str, span: tuple[int, int] | None) -> str:
@@ -69,18 +76,18 @@ def render_scores(answer: Answer) -> None:
 def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
     """An answer with its numbered citations, or a calm refusal with the closest passages."""
     if answer.query and answer.query != question.strip():
-        st.caption(f"Searched for: {answer.query}")
+        st.caption(f"Searched for: {plain_markdown(answer.query)}")
     if answer.answered:
-        st.markdown(answer.text)
+        st.markdown(safe_markdown(answer.text))
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.page)}"):
                 st.markdown(highlighted(c.chunk_text or c.text, c.span if c.chunk_text else (0, len(c.text))),
                             unsafe_allow_html=True)
-                st.caption(f"{c.source} · characters {c.start}–{c.end} · score {c.score:.3f}")
+                st.caption(f"{plain_markdown(c.source)} · characters {c.start}–{c.end} · score {c.score:.3f}")
     else:
         st.info(answer.text, icon="ℹ️")
         if answer.hits:
-            st.caption("The closest passages found were not enough to answer" + (f" ({answer.reason})." if answer.reason else "."))
+            st.caption("The closest passages found were not enough to answer" + (f" ({plain_markdown(answer.reason)})." if answer.reason else "."))
             for h in answer.hits[:3]:
                 with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.page)}"):
                     st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
@@ -112,7 +119,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
                     st.session_state["kb_pending"] = str(create_knowledge_base(root, name))
                     st.rerun()
                 except ValueError as exc:
-                    st.error(str(exc))
+                    st.error(plain_markdown(str(exc)))
         rag = open_kb(str(kb), config_path)
 
         st.subheader("Add documents")
@@ -122,7 +129,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
         if files and st.button("Ingest", key="ingest", type="primary"):
             ingest_uploads(rag, kb, files, limit * 1_000_000)
         if flash := st.session_state.pop("flash", None):
-            (st.success if flash[0] == "ok" else st.error)(flash[1])
+            (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
         for line in st.session_state.get("ingest_summary", []):
             st.write(line)
 
@@ -160,7 +167,7 @@ def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:
         unchanged += report.unchanged
         failed += [f"{Path(f.path).name}: {f.reason}" for f in report.failed]
     summary = [f"**Added:** {len(added)} · **unchanged:** {len(unchanged)} · **failed:** {len(failed)}"]
-    summary += [f"- failed {line}" for line in failed]
+    summary += [f"- failed {plain_markdown(line)}" for line in failed]
     st.session_state["ingest_summary"] = summary
 
 
@@ -169,7 +176,7 @@ def documents(rag: RAG, kb: Path) -> None:
     if not docs:
         st.caption("No documents yet.")
         return
-    st.table({"document": [Path(d["source"]).name for d in docs], "chunks": [d["chunks"] for d in docs],
+    st.table({"document": [plain_markdown(Path(d["source"]).name) for d in docs], "chunks": [d["chunks"] for d in docs],
               "ingested": [time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ingested_at"])) for d in docs]})
     sources = [d["source"] for d in docs]
     target = st.selectbox("Document", sources, format_func=lambda s: Path(s).name, key="delete_choice")
@@ -191,10 +198,10 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
     history = st.session_state.setdefault("history", {}).setdefault(str(kb), [])
     for entry in history:
         with st.chat_message("user"):
-            st.markdown(entry["question"])
+            st.markdown(safe_markdown(entry["question"]))
         with st.chat_message("assistant"):
             if "error" in entry:
-                st.error(entry["error"])
+                st.error(plain_markdown(entry["error"]))
             else:
                 render_answer(entry["question"], entry["answer"], settings["show_scores"])
     if not rag.documents():
@@ -203,7 +210,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
     if not question:
         return
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     turns = [Turn(e["question"], e["answer"].text, e["answer"].query) for e in history if "answer" in e]
     entry: dict = {"question": question}
     with st.chat_message("assistant"):
@@ -221,28 +228,51 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
             text = first
             for piece in pieces:
                 text += piece
-                box.markdown(text + "▌")
+                box.markdown(safe_markdown(text) + "▌")
             box.empty()
             entry["answer"] = stream.answer
             render_answer(question, stream.answer, settings["show_scores"])
         except Exception as exc:  # one readable line in the page, never a traceback
             entry["error"] = error_message(exc)
-            st.error(entry["error"])
+            st.error(plain_markdown(entry["error"]))
     history.append(entry)
+
+
+def allowed_in() -> bool:
+    """The page is served only on loopback, or to whoever knows the password in RAGAPP_UI_PASSWORD."""
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password:
+        address = st.get_option("server.address") or ""
+        if is_loopback(address) or st.get_option("global.appTest"):  # AppTest serves nothing over the network
+            return True
+        st.error(f"This ragapp page is reachable from other machines (server address {address or 'all interfaces'!r}) "
+                 f"and has no password: set {PASSWORD_ENV}, or start it with `ragapp ui` (localhost only).")
+        return False
+    if st.session_state.get("signed_in"):
+        return True
+    entered = st.text_input("Password", type="password", key="password")
+    if entered and hmac.compare_digest(entered.encode(), password.encode()):
+        st.session_state["signed_in"] = True
+        st.rerun()
+    elif entered:
+        st.error("Wrong password.")
+    return False
 
 
 def main() -> None:
     st.set_page_config(page_title="ragapp", page_icon="📚", layout="wide")
+    if not allowed_in():
+        return
     st.markdown("<style>.ragapp-quote mark{background:#ffe58a;padding:0 2px}</style>", unsafe_allow_html=True)
     config_path = os.environ.get("RAGAPP_CONFIG", "")
     try:
         config = load_config(config_path)
         rag, kb, settings = sidebar(config, config_path)
     except Exception as exc:
-        st.error(error_message(exc))
+        st.error(plain_markdown(error_message(exc)))
         return
     st.title("ragapp")
-    st.caption(f"Answers only from the documents in **{kb}**, with citations; says so when they do not hold the answer.")
+    st.caption(f"Answers only from the documents in **{plain_markdown(str(kb))}**, with citations; says so when they do not hold the answer.")
     chat(rag, kb, settings)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import unicodedata
 from pathlib import Path
+
+from ragapp import is_index_folder
 
 ALLOWED_SUFFIXES = (".pdf", ".txt", ".md")
 DOCUMENTS = "documents"  # uploads of a knowledge base live in <knowledge base>/documents/
@@ -37,8 +40,11 @@ def knowledge_bases(root: Path, default: Path) -> list[Path]:
 
 
 def create_knowledge_base(root: Path, name: str) -> Path:
-    """A new, empty knowledge base folder under `root`."""
+    """A new, empty knowledge base folder under `root`; an existing folder that is not a knowledge
+    base (someone's own files) is refused, never written into."""
     folder = root / safe_name(name)
+    if folder.exists() and not (folder.is_dir() and not folder.is_symlink() and is_index_folder(folder)):
+        raise ValueError(f"{folder.name} already exists under {root} and is not a knowledge base; choose another name")
     (folder / DOCUMENTS).mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -55,12 +61,18 @@ def save_upload(kb: Path, name: str, data: bytes, max_bytes: int) -> Path:
     target = folder / clean
     if folder.resolve() not in target.resolve().parents:
         raise ValueError("not an acceptable file name")
-    tmp = folder / f".{clean}.part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    # Created exclusively under a unique name: a planted file or symlink is never followed, and two
+    # uploads of the same name never write into one temporary file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{clean[:100]}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return target
 
 
