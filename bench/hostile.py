@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench.common import EVAL, machine  # noqa: E402
-from pdfwriter import write_pdf  # noqa: E402
+from pdfwriter import write_flate_pdf, write_pdf  # noqa: E402
 from privileges import without_file_override  # noqa: E402
 
 ZH = "长城是中国古代的军事防御工程，总长度为21196.18千米。"
@@ -72,11 +72,14 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
                        ("edge_encrypted_password_test.pdf", "real encrypted PDF"),
                        ("edge_tiny_no_text.pdf", "real PDF with no text"),
                        ("zh_one_line.pdf", "real Chinese PDF that is one long line")):
-        if (shared / name).exists():
+        if (shared / name).exists():  # copied into the temporary folder only (licences): never into the repo
             target = folder / "shared" / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(shared / name, target)
+            shutil.copy(shared / name, target)
             items[f"shared/{name}"] = (what, None)
+    write_flate_pdf(folder / "pdf" / "bomb.pdf", "The bomb file has a harmless first page about the Vela probe.",
+                    expanded=(1 << 28) if quick else (1 << 30))
+    items["pdf/bomb.pdf"] = (f"PDF bomb: page 2 inflates to {256 if quick else 1024} MB", "What is the bomb file's first page about?")
 
     # Text files
     add("text/gbk.txt", "GBK-encoded Chinese", "长城的总长度是多少？", ZH.encode("gbk"))
@@ -90,6 +93,9 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     add("text/zero_width.txt", "zero-width and control characters", "Where did the zebra sleep?",
         "The ze\u200bbra slept\x07 in the\u200d barn\x1b near the river.".encode())
     add("text/nul.txt", "text with NUL bytes", None, b"Some text\x00 with\x00 NULs\x00" * 20)
+    for name, unit in (("dots", "."), ("bangs", "!?"), ("cjk_punctuation", "。，！？")):
+        add(f"text/{name}.txt", f"1 MB of {unit!r} (made sentence splitting quadratic before)", None,
+            ("Start. " + unit * (1_000_000 // len(unit.encode()))).encode())
     big_mb = 5 if quick else 500
     with open(add("text/huge.txt", f"{big_mb} MB text file, one line, with a needle at its very end",
                   "Who was the night watchman of the archive?"), "wb") as f:
@@ -111,6 +117,12 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     (folder / "loop").mkdir()
     os.symlink(folder / "loop", folder / "loop" / "again")
     items["loop/again"] = ("symlink loop", None)
+    secret = folder.parent / "outside" / "diary.txt"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("My bank PIN is 4321.\n", encoding="utf-8")
+    (folder / "fs").mkdir(exist_ok=True)
+    os.symlink(secret, folder / "fs" / "diary.txt")
+    items["fs/diary.txt"] = ("symlink to a file outside the folder", None)
     locked = add("fs/locked.txt", "unreadable file (mode 000)", None, b"secret")
     locked.chmod(0)
     add("fs/名字 with spaces 'and' \"quotes\".md", "name with Chinese, spaces and quotes", "What colour is the kite?",
@@ -139,6 +151,7 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         report = json.loads(proc.stdout)
         failed = {f["path"]: f["reason"] for f in report["failed"]}
+        warned = {f["path"]: f["reason"] for f in report["warnings"]}
         ingested = set(report["added"]) | set(report["updated"]) | set(report["unchanged"])
         from ragapp import RAG
 
@@ -152,11 +165,15 @@ def main() -> None:
         for rel, (what, query) in items.items():
             path = str(folder / rel)
             real = str((folder / rel).resolve()) if (folder / rel).exists() else path
-            if path in failed or real in failed:
-                did = "reported: " + (failed.get(path) or failed[real]).replace("|", "/")
+            if path in failed:  # a symlink is reported under its own name, not its target's
+                did = "reported: " + failed[path].replace("|", "/")
+            elif real in failed:
+                did = "reported: " + failed[real].replace("|", "/")
             elif path in ingested or real in ingested:
                 n = rag.index().manifest.files[path if path in ingested else real].chunks
                 did = f"ingested ({n} chunks)"
+                if path in warned or real in warned:
+                    did += "; reported: " + (warned.get(path) or warned[real]).replace("|", "/")
             else:
                 did = "skipped (hidden, swap/backup, loop or unsupported)"
             found = "-"

@@ -172,6 +172,8 @@ def model_folder(name: str, policy: ModelsConfig, what: str) -> str:
     """The checked local folder of a model given as a folder or a hub id. A hub id is taken from the
     local Hugging Face cache, and downloaded only when the user allowed downloads."""
     folder = Path(name).expanduser()
+    if not folder.is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelNotAvailableError(f"cannot load {what} {name!r}: no such folder")
     if not folder.is_dir():
         try:
             from huggingface_hub import snapshot_download
@@ -181,8 +183,8 @@ def model_folder(name: str, policy: ModelsConfig, what: str) -> str:
         except (OSError, ValueError, ImportError, HfHubHTTPError) as exc:
             hint = ("" if policy.allow_downloads else
                     "; ragapp downloads nothing unless you opt in with allow_downloads = true in [models]")
-            raise ModelNotAvailableError(f"{what} {name!r} is not a packaged model, a local folder or in the local "
-                                         f"Hugging Face cache ({type(exc).__name__}){hint}") from exc
+            raise ModelNotAvailableError(f"cannot load {what} {name!r}: not a packaged model, a local folder or in the "
+                                         f"local Hugging Face cache ({type(exc).__name__}){hint}") from exc
     check_model_folder(folder, policy.allow_custom_classes)
     return str(folder)
 

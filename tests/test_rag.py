@@ -86,7 +86,7 @@ def test_injected_instructions_stay_inside_documents(tmp_path, config, embedder,
     rag.ask("How long is the bridge?")
     user = gen.calls[0][-1]["content"]
     assert user.count("</document>") == 1 and "<|im_start|>" not in user
-    assert "‹/document›" in user and "‹|im_start|›" in user
+    assert "‹/document›" in user and "‹¦im_start¦›" in user
     assert "Ignore previous instructions" not in user and "[an instruction inside the document was removed]" in user
 
 

@@ -243,7 +243,7 @@ def allowed_in() -> bool:
     password = os.environ.get(PASSWORD_ENV, "")
     if not password:
         address = st.get_option("server.address") or ""
-        if is_loopback(address) or st.get_option("global.appTest"):  # AppTest serves nothing over the network
+        if is_loopback(address) or not st.context.headers:  # no HTTP request: AppTest, nothing served over a network
             return True
         st.error(f"This ragapp page is reachable from other machines (server address {address or 'all interfaces'!r}) "
                  f"and has no password: set {PASSWORD_ENV}, or start it with `ragapp ui` (localhost only).")
@@ -276,4 +276,6 @@ def main() -> None:
     chat(rag, kb, settings)
 
 
-main()
+# Streamlit runs this file as __main__; importing it (tests render single pieces) runs nothing.
+if __name__ == "__main__":
+    main()

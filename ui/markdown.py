@@ -6,20 +6,24 @@ from __future__ import annotations
 import re
 
 _LINKS = re.compile(r"[\[\]<>]")
-# Bare URLs ("http://", "www.") and e-mail addresses become links in GitHub-flavoured Markdown:
-# an escaped character in the middle breaks the pattern and still shows the same text.
-_SCHEME = re.compile(r"(?<=[A-Za-z]):(?=//)")
-_WWW = re.compile(r"\b(www)\.", re.IGNORECASE)
 _PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:/=&@$^\"'])")
+# Streamlit's Markdown turns bare URLs ("http://", "www.") and e-mail addresses into links after
+# parsing, so backslash escapes do not stop it: a zero-width space inside the pattern does, and the
+# text still reads the same.
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=\bwww)(?=\.)|(?=@)", re.IGNORECASE)
+_ZWSP = "\u200b"
+
+
+def _defang(text: str) -> str:
+    return _AUTOLINK.sub(_ZWSP, text)
 
 
 def safe_markdown(text: str) -> str:
     """Answer text with its formatting kept (emphasis, lists) but no images, links, autolinks or HTML."""
     text = _LINKS.sub(lambda m: "\\" + m.group(0), text.replace("\\", "\\\\"))
-    text = _WWW.sub(r"\1\\.", _SCHEME.sub(r"\\:", text)).replace("@", "\\@")
-    return text.replace("\n", "  \n")
+    return _defang(text).replace("\n", "  \n")
 
 
 def plain_markdown(text: str) -> str:
-    """Text shown literally (file names, labels): every Markdown character escaped."""
-    return _PUNCTUATION.sub(r"\\\1", text).replace("\n", " ")
+    """Text shown literally (file names, labels, messages): every Markdown character escaped."""
+    return _PUNCTUATION.sub(r"\\\1", _defang(text)).replace("\n", " ")
