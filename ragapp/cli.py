@@ -85,19 +85,34 @@ def ingest(paths, index, config_path, embed_model, rebuild, no_wait, follow_syml
 @index_option
 @config_option
 @click.option("--top-k", type=int, default=None, help="Passages to consider and show.")
-@click.option("--model", default=None, help="Chat model (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct, a folder, a .gguf or hub id).")
+@click.option("--model", "--llm-model", "model", default=None,
+              help="Chat model: a packaged name, a folder, a .gguf or hub id; with --llm-url, the server's model name.")
+@click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "openai"]), default=None,
+              help="Where the chat model runs (default: the config's [generate] backend).")
+@click.option("--llm-url", default=None, help="Base URL of an OpenAI-compatible server (implies --llm-backend openai), "
+                                             "e.g. http://127.0.0.1:11434/v1 for Ollama.")
+@click.option("--llm-key-env", default=None, help="NAME of the environment variable holding the server's API key.")
 @click.option("--embed-model", default=None, help="Embedding model the index was built with.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-def ask(question, index, config_path, top_k, model, embed_model, as_json) -> None:
+def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_key_env, embed_model, as_json) -> None:
     """Answer QUESTION from the indexed documents, with numbered citations."""
-    rag = _rag(index, config_path, generate__model=model, embed__model=embed_model)
+    backend = llm_backend or ("openai" if llm_url else None)
+    rag = _rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
+               generate__api_key_env=llm_key_env, embed__model=embed_model)
     if as_json:
         answer = rag.ask(question, top_k=top_k)
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
         return
     stream = rag.ask_stream(question, top_k=top_k)
-    for piece in stream:
-        click.echo(piece, nl=False)
+    printed = False
+    try:
+        for piece in stream:
+            click.echo(piece, nl=False)
+            printed = True
+    except RagError:
+        if printed:  # end the partial line and say what it is; the error line follows on stderr
+            click.echo(" [not an answer: the model stopped]")
+        raise
     click.echo()
     answer = stream.answer
     if answer.citations:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -131,19 +132,44 @@ class PromptConfig:
     window: int = 0
 
 
+GENERATE_BACKENDS = ("transformers", "llama-cpp", "openai")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Which chat model answers, and how."""
+    """Which chat model answers, and how.
 
-    # A packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder, a .gguf file or a hub id.
+    backend "transformers" and "llama-cpp" run the model in this process; "openai" asks any
+    OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, Xinference, ...)."""
+
+    backend: str = "transformers"
+    # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder,
+    # a .gguf file or a hub id; llama-cpp: a packaged name or a .gguf file; openai: the server's model name.
     model: str = "qwen2.5-coder-0.5b-instruct"
     max_new_tokens: int = 128
     dtype: str = "bfloat16"
     temperature: float = 0.0
+    # openai: the server's base URL (ending in /v1), the NAME of the environment variable that holds
+    # its API key (the key itself never sits in a file), the timeout of one request and its retries.
+    base_url: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 120.0
+    max_retries: int = 2
+    # llama-cpp: context window in tokens.
+    n_ctx: int = 4096
 
     def __post_init__(self) -> None:
+        _check(self.backend in GENERATE_BACKENDS,
+               f"generate backend must be one of {', '.join(GENERATE_BACKENDS)}, not {self.backend!r}")
         _check(self.max_new_tokens > 0, f"max_new_tokens must be greater than 0. Currently, it is {self.max_new_tokens}")
         _check(self.dtype in ("float32", "bfloat16"), f"generate dtype must be float32 or bfloat16, not {self.dtype!r}")
+        _check(self.timeout_s > 0 and self.max_retries >= 0,
+               f"timeout_s must be > 0 and max_retries >= 0. Currently, {self.timeout_s} and {self.max_retries}")
+        _check(self.n_ctx >= 512, f"n_ctx must be at least 512. Currently, it is {self.n_ctx}")
+        _check(self.backend != "openai" or self.base_url.startswith(("http://", "https://")),
+               f"generate backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
+        _check(not self.api_key_env or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None,
+               "api_key_env is the NAME of an environment variable that holds the key (e.g. OPENAI_API_KEY), not the key")
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,9 @@ class NotAnIndexError(RagError):
     """A folder given as an index holds other things: ragapp will not write into it."""
 
     exit_code = 11
+
+
+class ModelServerError(RagError):
+    """A model server (OpenAI-compatible) could not give an answer; the message names the URL and what to do."""
+
+    exit_code = 12

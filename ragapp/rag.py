@@ -13,7 +13,7 @@ from ragapp.config import Config
 from ragapp.conversation import Turn, standalone_question
 from ragapp.embed import Embedder, SentenceTransformerEmbedder
 from ragapp.errors import IndexNotFoundError
-from ragapp.generate import Generator, TransformersGenerator
+from ragapp.generate import Generator, build_generator
 from ragapp.index import Index, Manifest, check_compatible, check_index_folder, read_manifest
 from ragapp.prompt import build_prompt
 from ragapp.rerank import CALIBRATED_MIN_SCORE, CrossEncoderReranker, FusionOnly, Reranker, SentenceReranker
@@ -58,8 +58,8 @@ class RAG:
         self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads,
                                                                 ingest_threads=self.config.ingest_threads,
                                                                 policy=self.config.models)
-        self.generator = generator or TransformersGenerator(self.config.generate, self.config.cache_dir, self.config.threads,
-                                                            self.config.models)
+        self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.threads,
+                                                      self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
         self._tokenizer: Tokenizer | None = None
@@ -237,11 +237,11 @@ class RAG:
         threshold = self.min_score(lang)
         best = hits[0].rerank_score if hits and hits[0].rerank_score is not None else (hits[0].score if hits else None)
 
-        def refuse(reason: str) -> Iterator[str]:
+        def refuse(reason: str, model: str = "") -> Iterator[str]:
             text = fallback(lang)
             timings["total_ms"] = (time.perf_counter() - started) * 1000
             stream.answer = Answer(text=text, answered=False, language=lang, citations=[], hits=hits[:top_k], timings_ms=timings, reason=reason,
-                                   query=query)
+                                   query=query, model=model)
             yield text
 
         if not hits:
@@ -275,7 +275,7 @@ class RAG:
         if is_refusal(text):
             if emitted:
                 yield "\n"
-            yield from refuse("the model found no answer in the passages")
+            yield from refuse("the model found no answer in the passages", self.model_label)
             return
         if len(text) > emitted:
             yield text[emitted:]
@@ -283,9 +283,16 @@ class RAG:
         citations = cite(text, query, prompt.hits, self.tokenizer(), index.bm25.term_idf)
         timings["total_ms"] = (time.perf_counter() - started) * 1000
         stream.answer = Answer(text=text, answered=True, language=lang, citations=citations, hits=hits[:top_k], timings_ms=timings,
-                              query=query)
+                              query=query, model=self.model_label)
 
     # -- inspection ----------------------------------------------------------------------------
+
+    @property
+    def model_label(self) -> str:
+        """Which backend and chat model answer, e.g. "openai: glm4 @ http://127.0.0.1:9997/v1"."""
+        gen = self.generator
+        where = f" @ {gen.url}" if getattr(gen, "url", "") else ""
+        return f"{getattr(gen, 'backend', type(gen).__name__)}: {gen.name}{where}"
 
     def info(self) -> dict:
         """Documents, chunks, models and settings the index was built with."""
@@ -294,7 +301,7 @@ class RAG:
             "index": str(self.path), "generation": m.generation, "schema_version": m.schema_version,
             "ragapp_version": m.ragapp_version, "documents": len(m.files), "chunks": m.chunks, "sentences": m.sentences,
             "embedding": m.embedding, "split": m.split, "bm25": m.bm25,
-            "generator": self.config.generate.model, "reranker": self.config.rerank.kind,
+            "generator": self.model_label, "reranker": self.config.rerank.kind,
             "min_score": {lang: self.min_score(lang) for lang in ("en", "zh")},
             "created_at": m.created_at, "updated_at": m.updated_at,
             "files": {s: {"chunks": r.chunks, "sha256": r.sha256, "size": r.size, "ingested_at": r.ingested_at} for s, r in m.files.items()},

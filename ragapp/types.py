@@ -112,6 +112,8 @@ class Answer:
     reason: str = ""
     # The standalone question that was searched (differs from the question for a follow-up).
     query: str = ""
+    # Which backend and model answered ("" when no model was asked: a refusal before the model).
+    model: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -121,6 +123,7 @@ class Answer:
             "language": self.language,
             "reason": self.reason,
             "query": self.query,
+            "model": self.model,
             "citations": [c.to_dict() for c in self.citations],
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }

@@ -12,6 +12,7 @@ import html
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -25,6 +26,8 @@ except ImportError:  # run as a plain script without the project installed
     from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
 
 from ragapp import RAG, Answer, Config, RagError, Turn
+from ragapp.config import GENERATE_BACKENDS
+from ragapp.generate import build_generator
 from ragapp.net import is_loopback
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
@@ -46,11 +49,22 @@ def base_rag(index: str, config_path: str) -> RAG:
 
 
 @st.cache_resource(show_spinner=False)
-def open_kb(path: str, config_path: str) -> RAG:
+def generator_for(config_path: str, backend: str, model: str, url: str, key_env: str):
+    """The chat model chosen in the settings (loaded once per choice, shared by every session)."""
+    base = load_config(config_path).generate
+    return build_generator(replace(base, backend=backend, model=model, base_url=url, api_key_env=key_env),
+                           load_config(config_path).cache_dir, load_config(config_path).threads,
+                           load_config(config_path).models)
+
+
+@st.cache_resource(show_spinner=False)
+def open_kb(path: str, config_path: str, model: tuple[str, str, str, str] | None = None) -> RAG:
+    """A knowledge base; `model` (backend, model, url, key env) picks the chat model, None the configured one."""
     base = base_rag(os.environ.get("RAGAPP_INDEX", "data/index"), config_path)
-    if Path(path).resolve() == base.path.resolve():
+    generator = generator_for(config_path, *model) if model else base.generator
+    if Path(path).resolve() == base.path.resolve() and model is None:
         return base
-    return RAG(path, base.config, embedder=base.embedder, generator=base.generator)
+    return RAG(path, base.config, embedder=base.embedder, generator=generator)
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -91,6 +105,9 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
             for h in answer.hits[:3]:
                 with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.page)}"):
                     st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
+    if answer.timings_ms:
+        who = f"{plain_markdown(answer.model)} · " if answer.model else ""
+        st.caption(f"{who}{answer.timings_ms.get('total_ms', 0) / 1000:.1f} s")
     if show_scores and answer.hits:
         render_scores(answer)
 
@@ -142,7 +159,30 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             "language": st.radio("Answer language", ["auto", "en", "zh"], horizontal=True, key="language"),
             "show_scores": st.checkbox("Show retrieval scores", key="show_scores"),
         }
+        choice = model_settings(config)
+        if choice is not None:
+            try:
+                rag = open_kb(str(kb), config_path, choice)
+            except RagError as exc:
+                st.error(plain_markdown(error_message(exc)))
     return rag, kb, settings
+
+
+def model_settings(config: Config) -> tuple[str, str, str, str] | None:
+    """Which backend and model answer: the configured ones, or what the user picks here."""
+    gen = config.generate
+    with st.expander("Chat model"):
+        backends = list(GENERATE_BACKENDS)
+        backend = st.selectbox("Backend", backends, index=backends.index(gen.backend), key="llm_backend")
+        model = st.text_input("Model", gen.model, key="llm_model",
+                              help="A packaged name or .gguf (in-process), or the server's model name (openai)")
+        url = key_env = ""
+        if backend == "openai":
+            url = st.text_input("Server URL", gen.base_url or "http://127.0.0.1:11434/v1", key="llm_url")
+            key_env = st.text_input("API key variable (its name, not the key)", gen.api_key_env, key="llm_key_env")
+    choice = (backend, model, url, key_env)
+    configured = (gen.backend, gen.model, *((gen.base_url, gen.api_key_env) if gen.backend == "openai" else ("", "")))
+    return None if choice == configured else choice
 
 
 def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:

@@ -1,26 +1,14 @@
-"""Generate stage: the Generator protocol and the in-process transformers implementation (GLM, LLaMA family)."""
+"""In-process transformers backend: any causal LM transformers loads (GLM, LLaMA, Qwen families)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
 
 from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models import resolve_generator
 from ragapp.runtime import set_torch_threads
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """A chat model: messages in, text out (whole or streamed)."""
-
-    name: str
-
-    def generate(self, messages: list[dict[str, str]]) -> str: ...
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]: ...
 
 
 class TransformersGenerator:
@@ -35,6 +23,7 @@ class TransformersGenerator:
         self.config = config or GenerateConfig()
         self._policy = policy or ModelsConfig()
         self.name = self.config.model
+        self.backend = "transformers"
         self._cache_dir = cache_dir
         self._threads = threads
         self._model = None

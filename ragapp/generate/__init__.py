@@ -1,0 +1,43 @@
+"""Generate stage: the Generator protocol and its backends, one module each.
+
+- `transformers`: in-process transformers (any causal LM folder, the packaged GGUFs de-quantised once)
+- `llama_cpp`: in-process llama.cpp through llama-cpp-python (any .gguf as it is; optional extra)
+- `openai`: any OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, SGLang,
+  Xinference, FastChat, LM Studio)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from ragapp.config import GenerateConfig, ModelsConfig
+from ragapp.generate.transformers import TransformersGenerator
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A chat model: messages in, text out (whole or streamed)."""
+
+    name: str
+
+    def generate(self, messages: list[dict[str, str]]) -> str: ...
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]: ...
+
+
+def build_generator(config: GenerateConfig, cache_dir: str = "", threads: int = 1,
+                    policy: ModelsConfig | None = None) -> Generator:
+    """The generator the settings name (`[generate] backend`); light: models load on first use."""
+    if config.backend == "openai":
+        from ragapp.generate.openai import OpenAIGenerator
+
+        return OpenAIGenerator(config)
+    if config.backend == "llama-cpp":
+        from ragapp.generate.llama_cpp import LlamaCppGenerator
+
+        return LlamaCppGenerator(config, cache_dir, threads)
+    return TransformersGenerator(config, cache_dir, threads, policy)
+
+
+__all__ = ["Generator", "TransformersGenerator", "build_generator"]

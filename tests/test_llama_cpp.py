@@ -1,0 +1,126 @@
+"""llama.cpp for real: llama-cpp-python in this process, and its OpenAI-compatible server started by
+the test on 127.0.0.1 with the packaged Qwen2.5 GGUF, asked through the openai backend."""
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from ragapp import RAG
+from ragapp.config import Config, GenerateConfig
+from ragapp.errors import ModelServerError
+from ragapp.prompt import FALLBACK
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                reason='llama-cpp-python is not installed (pip install "ragapp[llama-cpp]"; .ci/run installs it)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(gguf, tmp_path, *extra):
+    """`python -m llama_cpp.server` on a free loopback port; returns (process, base URL)."""
+    port = free_port()
+    log = open(tmp_path / f"llama-server-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", *extra],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except urllib.error.HTTPError:  # up, but wants a key
+            return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    pytest.fail("llama.cpp server did not start: " + (tmp_path / f"llama-server-{port}.log").read_text()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def qwen_gguf(cache_dir):
+    from ragapp.models import qwen_gguf as assemble
+
+    return assemble(cache_dir)
+
+
+@pytest.fixture(scope="module")
+def server(qwen_gguf, tmp_path_factory):
+    proc, url = start_server(qwen_gguf, tmp_path_factory.mktemp("llama"))
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory, embedder, cache_dir):
+    from conftest import SAMPLES
+
+    path = tmp_path_factory.mktemp("llama-index") / "index"
+    RAG(path, Config(cache_dir=cache_dir), embedder=embedder).ingest([SAMPLES])
+    return path
+
+
+def openai_config(cache_dir, url, **kw) -> Config:
+    return Config.load(None, cache_dir=cache_dir, generate__backend="openai", generate__base_url=url,
+                       generate__model="qwen", **kw)
+
+
+def test_ask_through_the_llama_cpp_server(server, sample_index, embedder, cache_dir):
+    rag = RAG(sample_index, openai_config(cache_dir, server), embedder=embedder)
+    stream = rag.ask_stream("How long does Mars take to orbit the Sun?")
+    text = "".join(stream)
+    assert stream.answer.answered and "687" in text and stream.answer.citations[0].source.endswith("solar_system.md")
+    zh = rag.ask("长城的总长度是多少？")
+    assert zh.answered and "21196" in zh.text.replace(",", "")
+    refused = rag.ask("What is the population of Lisbon?")
+    assert not refused.answered and refused.text == FALLBACK["en"]
+
+
+def test_server_killed_mid_stream(qwen_gguf, tmp_path, sample_index, embedder, cache_dir):
+    proc, url = start_server(qwen_gguf, tmp_path)
+    rag = RAG(sample_index, openai_config(cache_dir, url, generate__max_retries=0, generate__max_new_tokens=200),
+              embedder=embedder)
+    stream = rag.ask_stream("Which planet is the hottest, and why?")
+    pieces = iter(stream)
+    with pytest.raises(ModelServerError, match="stopped in the middle of the answer"):
+        next(pieces)
+        proc.send_signal(signal.SIGKILL)
+        for _ in pieces:
+            pass
+    assert stream.answer is None
+    proc.wait()
+
+
+def test_wrong_key(qwen_gguf, tmp_path, monkeypatch):
+    from ragapp.generate import build_generator
+
+    proc, url = start_server(qwen_gguf, tmp_path, "--api_key", "right-key")
+    try:
+        monkeypatch.setenv("TEST_LLAMA_KEY", "wrong-key")
+        gen = build_generator(GenerateConfig(backend="openai", base_url=url, model="qwen", api_key_env="TEST_LLAMA_KEY"))
+        with pytest.raises(ModelServerError, match=r"refused the API key \(401\)"):
+            gen.generate([{"role": "user", "content": "hi"}])
+        monkeypatch.setenv("TEST_LLAMA_KEY", "right-key")
+        assert gen.generate([{"role": "user", "content": "Say OK."}]).strip()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_llama_cpp_in_process(sample_index, embedder, cache_dir):
+    config = Config.load(None, cache_dir=cache_dir, generate__backend="llama-cpp")
+    rag = RAG(sample_index, config, embedder=embedder)
+    answer = rag.ask("How long does Mars take to orbit the Sun?")
+    assert answer.answered and "687" in answer.text and answer.model == "llama-cpp: qwen2.5-coder-0.5b-instruct"
+    assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(rag.generator.special_tokens())
