@@ -230,7 +230,7 @@ def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dic
                 return
             chunks = split_text(page.text, page.source, page.page, split_cfg.chunk_size, split_cfg.chunk_overlap,
                                 count_tokens, page.offset)
-        except DocumentError:
+        except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
             raise
         except Exception as exc:  # a parser bug on one file must not stop the folder
             raise DocumentError(f"{source}: {type(exc).__name__}: {exc}") from exc

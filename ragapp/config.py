@@ -132,7 +132,7 @@ class PromptConfig:
     window: int = 0
 
 
-GENERATE_BACKENDS = ("transformers", "llama-cpp", "openai")
+GENERATE_BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,9 @@ class GenerateConfig:
     backend "transformers" and "llama-cpp" run the model in this process; "openai" asks any
     OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, Xinference, ...)."""
 
-    backend: str = "transformers"
+    # "auto": llama-cpp when llama-cpp-python is installed and the model is a GGUF (measured faster,
+    # see README), else transformers.
+    backend: str = "auto"
     # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder,
     # a .gguf file or a hub id; llama-cpp: a packaged name or a .gguf file; openai: the server's model name.
     model: str = "qwen2.5-coder-0.5b-instruct"

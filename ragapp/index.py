@@ -173,18 +173,19 @@ def is_index_folder(path: str | Path) -> bool:
     path = Path(path)
     if not path.exists():
         return True
-    if not path.is_dir() or path.is_symlink():
+    if not path.is_dir():
         return False
     names = [p.name for p in path.iterdir()]
-    if all(_is_ours(n) for n in names):
-        return True
+    ours = all(_is_ours(n) for n in names)
     if MANIFEST in names:
         try:
             read_manifest(path)
             return True
         except (IndexCorruptError, IndexMismatchError):
-            return False  # some other program's manifest.json: never overwrite it
-    return False
+            # A damaged ragapp manifest sits beside ragapp's generation folders; another program's
+            # manifest.json (a web app's) does not, and is never overwritten.
+            return ours and any(_GENERATION.fullmatch(n) for n in names)
+    return ours
 
 
 def _is_ours(name: str) -> bool:
@@ -196,7 +197,7 @@ def check_index_folder(path: str | Path) -> None:
     """Raise NotAnIndexError unless ragapp may write an index at `path` (see `is_index_folder`)."""
     if not is_index_folder(path):
         path = Path(path)
-        if not path.is_dir() or path.is_symlink():
+        if not path.is_dir():
             raise NotAnIndexError(f"{path} is not a folder; choose another --index")
         others = sorted(p.name for p in path.iterdir() if not _is_ours(p.name))
         if (path / MANIFEST).exists():

@@ -271,6 +271,7 @@ class RAG:
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
         if first_token is not None:
             timings["first_token_ms"] = (first_token - started) * 1000
+            timings["model_first_token_ms"] = (first_token - t0) * 1000  # the model's own prefill time
         text = "".join(pieces).strip()
         if is_refusal(text):
             if emitted:

@@ -45,6 +45,11 @@ def test_ingest_refuses_a_folder_that_is_not_an_index(tmp_path, docs, cache_dir)
     assert f"error: {home} is not a ragapp index and is not empty (it holds gen-ai-notes, a manifest.json that is not ragapp's)" in result.stderr
     assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # not even a lock file
     assert (home / "manifest.json").read_text(encoding="utf-8") == '{"name": "my web app", "icons": []}'
+    (home / "gen-ai-notes" / "draft.md").unlink()
+    (home / "gen-ai-notes").rmdir()  # a folder holding nothing but another program's manifest.json
+    result = cli("ingest", docs, "--index", home, env={"RAGAPP_CACHE": cache_dir})
+    assert result.returncode == NotAnIndexError.exit_code and "(it holds a manifest.json that is not ragapp's)" in result.stderr
+    assert [p.name for p in home.iterdir()] == ["manifest.json"]
 
 
 def test_commit_removes_only_generation_folders_ragapp_made(built, docs):

@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from ragapp.config import GenerateConfig, ModelsConfig
+from ragapp.models import QWEN_NAME, SMOLLM_NAME
 from ragapp.generate.transformers import TransformersGenerator
 
 
@@ -26,9 +29,17 @@ class Generator(Protocol):
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]: ...
 
 
+def auto_backend(model: str) -> str:
+    """llama-cpp for a GGUF model (packaged or a .gguf file) when llama-cpp-python is installed, else transformers."""
+    gguf = model in (QWEN_NAME, SMOLLM_NAME) or model.lower().endswith(".gguf")
+    return "llama-cpp" if gguf and importlib.util.find_spec("llama_cpp") is not None else "transformers"
+
+
 def build_generator(config: GenerateConfig, cache_dir: str = "", threads: int = 1,
                     policy: ModelsConfig | None = None) -> Generator:
     """The generator the settings name (`[generate] backend`); light: models load on first use."""
+    if config.backend == "auto":
+        config = replace(config, backend=auto_backend(config.model))
     if config.backend == "openai":
         from ragapp.generate.openai import OpenAIGenerator
 
@@ -40,4 +51,4 @@ def build_generator(config: GenerateConfig, cache_dir: str = "", threads: int = 
     return TransformersGenerator(config, cache_dir, threads, policy)
 
 
-__all__ = ["Generator", "TransformersGenerator", "build_generator"]
+__all__ = ["Generator", "TransformersGenerator", "auto_backend", "build_generator"]
