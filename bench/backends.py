@@ -31,7 +31,7 @@ from bench.common import ROOT, machine, peak_rss_mb  # noqa: E402
 
 QUESTIONS = ["How long does Mars take to orbit the Sun?", "Which planet is the hottest?", "Who discovered Neptune?",
              "长城的总长度是多少？", "西湖龙井属于哪一类茶？", "What does the enzyme RuBisCO do?"]
-KINDS = ("transformers", "llama-cpp", "llama-cpp-no-prefix-cache", "server")
+KINDS = ("transformers", "transformers-1-thread", "llama-cpp", "llama-cpp-1-thread", "llama-cpp-no-prefix-cache", "server")
 
 
 def _server(gguf: Path, threads: int) -> tuple[subprocess.Popen, str]:
@@ -66,13 +66,14 @@ def one(kind: str, index: str) -> dict:
     from ragapp.config import Config
     from ragapp.models import QWEN_NAME, qwen_gguf, resolve_generator
 
-    config = Config.load(None, generate__backend="transformers")
+    threads = 1 if kind.endswith("-1-thread") else None
+    config = Config.load(None, generate__backend="transformers", generate__threads=threads)
     server = None
     if kind == "server":
-        server, url = _server(qwen_gguf(config.cache_dir), config.threads)
+        server, url = _server(qwen_gguf(config.cache_dir), config.generate.threads)
         config = Config.load(None, generate__backend="openai", generate__base_url=url, generate__model="qwen")
     elif kind.startswith("llama-cpp"):
-        config = Config.load(None, generate__backend="llama-cpp")
+        config = Config.load(None, generate__backend="llama-cpp", generate__threads=threads)
     rag = RAG(index, config)
     from transformers import AutoTokenizer
 

@@ -159,6 +159,9 @@ class GenerateConfig:
     max_retries: int = 2
     # llama-cpp: context window in tokens.
     n_ctx: int = 4096
+    # Threads of the in-process chat model. Measured here (2 vCPUs, nothing else running): llama.cpp
+    # prefills 88 → 170 tokens/s and decodes 15.5 → 27.6 tokens/s going from 1 thread to 2.
+    threads: int = 2
 
     def __post_init__(self) -> None:
         _check(self.backend in GENERATE_BACKENDS,
@@ -168,6 +171,7 @@ class GenerateConfig:
         _check(self.timeout_s > 0 and self.max_retries >= 0,
                f"timeout_s must be > 0 and max_retries >= 0. Currently, {self.timeout_s} and {self.max_retries}")
         _check(self.n_ctx >= 512, f"n_ctx must be at least 512. Currently, it is {self.n_ctx}")
+        _check(self.threads > 0, f"generate threads must be greater than 0. Currently, it is {self.threads}")
         _check(self.backend != "openai" or self.base_url.startswith(("http://", "https://")),
                f"generate backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(not self.api_key_env or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None,

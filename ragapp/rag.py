@@ -58,8 +58,7 @@ class RAG:
         self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads,
                                                                 ingest_threads=self.config.ingest_threads,
                                                                 policy=self.config.models)
-        self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.threads,
-                                                      self.config.models)
+        self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
         self._tokenizer: Tokenizer | None = None

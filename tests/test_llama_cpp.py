@@ -112,6 +112,8 @@ def test_wrong_key(qwen_gguf, tmp_path, monkeypatch):
         with pytest.raises(ModelServerError, match=r"refused the API key \(401\)"):
             gen.generate([{"role": "user", "content": "hi"}])
         monkeypatch.setenv("TEST_LLAMA_KEY", "right-key")
+        gen = build_generator(GenerateConfig(backend="openai", base_url=url, model="qwen", api_key_env="TEST_LLAMA_KEY",
+                                             max_new_tokens=8))
         assert gen.generate([{"role": "user", "content": "Say OK."}]).strip()
     finally:
         proc.kill()

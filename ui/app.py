@@ -51,10 +51,9 @@ def base_rag(index: str, config_path: str) -> RAG:
 @st.cache_resource(show_spinner=False)
 def generator_for(config_path: str, backend: str, model: str, url: str, key_env: str):
     """The chat model chosen in the settings (loaded once per choice, shared by every session)."""
-    base = load_config(config_path).generate
-    return build_generator(replace(base, backend=backend, model=model, base_url=url, api_key_env=key_env),
-                           load_config(config_path).cache_dir, load_config(config_path).threads,
-                           load_config(config_path).models)
+    config = load_config(config_path)
+    return build_generator(replace(config.generate, backend=backend, model=model, base_url=url, api_key_env=key_env),
+                           config.cache_dir, config.models)
 
 
 @st.cache_resource(show_spinner=False)

@@ -35,9 +35,9 @@ def auto_backend(model: str) -> str:
     return "llama-cpp" if gguf and importlib.util.find_spec("llama_cpp") is not None else "transformers"
 
 
-def build_generator(config: GenerateConfig, cache_dir: str = "", threads: int = 1,
-                    policy: ModelsConfig | None = None) -> Generator:
+def build_generator(config: GenerateConfig, cache_dir: str = "", policy: ModelsConfig | None = None) -> Generator:
     """The generator the settings name (`[generate] backend`); light: models load on first use."""
+    threads = config.threads
     if config.backend == "auto":
         config = replace(config, backend=auto_backend(config.model))
     if config.backend == "openai":
