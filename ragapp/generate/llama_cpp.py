@@ -17,8 +17,6 @@ from ragapp.errors import ModelNotAvailableError
 from ragapp.models import gguf_file
 
 _PIP = 'pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 15 minutes on 2 cores)'
-# GGUF token types that are not plain text (llama.cpp's LLAMA_TOKEN_TYPE_CONTROL and USER_DEFINED).
-_CONTROL_TYPES = (3, 4)
 
 
 class LlamaCppGenerator:
@@ -59,16 +57,15 @@ class LlamaCppGenerator:
                 raise ModelNotAvailableError(f"llama.cpp cannot load {self._path} ({exc})") from exc
 
     def special_tokens(self) -> list[str]:
-        """The GGUF vocabulary's control and user-defined tokens (defused in untrusted prompt text)."""
+        """The vocabulary's control and user-defined tokens (defused in untrusted prompt text)."""
         if self._special is None:
-            self.warm_up()
-            from gguf import GGUFReader
+            import llama_cpp
 
-            reader = GGUFReader(str(self._path))
-            tokens, types = reader.fields["tokenizer.ggml.tokens"], reader.fields["tokenizer.ggml.token_type"]
-            kinds = [int(types.parts[i][0]) for i in types.data]
-            self._special = [bytes(tokens.parts[i]).decode("utf-8", "replace")
-                             for i, kind in zip(tokens.data, kinds) if kind in _CONTROL_TYPES]
+            self.warm_up()
+            model = self._llm._model
+            wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            self._special = [model.token_get_text(i) for i in range(self._llm.n_vocab())
+                             if model.token_get_attr(i) & wanted]
         return self._special
 
     def generate(self, messages: list[dict[str, str]]) -> str:
