@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ragapp.config import Config
-from ragapp.embed import Embedder
+from ragapp.embed import Embedder, embedding_record
 from ragapp.errors import DocumentError, NoDocumentsError
 from ragapp.index import (
     FileRecord,
@@ -259,7 +259,7 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
         if not rebuild and (index_path / "manifest.json").exists():
             old = Index.open(index_path)
         if old is not None:
-            check_compatible(old.manifest, {"model": embedder.name}, index_path)
+            check_compatible(old.manifest, embedding_record(embedder), index_path)
         known = old.manifest.files if old else {}
         unknown = [s for s in remove if s not in known]
         if unknown:
@@ -338,10 +338,8 @@ def run(index_path: str | Path, paths: Sequence[str | Path], embedder: Embedder,
             if old is not None:
                 manifest = old.manifest
             else:
-                spec = getattr(embedder, "spec", None)
                 manifest = Manifest(
-                    embedding={"model": embedder.name, "dimension": embedder.dimension,
-                               "query_prefix": getattr(spec, "query_prefix", ""), "passage_prefix": getattr(spec, "passage_prefix", "")},
+                    embedding=embedding_record(embedder),
                     split=asdict(config.split),
                     bm25={"k1": config.bm25.k1, "b": config.bm25.b, "epsilon": config.bm25.epsilon, **tokenizer.settings()},
                 )

@@ -67,8 +67,20 @@ class EmbedConfig:
     # bfloat16 runs about twice as fast on CPUs with AVX-512 BF16; embeddings stay within 0.999 cosine.
     dtype: str = "bfloat16"
     max_seq_length: int = 512
+    # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of a server the
+    # user runs (TEI, infinity, vLLM, Ollama, llama.cpp). The e5 "query: " / "passage: " prefixes are
+    # applied by ragapp for e5 models either way. The manifest records backend and model.
+    backend: str = "sentence-transformers"
+    base_url: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 60.0
+    max_retries: int = 2
 
     def __post_init__(self) -> None:
+        _check(self.backend in ("sentence-transformers", "openai"),
+               f"embed backend must be sentence-transformers or openai, not {self.backend!r}")
+        _check(self.backend != "openai" or self.base_url.startswith(("http://", "https://")),
+               f"embed backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(self.batch_size > 0, f"embed batch_size must be greater than 0. Currently, it is {self.batch_size}")
         _check(self.dtype in ("float32", "bfloat16"), f"embed dtype must be float32 or bfloat16, not {self.dtype!r}")
 
@@ -113,12 +125,20 @@ class RerankConfig:
     kind: str = "sentence"
     model: str | None = None
     candidates: int = 30
+    # kind "http": the /rerank API of a server (TEI, infinity, Xinference, vLLM): query + documents → scores.
+    base_url: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 60.0
+    max_retries: int = 2
     # Refuse without calling the LLM when the best rerank score is below this. None: the value
     # calibrated for the embedding model in use (see README), or no threshold when none is known.
     min_score: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("sentence", "cross-encoder", "none"), f"rerank kind must be sentence, cross-encoder or none, not {self.kind!r}")
+        _check(self.kind in ("sentence", "cross-encoder", "http", "none"),
+               f"rerank kind must be sentence, cross-encoder, http or none, not {self.kind!r}")
+        _check(self.kind != "http" or (self.base_url.startswith(("http://", "https://")) and bool(self.model)),
+               "rerank kind 'http' needs base_url = 'http://HOST:PORT/v1' and the server's model name")
         _check(self.kind != "cross-encoder" or bool(self.model), "rerank kind 'cross-encoder' needs rerank model (a folder or hub id)")
 
 

@@ -305,11 +305,14 @@ class Index:
 
 
 def check_compatible(manifest: Manifest, embedding: dict, path: Path) -> None:
-    """An index can only be used with the embedding model it was built with."""
-    if manifest.embedding.get("model") != embedding.get("model"):
+    """An index can only be used with the embedding model, and backend, it was built with (indexes
+    from before backends were recorded were built with sentence-transformers)."""
+    built = (manifest.embedding.get("model"), manifest.embedding.get("backend", "sentence-transformers"))
+    asked = (embedding.get("model"), embedding.get("backend", "sentence-transformers"))
+    if built != asked:
         raise IndexMismatchError(
-            f"index {path} was built with embedding model {manifest.embedding.get('model')!r}, not "
-            f"{embedding.get('model')!r}; use that model or rebuild with: ragapp ingest --rebuild PATH --index {path}")
+            f"index {path} was built with embedding model {built[0]!r} ({built[1]}), not {asked[0]!r} ({asked[1]}); "
+            f"use that model or rebuild with: ragapp ingest --rebuild PATH --index {path}")
 
 
 @contextmanager

@@ -11,12 +11,19 @@ from pathlib import Path
 from ragapp.answer import cite, fallback, is_refusal
 from ragapp.config import Config
 from ragapp.conversation import Turn, standalone_question
-from ragapp.embed import Embedder, SentenceTransformerEmbedder
+from ragapp.embed import Embedder, build_embedder
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
 from ragapp.index import Index, Manifest, check_compatible, check_index_folder, read_manifest
 from ragapp.prompt import build_prompt
-from ragapp.rerank import CALIBRATED_MIN_SCORE, CrossEncoderReranker, FusionOnly, Reranker, SentenceReranker
+from ragapp.rerank import (
+    CALIBRATED_MIN_SCORE,
+    CrossEncoderReranker,
+    FusionOnly,
+    HttpReranker,
+    Reranker,
+    SentenceReranker,
+)
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import prepare_environment, set_faiss_threads
 from ragapp.text import detect_language
@@ -55,9 +62,7 @@ class RAG:
         self.config = config or Config()
         prepare_environment(self.config.threads)
         self.path = Path(index)
-        self.embedder = embedder or SentenceTransformerEmbedder(self.config.embed, self.config.cache_dir, self.config.threads,
-                                                                ingest_threads=self.config.ingest_threads,
-                                                                policy=self.config.models)
+        self.embedder = embedder or build_embedder(self.config)
         self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
@@ -84,7 +89,9 @@ class RAG:
                 raise IndexNotFoundError(f"no index at {self.path} (run: ragapp ingest PATH --index {self.path})")
             if self._index is None or stamp != self._index_stamp:
                 index = Index.open(self.path)
-                check_compatible(index.manifest, {"model": self.embedder.name}, self.path)
+                check_compatible(index.manifest, {"model": self.embedder.name,
+                                                  "backend": getattr(self.embedder, "backend", "sentence-transformers")},
+                                 self.path)
                 set_faiss_threads(self.config.threads)
                 self._index, self._index_stamp = index, stamp
                 self._tokenizer = None
@@ -115,6 +122,8 @@ class RAG:
                 elif rc.kind == "cross-encoder":
                     self._reranker = CrossEncoderReranker(rc.model or "", self.tokenizer(), rc.candidates, self.config.threads,
                                                          policy=self.config.models)
+                elif rc.kind == "http":
+                    self._reranker = HttpReranker(rc, self.tokenizer())
                 else:
                     self._reranker = FusionOnly(self.tokenizer())
             return self._reranker

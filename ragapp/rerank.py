@@ -8,8 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ragapp.config import ModelsConfig
-from ragapp.errors import ModelNotAvailableError
+from ragapp.config import ModelsConfig, RerankConfig
+from ragapp.errors import ConfigError, ModelNotAvailableError, ModelServerError
 from ragapp.index import Index
 from ragapp.retrieve import reciprocal_rank_fusion
 from ragapp.tokenize import Tokenizer
@@ -127,6 +127,56 @@ class CrossEncoderReranker:
             return []
         scores = np.asarray(self._model.predict([(query.text, h.chunk.text) for h in head], batch_size=self.batch_size,
                                                 show_progress_bar=False), dtype=np.float64).ravel()
+        order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+        return [replace(head[i], score=float(scores[i]), rerank_score=float(scores[i]),
+                        support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]
+
+
+class HttpReranker:
+    """The /rerank API of a server the user runs (TEI, infinity, Xinference, vLLM): query and candidate
+    passages go out, one relevance score per passage comes back; the support sentence is chosen lexically."""
+
+    def __init__(self, config: RerankConfig, tokenizer: Tokenizer) -> None:
+        if not (config.base_url.startswith(("http://", "https://")) and config.model):
+            raise ConfigError("rerank kind 'http' needs base_url = 'http://HOST:PORT/v1' and the server's model name")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.url = config.base_url.rstrip("/")
+        self._client = None
+
+    def scores(self, query: str, documents: list[str]) -> np.ndarray:
+        """One score per document, in the documents' order."""
+        import openai
+
+        from ragapp import remote
+
+        c = self.config
+        if self._client is None:
+            self._client = remote.client(self.url, c.api_key_env, c.timeout_s, c.max_retries, "rerank")
+        try:
+            # "documents" for infinity, Xinference, vLLM and Jina/Cohere-style servers; "texts" for TEI.
+            reply = self._client.post("/rerank", body={"model": c.model, "query": query, "documents": documents,
+                                                       "texts": documents, "return_documents": False}, cast_to=object)
+        except openai.APIError as exc:
+            raise ModelServerError(remote.explain(exc, self.url, model=c.model or "", key_env=c.api_key_env,
+                                                  timeout_s=c.timeout_s, retries=c.max_retries, setting="rerank")) from exc
+        rows = reply.get("results") if isinstance(reply, dict) else reply
+        out = np.full(len(documents), np.nan)
+        try:
+            for row in rows:
+                out[int(row["index"])] = float(row["relevance_score"] if "relevance_score" in row else row["score"])
+        except (TypeError, KeyError, ValueError, IndexError) as exc:
+            raise ModelServerError(f"{self.url}/rerank sent a reply without an index and a score per document ({exc})") from exc
+        if np.isnan(out).any():
+            raise ModelServerError(f"{self.url}/rerank scored {int((~np.isnan(out)).sum())} of {len(documents)} documents")
+        return out
+
+    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+        """Candidates ordered by the server's scores."""
+        head = list(hits[: self.config.candidates])
+        if not head:
+            return []
+        scores = self.scores(query.text, [h.chunk.text for h in head])
         order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
         return [replace(head[i], score=float(scores[i]), rerank_score=float(scores[i]),
                         support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]

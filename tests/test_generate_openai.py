@@ -74,7 +74,7 @@ def test_nothing_listening_is_one_line():
     with pytest.raises(ModelServerError) as err:
         generator(url, max_retries=0).generate(MESSAGES)
     assert str(err.value) == (f"cannot reach {url} (nothing listening?): start the model server or fix "
-                              "generate.base_url / --llm-url")
+                              "generate.base_url")
 
 
 def test_wrong_key_and_unknown_model(stub, monkeypatch):

@@ -1,9 +1,8 @@
-"""Embed stage: the Embedder protocol and its sentence-transformers implementation."""
+"""In-process sentence-transformers backend of the embed stage."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -13,22 +12,11 @@ from ragapp.models import EmbedderSpec, resolve_embedder
 from ragapp.runtime import set_torch_threads
 
 
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns text into L2-normalised float32 vectors."""
-
-    name: str
-
-    @property
-    def dimension(self) -> int: ...
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-    def embed_chunks(self, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]: ...
+def sentence_vectors(encode, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
+    """One vector per sentence span, each distinct sentence encoded once (chunk overlap repeats them)."""
+    unique: dict[str, int] = {}
+    refs = [unique.setdefault(text[a:b], len(unique)) for text, spans in zip(texts, sentences) for a, b in spans]
+    return encode(list(unique))[np.asarray(refs, dtype=np.int64)]
 
 
 class SentenceTransformerEmbedder:
@@ -49,6 +37,7 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._tokenizer = None
         self.name = spec.name if spec else self.config.model
+        self.backend = "sentence-transformers"
 
     @property
     def spec(self) -> EmbedderSpec:
@@ -111,11 +100,8 @@ class SentenceTransformerEmbedder:
         Sentences are embedded on their own (vectors pooled from the chunk's tokens were tried and
         blur neighbouring sentences together); a sentence repeated by chunk overlap is embedded once.
         """
-        chunk_vectors = self._encode(texts, self.spec.passage_prefix, self._ingest_threads)
-        unique: dict[str, int] = {}
-        refs = [unique.setdefault(text[a:b], len(unique)) for text, spans in zip(texts, sentences) for a, b in spans]
-        sentence_vectors = self._encode(list(unique), self.spec.passage_prefix, self._ingest_threads)
-        return chunk_vectors, sentence_vectors[np.asarray(refs, dtype=np.int64)]
+        encode = lambda batch: self._encode(batch, self.spec.passage_prefix, self._ingest_threads)  # noqa: E731
+        return encode(texts), sentence_vectors(encode, texts, sentences)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text takes in this model (no special tokens); loads only the tokenizer."""
