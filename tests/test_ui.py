@@ -128,3 +128,19 @@ def test_upload_names_cannot_escape(name, expected, tmp_path):
     assert safe_name(name) == expected
     saved = save_upload(tmp_path / "kb", name, b"text", 1000)
     assert saved.parent == tmp_path / "kb" / "documents" and saved.read_bytes() == b"text"
+
+
+def test_chat_model_chosen_in_the_settings_answers_and_is_named(app):
+    from openai_stub import Stub
+
+    server = Stub(needle="687")
+    try:
+        app.sidebar.selectbox(key="llm_backend").set_value("openai").run()
+        app.sidebar.text_input(key="llm_url").set_value(server.url).run()
+        app.sidebar.text_input(key="llm_model").set_value("glm4").run()
+        ask(app, "How long does Mars take to orbit the Sun?")
+        assert any("687" in m.value for m in app.markdown)
+        assert server.requests and server.requests[-1]["body"]["model"] == "glm4"
+        assert any(c.value.startswith(plain_markdown(f"openai: glm4 @ {server.url}") + " · ") for c in app.caption)
+    finally:
+        server.close()
