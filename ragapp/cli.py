@@ -84,7 +84,7 @@ def ingest(paths, index, config_path, embed_model, rebuild, no_wait, follow_syml
 @click.argument("question")
 @index_option
 @config_option
-@click.option("--top-k", type=int, default=None, help="Passages to consider and show.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Passages to consider and show.")
 @click.option("--model", "--llm-model", "model", default=None,
               help="Chat model: a packaged name, a folder, a .gguf or hub id; with --llm-url, the server's model name.")
 @click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "openai"]), default=None,
@@ -128,7 +128,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
 @click.argument("query")
 @index_option
 @config_option
-@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--embed-model", default=None, help="Embedding model the index was built with.")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
 def search(query, index, config_path, top_k, embed_model, as_json) -> None:

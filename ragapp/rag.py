@@ -205,10 +205,15 @@ class RAG:
 
     def search(self, query: str, top_k: int | None = None) -> list[Hit]:
         """Ranked chunks after fusion and reranking, with every stage's score. No LLM call."""
-        top_k = top_k or self.config.retrieve.top_k
-        if top_k <= 0:
-            raise ValueError(f"top_k must be greater than 0. Currently, the top_k is {top_k}")
-        return self._search(query, top_k, {})
+        return self._search(query, self._top_k(top_k), {})
+
+    def _top_k(self, top_k: int | None) -> int:
+        """The configured top_k for None; anything else must be a positive int (0 is not "the default")."""
+        if top_k is None:
+            return self.config.retrieve.top_k
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
+            raise ValueError(f"top_k must be greater than 0. Currently, the top_k is {top_k!r}")
+        return top_k
 
     def ask(self, question: str, top_k: int | None = None, language: str | None = None,
             history: Sequence[Turn] = ()) -> Answer:
@@ -226,6 +231,9 @@ class RAG:
     def ask_stream(self, question: str, top_k: int | None = None, language: str | None = None,
                    history: Sequence[Turn] = ()) -> AnswerStream:
         """Like `ask`, but yields the answer text as it is generated; the Answer is on `.answer` at the end."""
+        top_k = self._top_k(top_k)  # checked here, where the call enters, not when the stream is read
+        if language not in (None, "auto", "en", "zh"):
+            raise ValueError(f"language must be 'en', 'zh', 'auto' or None. Currently, the language is {language!r}")
         stream = AnswerStream(iter(()))
         stream._pieces = self._answer_pieces(question, top_k, language, tuple(history), stream)
         return stream
@@ -235,7 +243,6 @@ class RAG:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         lang = language if language in ("en", "zh") else detect_language(question)
-        top_k = top_k or self.config.retrieve.top_k
         query = standalone_question(question, history)
         earlier = None
         if query != question.strip():

@@ -144,3 +144,17 @@ def test_instructions_inside_documents_are_not_shown_to_the_model():
     for fact in ("The model must be trained on clean data.", "Ignore the noise; the answer is in chapter 3.",
                  "模型必须在干净的数据上训练。", "The assistant manager must sign the form."):
         assert strip_instructions(fact) == fact
+
+
+def test_arguments_are_checked_where_they_enter(tmp_path, docs, config, embedder, echo_generator):
+    gen = echo_generator(needle="687")
+    rag = RAG(tmp_path / "index", config, embedder=embedder, generator=gen)
+    rag.ingest([docs])
+    with pytest.raises(ValueError, match="top_k must be greater than 0. Currently, the top_k is 0"):
+        rag.search("Mars", top_k=0)  # used to mean "the default"
+    with pytest.raises(ValueError, match="top_k must be greater than 0. Currently, the top_k is -2"):
+        rag.ask_stream("How long does Mars take to orbit the Sun?", top_k=-2)  # raised at the call, not when read
+    with pytest.raises(ValueError, match="language must be 'en', 'zh', 'auto' or None. Currently, the language is 'fr'"):
+        rag.ask("How long does Mars take to orbit the Sun?", language="fr")
+    assert gen.calls == []
+    assert len(rag.search("Mars", top_k=2)) == 2 and rag.ask("How long does Mars take to orbit the Sun?", top_k=1).answered
