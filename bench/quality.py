@@ -130,8 +130,11 @@ def answers(args) -> None:
     rng = random.Random(args.seed)
     print(f"\nEnd to end, {args.n} answerable + {args.n} unanswerable per language (seed {args.seed}); {machine()}")
     rows = []
+    prompt = {k: v for k, v in (("max_context_tokens", args.prompt_tokens), ("max_chunks", args.prompt_chunks)) if v}
+    if prompt:
+        print(f"prompt settings: {prompt}")
     for name, corpus, holdout, qa, unanswerable in _qa_sets():
-        rag = build(name + "-holdout", corpus, holdout)
+        rag = build(name + "-holdout", corpus, holdout, Config.load(None, **{f"prompt__{k}": v for k, v in prompt.items()}))
         answerable = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] not in holdout]
         sets = {"answerable": rng.sample(answerable, min(args.n, len(answerable))),
                 "holdout-unanswerable": rng.sample(unanswerable, min(args.n, len(unanswerable)))}
@@ -154,6 +157,7 @@ def answers(args) -> None:
             n = len(items)
             rows.append((name, kind, n, correct / n, refused / n, sorted(latencies)[n // 2] / 1000))
             print(f"[{name}] {kind}: n={n} accuracy={correct / n:.3f} refused={refused / n:.3f}", flush=True)
+    print(f"chat model: {rag.model_label}")
     print("| set | questions | n | answer accuracy | refusal rate | median s |\n|---|---|---|---|---|---|")
     for name, kind, n, acc, ref, med in rows:
         print(f"| {name} | {kind} | {n} | {acc:.3f} | {ref:.3f} | {med:.1f} |")
@@ -164,6 +168,8 @@ def main() -> None:
     parser.add_argument("part", choices=["retrieval", "recall", "tokenizers", "answers", "all"])
     parser.add_argument("--n", type=int, default=100, help="questions per set for `answers`")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--prompt-tokens", type=int, default=None, help="for `answers`: prompt.max_context_tokens")
+    parser.add_argument("--prompt-chunks", type=int, default=None, help="for `answers`: prompt.max_chunks")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
                         help="for `answers`: sets or set:kind to run, e.g. cmrc2018_dev,squad2_extract:squad-impossible")
