@@ -88,7 +88,10 @@ def _records(proc: subprocess.Popen, deadline: float, source: str, limits: Limit
             buf += block
             *lines, buf = buf.split(b"\n")
             for line in lines:
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except ValueError as exc:  # a child that died in the middle of a line
+                    raise DocumentError(f"{source}: the parser's output was cut off ({exc})") from exc
 
 
 # -- the child -------------------------------------------------------------------------------
