@@ -146,8 +146,10 @@ class RerankConfig:
 class PromptConfig:
     """How much retrieved text goes into the prompt."""
 
-    max_context_tokens: int = 900
-    max_chunks: int = 4
+    # Measured with the packaged 0.5B model (README, "prompt size"): 2 passages within 350 tokens answer
+    # more questions right than 4 within 900 (SQuAD 0.55 vs 0.49, CMRC 0.58 vs 0.49) in half the time.
+    max_context_tokens: int = 350
+    max_chunks: int = 2
     # Sentences either side of each passage's supporting sentence to show the model; 0 = the whole chunk.
     window: int = 0
 
