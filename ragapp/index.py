@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ragapp.bm25 import BM25Index
+from ragapp.digest import file_sha256
 from ragapp.errors import (
     IndexCorruptError,
     IndexLockedError,
@@ -62,15 +63,6 @@ _MAX_MANIFEST_BYTES = 1 << 30
 def text_hash(text: str) -> str:
     """Content hash of a chunk's text: equal texts share one embedding."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragapp.config import ModelsConfig
+from ragapp.digest import file_sha256
 from ragapp.errors import ModelNotAvailableError
 
 E5_NAME = "multilingual-e5-small"
@@ -75,15 +76,6 @@ _HASHES = "ragapp-sha256.json"
 def _folder_hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != _HASHES}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_entry_ok(folder: Path) -> bool:

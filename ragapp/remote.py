@@ -22,6 +22,27 @@ def client(url: str, key_env: str, timeout_s: float, max_retries: int, setting: 
     return openai.OpenAI(base_url=url, api_key=key or "none", timeout=timeout_s, max_retries=max_retries)
 
 
+class ServerBacked:
+    """For backends whose model runs in a server: nothing loads in this process, and the HTTP client
+    is made on first use from the backend's `config` (base_url, api_key_env, timeout_s, max_retries)."""
+
+    setting = ""  # the config section, named in messages
+    url = ""
+    config = None
+    _client = None
+
+    @property
+    def loaded(self) -> bool:
+        """Nothing to load in this process."""
+        return True
+
+    def warm_up(self) -> None:
+        """Create the HTTP client (no request is made)."""
+        if self._client is None:
+            c = self.config
+            self._client = client(self.url, c.api_key_env, c.timeout_s, c.max_retries, self.setting)
+
+
 def explain(exc: Exception, url: str, *, model: str, key_env: str, timeout_s: float, retries: int, setting: str,
             started: bool = False) -> str:
     """One line naming the URL and what to do, for an error the openai client raised."""

@@ -11,6 +11,7 @@ import numpy as np
 from ragapp.config import ModelsConfig, RerankConfig
 from ragapp.errors import ConfigError, ModelNotAvailableError, ModelServerError
 from ragapp.index import Index
+from ragapp.remote import ServerBacked
 from ragapp.retrieve import reciprocal_rank_fusion
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Hit, Query
@@ -132,9 +133,11 @@ class CrossEncoderReranker:
                         support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]
 
 
-class HttpReranker:
+class HttpReranker(ServerBacked):
     """The /rerank API of a server the user runs (TEI, infinity, Xinference, vLLM): query and candidate
     passages go out, one relevance score per passage comes back; the support sentence is chosen lexically."""
+
+    setting = "rerank"
 
     def __init__(self, config: RerankConfig, tokenizer: Tokenizer) -> None:
         if not (config.base_url.startswith(("http://", "https://")) and config.model):
@@ -151,8 +154,7 @@ class HttpReranker:
         from ragapp import remote
 
         c = self.config
-        if self._client is None:
-            self._client = remote.client(self.url, c.api_key_env, c.timeout_s, c.max_retries, "rerank")
+        self.warm_up()
         try:
             # "documents" for infinity, Xinference, vLLM and Jina/Cohere-style servers; "texts" for TEI.
             reply = self._client.post("/rerank", body={"model": c.model, "query": query, "documents": documents,

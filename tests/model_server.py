@@ -10,6 +10,8 @@ import http.server
 import json
 import threading
 
+from openai_stub import send_json
+
 
 class ModelServer:
     def __init__(self, encoder=None, cross_encoder=None) -> None:
@@ -33,12 +35,7 @@ class ModelServer:
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, 200, reply)
 
             def log_message(self, *args):
                 pass

@@ -10,6 +10,16 @@ import threading
 import time
 
 
+def send_json(handler, status: int, body) -> None:
+    """One JSON reply with its length (the test servers' non-streaming answers)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class Stub:
     """Serves /v1/chat/completions on 127.0.0.1. `script` holds one action per request (the last one
     repeats): "answer" (stream the sentence of the prompt that holds `needle`, else `reply`),
@@ -52,12 +62,7 @@ class Stub:
     def act(self, handler, action, body: dict) -> None:
         kind, arg = (action, None) if isinstance(action, str) else action
         if kind == "status":
-            data = json.dumps({"error": {"message": f"status {arg}", "type": "test"}}).encode()
-            handler.send_response(arg)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
+            send_json(handler, arg, {"error": {"message": f"status {arg}", "type": "test"}})
             return
         if kind == "slow":
             time.sleep(arg)

@@ -26,6 +26,12 @@ def write_pdf(path: str | Path, pages: list[list[str]], title: str = "") -> Path
         stream = "\n".join(body).encode("latin-1")
         objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode())
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    info = f" /Info << /Title ({_escape(title)}) >>" if title else ""
+    return _write(path, objects, info)
+
+
+def _write(path: str | Path, objects: list[bytes], trailer_extra: str = "") -> Path:
+    """Numbered objects, the xref table and the trailer (object 1 is the catalog)."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for n, obj in enumerate(objects, start=1):
@@ -35,8 +41,7 @@ def write_pdf(path: str | Path, pages: list[list[str]], title: str = "") -> Path
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     for off in offsets:
         out += f"{off:010d} 00000 n \n".encode()
-    info = f" /Info << /Title ({_escape(title)}) >>" if title else ""
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{trailer_extra} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     Path(path).write_bytes(bytes(out))
     return Path(path)
 
@@ -60,15 +65,4 @@ def write_flate_pdf(path: str | Path, first_page: str, content: bytes | None = N
         objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
                        b"/Contents %d 0 R >>" % (5 + 2 * number))
         objects.append(b"<< /Length %d%s >>\nstream\n" % (len(stream), extra) + stream + b"\nendstream")
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for n, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n".encode() + obj + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    Path(path).write_bytes(bytes(out))
-    return Path(path)
+    return _write(path, objects)

@@ -18,8 +18,10 @@ from ragapp.models import E5_NAME, EmbedderSpec
 _PIECE = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+|[^\sA-Za-z0-9\u3400-\u9fff]")
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(remote.ServerBacked):
     """An embedding model behind an OpenAI-compatible `/v1/embeddings` endpoint."""
+
+    setting = "embed"
 
     def __init__(self, config: EmbedConfig, cache_dir: str = "", policy: ModelsConfig | None = None) -> None:
         if not config.base_url.startswith(("http://", "https://")):
@@ -35,17 +37,6 @@ class OpenAIEmbedder:
         self._client = None
         self._dimension: int | None = None
         self._tokenizer = None
-
-    @property
-    def loaded(self) -> bool:
-        """Nothing to load in this process."""
-        return True
-
-    def warm_up(self) -> None:
-        """Create the HTTP client (no request is made)."""
-        if self._client is None:
-            c = self.config
-            self._client = remote.client(self.url, c.api_key_env, c.timeout_s, c.max_retries, "embed")
 
     @property
     def dimension(self) -> int:

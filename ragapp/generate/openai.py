@@ -15,8 +15,10 @@ from ragapp.config import GenerateConfig
 from ragapp.errors import ConfigError, ModelServerError
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(remote.ServerBacked):
     """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    setting = "generate"
 
     def __init__(self, config: GenerateConfig) -> None:
         if not config.base_url.startswith(("http://", "https://")):
@@ -28,17 +30,6 @@ class OpenAIGenerator:
         self.backend = "openai"
         self.url = config.base_url.rstrip("/")
         self._client = None
-
-    @property
-    def loaded(self) -> bool:
-        """Nothing to load in this process."""
-        return True
-
-    def warm_up(self) -> None:
-        """Create the HTTP client (no request is made)."""
-        if self._client is None:
-            c = self.config
-            self._client = remote.client(self.url, c.api_key_env, c.timeout_s, c.max_retries, "generate")
 
     def generate(self, messages: list[dict[str, str]]) -> str:
         """The whole answer."""
