@@ -104,11 +104,15 @@ def one(kind: str, index: str) -> dict:
 
 def _prompt_tokens(rag, tok, question: str) -> int:
     from ragapp.prompt import build_prompt
+    from ragapp.rerank import prompt_passages
     from ragapp.text import detect_language
 
     pc = rag.config.prompt
     hits = rag.search(question, top_k=max(rag.config.retrieve.top_k, pc.max_chunks))
-    prompt = build_prompt(question, hits, detect_language(question), pc.max_context_tokens, pc.max_chunks,
+    lang = detect_language(question)
+    if pc.drop_below_threshold:
+        hits = prompt_passages(hits, rag.min_score(lang))
+    prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks,
                           rag.embedder.count_tokens, None, pc.window)
     text = tok.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
     return len(tok(text, add_special_tokens=False)["input_ids"])

@@ -131,6 +131,8 @@ def answers(args) -> None:
     print(f"\nEnd to end, {args.n} answerable + {args.n} unanswerable per language (seed {args.seed}); {machine()}")
     rows = []
     prompt = {k: v for k, v in (("max_context_tokens", args.prompt_tokens), ("max_chunks", args.prompt_chunks)) if v}
+    if args.keep_weak:
+        prompt["drop_below_threshold"] = False
     if prompt:
         print(f"prompt settings: {prompt}")
     for name, corpus, holdout, qa, unanswerable in _qa_sets():
@@ -170,6 +172,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--prompt-tokens", type=int, default=None, help="for `answers`: prompt.max_context_tokens")
     parser.add_argument("--prompt-chunks", type=int, default=None, help="for `answers`: prompt.max_chunks")
+    parser.add_argument("--keep-weak", action="store_true",
+                        help="for `answers`: keep passages scoring below the refusal threshold in the prompt")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
                         help="for `answers`: sets or set:kind to run, e.g. cmrc2018_dev,squad2_extract:squad-impossible")

@@ -152,6 +152,10 @@ class PromptConfig:
     max_chunks: int = 2
     # Sentences either side of each passage's supporting sentence to show the model; 0 = the whole chunk.
     window: int = 0
+    # Passages after the first that score below the refusal threshold (the calibrated
+    # `min_score`: by the same calibration they do not hold the answer) are left out of the prompt.
+    # Measured in the README ("prompt size"): a shorter prompt, answered sooner.
+    drop_below_threshold: bool = True
 
 
 GENERATE_BACKENDS = ("auto", "transformers", "llama-cpp", "openai")

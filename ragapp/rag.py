@@ -23,6 +23,8 @@ from ragapp.rerank import (
     HttpReranker,
     Reranker,
     SentenceReranker,
+    final_score,
+    prompt_passages,
 )
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import prepare_environment, set_faiss_threads
@@ -250,7 +252,7 @@ class RAG:
             earlier = (last.question, last.answer if last.answer and not is_refusal(last.answer) else "-")
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
         threshold = self.min_score(lang)
-        best = hits[0].rerank_score if hits and hits[0].rerank_score is not None else (hits[0].score if hits else None)
+        best = final_score(hits[0]) if hits else None
 
         def refuse(reason: str, model: str = "") -> Iterator[str]:
             text = fallback(lang)
@@ -267,7 +269,8 @@ class RAG:
             return
         pc = self.config.prompt
         special = self.generator.special_tokens() if hasattr(self.generator, "special_tokens") else ()
-        prompt = build_prompt(question, hits, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier,
+        context = prompt_passages(hits, threshold) if pc.drop_below_threshold else hits
+        prompt = build_prompt(question, context, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier,
                               pc.window, special)
         t0 = time.perf_counter()
         pieces: list[str] = []

@@ -31,6 +31,18 @@ class Reranker(Protocol):
     def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]: ...
 
 
+def final_score(hit: Hit) -> float:
+    """The score a hit was ranked by last: the reranker's, else the fused one."""
+    return hit.rerank_score if hit.rerank_score is not None else hit.score
+
+
+def prompt_passages(hits: Sequence[Hit], threshold: float | None) -> list[Hit]:
+    """The best passage, then only those that also clear the refusal threshold."""
+    if threshold is None:
+        return list(hits)
+    return list(hits[:1]) + [h for h in hits[1:] if final_score(h) >= threshold]
+
+
 def query_coverage(query_terms: Sequence[str], text_terms: set[str], idf) -> float:
     """IDF-weighted share of the query's distinct terms that occur in a text."""
     terms = set(query_terms)
