@@ -3,6 +3,11 @@ from the index. Never uses a question that bench/quality.py `answers` samples fo
 
     python bench/calibrate.py [--max-false-refusal 0.05]
 
+Data it needs (not in this repository, for licence reasons): the evaluation sets of ../shared/eval
+beside the clone, or wherever RAGAPP_EVAL points: squad2_extract/ and cmrc2018_dev/, each with
+corpus.jsonl, holdout.json, *_qa_all.jsonl and *_holdout_unanswerable.jsonl. It says so and stops
+when they are missing. Its calibration indexes are built through the real ingest into bench/out/.
+
 Per set, a calibration index leaves out the official holdout paragraphs and, in addition, a random fifth
 of the rest (seed 99): the answerable questions about those extra paragraphs become in-distribution
 negatives (SQuAD's 49 official holdout questions all go to the evaluation, so English needs them).
@@ -27,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import EVAL  # noqa: E402
 from bench.quality import _qa_sets, build  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.prompt import FALLBACK, build_prompt  # noqa: E402
@@ -48,8 +54,8 @@ def signals(rag: RAG, question: str) -> dict[str, float]:
     terms = tokenize(question)
     best, peak = gate_features([h.rerank_score for h in hits])
     return {"best": best, "peak": peak, "dense cosine": hits[0].dense_score or 0.0,
-            "coverage of passage": query_coverage(terms, set(tokenize(hits[0].chunk.text)), index.bm25.term_idf),
-            "coverage of best sentence": query_coverage(terms, set(tokenize(hits[0].support_text)), index.bm25.term_idf),
+            "coverage of passage": query_coverage(terms, set(tokenize(hits[0].chunk.text)), index.term_idf),
+            "coverage of best sentence": query_coverage(terms, set(tokenize(hits[0].support_text)), index.term_idf),
             "margin top-1 vs top-2": hits[0].rerank_score - hits[1].rerank_score}
 
 
@@ -137,6 +143,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="size of the evaluation sample to leave out")
     parser.add_argument("--per-set", type=int, default=300, help="calibration questions per kind and set")
     parser.add_argument("--llm", type=int, default=0, metavar="N", help="also measure the LLM's refusal log-probability on N + N questions")
+    needed = [EVAL / s / f for s in ("squad2_extract", "cmrc2018_dev") for f in ("corpus.jsonl", "holdout.json")]
+    if not all(p.exists() for p in needed):
+        raise SystemExit(f"calibration needs the evaluation sets under {EVAL} (../shared/eval beside the clone, or set "
+                         f"RAGAPP_EVAL); missing: {', '.join(str(p) for p in needed if not p.exists())}")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print("| set | calibration questions (answerable / negative) | best-score threshold: false refusals / negatives refused | "

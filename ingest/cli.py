@@ -1,22 +1,19 @@
-"""Ingest front end: progress bars on stderr (hidden when not a terminal) and the closing summary."""
+"""Ingest front end: the `ragapp ingest` command (registered under the "ragapp.commands" entry
+point group; also `python -m ingest`), progress bars on stderr (hidden when not a terminal) and
+the closing summary. The pipeline itself is ragapp.pipeline."""
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 from collections.abc import Sequence
 
+import click
 from tqdm import tqdm
 
+from ragapp.cli import config_option, index_option, open_rag
+from ragapp.display import shown_path
 from ragapp.types import IngestReport
-
-
-def _short(path: str, width: int = 40) -> str:
-    try:
-        path = os.path.relpath(path)
-    except ValueError:
-        pass
-    return path if len(path) <= width else "…" + path[-(width - 1):]
 
 
 def run_ingest(rag, paths: Sequence[str], rebuild: bool = False, wait: bool = True, out=sys.stderr) -> IngestReport:
@@ -34,7 +31,7 @@ def run_ingest(rag, paths: Sequence[str], rebuild: bool = False, wait: bool = Tr
             unit = "chunk" if stage == "embed" else "file"
             bar = bars[stage] = tqdm(total=total or None, desc=labels.get(stage, stage), unit=unit, file=out,
                                      disable=quiet, leave=False, position=1 if stage == "embed" else 0)
-        bar.set_postfix_str(_short(item), refresh=False)
+        bar.set_postfix_str(shown_path(item, 40), refresh=False)
         bar.update(done - bar.n)
 
     try:
@@ -53,7 +50,29 @@ def summary(report: IngestReport) -> str:
              f"removed {len(report.removed)}, failed {len(report.failed)}; {report.chunks} chunks in the index "
              f"({report.chunks_added} embedded); {report.seconds:.1f} s"]
     for failure in report.failed:
-        lines.append(f"  failed: {_short(failure.path, 80)}: {failure.reason}")
+        lines.append(f"  failed: {shown_path(failure.path, 80)}: {failure.reason}")
     for warning in report.warnings:
-        lines.append(f"  warning: {_short(warning.path, 80)}: {warning.reason}")
+        lines.append(f"  warning: {shown_path(warning.path, 80)}: {warning.reason}")
     return "\n".join(lines)
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@config_option
+@click.option("--embed-model", default=None, help="Embedding model for a new index (multilingual-e5-small, all-MiniLM-L6-v2, a folder or hub id).")
+@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from these paths.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another ingest is writing the index.")
+@click.option("--follow-symlinks", is_flag=True, default=None,
+              help="Also read symlinked files whose target is outside the given folder (skipped and reported otherwise).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def ingest_command(paths, index, config_path, embed_model, rebuild, no_wait, follow_symlinks, as_json) -> None:
+    """Add, update and remove documents (.txt, .md, .pdf, .html) under PATHS in the index.
+
+    Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (see README).
+    """
+    rag = open_rag(index, config_path, embed__model=embed_model, ingest__follow_symlinks=follow_symlinks or None)
+    report = run_ingest(rag, paths, rebuild=rebuild, wait=not no_wait)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
+    sys.exit(0 if report.ok else 1)

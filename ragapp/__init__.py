@@ -4,40 +4,50 @@
     >>> rag = RAG("data/index")
     >>> rag.ingest(["data/samples"])          # doctest: +SKIP
     >>> print(rag.ask("Who founded the Duchy of Normandy?").text)  # doctest: +SKIP
+
+The stages plug in through protocols: Embedder, Reranker, Generator and IndexBackend.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-__all__ = ["RAG", "Answer", "Citation", "Chunk", "Hit", "IngestReport", "Config", "Turn", "RagError", "is_index_folder",
-           "__version__"]
+# Lazy: `import ragapp` stays quick; torch, transformers and faiss load when first used.
+_WHERE = {
+    "RAG": "ragapp.rag", "AnswerStream": "ragapp.rag", "Config": "ragapp.config", "Turn": "ragapp.conversation",
+    "Answer": "ragapp.types", "Citation": "ragapp.types", "Chunk": "ragapp.types", "Hit": "ragapp.types",
+    "IngestReport": "ragapp.types", "DocumentInfo": "ragapp.types", "IndexInfo": "ragapp.types",
+    "Embedder": "ragapp.embed", "Generator": "ragapp.generate", "Reranker": "ragapp.rerank",
+    "IndexBackend": "ragapp.index", "IndexReader": "ragapp.index", "IndexWriter": "ragapp.index",
+    "LocalIndex": "ragapp.index", "is_index_folder": "ragapp.index",
+    **{name: "ragapp.errors" for name in (
+        "RagError", "ConfigError", "IndexNotFoundError", "IndexMismatchError", "IndexCorruptError",
+        "ModelNotAvailableError", "DocumentError", "NoDocumentsError", "IndexLockedError", "IndexWriteError",
+        "NotAnIndexError", "ModelServerError")},
+}
+
+__all__ = [*_WHERE, "__version__"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from ragapp.config import Config
+    from ragapp.conversation import Turn
+    from ragapp.embed import Embedder
+    from ragapp.errors import (ConfigError, DocumentError, IndexCorruptError, IndexLockedError, IndexMismatchError,
+                               IndexNotFoundError, IndexWriteError, ModelNotAvailableError, ModelServerError,
+                               NoDocumentsError, NotAnIndexError, RagError)
+    from ragapp.generate import Generator
+    from ragapp.index import IndexBackend, IndexReader, IndexWriter, LocalIndex, is_index_folder
+    from ragapp.rag import RAG, AnswerStream
+    from ragapp.rerank import Reranker
+    from ragapp.types import Answer, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
 
 
 def __getattr__(name: str):
-    # Lazy: `import ragapp` stays quick; torch, transformers and faiss load when first used.
-    if name == "RAG":
-        from ragapp.rag import RAG
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ragapp' has no attribute {name!r}")
+    import importlib
 
-        return RAG
-    if name == "Config":
-        from ragapp.config import Config
-
-        return Config
-    if name == "Turn":
-        from ragapp.conversation import Turn
-
-        return Turn
-    if name == "is_index_folder":
-        from ragapp.index import is_index_folder
-
-        return is_index_folder
-    if name == "RagError":
-        from ragapp.errors import RagError
-
-        return RagError
-    if name in ("Answer", "Citation", "Chunk", "Hit", "IngestReport"):
-        from ragapp import types
-
-        return getattr(types, name)
-    raise AttributeError(f"module 'ragapp' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

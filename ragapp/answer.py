@@ -30,6 +30,13 @@ def fallback(language: str) -> str:
     return FALLBACK.get(language, FALLBACK["en"])
 
 
+# A hit is cited when one of its sentences holds at least this share of the answer's information
+# that the best sentence holds (design choice; tests/test_rag.py checks citations on the samples).
+CITE_SHARE_OF_BEST = 0.5
+# Longest quote kept on a Citation (the whole sentence stays in chunk_text[span]).
+QUOTE_CHARS = 300
+
+
 def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, idf: Callable[[str], float],
          max_citations: int = 3) -> list[Citation]:
     """The hits whose sentences share the answer's information, best first, each with its quote.
@@ -52,7 +59,7 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
         scored.append((best, hit, best_span))
     top = max((s for s, _, _ in scored), default=0.0)
     if top > 0:
-        chosen = [x for x in sorted(scored, key=lambda x: -x[0]) if x[0] >= 0.5 * top][:max_citations]
+        chosen = [x for x in sorted(scored, key=lambda x: -x[0]) if x[0] >= CITE_SHARE_OF_BEST * top][:max_citations]
     else:
         chosen = [(0.0, hits[0], hits[0].support)] if hits else []
     citations = [_citation(hit, span, share) for share, hit, span in chosen]
@@ -66,8 +73,35 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
 
 
 def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:
-    a, b = span if span is not None else (0, min(len(hit.chunk.text), 300))
+    a, b = span if span is not None else (0, min(len(hit.chunk.text), QUOTE_CHARS))
     quote = hit.chunk.text[a:b]
     score = hit.rerank_score if hit.rerank_score is not None else hit.score
     return Citation(source=hit.chunk.source, page=hit.chunk.page, start=hit.chunk.start + a, end=hit.chunk.start + b,
-                    text=quote, score=float(score), chunk_id=hit.chunk.id, quote=quote[:300], chunk_text=hit.chunk.text, span=(a, b))
+                    score=float(score), chunk_id=hit.chunk.id, quote=quote[:QUOTE_CHARS], chunk_text=hit.chunk.text, span=(a, b))
+
+
+# A refusal is recognised from its first words: text shorter than this is held back in a stream.
+_HOLD_BACK_CHARS = 24
+
+
+class HeldBack:
+    """Model output passed on as it comes, except while it could still turn out to be a refusal:
+    a stream never shows half a hallucinated sentence before the fallback replaces it."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.emitted = 0
+
+    def feed(self, piece: str) -> str:
+        """Add a piece of model output; returns what may be shown now ("" while held back)."""
+        self.pieces.append(piece)
+        text = "".join(self.pieces)
+        if len(text) < _HOLD_BACK_CHARS or is_refusal(text):
+            return ""
+        shown, self.emitted = text[self.emitted :], len(text)
+        return shown
+
+    @property
+    def text(self) -> str:
+        """Everything the model said, stripped."""
+        return "".join(self.pieces).strip()

@@ -1,9 +1,11 @@
-"""BM25 served from a sparse matrix: rank-bm25's BM25Okapi scores, vectorised.
+"""BM25 served from a sparse matrix: rank-bm25's BM25Okapi scores, vectorised, and the owner of the
+BM25 files in an index generation.
 
 rank-bm25 scores every document in a Python loop (~240 ms a query at 100k chunks). Here the
-per-(term, document) weights are precomputed into a CSC matrix once, so a query is a sparse
-column slice and a sum: the same numbers (tests compare against rank-bm25) in about a millisecond.
-Persisted as plain .npy arrays and a JSON vocabulary (no pickle), like bm25s.
+per-(term, document) weights are computed once, at ingest, into a CSC matrix saved beside the
+counts, so opening an index reads them and a query is a sparse column slice and a sum: the same
+numbers (tests compare against rank-bm25) in about a millisecond. Persisted as plain .npy arrays
+and a JSON vocabulary (no pickle), like bm25s.
 """
 
 from __future__ import annotations
@@ -16,62 +18,80 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
+from ragapp.spool import Spool, load_npy, npy_spool
+
+# Counts (documents × terms, CSR) and vocabulary: what a later ingest carries rows over from.
+COUNT_FILES = ("bm25_data.npy", "bm25_indices.npy", "bm25_indptr.npy", "bm25_vocab.json")
+# Weights (terms × documents, CSC) and idf, computed at ingest since index schema 3.
+WEIGHT_FILES = ("bm25_weights.npy", "bm25_rows.npy", "bm25_colptr.npy", "bm25_idf.npy")
+FILES = COUNT_FILES + WEIGHT_FILES
+_FLUSH = 1 << 20  # term entries buffered before they are appended to disk
+_STEP = 1 << 24  # term entries relabelled at a time when unused terms are dropped
+
 
 def term_counts(docs: Sequence[Sequence[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
     """Documents × terms count matrix; new terms are appended to `vocab` in place."""
-    indptr = [0]
-    indices: list[int] = []
-    data: list[int] = []
-    for tokens in docs:
-        for term, n in Counter(tokens).items():
-            idx = vocab.setdefault(term, len(vocab))
-            indices.append(idx)
-            data.append(n)
-        indptr.append(len(indices))
-    return sparse.csr_matrix(
-        (np.asarray(data, dtype=np.int32), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int64)),
-        shape=(len(docs), len(vocab)),
-    )
+    rows = [term_row(tokens, vocab) for tokens in docs]
+    indptr = np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])]).astype(np.int64)
+    indices = np.concatenate([ids for ids, _ in rows]) if rows else np.zeros(0, np.int32)
+    data = np.concatenate([c for _, c in rows]) if rows else np.zeros(0, np.int32)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(docs), len(vocab)))
+
+
+def term_row(tokens: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Term ids and counts of one tokenised document (new terms join `vocab`)."""
+    counts = Counter(tokens)
+    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in counts), dtype=np.int32, count=len(counts))
+    return ids, np.fromiter(counts.values(), dtype=np.int32, count=len(counts))
+
+
+def bm25_weights(counts: sparse.csr_matrix, k1: float, b: float, epsilon: float) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """Per-(document, term) BM25Okapi weights as a CSC matrix, and the idf of every term."""
+    n_docs = counts.shape[0]
+    if n_docs == 0 or counts.nnz == 0:
+        return sparse.csc_matrix(counts.shape, dtype=np.float64), np.zeros(counts.shape[1])
+    doc_len = np.asarray(counts.sum(axis=1)).ravel().astype(np.float64)
+    avgdl = doc_len.sum() / n_docs
+    df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
+    idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    # rank-bm25: the average is over every vocabulary term; negative idfs become epsilon * average.
+    idf = np.where(idf < 0, epsilon * idf.mean(), idf)
+    tf = counts.data.astype(np.float64)
+    rows = np.repeat(np.arange(n_docs), np.diff(counts.indptr))
+    norm = k1 * (1 - b + b * doc_len[rows] / avgdl)
+    data = idf[counts.indices] * tf * (k1 + 1) / (tf + norm)
+    return sparse.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape).tocsc(), idf
 
 
 class BM25Index:
-    """BM25Okapi (k1, b, epsilon as in rank-bm25) over a documents × terms count matrix."""
+    """BM25Okapi (k1, b, epsilon as in rank-bm25) over precomputed weights; the counts they came
+    from are read only when asked for (a later ingest carries rows over from them)."""
 
-    def __init__(self, counts: sparse.csr_matrix, vocab: dict[str, int], k1: float = 0.9, b: float = 0.4,
-                 epsilon: float = 0.25) -> None:
-        self.counts = counts.tocsr()
+    def __init__(self, weights: sparse.csc_matrix, idf: np.ndarray, vocab: dict[str, int],
+                 counts: sparse.csr_matrix | Path) -> None:
+        self._weights = weights
+        self.idf = idf
         self.vocab = vocab
-        self.k1, self.b, self.epsilon = k1, b, epsilon
-        self._weights = self._compute_weights()
+        self._counts = counts
 
     @classmethod
     def build(cls, docs: Sequence[Sequence[str]], k1: float = 0.9, b: float = 0.4, epsilon: float = 0.25) -> BM25Index:
-        """Index tokenised documents."""
+        """Index tokenised documents in memory."""
         vocab: dict[str, int] = {}
         counts = term_counts(docs, vocab)
-        return cls(counts, vocab, k1, b, epsilon)
+        return cls(*bm25_weights(counts, k1, b, epsilon), vocab, counts)
 
     def __len__(self) -> int:
-        return self.counts.shape[0]
+        return self._weights.shape[0]
 
-    def _compute_weights(self) -> sparse.csc_matrix:
-        counts = self.counts
-        n_docs = counts.shape[0]
-        if n_docs == 0 or counts.nnz == 0:
-            self.idf = np.zeros(counts.shape[1])
-            return sparse.csc_matrix(counts.shape, dtype=np.float32)
-        doc_len = np.asarray(counts.sum(axis=1)).ravel().astype(np.float64)
-        avgdl = doc_len.sum() / n_docs
-        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float64)
-        idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
-        # rank-bm25: the average is over every vocabulary term; negative idfs become epsilon * average.
-        idf = np.where(idf < 0, self.epsilon * idf.mean(), idf)
-        self.idf = idf
-        tf = counts.data.astype(np.float64)
-        rows = np.repeat(np.arange(n_docs), np.diff(counts.indptr))
-        norm = self.k1 * (1 - self.b + self.b * doc_len[rows] / avgdl)
-        data = idf[counts.indices] * tf * (self.k1 + 1) / (tf + norm)
-        return sparse.csr_matrix((data, counts.indices, counts.indptr), shape=counts.shape).tocsc()
+    @property
+    def counts(self) -> sparse.csr_matrix:
+        """Documents × terms counts (read from the index folder on first use)."""
+        if isinstance(self._counts, Path):
+            self._counts = _load_counts(self._counts, len(self.vocab))
+            if self._counts.shape[0] != len(self):
+                raise ValueError("BM25 counts and weights disagree in rows")
+        return self._counts
 
     def scores(self, query: Sequence[str]) -> np.ndarray:
         """Score of every document (repeated query terms count again, as in rank-bm25)."""
@@ -99,46 +119,124 @@ class BM25Index:
         order = positive[np.argsort(-scores[positive], kind="stable")]
         return [(int(i), float(scores[i])) for i in order]
 
-    def subset(self, rows: np.ndarray) -> tuple[sparse.csr_matrix, dict[str, int]]:
-        """Counts and vocabulary restricted to some rows, with unused terms dropped."""
-        counts = self.counts[rows]
-        used = np.flatnonzero(np.bincount(counts.indices, minlength=counts.shape[1]))
-        inverse = {i: t for t, i in self.vocab.items()}
-        return counts[:, used].tocsr(), {inverse[int(c)]: j for j, c in enumerate(used)}
-
-    def save(self, folder: Path) -> list[str]:
-        """Write arrays + vocabulary; returns the file names written."""
-        c = self.counts
-        np.save(folder / "bm25_data.npy", c.data.astype(np.int32))
-        np.save(folder / "bm25_indices.npy", c.indices.astype(np.int32))
-        np.save(folder / "bm25_indptr.npy", c.indptr.astype(np.int64))
-        terms = [""] * len(self.vocab)
-        for term, i in self.vocab.items():
-            terms[i] = term
-        (folder / "bm25_vocab.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        return ["bm25_data.npy", "bm25_indices.npy", "bm25_indptr.npy", "bm25_vocab.json"]
-
     @classmethod
-    def load(cls, folder: Path, k1: float, b: float, epsilon: float) -> BM25Index:
-        """Read what `save` wrote. The files are checked before use (an index folder is untrusted
-        input): dtypes, sizes against the file lengths, and every index within bounds."""
+    def load(cls, folder: Path, k1: float, b: float, epsilon: float, weights: bool = True) -> BM25Index:
+        """Read what BM25Writer wrote; without `weights` (indexes of schema 1-2) they are computed
+        from the counts. Every array is checked before use (an index folder is untrusted input):
+        dtypes, sizes against the file lengths, and every index within bounds."""
         terms = json.loads((folder / "bm25_vocab.json").read_text(encoding="utf-8"))
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise ValueError("bm25_vocab.json is not a list of terms")
-        indptr = _load_array(folder / "bm25_indptr.npy", np.int64)
-        data = _load_array(folder / "bm25_data.npy", np.int32)
-        indices = _load_array(folder / "bm25_indices.npy", np.int32)
-        if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(data) != len(indices):
-            raise ValueError("BM25 arrays disagree in length")
-        counts = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(terms)))
-        counts.check_format(full_check=True)  # indices in range, indptr ascending: the C++ kernels trust both
-        return cls(counts, {t: i for i, t in enumerate(terms)}, k1, b, epsilon)
+        vocab = {t: i for i, t in enumerate(terms)}
+        if not weights:
+            counts = _load_counts(folder, len(terms))
+            return cls(*bm25_weights(counts, k1, b, epsilon), vocab, counts)
+        colptr = load_npy(folder / "bm25_colptr.npy", np.int64)
+        data = load_npy(folder / "bm25_weights.npy", np.float64)
+        rows = load_npy(folder / "bm25_rows.npy", np.int32)
+        idf = load_npy(folder / "bm25_idf.npy", np.float64)
+        n_docs = len(load_npy(folder / "bm25_indptr.npy", np.int64, mmap=True)) - 1
+        if len(colptr) != len(terms) + 1 or len(idf) != len(terms) or n_docs < 0 or colptr[-1] != len(data) or len(data) != len(rows):
+            raise ValueError("BM25 weight arrays disagree in length")
+        w = sparse.csc_matrix((data, rows, colptr), shape=(n_docs, len(terms)))
+        w.check_format(full_check=True)  # indices in range, pointers ascending: the C++ kernels trust both
+        return cls(w, idf, vocab, folder)
 
 
-def _load_array(path: Path, dtype) -> np.ndarray:
-    """A 1-D .npy of `dtype`, memory-mapped first so a header that promises more than the file holds
-    is an error instead of an allocation."""
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    if mapped.dtype != np.dtype(dtype) or mapped.ndim != 1:
-        raise ValueError(f"{path.name} holds {mapped.dtype} {mapped.shape}, not 1-D {np.dtype(dtype)}")
-    return np.array(mapped)
+def _load_counts(folder: Path, n_terms: int) -> sparse.csr_matrix:
+    indptr = load_npy(folder / "bm25_indptr.npy", np.int64)
+    data = load_npy(folder / "bm25_data.npy", np.int32)
+    indices = load_npy(folder / "bm25_indices.npy", np.int32)
+    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(data) != len(indices):
+        raise ValueError("BM25 arrays disagree in length")
+    counts = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_terms))
+    counts.check_format(full_check=True)
+    return counts
+
+
+class BM25Writer:
+    """Streams a documents × terms count matrix into a generation folder, a row per chunk, and
+    finishes it with its vocabulary and weights (the only writer of the BM25 files)."""
+
+    def __init__(self, folder: Path, vocab: dict[str, int] | None, k1: float, b: float, epsilon: float) -> None:
+        self.folder = folder
+        self.vocab = dict(vocab or {})
+        self.params = (k1, b, epsilon)
+        self.data: Spool = npy_spool(folder / "bm25_data.npy", np.int32)
+        self.indices: Spool = npy_spool(folder / "bm25_indices.npy", np.int32)
+        self.indptr: list[int] = [0]
+        self._terms: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._pending = 0
+
+    @property
+    def rows(self) -> int:
+        """Documents added so far."""
+        return len(self.indptr) - 1
+
+    def term_row(self, tokens: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Term ids and counts of one tokenised chunk (new terms join the vocabulary)."""
+        return term_row(tokens, self.vocab)
+
+    def add(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        """Append one document's row."""
+        self._terms.append(ids)
+        self._counts.append(counts)
+        self._pending += len(ids)
+        self.indptr.append(self.indptr[-1] + len(ids))
+        if self._pending >= _FLUSH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append what is buffered to the files."""
+        if self._terms:
+            self.indices.append(np.concatenate(self._terms))
+            self.data.append(np.concatenate(self._counts))
+        self._terms, self._counts, self._pending = [], [], 0
+
+    def rollback(self, rows: int) -> None:
+        """Forget every row from `rows` on."""
+        self.flush()
+        del self.indptr[rows + 1 :]
+        self.indices.truncate(self.indptr[-1])
+        self.data.truncate(self.indptr[-1])
+
+    def finish(self) -> list[str]:
+        """Write every BM25 file (unused terms dropped, weights computed); returns their names."""
+        self.flush()
+        self.data.finish()
+        self.indices.finish()
+        terms = self._prune_vocabulary()
+        np.save(self.folder / "bm25_indptr.npy", np.asarray(self.indptr, dtype=np.int64))
+        (self.folder / "bm25_vocab.json").write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        counts = _load_counts(self.folder, len(terms))
+        weights, idf = bm25_weights(counts, *self.params)
+        np.save(self.folder / "bm25_weights.npy", weights.data.astype(np.float64))
+        np.save(self.folder / "bm25_rows.npy", weights.indices.astype(np.int32))
+        np.save(self.folder / "bm25_colptr.npy", weights.indptr.astype(np.int64))
+        np.save(self.folder / "bm25_idf.npy", idf.astype(np.float64))
+        return list(FILES)
+
+    def close(self) -> None:
+        """Close the files without finishing (an aborted write)."""
+        self.data.close()
+        self.indices.close()
+
+    def _prune_vocabulary(self) -> list[str]:
+        """Drop terms no chunk uses any more (BM25 averages idf over the vocabulary, as rank-bm25 does)."""
+        indices = np.load(self.folder / "bm25_indices.npy", mmap_mode="r+")
+        used = np.zeros(len(self.vocab), dtype=bool)
+        step = _STEP
+        for a in range(0, len(indices), step):
+            used[indices[a : a + step]] = True
+        terms = [""] * len(self.vocab)
+        for term, i in self.vocab.items():
+            terms[i] = term
+        if not used.all():
+            remap = np.cumsum(used, dtype=np.int64).astype(np.int32) - 1
+            for a in range(0, len(indices), step):
+                indices[a : a + step] = remap[indices[a : a + step]]
+            indices.flush()
+            terms = [t for t, u in zip(terms, used) if u]
+        del indices
+        return terms

@@ -1,4 +1,6 @@
-"""Command line: `ragapp ingest | ask | search | info | ui`. Results go to stdout; progress and errors to stderr."""
+"""Command line: `ragapp ask | search | info | ui`, plus the commands other packages register under the
+"ragapp.commands" entry point group (`ragapp ingest` comes from ingest/). Results go to stdout;
+progress and errors to stderr."""
 
 from __future__ import annotations
 
@@ -9,23 +11,21 @@ from pathlib import Path
 
 import click
 
+from ragapp.display import shown_path
 from ragapp.errors import RagError
 
 DEFAULT_INDEX = "data/index"
 
 
-def _display(source: str) -> str:
-    try:
-        return os.path.relpath(source)
-    except ValueError:
-        return source
-
-
-def _rag(index: str, config_path: str | None, **overrides):
+def open_rag(index: str, config_path: str | None, **overrides):
+    """A RAG for the command line: environment prepared, config loaded with the options' overrides."""
     from ragapp.config import Config
     from ragapp.rag import RAG
+    from ragapp.runtime import prepare_environment
 
-    return RAG(index, Config.load(config_path, **overrides))
+    config = Config.load(config_path, **overrides)
+    prepare_environment(config.threads)
+    return RAG(index, config)
 
 
 def _fail(exc: RagError) -> None:
@@ -33,7 +33,24 @@ def _fail(exc: RagError) -> None:
     sys.exit(exc.exit_code)
 
 
+def _registered() -> dict:
+    """Commands front ends register (entry point group "ragapp.commands"): the library does not
+    import its application packages; they plug in, and load only when their command runs."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="ragapp.commands")}
+
+
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_registered()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in (found := _registered()):
+            command = found[name].load()
+        return command
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -57,30 +74,6 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@index_option
-@config_option
-@click.option("--embed-model", default=None, help="Embedding model for a new index (multilingual-e5-small, all-MiniLM-L6-v2, a folder or hub id).")
-@click.option("--rebuild", is_flag=True, help="Ignore the existing index and build it again from these paths.")
-@click.option("--no-wait", is_flag=True, help="Fail at once if another ingest is writing the index.")
-@click.option("--follow-symlinks", is_flag=True, default=None,
-              help="Also read symlinked files whose target is outside the given folder (skipped and reported otherwise).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def ingest(paths, index, config_path, embed_model, rebuild, no_wait, follow_symlinks, as_json) -> None:
-    """Add, update and remove documents (.txt, .md, .pdf, .html) under PATHS in the index.
-
-    Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (see README).
-    """
-    from ingest.cli import run_ingest
-
-    rag = _rag(index, config_path, embed__model=embed_model, ingest__follow_symlinks=follow_symlinks or None)
-    report = run_ingest(rag, paths, rebuild=rebuild, wait=not no_wait)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1))
-    sys.exit(0 if report.ok else 1)
-
-
-@main.command()
 @click.argument("question")
 @index_option
 @config_option
@@ -97,7 +90,7 @@ def ingest(paths, index, config_path, embed_model, rebuild, no_wait, follow_syml
 def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_key_env, embed_model, as_json) -> None:
     """Answer QUESTION from the indexed documents, with numbered citations."""
     backend = llm_backend or ("openai" if llm_url else None)
-    rag = _rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
+    rag = open_rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
                generate__api_key_env=llm_key_env, embed__model=embed_model)
     if as_json:
         answer = rag.ask(question, top_k=top_k)
@@ -118,7 +111,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
     if answer.citations:
         click.echo("\nSources:")
         for n, c in enumerate(answer.citations, start=1):
-            where = _display(c.source) + (f", page {c.page}" if c.page is not None else "")
+            where = shown_path(c.source) + (f", page {c.page}" if c.page is not None else "")
             quote = " ".join(c.quote.split())
             click.echo(f"  [{n}] {where} (chars {c.start}-{c.end}): \"{quote}\"")
     click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
@@ -133,19 +126,15 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as JSON.")
 def search(query, index, config_path, top_k, embed_model, as_json) -> None:
     """Ranked passages for QUERY after fusion and reranking, with each stage's score (no LLM)."""
-    rag = _rag(index, config_path, embed__model=embed_model)
+    rag = open_rag(index, config_path, embed__model=embed_model)
     hits = rag.search(query, top_k=top_k)
     if as_json:
-        click.echo(json.dumps([{
-            "source": h.chunk.source, "page": h.chunk.page, "start": h.chunk.start, "end": h.chunk.end, "chunk_id": h.chunk.id,
-            "text": h.chunk.text, "support": h.support_text, "score": h.score, "bm25_rank": h.bm25_rank, "bm25_score": h.bm25_score,
-            "dense_rank": h.dense_rank, "dense_score": h.dense_score, "fused_score": h.fused_score, "rerank_score": h.rerank_score,
-        } for h in hits], ensure_ascii=False, indent=1))
+        click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=1))
         return
     if not hits:
         click.echo("no matching passages")
     for n, h in enumerate(hits, start=1):
-        where = _display(h.chunk.source) + (f", page {h.chunk.page}" if h.chunk.page is not None else "")
+        where = shown_path(h.chunk.source) + (f", page {h.chunk.page}" if h.chunk.page is not None else "")
         fmt = lambda v, spec: "-" if v is None else format(v, spec)
         click.echo(f"{n:>2}. {where}  bm25 #{fmt(h.bm25_rank, 'd')} {fmt(h.bm25_score, '.2f')} | dense #{fmt(h.dense_rank, 'd')} "
                    f"{fmt(h.dense_score, '.3f')} | fused {fmt(h.fused_score, '.4f')} | rerank {fmt(h.rerank_score, '.3f')}")
@@ -160,7 +149,7 @@ def info(index, config_path, as_json) -> None:
     """Documents, chunks, models and settings of the index."""
     from ragapp.index import read_manifest
 
-    data = _rag(index, config_path, embed__model=read_manifest(index).embedding.get("model")).info()
+    data = open_rag(index, config_path, embed__model=read_manifest(index).embedding.get("model")).info().to_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=1))
         return
@@ -169,7 +158,7 @@ def info(index, config_path, as_json) -> None:
         click.echo(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
     click.echo("documents:")
     for source, rec in files.items():
-        click.echo(f"  {_display(source)}  ({rec['chunks']} chunks)")
+        click.echo(f"  {shown_path(source)}  ({rec['chunks']} chunks)")
 
 
 @main.command()

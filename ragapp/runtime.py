@@ -1,16 +1,27 @@
-"""Process-level settings applied once before models run: thread counts and quiet, offline libraries."""
+"""Process-level settings: thread counts and quiet, offline libraries.
+
+ragapp's entry points (the CLI, the Streamlit app) call `prepare_environment` before any library
+loads; the library itself (`RAG()`) never writes os.environ: a program embedding ragapp keeps its own
+environment, and the counts ragapp needs are applied through the libraries' own calls.
+
+torch's intra-op thread count, with the OpenMP backend of the CPU wheels, belongs to the calling
+thread (an OpenMP setting per thread; measured, and tested in tests/test_runtime.py): a query that
+encodes with 1 thread and an ingest that encodes with 2, sharing one RAG from two threads, keep
+their own counts, so setting it before each encode is safe and needs no lock.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def prepare_environment(threads: int) -> None:
-    """Set thread counts for OpenMP, tokenizers, torch and FAISS; keep Hugging Face libraries offline-friendly.
+    """Set thread counts for OpenMP and tokenizers and keep Hugging Face libraries quiet and offline-friendly.
 
     Two vCPUs do about one core of work here: 1 thread per task is the measured best for queries.
-    Environment variables only take effect before the libraries load, so this runs early (CLI start,
-    RAG construction); setting them again later is harmless.
+    Environment variables only take effect before the libraries load, so entry points call this first.
     """
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
@@ -20,12 +31,14 @@ def prepare_environment(threads: int) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
-def set_torch_threads(threads: int) -> None:
-    """Apply the thread count to torch (call where torch is imported anyway)."""
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the torch work inside with `threads` intra-op threads (this thread's count)."""
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    yield
 
 
 def set_faiss_threads(threads: int) -> None:

@@ -28,11 +28,6 @@ def detect_language(text: str) -> str:
     return "zh" if cjk > 0 and cjk >= latin_words else "en"
 
 
-def has_cjk(text: str) -> bool:
-    """True when the text contains any Chinese character."""
-    return _CJK.search(text) is not None
-
-
 def _spans_by(pattern: re.Pattern[str], text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Cut text[start:end] after each match of pattern; spans are trimmed of surrounding whitespace."""
     spans: list[tuple[int, int]] = []

@@ -69,6 +69,14 @@ class Hit:
             return self.chunk.text[:200]
         return self.chunk.text[self.support[0] : self.support[1]]
 
+    def to_dict(self) -> dict:
+        """JSON-ready form used by `ragapp search --json`: where, the text, and every stage's score."""
+        c = self.chunk
+        return {"source": c.source, "page": c.page, "start": c.start, "end": c.end, "chunk_id": c.id, "text": c.text,
+                "support": self.support_text, "score": self.score, "bm25_rank": self.bm25_rank,
+                "bm25_score": self.bm25_score, "dense_rank": self.dense_rank, "dense_score": self.dense_score,
+                "fused_score": self.fused_score, "rerank_score": self.rerank_score}
+
 
 @dataclass(frozen=True)
 class Citation:
@@ -78,9 +86,9 @@ class Citation:
     page: int | None
     start: int
     end: int
-    text: str
     score: float
     chunk_id: str
+    # The supporting sentence (at most 300 characters; the whole of it is chunk_text[span[0]:span[1]]).
     quote: str = ""
     # The whole cited chunk and where the quote sits in it, so a UI can show the quote in context.
     chunk_text: str = ""
@@ -93,7 +101,6 @@ class Citation:
             "page": self.page,
             "start": self.start,
             "end": self.end,
-            "text": self.text,
             "quote": self.quote,
             "score": round(self.score, 6),
         }
@@ -172,3 +179,47 @@ class IngestReport:
             "seconds": round(self.seconds, 2),
             "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
         }
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """One indexed document, as `RAG.documents()` lists it."""
+
+    source: str
+    chunks: int
+    size: int
+    sha256: str
+    ingested_at: float  # epoch seconds
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"source": self.source, "chunks": self.chunks, "size": self.size, "sha256": self.sha256,
+                "ingested_at": self.ingested_at}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What `RAG.info()` reports: the index, how it was built, and which models answer."""
+
+    index: str
+    generation: int
+    schema_version: int
+    ragapp_version: str
+    chunks: int
+    sentences: int
+    embedding: dict
+    split: dict
+    bm25: dict
+    generator: str
+    reranker: str
+    min_score: dict
+    created_at: float
+    updated_at: float
+    documents: list[DocumentInfo] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form used by `ragapp info --json` (documents keyed by source)."""
+        data = {k: v for k, v in self.__dict__.items() if k != "documents"}
+        data["documents"] = len(self.documents)
+        data["files"] = {d.source: {k: v for k, v in d.to_dict().items() if k != "source"} for d in self.documents}
+        return data

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from ragapp.bm25 import BM25Index
+from ragapp.bm25 import FILES, BM25Index, BM25Writer
 from ragapp.tokenize import Tokenizer
+
+pytestmark = pytest.mark.unit
 
 DOCS = [
     "The Normans were descended from Norse raiders and pirates.",
@@ -34,17 +36,38 @@ def test_top_n_order_and_positive_only():
     assert all(s > 0 for _, s in top) and len(top) == 2  # only documents 0 and 1 hold a query term
 
 
-def test_save_load_and_subset(tmp_path):
+def _write(folder, docs, tok, drop_last=False):
+    writer = BM25Writer(folder, None, 0.9, 0.4, 0.25)
+    for i, d in enumerate(docs):
+        mark = writer.rows
+        writer.add(*writer.term_row(tok(d)))
+        if drop_last and i == len(docs) - 1:
+            writer.rollback(mark)
+    return writer.finish()
+
+
+def test_written_weights_load_and_score_like_rank_bm25(tmp_path):
+    """The one writer saves counts and weights; loading reads the weights (no recomputation) and the
+    scores equal rank-bm25's. A rolled-back row and its terms are gone from both."""
     tok = Tokenizer()
-    ours = BM25Index.build([tok(d) for d in DOCS])
-    ours.save(tmp_path)
+    names = _write(tmp_path, DOCS + ["Zanzibar zebras zigzag."], tok, drop_last=True)
+    assert sorted(names) == sorted(FILES) and all((tmp_path / n).exists() for n in FILES)
     back = BM25Index.load(tmp_path, 0.9, 0.4, 0.25)
-    np.testing.assert_array_equal(back.scores(tok("Rhine Alps")), ours.scores(tok("Rhine Alps")))
-    counts, vocab = ours.subset(np.array([0, 5]))
-    sub = BM25Index(counts, vocab)
-    ref = BM25Okapi([tok(DOCS[0]), tok(DOCS[5])], k1=0.9, b=0.4)
-    np.testing.assert_allclose(sub.scores(tok("Rhine Normans")), ref.get_scores(tok("Rhine Normans")))
-    assert "长城" not in vocab
+    assert isinstance(back._counts, type(tmp_path)) and "zebra" not in back.vocab  # counts not read yet
+    ref = BM25Okapi([tok(d) for d in DOCS], k1=0.9, b=0.4, epsilon=0.25)
+    for q in ("Rhine Alps", "Normans Normans France", "长城"):
+        np.testing.assert_allclose(back.scores(tok(q)), ref.get_scores(tok(q)), rtol=1e-9, atol=1e-12)
+    legacy = BM25Index.load(tmp_path, 0.9, 0.4, 0.25, weights=False)  # indexes of schema 1-2
+    np.testing.assert_array_equal(legacy.scores(tok("Rhine Alps")), back.scores(tok("Rhine Alps")))
+    assert back.counts.shape == (len(DOCS), len(back.vocab))
+
+
+def test_weights_that_disagree_with_the_vocabulary_are_refused(tmp_path):
+    tok = Tokenizer()
+    _write(tmp_path, DOCS, tok)
+    np.save(tmp_path / "bm25_colptr.npy", np.array([0, 1], dtype=np.int64))
+    with pytest.raises(ValueError, match="disagree"):
+        BM25Index.load(tmp_path, 0.9, 0.4, 0.25)
 
 
 def test_tokenizer_english_stems_and_chinese_bigrams():

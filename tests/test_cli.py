@@ -40,4 +40,4 @@ def test_ingest_search_info_and_errors(tmp_path, docs, cache_dir):
     assert r.returncode == 8 and "no supported documents" in r.stderr
 
     r = ragapp("search", "x", "--index", index, "--embed-model", "all-MiniLM-L6-v2", cwd=tmp_path, cache_dir=cache_dir)
-    assert r.returncode == 4 and "was built with embedding model 'multilingual-e5-small'" in r.stderr
+    assert r.returncode == 4 and "was built with embedding.model 'multilingual-e5-small'" in r.stderr

@@ -86,7 +86,7 @@ def test_removal_only_under_given_paths(rag, docs):
 
 def test_remove_document_by_source(rag, docs):
     rag.ingest([docs])
-    tea = next(d["source"] for d in rag.documents() if d["source"].endswith("茶.md"))
+    tea = next(d.source for d in rag.documents() if d.source.endswith("茶.md"))
     report = rag.remove([tea])
     assert report.removed == [tea] and not report.added and len(rag.documents()) == 4
     _consistent(rag.index())
@@ -276,12 +276,12 @@ def test_writer_rolls_back_a_file_that_fails_half_way(tmp_path, embedder):
     b = split_text("Zebrafish regrow their fins.", "b.txt")
     manifest = Manifest(embedding={"model": embedder.name, "dimension": embedder.dimension}, split={},
                         bm25={"k1": 0.9, "b": 0.4, "epsilon": 0.25})
-    with GenerationWriter(tmp_path, embedder.dimension) as writer:
+    with GenerationWriter(tmp_path, embedder.dimension, manifest.bm25) as writer:
         for chunks, keep in ((a, True), (b, False)):
             mark = writer.mark()
             vecs, sents = embedder.embed_chunks([c.text for c in chunks], [c.sentences for c in chunks])
             for c, v in zip(chunks, vecs):
-                writer.add(c, c.id, writer.term_row(c.text.lower().split()), v, sents[: len(c.sentences)])
+                writer.add(c, c.id, c.text.lower().split(), v, sents[: len(c.sentences)])
             if keep:
                 kept = vecs[0]
             else:
@@ -315,3 +315,11 @@ def test_file_failing_half_way_loses_only_its_own_chunks(rag, tmp_path):
     assert set(index.bm25.vocab) >= {"otter", "penguin"} and "copper" not in index.bm25.vocab
     _consistent(index)
     assert rag.search("What do penguins propose with?", top_k=1)[0].chunk.source.endswith("c.md")
+
+
+def test_token_counting_uses_the_embedding_tokenizer(embedder):
+    from ragapp.split import split_text
+
+    text = ("The Normans came from Normandy. They were led by Rollo! Did they settle in Italy? Yes, in the south. ") * 20
+    chunks = split_text(text, "d", size=64, overlap=8, count_tokens=embedder.count_tokens)
+    assert all(n <= 64 + 2 for n in embedder.count_tokens([c.text for c in chunks]))

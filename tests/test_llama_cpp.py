@@ -2,7 +2,6 @@
 the test on 127.0.0.1 with the packaged Qwen2.5 GGUF, asked through the openai backend."""
 
 import importlib.util
-import os
 import signal
 import socket
 import subprocess

@@ -5,6 +5,8 @@ from pdfwriter import write_pdf
 from ragapp.errors import DocumentError
 from ragapp.load import load_file
 
+pytestmark = pytest.mark.unit
+
 ZH = "长城是中国古代的军事防御工程。"
 
 

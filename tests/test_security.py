@@ -16,7 +16,8 @@ import pytest
 from ragapp import RAG
 from ragapp.config import Config, ModelsConfig
 from ragapp.errors import IndexCorruptError, ModelNotAvailableError, NotAnIndexError
-from ragapp.index import Index, file_sha256, read_manifest
+from ragapp.digest import file_sha256
+from ragapp.index import Index, read_manifest
 
 
 def cli(*args, env=None, timeout=600):
@@ -127,19 +128,20 @@ def _hostile(kind):
             raw = (gen / "sentences.npy").read_bytes()
             header = raw[:128].decode("latin-1").replace(f"({manifest.sentences}, {d})", f"({1 << 36}, {d})")
             _replace_part(path, "sentences.npy", header[:127].ljust(127).encode("latin-1") + b"\n" + raw[128:])
-        elif kind == "bm25 index out of range":
-            indices = np.load(gen / "bm25_indices.npy")
+        elif kind in ("bm25 index out of range", "bm25 weight row out of range"):
+            part = "bm25_indices.npy" if kind == "bm25 index out of range" else "bm25_rows.npy"
+            indices = np.load(gen / part)
             indices[0] = 1 << 30
             from io import BytesIO
 
             buf = BytesIO()
             np.save(buf, indices)
-            _replace_part(path, "bm25_indices.npy", buf.getvalue())
+            _replace_part(path, part, buf.getvalue())
     return run
 
 
 HOSTILE = ["parent directory", "absolute directory", "part outside", "device file", "faiss of another type",
-           "faiss promising terabytes", "npy promising terabytes", "bm25 index out of range"]
+           "faiss promising terabytes", "npy promising terabytes", "bm25 weight row out of range"]
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -150,6 +152,16 @@ def test_hostile_index_is_reported_corrupt_without_crashing(built, kind, cache_d
     assert result.returncode == IndexCorruptError.exit_code, (result.returncode, result.stderr)
     assert "rebuild with: ragapp ingest --rebuild PATH --index" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_hostile_bm25_counts_are_reported_when_an_ingest_reads_them(built, docs, cache_dir):
+    """The counts are read only by an ingest that carries rows over (queries use the saved weights):
+    there, an out-of-range term id is the same "corrupt, rebuild" line, not a crash."""
+    _hostile("bm25 index out of range")(built.path, read_manifest(built.path))
+    (docs / "new.md").write_text("Kelp forests shelter sea otters.\n", encoding="utf-8")
+    result = cli("ingest", str(docs), "--index", built.path, env={"RAGAPP_CACHE": cache_dir}, timeout=300)
+    assert result.returncode == IndexCorruptError.exit_code, (result.returncode, result.stderr)
+    assert "rebuild with: ragapp ingest --rebuild PATH --index" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_hostile_index_can_be_rebuilt(built, docs):
@@ -391,8 +403,8 @@ def test_symlink_to_a_file_outside_the_folder_is_skipped_and_reported(tmp_path, 
     report = rag.ingest([docs])
     assert [(os.path.basename(f.path), f.reason) for f in report.failed] == [
         ("diary.txt", f"symlink to {secret}, outside {docs.resolve()}; not followed (use --follow-symlinks)")]
-    assert not any("diary" in d["source"] for d in rag.documents())
-    assert sum(d["source"].endswith("solar_system.md") for d in rag.documents()) == 1
+    assert not any("diary" in d.source for d in rag.documents())
+    assert sum(d.source.endswith("solar_system.md") for d in rag.documents()) == 1
     followed = RAG(tmp_path / "index", Config.load(None, cache_dir=config.cache_dir, ingest__follow_symlinks=True),
                    embedder=embedder, generator=echo_generator())
     assert [os.path.basename(p) for p in followed.ingest([docs]).added] == ["diary.txt"]

@@ -28,7 +28,9 @@ except ImportError:  # run as a plain script without the project installed
 from ragapp import RAG, Answer, Config, RagError, Turn
 from ragapp.config import GENERATE_BACKENDS
 from ragapp.generate import build_generator
+from ragapp.display import shown_path
 from ragapp.net import is_loopback
+from ragapp.runtime import prepare_environment
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
 
@@ -45,7 +47,9 @@ def load_config(path: str) -> Config:
 @st.cache_resource(show_spinner=False)
 def base_rag(index: str, config_path: str) -> RAG:
     """The RAG whose embedder and generator every knowledge base shares (models load once)."""
-    return RAG(index, load_config(config_path))
+    config = load_config(config_path)
+    prepare_environment(config.threads)
+    return RAG(index, config)
 
 
 @st.cache_resource(show_spinner=False)
@@ -94,9 +98,9 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
         st.markdown(safe_markdown(answer.text))
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.page)}"):
-                st.markdown(highlighted(c.chunk_text or c.text, c.span if c.chunk_text else (0, len(c.text))),
+                st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))),
                             unsafe_allow_html=True)
-                st.caption(f"{plain_markdown(c.source)} · characters {c.start}–{c.end} · score {c.score:.3f}")
+                st.caption(f"{plain_markdown(shown_path(c.source))} · characters {c.start}–{c.end} · score {c.score:.3f}")
     else:
         st.info(answer.text, icon="ℹ️")
         if answer.hits:
@@ -215,9 +219,9 @@ def documents(rag: RAG, kb: Path) -> None:
     if not docs:
         st.caption("No documents yet.")
         return
-    st.table({"document": [plain_markdown(Path(d["source"]).name) for d in docs], "chunks": [d["chunks"] for d in docs],
-              "ingested": [time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ingested_at"])) for d in docs]})
-    sources = [d["source"] for d in docs]
+    st.table({"document": [plain_markdown(Path(d.source).name) for d in docs], "chunks": [d.chunks for d in docs],
+              "ingested": [time.strftime("%Y-%m-%d %H:%M", time.localtime(d.ingested_at)) for d in docs]})
+    sources = [d.source for d in docs]
     target = st.selectbox("Document", sources, format_func=lambda s: Path(s).name, key="delete_choice")
     if st.button("Delete document", key="delete"):
         try:
@@ -311,7 +315,7 @@ def main() -> None:
         st.error(plain_markdown(error_message(exc)))
         return
     st.title("ragapp")
-    st.caption(f"Answers only from the documents in **{plain_markdown(str(kb))}**, with citations; says so when they do not hold the answer.")
+    st.caption(f"Answers only from the documents in **{plain_markdown(kb.name)}**, with citations; says so when they do not hold the answer.")
     chat(rag, kb, settings)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models import EmbedderSpec, resolve_embedder
-from ragapp.runtime import set_torch_threads
+from ragapp.runtime import torch_threads
 
 
 def sentence_vectors(encode, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> np.ndarray:
@@ -59,7 +59,6 @@ class SentenceTransformerEmbedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        set_torch_threads(self._threads)
         dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
         try:
             model = SentenceTransformer(self.spec.path, device="cpu", model_kwargs={"dtype": dtype},
@@ -81,9 +80,9 @@ class SentenceTransformerEmbedder:
         self.warm_up()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        set_torch_threads(threads or self._threads)
-        vectors = self._model.encode([prefix + t for t in texts], batch_size=self.config.batch_size,
-                                     normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        with torch_threads(threads or self._threads):
+            vectors = self._model.encode([prefix + t for t in texts], batch_size=self.config.batch_size,
+                                         normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models import resolve_generator
-from ragapp.runtime import set_torch_threads
+from ragapp.runtime import torch_threads
 
 
 class TransformersGenerator:
@@ -45,7 +45,6 @@ class TransformersGenerator:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            set_torch_threads(self._threads)
             path = resolve_generator(self.config.model, self._cache_dir, self._policy)
             dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
             try:
@@ -99,14 +98,13 @@ class TransformersGenerator:
         from transformers import TextIteratorStreamer
 
         self.warm_up()
-        set_torch_threads(self._threads)
         inputs = self._inputs(messages)
         streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                with torch.inference_mode():
+                with torch_threads(self._threads), torch.inference_mode():
                     self._model.generate(**self._kwargs(inputs), streamer=streamer)
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)

@@ -18,7 +18,7 @@ text = (f"ANSWER-START The keeper was Ada. ![pixel]({url}/answer.png) [click me]
 body = f"The keeper was Ada. ![doc]({url}/doc.png) [doc link]({url}/doc-link)"
 name = f"notes ![n]({url.replace('/', '%2F')}n.png) [n](javascript:alert(1)).md"
 chunk = Chunk("c1", body, "/docs/" + name, 2, 0, len(body), ((0, 19), (20, len(body))))
-citation = Citation("/docs/" + name, 2, 0, 19, body[:19], 0.9, "c1", body[:19], body, (0, 19))
+citation = Citation("/docs/" + name, 2, 0, 19, 0.9, "c1", body[:19], body, (0, 19))
 answer = Answer(text, True, "en", [citation], [Hit(chunk, 0.9)], query=f"who ![q]({url}/query.png)")
 render_answer("who was the keeper?", answer, show_scores=False)
 st.caption("PAGE-RENDERED")

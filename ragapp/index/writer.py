@@ -1,0 +1,207 @@
+"""Writing a new generation of a local index, chunk by chunk, made current in one atomic commit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ragapp.bm25 import BM25Writer
+from ragapp.digest import file_sha256
+from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexWriteError
+from ragapp.index.dense import dense_spool
+from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation
+from ragapp.index.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest, write_manifest
+from ragapp.index.reader import Index
+from ragapp.spool import fsync_dir, fsync_file, npy_spool
+from ragapp.types import Chunk
+
+Mark = tuple[int, int, int]
+
+
+def _previous(path: Path) -> Manifest | None:
+    try:
+        return read_manifest(path) if (path / MANIFEST).exists() else None
+    except (IndexCorruptError, IndexMismatchError):  # `ingest --rebuild` replaces an unreadable index
+        return None
+
+
+class GenerationWriter:
+    """Writes a new generation chunk by chunk, straight to disk, and makes it current atomically
+    (implements `IndexWriter`).
+
+    Memory does not grow with the text: chunk records, vectors, sentence vectors and BM25 counts
+    are appended to their files as they come (what stays in memory is a row pointer per chunk and
+    a dedup entry per distinct text); chunks with the same text share their sentence vectors.
+    Nothing is visible to readers until `commit` renames the manifest; `abort` (or an exception
+    inside `with`) deletes the unfinished generation. Use while holding `write_lock`.
+    """
+
+    def __init__(self, path: str | Path, dimension: int, bm25: dict, previous: Index | None = None) -> None:
+        self.path = Path(path)
+        check_index_folder(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.previous_manifest = _previous(self.path)
+        self.old = previous
+        self.generation = max(self.previous_manifest.generation if self.previous_manifest else 0,
+                              highest_generation(self.path)) + 1
+        self.directory = generation_name(self.generation)
+        self.gen = self.path / self.directory
+        self.dimension = dimension
+        self._done = self._made = False
+        # (text hash, sentence spans) → (row, first sentence vector, sentence count) of the first such chunk
+        self._texts: dict[tuple[str, int], tuple[int, int, int]] = {}
+        try:
+            self.gen.mkdir()
+            self._made = True
+            self.chunks = open(self.gen / "chunks.jsonl", "w", encoding="utf-8")
+            self.dense = dense_spool(self.gen, dimension)
+            self.sentences = npy_spool(self.gen / "sentences.npy", np.float16, dimension)
+            self.bm25 = BM25Writer(self.gen, previous.bm25.vocab if previous else None, bm25["k1"], bm25["b"], bm25["epsilon"])
+        except OSError as exc:
+            self._fail(exc)
+
+    def __enter__(self) -> GenerationWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self._done:
+            self.abort()
+
+    @property
+    def rows(self) -> int:
+        """Chunks written so far."""
+        return self.bm25.rows
+
+    def has(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> bool:
+        """True if a chunk with this text and these sentences is already written (its vectors can be shared)."""
+        return (text_hash, hash(sentences)) in self._texts
+
+    def add(self, chunk: Chunk, text_hash: str, tokens: Sequence[str], vector: np.ndarray | None = None,
+            sentence_vectors: np.ndarray | None = None) -> None:
+        """Append one chunk. Vectors may be left out when `has` says its text was added before."""
+        try:
+            self._add(chunk, text_hash, self.bm25.term_row(tokens), vector, sentence_vectors)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _add(self, chunk: Chunk, text_hash: str, terms: tuple[np.ndarray, np.ndarray], vector: np.ndarray | None,
+             sentence_vectors: np.ndarray | None) -> None:
+        key = (text_hash, hash(chunk.sentences))
+        shared = self._texts.get(key)
+        if shared is not None:
+            row, first, _ = shared
+            vector = self.dense.read(row, row + 1)[0]
+        else:
+            if vector is None or sentence_vectors is None or len(sentence_vectors) != len(chunk.sentences):
+                raise ValueError(f"chunk {chunk.id}: vectors missing or not one per sentence")
+            first = self.sentences.rows
+            self.sentences.append(sentence_vectors)
+            self._texts[key] = (self.rows, first, len(sentence_vectors))
+        self.dense.append(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        self.chunks.write(json.dumps({"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page,
+                                      "start": chunk.start, "end": chunk.end, "sentences": chunk.sentences,
+                                      "hash": text_hash, "sv": first}, ensure_ascii=False) + "\n")
+        self.bm25.add(*terms)
+
+    def mark(self) -> Mark:
+        """A point to roll back to (see `rollback`)."""
+        try:
+            self.bm25.flush()
+            self.chunks.flush()
+        except OSError as exc:
+            self._fail(exc)
+        return self.rows, self.sentences.rows, self.chunks.tell()
+
+    def rollback(self, mark: Mark) -> None:
+        """Forget every chunk added after `mark` (a file that failed half way through)."""
+        rows, sentence_rows, offset = mark
+        try:
+            self.bm25.rollback(rows)
+            self.dense.truncate(rows)
+            self.sentences.truncate(sentence_rows)
+            self.chunks.truncate(offset)
+            self.chunks.seek(offset)
+            self._texts = {h: v for h, v in self._texts.items() if v[0] < rows}
+        except OSError as exc:
+            self._fail(exc)
+
+    def commit(self, manifest: Manifest, drop: Collection[str] = ()) -> Manifest:
+        """Carry over the previous generation's chunks except those of the sources in `drop`, finish
+        every file, fsync, and make this generation current by renaming the manifest."""
+        try:
+            self._carry_over(set(drop))
+            names = self._finish_files()
+            self._stamp(manifest, names)
+            write_manifest(self.path, manifest)
+        except OSError as exc:
+            self._fail(exc)
+        self._done = True
+        # Keep the previous generation for readers that are opening it right now; drop older ones.
+        keep = {self.directory, self.previous_manifest.directory if self.previous_manifest else ""}
+        for old in generations(self.path):
+            if old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+        return manifest
+
+    def _carry_over(self, drop: set[str]) -> None:
+        old = self.old
+        if old is None:
+            return
+        for row, chunk, h in old.rows():
+            if chunk.source in drop:
+                continue
+            if self.has(h, chunk.sentences):
+                self._add(chunk, h, old.term_row(row), None, None)
+            else:
+                self._add(chunk, h, old.term_row(row), old.vector(row), old.chunk_sentence_vectors(row))
+
+    def _finish_files(self) -> list[str]:
+        self.chunks.flush()
+        self.chunks.close()
+        self.dense.finish()
+        self.sentences.finish()
+        names = ["chunks.jsonl", "dense.faiss", "sentences.npy", *self.bm25.finish()]
+        for name in names:
+            fsync_file(self.gen / name)
+        fsync_dir(self.gen)
+        return names
+
+    def _stamp(self, manifest: Manifest, names: list[str]) -> None:
+        from ragapp import __version__
+
+        now = time.time()
+        manifest.schema_version = SCHEMA_VERSION
+        manifest.generation = self.generation
+        manifest.directory = self.directory
+        manifest.ragapp_version = __version__
+        manifest.created_at = self.previous_manifest.created_at if self.previous_manifest else now
+        manifest.updated_at = now
+        manifest.chunks = self.rows
+        manifest.sentences = self.sentences.rows
+        manifest.checksums = {name: file_sha256(self.gen / name) for name in names}
+
+    def abort(self) -> None:
+        """Delete the unfinished generation; the current one stays as it was."""
+        self._done = True
+        if getattr(self, "chunks", None) is not None:
+            try:
+                self.chunks.close()
+            except OSError:
+                pass
+        for part in ("dense", "sentences", "bm25"):
+            if getattr(self, part, None) is not None:
+                getattr(self, part).close()
+        landed = _previous(self.path)
+        if (landed is None or landed.directory != self.directory) and self._made:
+            shutil.rmtree(self.gen, ignore_errors=True)
+
+    def _fail(self, exc: OSError) -> None:
+        """A failed write (disk full, permissions): remove what was written and say so."""
+        self.abort()
+        raise IndexWriteError(f"cannot write the index at {self.path}: {exc.strerror or exc}; "
+                              "the previous index is unchanged") from exc

@@ -1,0 +1,173 @@
+"""The ingestion pipeline: scan folders → load → split → embed → index, incrementally and atomically.
+
+Only files whose content hash changed are re-read; chunks whose text is already in the index
+reuse their vectors; files that vanished from the given folders leave the index; everything
+else stays as it was. Files are streamed a batch of chunks at a time into the index backend's
+writer, so memory does not grow with their size; the new state becomes visible in one atomic
+commit. Every setting that shapes the index is checked against the index first: an index is
+never extended with chunks cut, embedded or tokenised differently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from ragapp.config import BM25Config, Config
+from ragapp.digest import file_sha256
+from ragapp.embed import Embedder, embedding_record
+from ragapp.errors import DocumentError, NoDocumentsError
+from ragapp.index import FileRecord, IndexBackend, IndexReader, IndexWriter, Manifest, check_settings, index_settings
+from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
+from ragapp.pipeline.feeder import Feeder, Progress
+from ragapp.pipeline.scan import Scan, file_size, is_under, scan
+from ragapp.sandbox import Limits
+from ragapp.split import split_text
+from ragapp.tokenize import Tokenizer
+from ragapp.types import Chunk, FileFailure, IngestReport
+
+Changed = list[tuple[Path, str, str]]  # (path, source, sha256)
+
+
+def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
+    """What the manifest records about BM25: its parameters and how text was tokenised."""
+    return {"k1": config.k1, "b": config.b, "epsilon": config.epsilon, **tokenizer.settings()}
+
+
+def _limits(config: Config) -> Limits:
+    ic = config.ingest
+    return Limits(ic.pdf_timeout_s, ic.pdf_memory_mb, ic.pdf_max_pages, ic.pdf_max_chars)
+
+
+def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
+               warn: Callable[[str], None]) -> Iterator[list[Chunk]]:
+    """The chunks of one file, a page (or streamed text segment) at a time. Every failure to read or
+    split the file comes out as a DocumentError naming it; a lost part of it goes to `warn`."""
+    split_cfg = config.split
+    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=_limits(config), on_warning=warn)
+    while True:
+        try:
+            t0 = time.perf_counter()
+            page = next(pages, None)
+            t1 = time.perf_counter()
+            if page is None:
+                return
+            chunks = split_text(page.text, page.source, page.page, split_cfg.chunk_size, split_cfg.chunk_overlap,
+                                count_tokens, page.offset)
+        except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
+            raise
+        except Exception as exc:  # a parser bug on one file must not stop the folder
+            raise DocumentError(f"{source}: {type(exc).__name__}: {exc}") from exc
+        stage["parse"] += t1 - t0
+        stage["split"] += time.perf_counter() - t1
+        yield chunks
+
+
+def _check_request(found: Scan, known: Mapping[str, FileRecord], remove: Sequence[str], paths: Sequence, where: str) -> None:
+    unknown = [s for s in remove if s not in known]
+    if unknown:
+        raise NoDocumentsError(f"not in the index at {where}: {', '.join(unknown)}")
+    if not found.files and not remove and not any(is_under(s, found.roots) for s in known):
+        raise NoDocumentsError(f"no supported documents ({', '.join(SUPPORTED_SUFFIXES)}) under {', '.join(map(str, paths))}")
+
+
+def _plan(found: Scan, known: Mapping[str, FileRecord], remove: Sequence[str], report: IngestReport,
+          tell: Progress) -> tuple[Changed, list[str]]:
+    """Which files changed (by content hash), and which indexed documents leave the index."""
+    changed: Changed = []
+    for n, file in enumerate(found.files, start=1):
+        source = str(file)
+        tell("scan", source, n, len(found.files))
+        try:
+            digest = file_sha256(file)
+        except OSError as exc:
+            report.failed.append(FileFailure(source, f"cannot read ({exc.strerror or exc})"))
+            continue
+        if source in known and known[source].sha256 == digest:
+            report.unchanged.append(source)
+        else:
+            changed.append((file, source, digest))
+    current = {str(f) for f in found.files}
+    # A document under a folder that could not be listed is not gone: it stays.
+    removed = [s for s in known if s not in current and (s in remove or (is_under(s, found.roots)
+                                                                      and not is_under(s, found.unreadable)))]
+    return changed, removed
+
+
+def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, known: Mapping[str, FileRecord],
+            report: IngestReport, tell: Progress) -> dict[str, FileRecord]:
+    """Each changed file through load → split → embed → the writer; a file that fails half way is
+    rolled back and the rest of the folder goes on."""
+    records: dict[str, FileRecord] = {}
+    for n, (file, source, digest) in enumerate(changed, start=1):
+        tell("read", source, n, len(changed))
+        feeder.begin_file()
+        warnings: list[FileFailure] = []
+        try:
+            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds,
+                                     lambda m, s=source: warnings.append(FileFailure(s, m))):
+                feeder.add(chunks)
+        except DocumentError as exc:
+            feeder.drop_file()
+            report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
+            continue
+        report.warnings.extend(warnings)
+        (report.updated if source in known else report.added).append(source)
+        records[source] = FileRecord(sha256=digest, size=file_size(file), chunks=feeder.file_chunks(), ingested_at=time.time())
+    feeder.flush()
+    return records
+
+
+def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
+            removed: list[str]) -> None:
+    """The new state becomes current in one commit: old rows of files that stay are carried over."""
+    manifest = old.manifest if old is not None else Manifest(**settings)
+    drop = set(removed) | set(records)
+    files = {s: r for s, r in manifest.files.items() if s not in drop}
+    files.update(records)
+    manifest.files = dict(sorted(files.items()))
+    writer.commit(manifest, drop)
+
+
+def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
+        rebuild: bool = False, wait: bool = True, progress: Progress | None = None,
+        on_message: Callable[[str], None] | None = None, remove: Sequence[str] = ()) -> IngestReport:
+    """Bring `index` up to date with the files under `paths`, and drop the documents named in
+    `remove` (sources as the index records them)."""
+    started = time.perf_counter()
+    report = IngestReport(stage_seconds={"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0})
+    tell = progress or (lambda *a: None)
+    found = scan(paths, config.ingest.follow_symlinks)
+    report.failed.extend(found.problems)
+    with index.lock(wait, on_message):  # first: a waiting writer says so at once, before loading models
+        settings = index_settings(embedding_record(embedder), asdict(config.split), bm25_settings(config.bm25, tokenizer))
+        old = index.open() if not rebuild and index.exists() else None
+        if old is not None:
+            check_settings(old.manifest, settings, index.location)
+        known = old.manifest.files if old is not None else {}
+        _check_request(found, known, remove, paths, index.location)
+        changed, removed = _plan(found, known, remove, report, tell)
+        report.chunks = len(old) if old is not None else 0
+        if old is not None and not changed and not removed:
+            return _finished(report, started)
+        with index.writer(embedder.dimension, settings["bm25"], old) as writer:
+            feeder = Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), report.stage_seconds, tell)
+            records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell)
+            report.chunks_added = feeder.embedded
+            if old is not None and not records and not removed:
+                return _finished(report, started)
+            t0 = time.perf_counter()
+            tell("commit", index.location, 0, 1)
+            _commit(writer, old, settings, records, removed)
+            report.stage_seconds["index"] += time.perf_counter() - t0
+            tell("commit", index.location, 1, 1)
+    report.removed = removed
+    report.chunks = writer.rows
+    return _finished(report, started)
+
+
+def _finished(report: IngestReport, started: float) -> IngestReport:
+    report.seconds = time.perf_counter() - started
+    return report

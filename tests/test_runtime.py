@@ -1,0 +1,50 @@
+"""Process-level settings: the library leaves os.environ alone; torch's thread count, set before each
+encode, is the calling thread's own, so threads sharing one RAG never change it under each other."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ragapp import RAG
+
+
+def test_rag_does_not_write_the_environment(tmp_path, config, embedder, echo_generator):
+    before = dict(os.environ)
+    RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+    RAG(tmp_path / "other", config)
+    assert dict(os.environ) == before
+
+
+def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
+    """Queries encode with 1 thread, ingest with 2 (both measured best); run together from two
+    threads (documents what torch's OpenMP backend does: the count is per thread), every forward pass sees the count its own caller asked for, at its start and at its end."""
+    import torch
+
+    seen: list[tuple[str, int]] = []
+    module = embedder._model[0]  # the transformer module: runs once per encoded batch
+    record = lambda *_: seen.append((threading.current_thread().name, torch.get_num_threads()))  # noqa: E731
+    handles = [module.register_forward_pre_hook(record), module.register_forward_hook(record)]  # start and end
+    texts = ["Otters hold hands while they sleep."] * 8
+
+    def queries() -> None:
+        for _ in range(20):
+            embedder.embed_queries(texts[:1])
+
+    def chunks() -> None:
+        for _ in range(10):
+            embedder.embed_chunks(texts, [((0, len(texts[0])),)] * len(texts))
+
+    try:
+        workers = [threading.Thread(target=queries, name="query"), threading.Thread(target=chunks, name="ingest")]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        for handle in handles:
+            handle.remove()
+    wanted = {"query": embedder._threads, "ingest": embedder._ingest_threads}
+    assert embedder._threads != embedder._ingest_threads
+    assert {name for name, _ in seen} == {"query", "ingest"}
+    assert all(count == wanted[name] for name, count in seen), sorted(set(seen))
