@@ -139,7 +139,7 @@ def main() -> None:
             print(f"{kind}: failed\n{out.stderr[-2000:]}")
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"\nSame GGUF (Qwen2.5-Coder-0.5B-Instruct Q4_K_M), {len(QUESTIONS)} sample questions, 1 thread; {machine()}")
+    print(f"\nSame GGUF (Qwen2.5-Coder-0.5B-Instruct Q4_K_M), {len(QUESTIONS)} sample questions, 2 threads unless named; {machine()}")
     print("| backend | load s | ask p50 s | ask p95 s | first token p50 s | prefill tok/s | decode tok/s | prompt tokens | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -87,8 +87,18 @@ def main() -> None:
 @click.option("--llm-key-env", default=None, help="NAME of the environment variable holding the server's API key.")
 @click.option("--embed-model", default=None, help="Embedding model the index was built with.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_key_env, embed_model, as_json) -> None:
+@click.option("--server", default=None, help="Ask a running `ragapp serve` (warm models) instead of loading them here; "
+                                            "--index then names the knowledge base by its folder name.")
+@click.option("--api-key-env", default="RAGAPP_API_KEYS", show_default=True,
+              help="With --server: NAME of the environment variable holding the key (the first, if several).")
+def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_key_env, embed_model, as_json, server,
+        api_key_env) -> None:
     """Answer QUESTION from the indexed documents, with numbered citations."""
+    if server:
+        from ragapp.serve.client import ask_server
+
+        ask_server(server, Path(index).name, question, top_k, os.environ.get(api_key_env, "").split(",")[0].strip(), as_json)
+        return
     backend = llm_backend or ("openai" if llm_url else None)
     rag = open_rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
                generate__api_key_env=llm_key_env, embed__model=embed_model)
@@ -108,13 +118,18 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
         raise
     click.echo()
     answer = stream.answer
-    if answer.citations:
-        click.echo("\nSources:")
-        for n, c in enumerate(answer.citations, start=1):
-            where = shown_path(c.source) + (f", page {c.page}" if c.page is not None else "")
-            quote = " ".join(c.quote.split())
-            click.echo(f"  [{n}] {where} (chars {c.start}-{c.end}): \"{quote}\"")
+    print_sources([c.to_dict() for c in answer.citations])
     click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
+
+
+def print_sources(citations: list[dict]) -> None:
+    """The numbered sources under an answer: where, character range, quote."""
+    if citations:
+        click.echo("\nSources:")
+    for n, c in enumerate(citations, start=1):
+        where = shown_path(c["source"]) + (f", page {c['page']}" if c["page"] is not None else "")
+        quote = " ".join(c["quote"].split())
+        click.echo(f"  [{n}] {where} (chars {c['start']}-{c['end']}): \"{quote}\"")
 
 
 @main.command()
@@ -159,6 +174,29 @@ def info(index, config_path, as_json) -> None:
     click.echo("documents:")
     for source, rec in files.items():
         click.echo(f"  {shown_path(source)}  ({rec['chunks']} chunks)")
+
+
+@main.command()
+@config_option
+@click.option("--host", default=None, help="Address to serve on (default 127.0.0.1). Anything but loopback needs API keys.")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--knowledge-root", default=None, type=click.Path(file_okay=False),
+              help="Folder whose sub-folders are the knowledge bases (default: [ui] knowledge_root, data).")
+def serve(config_path, host, port, knowledge_root) -> None:
+    """Start the HTTP API: OpenAI-compatible chat with citations, search, knowledge bases (docs at /docs)."""
+    import uvicorn
+
+    from ragapp.config import Config
+    from ragapp.runtime import prepare_environment
+    from ragapp.serve import api_keys, create_app
+
+    config = Config.load(config_path, serve__host=host, serve__port=port, ui__knowledge_root=knowledge_root)
+    prepare_environment(config.threads)
+    keys = api_keys(config.serve, config.serve.host)
+    click.echo(f"ragapp API on http://{config.serve.host}:{config.serve.port} (docs at /docs; "
+               f"{'API keys required' if keys else 'no API key: loopback only'})", err=True)
+    uvicorn.run(create_app(config, keys), host=config.serve.host, port=config.serve.port, log_level="warning",
+                timeout_graceful_shutdown=5)
 
 
 @main.command()

@@ -205,6 +205,26 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """`ragapp serve`: the HTTP API (knowledge bases live under [ui] knowledge_root, as for the app)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The NAME of the environment variable holding API keys (comma-separated); a key file may add more.
+    # Keys are required whenever the server listens beyond loopback.
+    api_keys_env: str = "RAGAPP_API_KEYS"
+    key_file: str = ""
+    max_request_kb: int = 1024  # JSON bodies; uploads are limited per file by [ui] max_upload_mb
+    max_question_chars: int = 4000  # far above any question; the prompt budget is 350 tokens of passages
+    max_upload_files: int = 100
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port < 65536, f"port must be between 1 and 65535. Currently, it is {self.port}")
+        _check(self.max_request_kb > 0 and self.max_question_chars > 0 and self.max_upload_files > 0,
+               "serve limits must be greater than 0")
+
+
+@dataclass(frozen=True)
 class UIConfig:
     """The Streamlit app: where knowledge bases live and how large an upload may be."""
 
@@ -247,6 +267,7 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1
@@ -289,7 +310,7 @@ class Config:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
                 sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
-                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig,
+                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig, "serve": ServeConfig,
                            "models": ModelsConfig}.get(key)
                 if sub_cls is None:
                     raise ConfigError(f"config {key!r} is a value, not a section")

@@ -119,7 +119,7 @@ def test_new_knowledge_base_without_documents_explains_itself(app):
     (".hidden.md", None), ("..", None), ("名字 with 'quotes'.md", "名字 with 'quotes'.md"), ("bad\x00name.txt", "bad_name.txt"),
 ])
 def test_upload_names_cannot_escape(name, expected, tmp_path):
-    from ui.uploads import safe_name, save_upload
+    from ragapp.knowledge import safe_name, save_upload
 
     if expected is None:
         with pytest.raises(ValueError):

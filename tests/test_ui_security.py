@@ -167,7 +167,7 @@ def test_password_gate(tmp_path, monkeypatch, cache_dir):
 
 
 def test_knowledge_base_never_over_someone_elses_folder(tmp_path):
-    from ui.uploads import create_knowledge_base, save_upload
+    from ragapp.knowledge import create_knowledge_base, save_upload
 
     root = tmp_path / "data"
     (root / "photos").mkdir(parents=True)

@@ -19,13 +19,12 @@ import streamlit as st
 
 try:
     from ui.markdown import plain_markdown, safe_markdown
-    from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ui.markdown import plain_markdown, safe_markdown
-    from ui.uploads import create_knowledge_base, is_upload, knowledge_bases, save_upload
 
 from ragapp import RAG, Answer, Config, RagError, Turn
+from ragapp.knowledge import create_knowledge_base, is_upload, knowledge_bases, save_upload
 from ragapp.config import GENERATE_BACKENDS
 from ragapp.generate import build_generator
 from ragapp.display import shown_path

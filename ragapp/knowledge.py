@@ -1,4 +1,5 @@
-"""Knowledge-base folders and uploaded files for the Streamlit app: names that cannot escape, sizes that are checked."""
+"""Knowledge bases: index folders under a root, and the documents uploaded into them (the chat app and
+the HTTP API share these rules): names that cannot escape, sizes that are checked."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from ragapp import is_index_folder
+from ragapp.index import UPLOADS, is_index_folder
 
 ALLOWED_SUFFIXES = (".pdf", ".txt", ".md")
-DOCUMENTS = "documents"  # uploads of a knowledge base live in <knowledge base>/documents/
+DOCUMENTS = UPLOADS  # uploads of a knowledge base live in <knowledge base>/documents/
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
@@ -79,3 +80,16 @@ def save_upload(kb: Path, name: str, data: bytes, max_bytes: int) -> Path:
 def is_upload(kb: Path, source: str) -> bool:
     """True when an indexed source is a file that was uploaded into this knowledge base."""
     return (kb / DOCUMENTS).resolve() in Path(source).resolve().parents
+
+
+def knowledge_base(root: Path, name: str) -> Path:
+    """The existing knowledge base `name` under `root`; LookupError when there is none by that exact
+    name (a name with path parts, a symlink or a folder that is not an index never resolves)."""
+    try:
+        clean = safe_name(name)
+    except ValueError:
+        clean = ""
+    folder = root / clean
+    if not clean or clean != name or folder.is_symlink() or not folder.is_dir() or not is_index_folder(folder):
+        raise LookupError(f"no knowledge base named {name!r}")
+    return folder

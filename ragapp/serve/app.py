@@ -1,0 +1,262 @@
+"""The FastAPI app: routes, errors in one JSON shape, API keys, body limits."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ragapp.config import Config
+from ragapp.conversation import Turn
+from ragapp.errors import (IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelNotAvailableError,
+                           ModelServerError, NoDocumentsError, RagError)
+from ragapp.knowledge import DOCUMENTS, create_knowledge_base, knowledge_base, knowledge_bases, safe_name, save_upload
+from ragapp.rag import RAG
+from ragapp.serve.jobs import Jobs
+from ragapp.serve.keys import authorised
+from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
+from ragapp.types import Answer
+
+_STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
+           IndexCorruptError: 503, IndexMismatchError: 409}
+_OPEN = ("/health",)  # served without a key
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    """Every error, one shape: {"error": {"message", "type", "code"}} (as OpenAI clients expect)."""
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+class Server:
+    """What one process serves: the config, one embedder and chat model shared by every knowledge
+    base, a RAG per knowledge base, and the ingest jobs."""
+
+    def __init__(self, config: Config, keys: frozenset[str]) -> None:
+        self.config = config
+        self.keys = keys
+        self.root = Path(config.ui.knowledge_root)
+        self.base = RAG(self.root / "index", config)
+        self.jobs = Jobs()
+        self._rags: dict[str, RAG] = {}
+        self._lock = threading.Lock()
+
+    def rag(self, name: str) -> RAG:
+        """The knowledge base `name` (404 when there is none)."""
+        try:
+            folder = knowledge_base(self.root, name)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        with self._lock:
+            if name not in self._rags:
+                self._rags[name] = RAG(folder, self.config, embedder=self.base.embedder, generator=self.base.generator)
+            return self._rags[name]
+
+    def names(self) -> list[str]:
+        """Every knowledge base's name."""
+        return [p.name for p in knowledge_bases(self.root, self.root / "index") if p.is_dir()]
+
+
+def _limit_for(config: Config, path: str) -> int:
+    if path.endswith("/documents"):
+        return config.ui.max_upload_mb * 1_000_000 * config.serve.max_upload_files + 1_000_000
+    return config.serve.max_request_kb * 1024
+
+
+def _install_guards(app: FastAPI, server: Server) -> None:
+    """API keys on every route but /health; request bodies capped before they are read."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if request.url.path not in _OPEN and not authorised(request.headers.get("authorization"), server.keys):
+            return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)", "authentication_error")
+        limit = _limit_for(server.config, request.url.path)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return _error(413, f"request body over the limit of {limit} bytes", "request_too_large")
+        return await call_next(request)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request_error")
+
+    @app.exception_handler(RagError)
+    async def rag_error(request: Request, exc: RagError):
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+        return _error(status, str(exc), type(exc).__name__)
+
+
+def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]:
+    """The last user message, and the earlier user/assistant pairs as conversation history."""
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
+        raise HTTPException(400, "the last message must be a non-empty user message (the question)")
+    question = turns[-1].text()
+    if len(question) > limit:
+        raise HTTPException(413, f"the question is {len(question)} characters; the limit is {limit}")
+    history, asked = [], None
+    for m in turns[:-1]:
+        if m.role == "user":
+            asked = m.text()
+        elif asked is not None:
+            history.append(Turn(asked, m.text()))
+            asked = None
+    return question, history
+
+
+def _completion(answer: Answer, model: str, stream: bool) -> dict:
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
+            "answered": answer.answered, "citations": [c.to_dict() for c in answer.citations]}
+    if stream:
+        return {**base, "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    return {**base, "object": "chat.completion", "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}]}
+
+
+def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model: str) -> Iterator[str]:
+    """OpenAI-style server-sent events; the last chunk carries `answered` and `citations`. A failure
+    mid-answer ends the stream with an error event (the partial text is not an answer)."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def event(delta: dict) -> str:
+        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    stream = rag.ask_stream(question, top_k=top_k, history=history)
+    yield event({"role": "assistant", "content": ""})
+    try:
+        for piece in stream:
+            yield event({"content": piece})
+    except RagError as exc:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': type(exc).__name__, 'code': status}})}\n\n"
+        return
+    final = _completion(stream.answer, model, stream=True)
+    final["id"], final["created"] = cid, created
+    yield f"data: {json.dumps(final, ensure_ascii=False)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _chat_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/v1/models")
+    async def models() -> dict:
+        """Knowledge bases, as OpenAI "models"."""
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragapp"}
+                                           for n in server.names()]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest):
+        """Answer the last user message from the knowledge base named by `model`, with citations."""
+        rag = server.rag(body.model)
+        question, history = _question(body.messages, server.config.serve.max_question_chars)
+        if body.stream:
+            return StreamingResponse(_sse(rag, question, history, body.top_k, body.model), media_type="text/event-stream")
+        answer = await run_in_threadpool(rag.ask, question, body.top_k, None, history)
+        return _completion(answer, body.model, stream=False)
+
+    @app.post("/v1/search")
+    async def search(body: SearchRequest) -> dict:
+        """Ranked passages with every stage's score (no LLM)."""
+        rag = server.rag(body.knowledge_base)
+        if len(body.query) > server.config.serve.max_question_chars:
+            raise HTTPException(413, f"the query is {len(body.query)} characters; the limit is {server.config.serve.max_question_chars}")
+        hits = await run_in_threadpool(rag.search, body.query, body.top_k)
+        return {"object": "list", "data": [h.to_dict() for h in hits]}
+
+
+async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{file.filename}: over the upload limit of {max_bytes / 1e6:.0f} MB")
+    return data
+
+
+def _kb_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/v1/knowledge_bases")
+    async def list_kbs() -> dict:
+        return {"object": "list", "data": [{"name": n, "documents": len(server.rag(n).documents())} for n in server.names()]}
+
+    @app.post("/v1/knowledge_bases", status_code=201)
+    async def create_kb(body: CreateKnowledgeBase) -> dict:
+        try:
+            folder = create_knowledge_base(server.root, body.name)
+        except ValueError as exc:
+            raise HTTPException(400, f"{body.name!r}: {exc}") from exc
+        return {"name": folder.name}
+
+    @app.post("/v1/knowledge_bases/{name}/documents", status_code=202)
+    async def upload(name: str, files: list[UploadFile] = File(...)) -> dict:
+        """Save the files (names sanitised, sizes checked) and ingest them in a background job."""
+        rag = server.rag(name)
+        if len(files) > server.config.serve.max_upload_files:
+            raise HTTPException(413, f"{len(files)} files; the limit is {server.config.serve.max_upload_files} per request")
+        saved = []
+        for f in files:
+            data = await _read_upload(f, server.config.ui.max_upload_mb * 1_000_000)
+            try:
+                saved.append(save_upload(rag.path, f.filename or "", data, server.config.ui.max_upload_mb * 1_000_000))
+            except ValueError as exc:
+                raise HTTPException(400, f"{f.filename}: {exc}") from exc
+        job = server.jobs.submit(name, lambda progress: rag.ingest([rag.path / DOCUMENTS], progress=progress))
+        return {"job": job.id, "files": [p.name for p in saved]}
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job(job_id: str) -> dict:
+        found = server.jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return found.to_dict()
+
+    @app.get("/v1/knowledge_bases/{name}/documents")
+    async def documents(name: str) -> dict:
+        return {"object": "list", "data": [d.to_dict() for d in server.rag(name).documents()]}
+
+    @app.delete("/v1/knowledge_bases/{name}/documents/{document}")
+    async def delete(name: str, document: str) -> dict:
+        """Remove an uploaded document (by its file name) from the index and from the folder."""
+        rag = server.rag(name)
+        target = (rag.path / DOCUMENTS / safe_name(document)).resolve()
+        if safe_name(document) != document or str(target) not in {d.source for d in rag.documents()}:
+            raise HTTPException(404, f"no document {document!r} in {name!r}")
+        await run_in_threadpool(rag.remove, [str(target)])
+        target.unlink(missing_ok=True)
+        return {"deleted": document}
+
+
+def create_app(config: Config, keys: frozenset[str] = frozenset()) -> FastAPI:
+    """The HTTP API over the knowledge bases under [ui] knowledge_root."""
+    server = Server(config, keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.jobs.close()
+
+    app = FastAPI(title="ragapp", version="0.1.0", description="Answers from your own documents, with citations.",
+                  lifespan=lifespan)
+    app.state.server = server
+    _install_guards(app, server)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "models_loaded": server.base.ready}
+
+    _chat_routes(app, server)
+    _kb_routes(app, server)
+    return app

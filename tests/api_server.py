@@ -1,0 +1,50 @@
+"""A real `ragapp serve` on a free loopback port, started in a subprocess (tests and bench/serve.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiServer:
+    """`ragapp serve` over `root`, with API key `key`; stop() kills it (SIGKILL with hard=True)."""
+
+    def __init__(self, root: Path, key: str, log: Path, cache_dir: str, extra_env: dict | None = None) -> None:
+        self.root, self.key, self.port = root, key, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "RAGAPP_API_KEYS": key, "RAGAPP_CACHE": cache_dir, **(extra_env or {})}
+        self._log = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(self.port),
+                                      "--knowledge-root", str(root)], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ragapp serve exited with {self.proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("ragapp serve did not start in 120 s")
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def stop(self, hard: bool = False) -> None:
+        if self.proc.poll() is None:
+            (self.proc.kill if hard else self.proc.terminate)()
+            self.proc.wait(timeout=30)
+        self._log.close()

@@ -1,0 +1,242 @@
+"""`ragapp serve`: a real uvicorn server on 127.0.0.1, the official openai client for chat and models,
+httpx for the knowledge-base endpoints, the real embedder and the packaged chat model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api_server import ApiServer
+from conftest import SAMPLES
+
+KEY = "test-key-7f3a"
+FALLBACK = "I cannot answer from the given information."
+
+
+def wait_for(client: httpx.Client, job: str, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.get(f"/v1/jobs/{job}").json()
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} still running after {timeout} s")
+
+
+def upload(client: httpx.Client, kb: str, paths: list[Path]) -> dict:
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+    r = client.post(f"/v1/knowledge_bases/{kb}/documents", files=files)
+    assert r.status_code == 202, r.text
+    return wait_for(client, r.json()["job"])
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("kbs")
+    server = ApiServer(root, KEY, root.parent / "serve.log", cache_dir)
+    client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
+    assert client.post("/v1/knowledge_bases", json={"name": "notes"}).status_code == 201
+    state = upload(client, "notes", sorted(p for p in SAMPLES.rglob("*") if p.is_file()))
+    assert state["status"] == "done" and state["report"]["failed"] == [], state
+    yield server, client
+    client.close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_client(api):
+    import openai
+
+    server, _ = api
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def test_models_are_knowledge_bases_and_documents_are_listed(api, openai_client):
+    _, client = api
+    assert "notes" in [m.id for m in openai_client.models.list().data]
+    names = sorted(Path(d["source"]).name for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"])
+    assert names == sorted(p.name for p in SAMPLES.rglob("*") if p.is_file())
+
+
+def test_chat_answer_carries_citations(openai_client):
+    reply = openai_client.chat.completions.create(model="notes", messages=[{"role": "user", "content": "Who discovered Neptune?"}])
+    assert "Galle" in reply.choices[0].message.content and reply.model_extra["answered"] is True
+    citation = reply.model_extra["citations"][0]
+    assert citation["source"].endswith("solar_system.md") and "Galle" in citation["quote"]
+    assert {"page", "start", "end", "score"} <= set(citation)
+
+
+def test_chat_streams_like_openai_and_ends_with_citations(openai_client):
+    stream = openai_client.chat.completions.create(model="notes", stream=True,
+                                                   messages=[{"role": "user", "content": "长城的总长度是多少？"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "21196.18" in text and len(chunks) >= 3
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop" and last.model_extra["answered"] is True
+    assert last.model_extra["citations"][0]["source"].endswith("长城.txt")
+
+
+def test_refusal_is_the_exact_fallback(openai_client):
+    reply = openai_client.chat.completions.create(model="notes", messages=[
+        {"role": "user", "content": "What is the boiling point of liquid nitrogen at sea level?"}])
+    assert reply.choices[0].message.content == FALLBACK and reply.model_extra["answered"] is False
+    assert reply.model_extra["citations"] == []
+
+
+def test_earlier_turns_are_the_history_of_a_follow_up(openai_client):
+    reply = openai_client.chat.completions.create(model="notes", messages=[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Who discovered Neptune?"},
+        {"role": "assistant", "content": "Johann Galle discovered Neptune."},
+        {"role": "user", "content": "And in which year?"}])
+    assert "1846" in reply.choices[0].message.content and reply.model_extra["answered"] is True
+
+
+def test_search_upload_delete_and_gone(api, tmp_path):
+    _, client = api
+    note = tmp_path / "otters.md"
+    note.write_text("Sea otters hold hands while they sleep so they do not drift apart.\n", encoding="utf-8")
+    assert upload(client, "notes", [note])["report"]["added"]
+    hits = client.post("/v1/search", json={"knowledge_base": "notes", "query": "Why do otters hold hands?", "top_k": 3}).json()["data"]
+    assert hits[0]["source"].endswith("otters.md") and "rerank_score" in hits[0]
+    assert client.delete("/v1/knowledge_bases/notes/documents/otters.md").json() == {"deleted": "otters.md"}
+    hits = client.post("/v1/search", json={"knowledge_base": "notes", "query": "Why do otters hold hands?", "top_k": 3}).json()["data"]
+    assert not any(h["source"].endswith("otters.md") for h in hits)
+
+
+def test_bad_input_gets_one_json_error_shape(api):
+    server, client = api
+    anonymous = httpx.Client(base_url=server.url, timeout=30)
+    cases = [
+        (anonymous.get("/v1/models"), 401),
+        (anonymous.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401),
+        (client.post("/v1/chat/completions", content=b"{not json", headers={"Content-Type": "application/json"}), 422),
+        (client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]}), 404),
+        (client.post("/v1/chat/completions", json={"model": "../notes", "messages": [{"role": "user", "content": "hi"}]}), 404),
+        (client.post("/v1/chat/completions", json={"model": "notes", "messages": [{"role": "user", "content": "x" * 100_000}]}), 413),
+        (client.post("/v1/search", json={"knowledge_base": "notes", "query": "q" * 2_000_000}), 413),
+        (client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("tool.exe", b"MZ", "application/octet-stream"))]), 400),
+        (client.post("/v1/knowledge_bases", json={"name": "../escape"}), 400),
+        (client.get("/v1/jobs/job-999"), 404),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, (response.request.url, response.text)
+        body = response.json()
+        assert set(body["error"]) == {"message", "type", "code"} and body["error"]["code"] == status
+    assert not (server.root / "escape").exists() and not (server.root.parent / "escape").exists()
+    anonymous.close()
+
+
+def test_non_loopback_without_keys_refuses_to_start(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "ragapp.cli", "serve", "--host", "0.0.0.0", "--knowledge-root", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert r.returncode != 0 and "set API keys in RAGAPP_API_KEYS" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ragapp_ask_through_the_server(api):
+    server, _ = api
+    r = subprocess.run([sys.executable, "-m", "ragapp.cli", "ask", "Who discovered Neptune?", "--server", server.url,
+                        "--index", str(server.root / "notes")], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "RAGAPP_API_KEYS": KEY})
+    assert r.returncode == 0, r.stderr
+    assert "Galle" in r.stdout and "Sources:" in r.stdout and "solar_system.md" in r.stdout
+
+
+def test_clients_at_once_while_an_ingest_runs(api, tmp_path):
+    """8 client threads, 24 requests (asks and searches) while an ingest job runs: no errors, no lost
+    documents; bounded in count, and each request in time."""
+    server, client = api
+    before = {d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"]}
+    extra = tmp_path / "kelp.md"
+    extra.write_text("Kelp forests shelter sea otters and hundreds of fish species.\n" * 40, encoding="utf-8")
+    files = [("files", (extra.name, extra.read_bytes(), "text/markdown"))]
+    job = client.post("/v1/knowledge_bases/notes/documents", files=files).json()["job"]
+    questions = ["Who discovered Neptune?", "西湖龙井属于哪一类茶？", "How long does Mars take to orbit the Sun?"]
+    errors, latencies = [], []
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=300) as c:
+            for i in range(3):
+                q = questions[(n + i) % 3]
+                t0 = time.perf_counter()
+                if (n + i) % 2:
+                    r = c.post("/v1/search", json={"knowledge_base": "notes", "query": q, "top_k": 3})
+                else:
+                    r = c.post("/v1/chat/completions", json={"model": "notes", "messages": [{"role": "user", "content": q}]})
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert wait_for(client, job)["status"] == "done"
+    after = {d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"]}
+    assert not errors and len(latencies) == 24 and before <= after and any(s.endswith("kelp.md") for s in after)
+    print(json.dumps({"requests": 24, "errors": 0, "p50_s": sorted(latencies)[12], "max_s": max(latencies)}))
+
+
+@pytest.mark.slow
+def test_load_then_kill_9_during_an_ingest_job(tmp_path, cache_dir):
+    """8 client threads ask 100 questions in all while an ingest job runs: 0 errors, 0 lost documents.
+    Then the server is killed with SIGKILL in the middle of another ingest job: restarted, its index is
+    the old or the new one, and it answers."""
+    root = tmp_path / "kbs"
+    root.mkdir()
+    server = ApiServer(root, KEY, tmp_path / "serve.log", cache_dir)
+    client = httpx.Client(base_url=server.url, headers=server.headers, timeout=600)
+    client.post("/v1/knowledge_bases", json={"name": "load"}).raise_for_status()
+    assert upload(client, "load", sorted(p for p in SAMPLES.rglob("*") if p.is_file()))["status"] == "done"
+    big = tmp_path / "ledger.md"
+    big.write_text("".join(f"Shipment {i} carried {i % 97} crates of copper wire to the harbour.\n" for i in range(3000)))
+    job = client.post("/v1/knowledge_bases/load/documents", files=[("files", (big.name, big.read_bytes()))]).json()["job"]
+    questions = ["Who discovered Neptune?", "长城的总长度是多少？", "Which planet is the hottest?", "西湖龙井属于哪一类茶？"]
+    latencies, errors, counter, lock = [], [], iter(range(100)), threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as c:
+            while (n := next(counter, None)) is not None:
+                t0 = time.perf_counter()
+                r = c.post("/v1/chat/completions", json={"model": "load", "messages": [{"role": "user", "content": questions[n % 4]}]})
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+                    if r.status_code != 200 or not r.json()["choices"][0]["message"]["content"]:
+                        errors.append(r.text)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=1800)
+    assert wait_for(client, job)["status"] == "done"
+    latencies.sort()
+    print(json.dumps({"questions": len(latencies), "errors": len(errors), "p50_s": round(latencies[49], 2),
+                      "p95_s": round(latencies[94], 2)}))
+    assert not errors and len(latencies) == 100
+    before = {d["source"] for d in client.get("/v1/knowledge_bases/load/documents").json()["data"]}
+
+    more = tmp_path / "kelp.md"
+    more.write_text("".join(f"Kelp bed {i} shelters {i % 13} sea otters.\n" for i in range(3000)))
+    job = client.post("/v1/knowledge_bases/load/documents", files=[("files", (more.name, more.read_bytes()))]).json()["job"]
+    while client.get(f"/v1/jobs/{job}").json()["status"] != "running":
+        time.sleep(0.2)
+    time.sleep(3)
+    client.close()
+    server.stop(hard=True)
+    server = ApiServer(root, KEY, tmp_path / "serve2.log", cache_dir)
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as c:
+        after = {d["source"] for d in c.get("/v1/knowledge_bases/load/documents").json()["data"]}
+        assert after in (before, before | {str(root / "load" / "documents" / "kelp.md")})
+        hits = c.post("/v1/search", json={"knowledge_base": "load", "query": "Who discovered Neptune?"}).json()["data"]
+        assert hits[0]["source"].endswith("solar_system.md")
+    server.stop()
