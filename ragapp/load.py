@@ -73,18 +73,28 @@ def _decoded_blocks(path: Path, encoding: str) -> Iterator[str]:
     yield decoder.decode(b"", final=True)
 
 
+# Bytes read to tell text from binary data (a file system block or sixteen).
+_SNIFF_BYTES = 65536
+# Binary when control bytes pass 2 % of the head, NUL bytes 30 %, or (decoded as Latin-1) fewer than
+# 95 % of the characters are printable: plain text in any encoding stays far from each (tests/test_load.py).
+_MAX_CONTROL_SHARE, _MAX_NUL_SHARE, _MIN_PRINTABLE_LATIN1 = 1 / 50, 3 / 10, 0.95
+# A PDF page whose text is under 60 % letters, digits, spaces and punctuation is a garbled text layer
+# (glyphs without a Unicode mapping); the real garbled PDFs in ../shared/eval/ocr score far below it.
+_MIN_READABLE_SHARE = 0.6
+
+
 def text_encoding(path: Path, source: str) -> str:
     """The encoding of a text file: its BOM, else UTF-8, else GB18030 (a superset of GBK), else Latin-1.
     Raises DocumentError for binary content."""
     with open(path, "rb") as f:
-        head = f.read(65536)
+        head = f.read(_SNIFF_BYTES)
     for bom, encoding in _BOMS:
         if head.startswith(bom):
             return encoding
     # Text never holds many control bytes (tab, newlines, form feed and NUL aside); binary data does.
     # Stray NUL bytes in otherwise plain text are dropped by clean_text; mostly-NUL is binary or BOM-less UTF-16.
     controls = sum(head.count(bytes([b])) for b in (*range(1, 9), 11, *range(14, 32), 127))
-    if (controls >= 4 and controls > len(head) // 50) or head.count(b"\x00") > len(head) * 3 // 10:
+    if (controls >= 4 and controls > len(head) * _MAX_CONTROL_SHARE) or head.count(b"\x00") > len(head) * _MAX_NUL_SHARE:
         raise DocumentError(f"{source}: binary content, not text")
     for encoding in ("utf-8", "gb18030"):
         try:
@@ -94,7 +104,7 @@ def text_encoding(path: Path, source: str) -> str:
         except UnicodeDecodeError:
             continue
     text = head.decode("latin-1")
-    if sum(ch.isprintable() or ch in "\n\t\r" for ch in text) < 0.95 * len(text):
+    if sum(ch.isprintable() or ch in "\n\t\r" for ch in text) < _MIN_PRINTABLE_LATIN1 * len(text):
         raise DocumentError(f"{source}: binary content, not text")
     return "latin-1"
 
@@ -188,7 +198,7 @@ def load_pdf(path: Path, source: str, limits: Limits | None = None,
         text = drop_repeated_lines(undouble(clean_text(record["text"])))
         if not text.strip():
             continue
-        if readable_share(text) < 0.6:  # glyphs without a Unicode mapping: indexing them would only add noise
+        if readable_share(text) < _MIN_READABLE_SHARE:  # indexing unmapped glyphs would only add noise
             garbled += 1
             continue
         pages += 1

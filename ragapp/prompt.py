@@ -142,7 +142,7 @@ def _passage(hit: Hit, window: int) -> str:
     return hit.chunk.text[sentences[max(0, k - window)][0] : sentences[min(len(sentences) - 1, k + window)][1]]
 
 
-def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: int = 900, max_chunks: int = 4,
+def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: int = 350, max_chunks: int = 2,
                  count_tokens: Callable[[Sequence[str]], list[int]] | None = None,
                  earlier: tuple[str, str] | None = None, window: int = 0, special_tokens: Sequence[str] = ()) -> Prompt:
     """Messages for a chat model: system rules and numbered documents, best first, within `max_tokens`.

@@ -54,8 +54,14 @@ def _units(text: str, size: int, count: CountTokens) -> list[tuple[int, int, int
     return out
 
 
+# A line this short without a sentence end is a heading: it stays with the text after it.
+_HEADING_CHARS = 80
+# A hard cut aims 10 % under the token budget, since characters per token vary along the text.
+_HARD_CUT_MARGIN = 0.9
+
+
 def _is_heading(line: str) -> bool:
-    return "\n" not in line and len(line) <= 80 and not line.rstrip().endswith(tuple(".!?。！？；;:：…"))
+    return "\n" not in line and len(line) <= _HEADING_CHARS and not line.rstrip().endswith(tuple(".!?。！？；;:：…"))
 
 
 def _cut_long(text: str, a: int, b: int, size: int, count: CountTokens) -> list[tuple[int, int, int]]:
@@ -70,7 +76,7 @@ def _cut_long(text: str, a: int, b: int, size: int, count: CountTokens) -> list[
             return out
     # No usable boundary (e.g. one 5 MB line without spaces): hard cut by characters.
     tokens = count([text[a:b]])[0]
-    step = max(1, int((b - a) * size / max(tokens, 1) * 0.9))
+    step = max(1, int((b - a) * size / max(tokens, 1) * _HARD_CUT_MARGIN))
     return [(s, min(s + step, b), count([text[s : min(s + step, b)]])[0]) for s in range(a, b, step)]
 
 
