@@ -1,6 +1,7 @@
 """`python -m ingest PATHS --index DIR`: the same command as `ragapp ingest`."""
 
-from ragapp.cli import main
+from ingest.cli import ingest_command
+from ragapp.cli import run_command
 
 if __name__ == "__main__":
-    main(["ingest", *__import__("sys").argv[1:]], prog_name="python -m ingest")
+    run_command(ingest_command, "python -m ingest")

@@ -41,6 +41,22 @@ def _registered() -> dict:
     return {ep.name: ep for ep in entry_points(group="ragapp.commands")}
 
 
+def run_command(command: click.Command, prog_name: str) -> None:
+    """Run one command as a program of its own (`python -m ingest`), errors reported as by `ragapp`."""
+    try:
+        command.main(prog_name=prog_name, standalone_mode=False)
+    except RagError as exc:
+        _fail(exc)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
 class _Group(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_registered()})

@@ -41,3 +41,16 @@ def test_ingest_search_info_and_errors(tmp_path, docs, cache_dir):
 
     r = ragapp("search", "x", "--index", index, "--embed-model", "all-MiniLM-L6-v2", cwd=tmp_path, cache_dir=cache_dir)
     assert r.returncode == 4 and "was built with embedding.model 'multilingual-e5-small'" in r.stderr
+
+
+def test_python_m_ingest_is_the_same_command(tmp_path, cache_dir):
+    """The ingest front end runs on its own too; the library never imports it (tests/test_structure.py)."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "otters.md").write_text("Sea otters hold hands while they sleep.\n", encoding="utf-8")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ingest", *a], capture_output=True, text=True, timeout=600,  # noqa: E731
+                                    cwd=tmp_path, env={**os.environ, "RAGAPP_CACHE": cache_dir})
+    r = run("notes", "--index", "idx", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["added"] == [str(tmp_path / "notes" / "otters.md")] and "added 1" in r.stderr
+    r = run("missing", "--index", "idx")
+    assert r.returncode == 8 and r.stderr.strip() == "error: missing: no such file or directory"
