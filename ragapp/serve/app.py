@@ -210,7 +210,8 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         for f in files:
             data = await _read_upload(f, server.config.ui.max_upload_mb * 1_000_000)
             try:
-                saved.append(save_upload(rag.path, f.filename or "", data, server.config.ui.max_upload_mb * 1_000_000))
+                saved.append(await run_in_threadpool(save_upload, rag.path, f.filename or "", data,
+                                                     server.config.ui.max_upload_mb * 1_000_000))
             except ValueError as exc:
                 raise HTTPException(400, f"{f.filename}: {exc}") from exc
         job = server.jobs.submit(name, lambda progress: rag.ingest([rag.path / DOCUMENTS], progress=progress))
