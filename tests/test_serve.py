@@ -126,6 +126,8 @@ def test_bad_input_gets_one_json_error_shape(api):
         (client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("tool.exe", b"MZ", "application/octet-stream"))]), 400),
         (client.post("/v1/knowledge_bases", json={"name": "../escape"}), 400),
         (client.get("/v1/jobs/job-999"), 404),
+        (client.delete("/v1/knowledge_bases/notes/documents/.env"), 404),
+        (client.delete("/v1/knowledge_bases/notes/documents/..%2F..%2Fserve.log"), 404),
     ]
     for response, status in cases:
         assert response.status_code == status, (response.request.url, response.text)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
 from ragapp.conversation import Turn
@@ -84,8 +85,8 @@ def _install_guards(app: FastAPI, server: Server) -> None:
             return _error(413, f"request body over the limit of {limit} bytes", "request_too_large")
         return await call_next(request)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # also the router's own 404 / 405
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error")
 
     @app.exception_handler(RequestValidationError)
@@ -93,6 +94,10 @@ def _install_guards(app: FastAPI, server: Server) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}", "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # the same shape, and no internals, for a bug
+        return _error(500, f"internal error ({type(exc).__name__})", "server_error")
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError):
@@ -232,8 +237,12 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
     async def delete(name: str, document: str) -> dict:
         """Remove an uploaded document (by its file name) from the index and from the folder."""
         rag = server.rag(name)
-        target = (rag.path / DOCUMENTS / safe_name(document)).resolve()
-        if safe_name(document) != document or str(target) not in {d.source for d in rag.documents()}:
+        try:
+            clean = safe_name(document)
+        except ValueError:
+            clean = ""
+        target = (rag.path / DOCUMENTS / clean).resolve()
+        if not clean or clean != document or str(target) not in {d.source for d in rag.documents()}:
             raise HTTPException(404, f"no document {document!r} in {name!r}")
         await run_in_threadpool(rag.remove, [str(target)])
         target.unlink(missing_ok=True)
