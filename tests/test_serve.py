@@ -123,6 +123,8 @@ def test_bad_input_gets_one_json_error_shape(api):
         (client.post("/v1/chat/completions", json={"model": "../notes", "messages": [{"role": "user", "content": "hi"}]}), 404),
         (client.post("/v1/chat/completions", json={"model": "notes", "messages": [{"role": "user", "content": "x" * 100_000}]}), 413),
         (client.post("/v1/search", json={"knowledge_base": "notes", "query": "q" * 2_000_000}), 413),
+        (client.post("/v1/search", content=(b"x" * 65536 for _ in range(32)),  # chunked: no Content-Length
+                     headers={"Content-Type": "application/json"}), 413),
         (client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("tool.exe", b"MZ", "application/octet-stream"))]), 400),
         (client.post("/v1/knowledge_bases", json={"name": "../escape"}), 400),
         (client.get("/v1/jobs/job-999"), 404),

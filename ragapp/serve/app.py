@@ -72,6 +72,42 @@ def _limit_for(config: Config, path: str) -> int:
     return config.serve.max_request_kb * 1024
 
 
+class _CountedBody:
+    """Counts request body bytes as they arrive, so a chunked body without Content-Length stops at
+    the same limit (413) instead of being read whole: past the limit the app sees the client go away,
+    its own reply is dropped, and the 413 goes out instead."""
+
+    def __init__(self, app, config: Config) -> None:
+        self.app, self.config = app, config
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit, seen, state = _limit_for(self.config, scope["path"]), 0, {"over": False, "started": False}
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                state["over"] = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message):
+            if not state["over"]:
+                state["started"] = True
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["started"]:
+            await _error(413, f"request body over the limit of {limit} bytes", "request_too_large")(scope, receive, send)
+
+
 def _install_guards(app: FastAPI, server: Server) -> None:
     """API keys on every route but /health; request bodies capped before they are read."""
 
@@ -262,6 +298,7 @@ def create_app(config: Config, keys: frozenset[str] = frozenset()) -> FastAPI:
                   lifespan=lifespan)
     app.state.server = server
     _install_guards(app, server)
+    app.add_middleware(_CountedBody, config=config)
 
     @app.get("/health")
     async def health() -> dict:
