@@ -85,7 +85,7 @@ def one(kind: str, index: str) -> dict:
     try:
         for q in QUESTIONS:
             if kind == "llama-cpp-no-prefix-cache":
-                rag.generator._llm.reset()  # forget the previous prompt's KV cache: the whole prompt is prefilled
+                rag.generator._model.reset()  # forget the previous prompt's KV cache: the whole prompt is prefilled
             answer = rag.ask(q)
             t = answer.timings_ms
             prompt_tokens = _prompt_tokens(rag, tok, q)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 
-from openai_stub import send_json
+from openai_stub import LoopbackServer, send_json
 
 
-class ModelServer:
+class ModelServer(LoopbackServer):
     def __init__(self, encoder=None, cross_encoder=None) -> None:
         self.encoder, self.cross_encoder = encoder, cross_encoder
         self.inputs: list[str] = []
@@ -37,13 +36,4 @@ class ModelServer:
                     return
                 send_json(self, 200, reply)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)

@@ -20,7 +20,21 @@ def send_json(handler, status: int, body) -> None:
     handler.wfile.write(data)
 
 
-class Stub:
+class LoopbackServer:
+    """A threaded HTTP server on a free 127.0.0.1 port serving `handler`; `url` ends in /v1."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        handler.log_message = lambda *args: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Stub(LoopbackServer):
     """Serves /v1/chat/completions on 127.0.0.1. `script` holds one action per request (the last one
     repeats): "answer" (stream the sentence of the prompt that holds `needle`, else `reply`),
     ("status", code), ("slow", seconds), "garbage", "cut"."""
@@ -40,16 +54,7 @@ class Stub:
                 action = stub.script[min(len(stub.requests), len(stub.script)) - 1]
                 stub.act(self, action, body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
     def text_for(self, body: dict) -> str:
         prompt = body["messages"][-1]["content"]

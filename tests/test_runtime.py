@@ -48,3 +48,19 @@ def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
     assert embedder._threads != embedder._ingest_threads
     assert {name for name, _ in seen} == {"query", "ingest"}
     assert all(count == wanted[name] for name, count in seen), sorted(set(seen))
+
+
+def test_a_model_asked_for_by_several_threads_at_once_loads_once(config):
+    """Before, the embedder's warm_up had no lock: the first questions of an HTTP server's clients
+    could each load the model."""
+    from ragapp.embed import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)
+    loads, real_load = [], embedder._load
+    embedder._load = lambda: loads.append(1) or real_load()
+    threads = [threading.Thread(target=embedder.warm_up) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert embedder.loaded and len(loads) == 1 and embedder.embed_queries(["otters"]).shape == (1, 384)

@@ -8,6 +8,7 @@ import numpy as np
 
 from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
+from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, resolve_embedder
 from ragapp.runtime import torch_threads
 
@@ -19,7 +20,7 @@ def sentence_vectors(encode, texts: Sequence[str], sentences: Sequence[Sequence[
     return encode(list(unique))[np.asarray(refs, dtype=np.int64)]
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(LoadsOnce):
     """Any sentence-transformers model: a packaged name, a local folder or a hub id.
 
     Light to construct; the model loads on first use (`warm_up`).
@@ -28,13 +29,13 @@ class SentenceTransformerEmbedder:
     def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
                  spec: EmbedderSpec | None = None, ingest_threads: int | None = None,
                  policy: ModelsConfig | None = None) -> None:
+        super().__init__()
         self.config = config or EmbedConfig()
         self._policy = policy or ModelsConfig()
         self._cache_dir = cache_dir
         self._threads = threads
         self._ingest_threads = ingest_threads or threads
         self._spec = spec
-        self._model = None
         self._tokenizer = None
         self.name = spec.name if spec else self.config.model
         self.backend = "sentence-transformers"
@@ -47,15 +48,7 @@ class SentenceTransformerEmbedder:
             self.name = self._spec.name
         return self._spec
 
-    @property
-    def loaded(self) -> bool:
-        """True once the model is in memory."""
-        return self._model is not None
-
-    def warm_up(self) -> None:
-        """Load the model (once)."""
-        if self._model is not None:
-            return
+    def _load(self):
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -68,7 +61,7 @@ class SentenceTransformerEmbedder:
                 f"cannot load embedding model {self.config.model!r} offline ({exc}); use a packaged name "
                 "(multilingual-e5-small, all-MiniLM-L6-v2) or a local sentence-transformers folder") from exc
         model.max_seq_length = min(self.config.max_seq_length, model.max_seq_length or self.config.max_seq_length)
-        self._model = model
+        return model
 
     @property
     def dimension(self) -> int:

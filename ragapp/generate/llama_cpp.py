@@ -14,47 +14,38 @@ from pathlib import Path
 
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError
+from ragapp.lazy import LoadsOnce
 from ragapp.models import gguf_file
 
 _PIP = 'pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 15 minutes on 2 cores)'
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(LoadsOnce):
     """A GGUF chat model run by llama.cpp in this process. Greedy by default; loads on first use."""
 
     def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1) -> None:
+        super().__init__()
         self.config = config or GenerateConfig(backend="llama-cpp")
         self.name = self.config.model
         self.backend = "llama-cpp"
         self._cache_dir = cache_dir
         self._threads = threads
-        self._llm = None
         self._path: Path | None = None
         self._special: list[str] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time
 
-    @property
-    def loaded(self) -> bool:
-        """True once the model is in memory."""
-        return self._llm is not None
-
-    def warm_up(self) -> None:
-        """Load the GGUF (once)."""
-        if self._llm is not None:
-            return
-        with self._lock:
-            if self._llm is not None:
-                return
-            try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise ModelNotAvailableError(f"the llama-cpp backend needs llama-cpp-python: {_PIP}") from exc
-            self._path = gguf_file(self.config.model, self._cache_dir)
-            try:
-                self._llm = Llama(model_path=str(self._path), n_ctx=self.config.n_ctx, n_threads=self._threads,
-                                  n_threads_batch=self._threads, seed=0, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise ModelNotAvailableError(f"llama.cpp cannot load {self._path} ({exc})") from exc
+    def _load(self):
+        """Load the GGUF."""
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise ModelNotAvailableError(f"the llama-cpp backend needs llama-cpp-python: {_PIP}") from exc
+        self._path = gguf_file(self.config.model, self._cache_dir)
+        try:
+            return Llama(model_path=str(self._path), n_ctx=self.config.n_ctx, n_threads=self._threads,
+                         n_threads_batch=self._threads, seed=0, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelNotAvailableError(f"llama.cpp cannot load {self._path} ({exc})") from exc
 
     def special_tokens(self) -> list[str]:
         """The vocabulary's control and user-defined tokens (defused in untrusted prompt text)."""
@@ -62,9 +53,9 @@ class LlamaCppGenerator:
             import llama_cpp
 
             self.warm_up()
-            model = self._llm._model
+            model = self._model._model
             wanted = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
-            self._special = [model.token_get_text(i) for i in range(self._llm.n_vocab())
+            self._special = [model.token_get_text(i) for i in range(self._model.n_vocab())
                              if model.token_get_attr(i) & wanted]
         return self._special
 
@@ -77,7 +68,7 @@ class LlamaCppGenerator:
         self.warm_up()
         sampling = {"temperature": self.config.temperature} if self.config.temperature > 0 else {"temperature": 0.0, "top_k": 1}
         with self._lock:
-            for event in self._llm.create_chat_completion(messages=messages, stream=True,
+            for event in self._model.create_chat_completion(messages=messages, stream=True,
                                                           max_tokens=self.config.max_new_tokens, **sampling):
                 piece = event["choices"][0]["delta"].get("content")
                 if piece:

@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
+from ragapp.lazy import LoadsOnce
 from ragapp.models import resolve_generator
 from ragapp.runtime import torch_threads
 
 
-class TransformersGenerator:
+class TransformersGenerator(LoadsOnce):
     """Any causal LM transformers can load: packaged names, model folders, .gguf files, hub ids.
 
     The chat template comes from the model's tokenizer. Decoding is greedy by default, so the
@@ -20,43 +21,33 @@ class TransformersGenerator:
 
     def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1,
                  policy: ModelsConfig | None = None) -> None:
+        super().__init__()
         self.config = config or GenerateConfig()
         self._policy = policy or ModelsConfig()
         self.name = self.config.model
         self.backend = "transformers"
         self._cache_dir = cache_dir
         self._threads = threads
-        self._model = None
         self._tokenizer = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time
 
-    @property
-    def loaded(self) -> bool:
-        """True once the model is in memory."""
-        return self._model is not None
-
-    def warm_up(self) -> None:
+    def _load(self):
         """Load (and on first use convert) the model."""
-        if self._model is not None:
-            return
-        with self._lock:
-            if self._model is not None:
-                return
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            path = resolve_generator(self.config.model, self._cache_dir, self._policy)
-            dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
-                                                             trust_remote_code=False)
-            except (OSError, ValueError) as exc:
-                raise ModelNotAvailableError(
-                    f"cannot load chat model {self.config.model!r} offline ({exc}); use a packaged name "
-                    "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a local folder or a .gguf file") from exc
-            model.eval()
-            self._tokenizer, self._model = tokenizer, model
+        path = resolve_generator(self.config.model, self._cache_dir, self._policy)
+        dtype = torch.bfloat16 if self.config.dtype == "bfloat16" else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailableError(
+                f"cannot load chat model {self.config.model!r} offline ({exc}); use a packaged name "
+                "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a local folder or a .gguf file") from exc
+        model.eval()
+        self._tokenizer = tokenizer
+        return model
 
     def _inputs(self, messages: list[dict[str, str]]):
         tok = self._tokenizer
