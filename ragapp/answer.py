@@ -77,7 +77,8 @@ def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:
     quote = hit.chunk.text[a:b]
     score = hit.rerank_score if hit.rerank_score is not None else hit.score
     return Citation(source=hit.chunk.source, page=hit.chunk.page, start=hit.chunk.start + a, end=hit.chunk.start + b,
-                    score=float(score), chunk_id=hit.chunk.id, quote=quote[:QUOTE_CHARS], chunk_text=hit.chunk.text, span=(a, b))
+                    score=float(score), chunk_id=hit.chunk.id, quote=quote[:QUOTE_CHARS], chunk_text=hit.chunk.text, span=(a, b),
+                    label=hit.chunk.label, ocr=hit.chunk.ocr)
 
 
 # A refusal is recognised from its first words: text shorter than this is held back in a stream.

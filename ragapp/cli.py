@@ -143,7 +143,7 @@ def print_sources(citations: list[dict]) -> None:
     if citations:
         click.echo("\nSources:")
     for n, c in enumerate(citations, start=1):
-        where = shown_path(c["source"]) + (f", page {c['page']}" if c["page"] is not None else "")
+        where = shown_path(c["source"]) + (f", {c['place']}" if c.get("place") else "")
         quote = " ".join(c["quote"].split())
         click.echo(f"  [{n}] {where} (chars {c['start']}-{c['end']}): \"{quote}\"")
 
@@ -165,7 +165,7 @@ def search(query, index, config_path, top_k, embed_model, as_json) -> None:
     if not hits:
         click.echo("no matching passages")
     for n, h in enumerate(hits, start=1):
-        where = shown_path(h.chunk.source) + (f", page {h.chunk.page}" if h.chunk.page is not None else "")
+        where = shown_path(h.chunk.source) + (f", {h.chunk.place}" if h.chunk.place else "")
         fmt = lambda v, spec: "-" if v is None else format(v, spec)
         click.echo(f"{n:>2}. {where}  bm25 #{fmt(h.bm25_rank, 'd')} {fmt(h.bm25_score, '.2f')} | dense #{fmt(h.dense_rank, 'd')} "
                    f"{fmt(h.dense_score, '.3f')} | fused {fmt(h.fused_score, '.4f')} | rerank {fmt(h.rerank_score, '.3f')}")

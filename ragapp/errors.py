@@ -45,6 +45,10 @@ class DocumentError(RagError):
     exit_code = 7
 
 
+class ParseError(DocumentError):
+    """Raised by a format's parser (in the sandbox child): the file cannot be read, for the reason given."""
+
+
 class NoDocumentsError(RagError):
     """The given paths contain no supported documents."""
 

@@ -127,10 +127,10 @@ def control_tokens(extra: Sequence[str] = ()) -> re.Pattern[str]:
 
 
 def _label(hit: Hit, tokens: re.Pattern[str]) -> str:
-    """The source label shown to the model: a file name is as untrusted as the text."""
-    name = os.path.basename(hit.chunk.source)
-    name = neutralise(re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", name), tokens).replace('"', "'").translate(_LOOKALIKE)
-    return f"{name}, page {hit.chunk.page}" if hit.chunk.page is not None else name
+    """The source label shown to the model: a file name (and a sheet's name) is as untrusted as the text."""
+    place = hit.chunk.place
+    name = os.path.basename(hit.chunk.source) + (f", {place}" if place else "")
+    return neutralise(re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", " ", name), tokens).replace('"', "'").translate(_LOOKALIKE)
 
 
 def _passage(hit: Hit, window: int) -> str:

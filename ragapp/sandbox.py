@@ -4,7 +4,12 @@ native code) costs one failed file, never the ingest or the machine.
 
 The parent starts `python -m ragapp.sandbox`, lowers the child's address-space limit with
 prlimit before the child has read anything, sends one JSON request on stdin and reads one JSON
-record per line back. The child imports only the parser it needs.
+record per line back. The child imports only the parser it needs: a function
+`parse(path, limits, emit, start_page)` in a module of ragapp.load, which emits records
+  {"page": n | None, "text": str, "label": str | None, "ocr": bool}   a page of text
+  {"page": n, "error": str}                                             a page that was skipped
+  {"working": n}                                                        OCR of page n begins
+and raises ParseError for a file it cannot read.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
-from ragapp.errors import DocumentError
+from ragapp.errors import DocumentError, ParseError
 
 
 @dataclass(frozen=True)
@@ -30,25 +35,46 @@ class Limits:
     memory_mb: int = 2048
     max_pages: int = 10_000
     max_chars: int = 50_000_000
+    # Pages without a usable text layer, and images, are read by OCR (ingest.ocr).
+    ocr: bool = True
+    # OCR of one page gets this long; a slower page is skipped and reported (the rest of the file still goes in).
+    ocr_page_timeout_s: float = 120.0
+    # A page is rendered for OCR at no more than this many pixels, however large it claims to be.
+    render_max_pixels: int = 25_000_000
+    # Office and EPUB files are zip archives: more than this uncompressed, or this many entries, is a zip bomb.
+    unzip_max_mb: int = 1024
+    zip_max_entries: int = 10_000
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.memory_mb < 256 or self.max_pages <= 0 or self.max_chars <= 0:
             raise ValueError(f"parse limits must be positive (memory at least 256 MB). Currently, {self}")
+        if self.ocr_page_timeout_s <= 0 or self.render_max_pixels < 1_000_000 or self.unzip_max_mb <= 0 \
+                or self.zip_max_entries <= 0:
+            raise ValueError(f"OCR and archive limits must be positive (render at least 1,000,000 pixels). Currently, {self}")
 
 
-def run_parser(kind: str, path: str, source: str, limits: Limits) -> Iterator[dict]:
-    """Records from the child parser of `kind` for the file at `path`; raises DocumentError naming
-    `source` when the child fails, times out or runs out of memory."""
+class PageTimeout(DocumentError):
+    """OCR of one page took longer than its limit; the parser was stopped at that page."""
+
+    def __init__(self, message: str, page: int) -> None:
+        super().__init__(message)
+        self.page = page
+
+
+def run_parser(parser: str, path: str, source: str, limits: Limits, start_page: int = 1) -> Iterator[dict]:
+    """Records from the child parser `parser` ("module:function" in ragapp.load) for the file at
+    `path`; raises DocumentError naming `source` when the child fails, times out or runs out of
+    memory, and PageTimeout when OCR of one page overruns."""
     proc = subprocess.Popen([sys.executable, "-m", "ragapp.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, close_fds=True)
     try:
         limit = limits.memory_mb << 20
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
-        request = {"kind": kind, "path": path, "max_pages": limits.max_pages, "max_chars": limits.max_chars}
+        request = {"parser": parser, "path": path, "limits": asdict(limits), "start_page": start_page}
         proc.stdin.write(json.dumps(request).encode() + b"\n")
         proc.stdin.close()
         done = False
-        for record in _records(proc, time.monotonic() + limits.timeout_s, source, limits):
+        for record in _records(proc, source, limits):
             if "fatal" in record:
                 raise DocumentError(f"{source}: {record['fatal']}")
             done = done or bool(record.get("done"))
@@ -69,19 +95,49 @@ def _how(code: int, limits: Limits) -> str:
     return f"exit code {code}; over the {limits.memory_mb} MB memory limit (ingest.pdf_memory_mb) or broken"
 
 
-def _records(proc: subprocess.Popen, deadline: float, source: str, limits: Limits) -> Iterator[dict]:
-    """JSON lines from the child until it closes stdout; the child is killed at the deadline."""
+class _Clock:
+    """The file's deadline, which OCR time does not use up (each OCR page has its own limit)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.timeout_s
+        self.ocr_page: int | None = None
+        self.ocr_since = 0.0
+
+    def left(self) -> float:
+        now = time.monotonic()
+        if self.ocr_page is not None:
+            return self.ocr_since + self.limits.ocr_page_timeout_s - now
+        return self.deadline - now
+
+    def saw(self, record: dict) -> None:
+        now = time.monotonic()
+        if self.ocr_page is not None:
+            self.deadline += now - self.ocr_since
+            self.ocr_page = None
+        if "working" in record:
+            self.ocr_page, self.ocr_since = int(record["working"]), now
+
+    def overrun(self, source: str) -> DocumentError:
+        if self.ocr_page is not None:
+            return PageTimeout(f"OCR took longer than {self.limits.ocr_page_timeout_s:g} s "
+                               "(ingest.ocr_page_timeout_s)", self.ocr_page)
+        return DocumentError(f"{source}: parsing took longer than {self.limits.timeout_s:g} s (ingest.pdf_timeout_s); "
+                             "stopped")
+
+
+def _records(proc: subprocess.Popen, source: str, limits: Limits) -> Iterator[dict]:
+    """JSON lines from the child until it closes stdout; the child is killed when time runs out."""
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
-    buf = b""
+    buf, clock = b"", _Clock(limits)
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         while True:
-            left = deadline - time.monotonic()
+            left = clock.left()
             if left <= 0 or not sel.select(left):
                 proc.kill()
-                raise DocumentError(f"{source}: parsing took longer than {limits.timeout_s:g} s (ingest.pdf_timeout_s); "
-                                    "stopped")
+                raise clock.overrun(source)
             block = os.read(fd, 1 << 20)
             if not block:
                 return
@@ -89,66 +145,56 @@ def _records(proc: subprocess.Popen, deadline: float, source: str, limits: Limit
             *lines, buf = buf.split(b"\n")
             for line in lines:
                 try:
-                    yield json.loads(line)
+                    record = json.loads(line)
                 except ValueError as exc:  # a child that died in the middle of a line
                     raise DocumentError(f"{source}: the parser's output was cut off ({exc})") from exc
+                clock.saw(record)
+                yield record
 
 
 # -- the child -------------------------------------------------------------------------------
 
-def _emit(record: dict) -> None:
+def _emit_to(limits: dict) -> Callable[[dict], None]:
+    """A record writer that stops the parse once the file's text passes the character limit."""
+    chars = 0
+
+    def emit(record: dict) -> None:
+        nonlocal chars
+        chars += len(record.get("text", ""))
+        if chars > limits["max_chars"]:
+            raise ParseError(f"over {limits['max_chars']} characters of text by page {record.get('page')} "
+                             "(ingest.pdf_max_chars)")
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    return emit
+
+
+def _raw(record: dict) -> None:
     sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
-def _pdf(path: str, max_pages: int, max_chars: int) -> None:
-    """Raw text of every PDF page, one record per page (cleaning happens in the parent)."""
-    import logging
-
-    from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError, PyPdfError
-
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    try:
-        reader = PdfReader(path, strict=False)
-        if reader.is_encrypted:
-            try:
-                if not reader.decrypt(""):
-                    return _emit({"fatal": "encrypted PDF (a password is required)"})
-            except (NotImplementedError, FileNotDecryptedError):
-                return _emit({"fatal": "encrypted PDF (a password is required)"})
-        count = len(reader.pages)
-        if count > max_pages:
-            return _emit({"fatal": f"{count} pages, over the limit of {max_pages} (ingest.pdf_max_pages)"})
-        _emit({"pages": count})
-        chars = 0
-        for number, page in enumerate(reader.pages, start=1):
-            try:
-                text = page.extract_text() or ""
-            except MemoryError:
-                raise
-            except Exception as exc:  # one bad page must not lose the rest: reported, not hidden
-                _emit({"page": number, "error": f"{type(exc).__name__}: {exc}"[:300]})
-                continue
-            chars += len(text)
-            if chars > max_chars:
-                return _emit({"fatal": f"over {max_chars} characters of text by page {number} (ingest.pdf_max_chars)"})
-            _emit({"page": number, "text": text})
-    except MemoryError:
-        return _emit({"fatal": "the parser ran out of memory (a decompression bomb?)"})
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError, IndexError,
-            AssertionError, ZeroDivisionError) as exc:
-        return _emit({"fatal": f"unreadable PDF ({type(exc).__name__}: {exc})"[:500]})
-    _emit({"done": True})
-
-
 def main() -> None:
     """Child entry point: one request on stdin, records on stdout."""
+    import importlib
+
     request = json.loads(sys.stdin.readline())
-    if request.get("kind") != "pdf":
-        _emit({"fatal": f"unknown parser {request.get('kind')!r}"})
-        return
-    _pdf(request["path"], int(request["max_pages"]), int(request["max_chars"]))
+    module, _, name = str(request.get("parser", "")).partition(":")
+    if not module.startswith("ragapp.load."):
+        return _raw({"fatal": f"unknown parser {request.get('parser')!r}"})
+    try:
+        parse = getattr(importlib.import_module(module), name)
+        parse(request["path"], request["limits"], _emit_to(request["limits"]), int(request.get("start_page", 1)))
+    except ParseError as exc:
+        return _raw({"fatal": str(exc)[:500]})
+    except MemoryError:
+        return _raw({"fatal": "the parser ran out of memory (a decompression bomb?)"})
+    except RecursionError:
+        return _raw({"fatal": "unreadable file (nested too deeply)"})
+    except Exception as exc:  # a hostile file may break a parser anywhere: one failed file, named, with the reason
+        return _raw({"fatal": f"unreadable file ({type(exc).__name__}: {exc})"[:500]})
+    _raw({"done": True})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from ragapp.text import clause_spans, line_spans, paragraph_spans, sentence_spans
 from ragapp.types import Chunk, Page
@@ -134,6 +135,14 @@ def split_text(
     return chunks
 
 
+def split_page(page: Page, size: int = 200, overlap: int = 30, count_tokens: CountTokens = count_chars) -> list[Chunk]:
+    """Split one page; its chunks carry the page's number, name and OCR flag."""
+    chunks = split_text(page.text, page.source, page.page, size, overlap, count_tokens, page.offset)
+    if page.label or page.ocr:
+        chunks = [replace(c, label=page.label, ocr=page.ocr) for c in chunks]
+    return chunks
+
+
 def split_pages(pages: Sequence[Page], size: int = 200, overlap: int = 30, count_tokens: CountTokens = count_chars) -> list[Chunk]:
     """Split every page of a document; offsets are relative to each page's text."""
-    return [c for p in pages for c in split_text(p.text, p.source, p.page, size, overlap, count_tokens, p.offset)]
+    return [c for p in pages for c in split_page(p, size, overlap, count_tokens)]

@@ -9,15 +9,34 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+# What a page is called in each format that has pages ("page" for the rest).
+_PAGE_NAMES = {".pptx": "slide", ".xlsx": "sheet", ".epub": "chapter", ".eml": "attachment", ".tif": "frame",
+               ".tiff": "frame"}
+
+
+def place(source: str, page: int | None, label: str | None = None, ocr: bool = False) -> str:
+    """A position in a document as people say it: "page 3", "slide 2", "sheet Sales", "page 4, OCR"."""
+    name = _PAGE_NAMES.get(source[source.rfind("."):].lower(), "page") if "." in source else "page"
+    if label:
+        where = f"{name} {label}" if name in ("sheet", "attachment") else f"{name} {page} ({label})"
+    else:
+        where = f"{name} {page}" if page is not None else ""
+    return f"{where}, OCR" if ocr and where else ("OCR" if ocr else where)
+
+
 @dataclass(frozen=True)
 class Page:
-    """Text of one page (PDF), or of a text file or a segment of it (page is None)."""
+    """Text of one page (PDF page, slide, sheet, chapter), or of a text file or a segment of it (page is None)."""
 
     source: str
     page: int | None
     text: str
     # Characters before this text in its file (a segment of a streamed text file); chunk positions add it.
     offset: int = 0
+    # The page's own name where it has one: a sheet's, a chapter's, an attachment's.
+    label: str | None = None
+    # True when the text was read by OCR from an image of the page.
+    ocr: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,14 @@ class Chunk:
     end: int
     # Sentence boundaries inside `text`, as (start, end) offsets; used by the reranker and citations.
     sentences: tuple[tuple[int, int], ...] = ()
+    # The page's name and whether its text came from OCR (see Page).
+    label: str | None = None
+    ocr: bool = False
+
+    @property
+    def place(self) -> str:
+        """Where in its document the chunk sits, as people say it ("page 3", "slide 2", "sheet Sales")."""
+        return place(self.source, self.page, self.label, self.ocr)
 
 
 @dataclass(frozen=True)
@@ -72,7 +99,7 @@ class Hit:
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp search --json`: where, the text, and every stage's score."""
         c = self.chunk
-        return {"source": c.source, "page": c.page, "start": c.start, "end": c.end, "chunk_id": c.id, "text": c.text,
+        return {"source": c.source, "page": c.page, "page_label": c.label, "place": c.place, "ocr": c.ocr, "start": c.start, "end": c.end, "chunk_id": c.id, "text": c.text,
                 "support": self.support_text, "score": self.score, "bm25_rank": self.bm25_rank,
                 "bm25_score": self.bm25_score, "dense_rank": self.dense_rank, "dense_score": self.dense_score,
                 "fused_score": self.fused_score, "rerank_score": self.rerank_score}
@@ -93,12 +120,22 @@ class Citation:
     # The whole cited chunk and where the quote sits in it, so a UI can show the quote in context.
     chunk_text: str = ""
     span: tuple[int, int] = (0, 0)
+    label: str | None = None
+    ocr: bool = False
+
+    @property
+    def place(self) -> str:
+        """Where in its document the quote sits ("page 3", "slide 2, OCR"); "" for a plain text file."""
+        return place(self.source, self.page, self.label, self.ocr)
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
         return {
             "source": self.source,
             "page": self.page,
+            "page_label": self.label,
+            "place": self.place,
+            "ocr": self.ocr,
             "start": self.start,
             "end": self.end,
             "quote": self.quote,

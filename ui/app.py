@@ -71,9 +71,9 @@ def open_kb(path: str, config_path: str, model: tuple[str, str, str, str] | None
 
 # -- rendering ----------------------------------------------------------------------------------
 
-def _where(source: str, page: int | None) -> str:
-    """A document's name (escaped: labels render Markdown) and page."""
-    return plain_markdown(Path(source).name) + (f", page {page}" if page is not None else "")
+def _where(source: str, place: str) -> str:
+    """A document's name and where in it (escaped: labels render Markdown)."""
+    return plain_markdown(Path(source).name + (f", {place}" if place else ""))
 
 
 def highlighted(text: str, span: tuple[int, int] | None) -> str:
@@ -84,7 +84,7 @@ def highlighted(text: str, span: tuple[int, int] | None) -> str:
 
 
 def render_scores(answer: Answer) -> None:
-    rows = [{"#": n, "source": _where(h.chunk.source, h.chunk.page), "bm25 rank": h.bm25_rank, "dense rank": h.dense_rank,
+    rows = [{"#": n, "source": _where(h.chunk.source, h.chunk.place), "bm25 rank": h.bm25_rank, "dense rank": h.dense_rank,
              "fused": h.fused_score, "rerank": h.rerank_score} for n, h in enumerate(answer.hits, start=1)]
     st.dataframe(rows, hide_index=True)
 
@@ -96,7 +96,7 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
     if answer.answered:
         st.markdown(safe_markdown(answer.text))
         for n, c in enumerate(answer.citations, start=1):
-            with st.expander(f"[{n}] {_where(c.source, c.page)}"):
+            with st.expander(f"[{n}] {_where(c.source, c.place)}"):
                 st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))),
                             unsafe_allow_html=True)
                 st.caption(f"{plain_markdown(shown_path(c.source))} · characters {c.start}–{c.end} · score {c.score:.3f}")
@@ -105,7 +105,7 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
         if answer.hits:
             st.caption("The closest passages found were not enough to answer" + (f" ({plain_markdown(answer.reason)})." if answer.reason else "."))
             for h in answer.hits[:3]:
-                with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.page)}"):
+                with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.place)}"):
                     st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
     if answer.timings_ms:
         who = f"{plain_markdown(answer.model)} · " if answer.model else ""

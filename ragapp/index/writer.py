@@ -103,9 +103,11 @@ class GenerationWriter:
             self.sentences.append(sentence_vectors)
             self._texts[key] = (self.rows, first, len(sentence_vectors))
         self.dense.append(np.asarray(vector, dtype=np.float32).reshape(1, -1))
-        self.chunks.write(json.dumps({"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page,
-                                      "start": chunk.start, "end": chunk.end, "sentences": chunk.sentences,
-                                      "hash": text_hash, "sv": first}, ensure_ascii=False) + "\n")
+        record = {"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page, "start": chunk.start,
+                  "end": chunk.end, "sentences": chunk.sentences, "hash": text_hash, "sv": first}
+        if chunk.label or chunk.ocr:  # written only where set, so older indexes read the same
+            record.update(label=chunk.label, ocr=chunk.ocr)
+        self.chunks.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.bm25.add(*terms)
 
     def mark(self) -> Mark:

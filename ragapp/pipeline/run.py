@@ -24,7 +24,7 @@ from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
 from ragapp.pipeline.feeder import Feeder, Progress
 from ragapp.pipeline.scan import Scan, file_size, is_under, scan
 from ragapp.sandbox import Limits
-from ragapp.split import split_text
+from ragapp.split import split_page
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Chunk, FileFailure, IngestReport
 
@@ -54,8 +54,7 @@ def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dic
             t1 = time.perf_counter()
             if page is None:
                 return
-            chunks = split_text(page.text, page.source, page.page, split_cfg.chunk_size, split_cfg.chunk_overlap,
-                                count_tokens, page.offset)
+            chunks = split_page(page, split_cfg.chunk_size, split_cfg.chunk_overlap, count_tokens)
         except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
             raise
         except Exception as exc:  # a parser bug on one file must not stop the folder

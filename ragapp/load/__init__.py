@@ -1,0 +1,118 @@
+"""Load stage: read a document into pages of clean text, with one loader per format (by suffix).
+
+Text, Markdown and HTML are read here (ragapp.load.text); every other format is parsed in a
+sandboxed child process (ragapp.sandbox) by its module: pdf, office (docx, pptx, xlsx), tables
+(csv, tsv), epub, mail (eml) and ocr (images, and PDF pages without a usable text layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ragapp.errors import DocumentError
+from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
+from ragapp.load.text import SEGMENT_CHARS, html_pages, text_pages
+from ragapp.sandbox import Limits, PageTimeout, run_parser
+from ragapp.types import Page
+
+__all__ = ["SUPPORTED_SUFFIXES", "SEGMENT_CHARS", "iter_pages", "load_file", "clean_text", "undouble",
+           "drop_repeated_lines"]
+
+_STREAMED = (".txt", ".md", ".markdown")
+_HTML = (".html", ".htm")
+# Formats parsed in the sandbox: suffix → "module:function" (the child imports only that module).
+PARSERS = {
+    ".pdf": "ragapp.load.pdf:parse",
+    ".docx": "ragapp.load.office:parse_docx",
+    ".pptx": "ragapp.load.office:parse_pptx",
+    ".xlsx": "ragapp.load.office:parse_xlsx",
+    ".csv": "ragapp.load.tables:parse_csv",
+    ".tsv": "ragapp.load.tables:parse_tsv",
+    ".epub": "ragapp.load.epub:parse",
+    ".eml": "ragapp.load.mail:parse",
+    **{s: "ragapp.load.ocr:parse_image" for s in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
+}
+SUPPORTED_SUFFIXES = (*_STREAMED, *_HTML, *PARSERS)
+
+
+def parsed_pages(path: Path, source: str, limits: Limits | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
+    """The pages the sandboxed parser of this file's format emits; a page whose OCR overruns its time
+    is reported through `on_warning` and the parser goes on from the next page."""
+    limits = limits or Limits()
+    parser, start, pages, skipped = PARSERS[path.suffix.lower()], 1, 0, 0
+    while start:
+        try:
+            for record in run_parser(parser, str(path), source, limits, start):
+                if "error" in record:
+                    skipped += 1
+                    if on_warning is not None:
+                        on_warning(f"page {record['page']} skipped: {record['error']}")
+                elif "text" in record and record["text"].strip():
+                    pages += 1
+                    yield Page(source, record.get("page"), record["text"], int(record.get("offset", 0)),
+                               record.get("label"), bool(record.get("ocr")))
+            start = 0
+        except PageTimeout as exc:
+            if not parser.endswith("pdf:parse"):
+                raise DocumentError(f"{source}: {exc}") from exc
+            skipped += 1
+            if on_warning is not None:
+                on_warning(f"page {exc.page} skipped: {exc}")
+            start = exc.page + 1
+    if not pages:
+        raise DocumentError(f"{source}: {_why_empty(path.suffix.lower(), skipped, limits)}")
+
+
+def _why_empty(suffix: str, skipped: int, limits: Limits) -> str:
+    if skipped:
+        return f"no readable text ({skipped} page(s) skipped, see the warnings)"
+    if suffix == ".pdf" and not limits.ocr:
+        return "no extractable text — scanned? (OCR is off: ingest.ocr)"
+    if suffix == ".pdf" or suffix in PARSERS and PARSERS[suffix].endswith("parse_image"):
+        return "no text found (no text layer, and OCR found none in its images)"
+    return "no text"
+
+
+def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | None = None,
+               segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None,
+               on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
+    """The pages of one document, lazily: a text file streamed in segments (any size, bounded
+    memory); every other format parsed in a child process within `limits`, page by page. Files
+    parsed whole are limited to `max_bytes`. Raises DocumentError naming the file and the reason;
+    problems that lose part of a file (a page) go to `on_warning`."""
+    path = Path(path)
+    source = source or str(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentError(f"{source}: unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise DocumentError(f"{source}: empty file")
+        if suffix not in _STREAMED and max_bytes is not None and size > max_bytes:
+            raise DocumentError(f"{source}: {size / 1e6:.0f} MB is over the {max_bytes / 1e6:.0f} MB limit for "
+                                f"{suffix} files (ingest.max_file_mb in the config); not read")
+        if suffix in _STREAMED:
+            yield from text_pages(path, source, segment_chars)
+        elif suffix in _HTML:
+            yield from html_pages(path, source)
+        else:
+            yield from parsed_pages(path, source, limits, on_warning)
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"{source}: invalid text ({exc.reason})") from exc
+    except PermissionError as exc:
+        raise DocumentError(f"{source}: permission denied") from exc
+    except FileNotFoundError as exc:
+        raise DocumentError(f"{source}: file disappeared while ingesting") from exc
+    except IsADirectoryError as exc:
+        raise DocumentError(f"{source}: is a directory") from exc
+    except OSError as exc:
+        raise DocumentError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+
+
+def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None,
+              segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None) -> list[Page]:
+    """Read one whole document into pages (see `iter_pages`)."""
+    return list(iter_pages(path, source, max_bytes, segment_chars, limits))

@@ -1,0 +1,153 @@
+"""OCR with RapidOCR (PP-OCR det/rec and a direction classifier as ONNX, inside the `rapidocr`
+wheel, Chinese and English, offline), and image files read through it (in the sandbox child).
+
+The recogniser returns text lines with their boxes; lines are put in reading order by cutting the
+page at its blank bands (an XY-cut), so two-column pages read column by column, and vertical
+Chinese reads column by column from right to left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ragapp.errors import ParseError
+
+INSTALL = 'pip install "ragapp[ocr]"  (rapidocr and onnxruntime)'
+# Pages are rendered at 200 dpi (PDF units are 1/72 inch): enough for 9-point text, and the
+# detector scales larger images down anyway.
+RENDER_DPI = 200
+# A box taller than 1.5 times its width holding two or more characters is a vertical line of text.
+_VERTICAL_RATIO = 1.5
+# A blank band at least this share of the page's width (or height) separates columns (or blocks).
+_MIN_GAP_SHARE = 0.015
+
+
+def render_scale(width_pt: float, height_pt: float, max_pixels: int) -> float:
+    """The scale to render a page of this size at RENDER_DPI, lowered to stay under `max_pixels`."""
+    scale = RENDER_DPI / 72
+    area = max(width_pt * height_pt, 1.0)
+    return min(scale, (max_pixels / area) ** 0.5)
+
+
+class OCR:
+    """Reads the text of an image (an RGB array) in reading order."""
+
+    def __init__(self, threads: int = 1) -> None:
+        try:
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise ParseError(f"OCR is not installed: {INSTALL}") from exc
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self.engine = RapidOCR(params={"Global.log_level": "error",
+                                       "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+                                       "EngineConfig.onnxruntime.inter_op_num_threads": 1})
+
+    def read(self, image) -> str:
+        """The text of a PIL image, one line per detected text line, in reading order."""
+        import numpy as np
+
+        pixels = np.asarray(image.convert("RGB"))[:, :, ::-1]  # the engine reads OpenCV's BGR order
+        result = self.engine(np.ascontiguousarray(pixels))
+        if not result.txts:
+            return ""
+        boxes = [(float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()), float(b[:, 1].max()), t)
+                 for b, t in zip(result.boxes, result.txts) if t.strip()]
+        width, height = image.size
+        return "\n".join(t for *_, t in reading_order(boxes, width, height))
+
+
+Box = tuple[float, float, float, float, str]  # x0, y0, x1, y1, text
+
+
+def _vertical(box: Box) -> bool:
+    x0, y0, x1, y1, text = box
+    return len(text) >= 2 and (y1 - y0) > _VERTICAL_RATIO * (x1 - x0)
+
+
+def _cut(boxes: list[Box], axis: int, min_gap: float) -> list[list[Box]]:
+    """The boxes in groups separated by blank bands along `axis` (0: columns, 1: rows)."""
+    ordered = sorted(boxes, key=lambda b: b[axis])
+    groups, end = [[ordered[0]]], ordered[0][axis + 2]
+    for box in ordered[1:]:
+        if box[axis] - end >= min_gap:
+            groups.append([])
+        groups[-1].append(box)
+        end = max(end, box[axis + 2])
+    return groups
+
+
+def reading_order(boxes: list[Box], width: float, height: float) -> list[Box]:
+    """Boxes in reading order: blocks top to bottom, columns left to right within a block (right to
+    left for vertical text), lines top to bottom within a column."""
+    if len(boxes) <= 1:
+        return boxes
+    vertical = sum(map(_vertical, boxes)) * 2 > len(boxes)
+    if vertical:
+        return _columns_right_to_left(boxes)
+    rows = _cut(boxes, 1, _MIN_GAP_SHARE * height)
+    if len(rows) > 1:
+        return [b for row in rows for b in reading_order(row, width, height)]
+    columns = _cut(boxes, 0, _MIN_GAP_SHARE * width * 2)
+    if len(columns) > 1 and all(len(c) > 1 for c in columns):
+        return [b for col in columns for b in reading_order(col, width, height)]
+    return _lines(boxes)
+
+
+def _columns_right_to_left(boxes: list[Box]) -> list[Box]:
+    """Vertical lines right to left; boxes whose centres fall in one column read top to bottom."""
+    columns: list[list[Box]] = []
+    for box in sorted(boxes, key=lambda b: -(b[0] + b[2]) / 2):
+        if columns and columns[-1][0][0] <= (box[0] + box[2]) / 2 <= columns[-1][0][2]:
+            columns[-1].append(box)
+        else:
+            columns.append([box])
+    return [b for col in columns for b in sorted(col, key=lambda b: b[1])]
+
+
+def _lines(boxes: list[Box]) -> list[Box]:
+    """Boxes top to bottom, and left to right where they share a line."""
+    ordered = sorted(boxes, key=lambda b: (b[1] + b[3]) / 2)
+    lines: list[list[Box]] = []
+    for box in ordered:
+        if lines and (box[1] + box[3]) / 2 < max(b[3] for b in lines[-1]):
+            lines[-1].append(box)
+        else:
+            lines.append([box])
+    return [b for line in lines for b in sorted(line, key=lambda b: b[0])]
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
+
+
+def parse_image(path: str, limits: dict, emit: Callable[[dict], None], start_page: int = 1) -> None:
+    """Emit the OCR text of an image file (each frame of a multi-page TIFF as a page)."""
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = limits["render_max_pixels"]  # Pillow raises DecompressionBombError past twice this
+    if not limits["ocr"]:
+        raise ParseError("an image, and OCR is off (ingest.ocr)")
+    try:
+        image = Image.open(path)
+        frames = getattr(image, "n_frames", 1)
+        if frames > limits["max_pages"]:
+            raise ParseError(f"{frames} frames, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
+        ocr = OCR(limits.get("ocr_threads", 1))
+        for number in range(start_page, frames + 1):
+            image.seek(number - 1)
+            emit({"working": number})
+            text = ocr.read(_bounded(image, limits["render_max_pixels"]))
+            if text.strip():
+                emit({"page": number if frames > 1 else None, "text": text, "ocr": True})
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, EOFError) as exc:
+        raise ParseError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
+
+
+def _bounded(image, max_pixels: int):
+    """The frame in RGB (palette and 1-bit scans are misread otherwise), at most `max_pixels` pixels."""
+    frame = image.convert("RGB")
+    pixels = frame.width * frame.height
+    if pixels > max_pixels:
+        ratio = (max_pixels / pixels) ** 0.5
+        frame = frame.resize((max(1, int(frame.width * ratio)), max(1, int(frame.height * ratio))))
+    return frame
