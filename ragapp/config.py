@@ -33,6 +33,16 @@ class IngestConfig:
     pdf_memory_mb: int = 2048
     pdf_max_pages: int = 10_000
     pdf_max_chars: int = 50_000_000
+    # The same child parses every other format (Office, EPUB, e-mail, CSV, images): the limits above apply.
+    # Images, and PDF pages without a usable text layer, are read by OCR; each page gets ocr_page_timeout_s
+    # (a slower page is skipped and reported) and is rendered at no more than render_max_pixels.
+    ocr: bool = True
+    ocr_page_timeout_s: float = 120.0
+    ocr_threads: int = 1
+    render_max_pixels: int = 25_000_000
+    # Office and EPUB files are zip archives: past these they are refused as zip bombs.
+    unzip_max_mb: int = 1024
+    zip_max_entries: int = 10_000
 
     def __post_init__(self) -> None:
         _check(self.max_file_mb > 0, f"max_file_mb must be greater than 0. Currently, it is {self.max_file_mb}")
@@ -40,6 +50,11 @@ class IngestConfig:
         _check(self.pdf_memory_mb >= 256, f"pdf_memory_mb must be at least 256. Currently, it is {self.pdf_memory_mb}")
         _check(self.pdf_max_pages > 0 and self.pdf_max_chars > 0,
                f"pdf_max_pages and pdf_max_chars must be greater than 0. Currently, they are {self.pdf_max_pages}, {self.pdf_max_chars}")
+        _check(self.ocr_page_timeout_s > 0 and self.ocr_threads >= 1,
+               f"ocr_page_timeout_s must be > 0 and ocr_threads >= 1. Currently, they are {self.ocr_page_timeout_s}, {self.ocr_threads}")
+        _check(self.render_max_pixels >= 1_000_000, f"render_max_pixels must be at least 1000000. Currently, it is {self.render_max_pixels}")
+        _check(self.unzip_max_mb > 0 and self.zip_max_entries > 0,
+               f"unzip_max_mb and zip_max_entries must be greater than 0. Currently, they are {self.unzip_max_mb}, {self.zip_max_entries}")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class Limits:
     ocr: bool = True
     # OCR of one page gets this long; a slower page is skipped and reported (the rest of the file still goes in).
     ocr_page_timeout_s: float = 120.0
+    ocr_threads: int = 1
     # A page is rendered for OCR at no more than this many pixels, however large it claims to be.
     render_max_pixels: int = 25_000_000
     # Office and EPUB files are zip archives: more than this uncompressed, or this many entries, is a zip bomb.
@@ -48,7 +49,7 @@ class Limits:
     def __post_init__(self) -> None:
         if self.timeout_s <= 0 or self.memory_mb < 256 or self.max_pages <= 0 or self.max_chars <= 0:
             raise ValueError(f"parse limits must be positive (memory at least 256 MB). Currently, {self}")
-        if self.ocr_page_timeout_s <= 0 or self.render_max_pixels < 1_000_000 or self.unzip_max_mb <= 0 \
+        if self.ocr_page_timeout_s <= 0 or self.ocr_threads < 1 or self.render_max_pixels < 1_000_000 or self.unzip_max_mb <= 0 \
                 or self.zip_max_entries <= 0:
             raise ValueError(f"OCR and archive limits must be positive (render at least 1,000,000 pixels). Currently, {self}")
 

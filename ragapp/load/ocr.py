@@ -13,14 +13,14 @@ from collections.abc import Callable
 
 from ragapp.errors import ParseError
 
-INSTALL = 'pip install "ragapp[ocr]"  (rapidocr and onnxruntime)'
+INSTALL = "pip install rapidocr onnxruntime"
 # Pages are rendered at 200 dpi (PDF units are 1/72 inch): enough for 9-point text, and the
 # detector scales larger images down anyway.
 RENDER_DPI = 200
 # A box taller than 1.5 times its width holding two or more characters is a vertical line of text.
 _VERTICAL_RATIO = 1.5
-# A blank band at least this share of the page's width (or height) separates columns (or blocks).
-_MIN_GAP_SHARE = 0.015
+# A blank band down the page narrower than this share of its width is a space between words, not a gutter.
+_MIN_GAP_SHARE = 0.01
 
 
 def render_scale(width_pt: float, height_pt: float, max_pixels: int) -> float:
@@ -51,13 +51,26 @@ class OCR:
         result = self.engine(np.ascontiguousarray(pixels))
         if not result.txts:
             return ""
-        boxes = [(float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 0].max()), float(b[:, 1].max()), t)
-                 for b, t in zip(result.boxes, result.txts) if t.strip()]
-        width, height = image.size
-        return "\n".join(t for *_, t in reading_order(boxes, width, height))
+        quads = [(q, t) for q, t in zip(deskewed(np.asarray(result.boxes, dtype=np.float64)), result.txts) if t.strip()]
+        boxes = [(float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max()), t) for q, t in quads]
+        return "\n".join(t for *_, t in reading_order(boxes, float(image.size[0]), float(image.size[1])))
 
 
 Box = tuple[float, float, float, float, str]  # x0, y0, x1, y1, text
+
+
+def deskewed(quads):
+    """Text boxes (n x 4 corner points, clockwise from top left) turned by the median slant of their top
+    edges, so the lines of a skewed scan lie level and their bounding boxes stop overlapping."""
+    import numpy as np
+
+    top = quads[:, 1] - quads[:, 0]
+    wide = np.abs(top[:, 0]) > np.abs(top[:, 1])  # horizontal lines carry the page's slant
+    if not wide.any():
+        return quads
+    angle = float(np.median(np.arctan2(top[wide, 1], top[wide, 0])))
+    cos, sin = np.cos(-angle), np.sin(-angle)
+    return quads @ np.array([[cos, sin], [-sin, cos]])
 
 
 def _vertical(box: Box) -> bool:
@@ -65,33 +78,36 @@ def _vertical(box: Box) -> bool:
     return len(text) >= 2 and (y1 - y0) > _VERTICAL_RATIO * (x1 - x0)
 
 
-def _cut(boxes: list[Box], axis: int, min_gap: float) -> list[list[Box]]:
-    """The boxes in groups separated by blank bands along `axis` (0: columns, 1: rows)."""
+def _widest_gap(boxes: list[Box], axis: int) -> tuple[float, int]:
+    """The widest blank band between boxes along `axis` (0: x, 1: y) and where it falls in the sorted
+    order: (-1, 0) when every box overlaps the next."""
     ordered = sorted(boxes, key=lambda b: b[axis])
-    groups, end = [[ordered[0]]], ordered[0][axis + 2]
-    for box in ordered[1:]:
-        if box[axis] - end >= min_gap:
-            groups.append([])
-        groups[-1].append(box)
+    best, at, end = -1.0, 0, ordered[0][axis + 2]
+    for n, box in enumerate(ordered[1:], start=1):
+        if box[axis] - end > best:
+            best, at = box[axis] - end, n
         end = max(end, box[axis + 2])
-    return groups
+    return (best, at) if best > 0 else (-1.0, 0)
 
 
-def reading_order(boxes: list[Box], width: float, height: float) -> list[Box]:
-    """Boxes in reading order: blocks top to bottom, columns left to right within a block (right to
-    left for vertical text), lines top to bottom within a column."""
+def reading_order(boxes: list[Box], width: float = 0.0, height: float = 0.0) -> list[Box]:
+    """Boxes in reading order (a recursive XY-cut): the page is cut at its widest blank band, across
+    or down, and each side is read in turn, so a two-column region reads column by column under a
+    full-width heading. Vertical text reads column by column, right to left."""
     if len(boxes) <= 1:
         return boxes
-    vertical = sum(map(_vertical, boxes)) * 2 > len(boxes)
-    if vertical:
+    if sum(map(_vertical, boxes)) * 2 > len(boxes):
         return _columns_right_to_left(boxes)
-    rows = _cut(boxes, 1, _MIN_GAP_SHARE * height)
-    if len(rows) > 1:
-        return [b for row in rows for b in reading_order(row, width, height)]
-    columns = _cut(boxes, 0, _MIN_GAP_SHARE * width * 2)
-    if len(columns) > 1 and all(len(c) > 1 for c in columns):
-        return [b for col in columns for b in reading_order(col, width, height)]
-    return _lines(boxes)
+    across, at_row = _widest_gap(boxes, 1)
+    down, at_col = _widest_gap(boxes, 0)
+    if down > across and down >= _MIN_GAP_SHARE * width:
+        axis, at = 0, at_col
+    elif across > 0:
+        axis, at = 1, at_row
+    else:
+        return _lines(boxes)
+    ordered = sorted(boxes, key=lambda b: b[axis])
+    return reading_order(ordered[:at], width, height) + reading_order(ordered[at:], width, height)
 
 
 def _columns_right_to_left(boxes: list[Box]) -> list[Box]:
@@ -132,7 +148,7 @@ def parse_image(path: str, limits: dict, emit: Callable[[dict], None], start_pag
         frames = getattr(image, "n_frames", 1)
         if frames > limits["max_pages"]:
             raise ParseError(f"{frames} frames, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
-        ocr = OCR(limits.get("ocr_threads", 1))
+        ocr = OCR(limits["ocr_threads"])
         for number in range(start_page, frames + 1):
             image.seek(number - 1)
             emit({"working": number})

@@ -103,7 +103,7 @@ class _Renderer:
         from ragapp.load.ocr import OCR, render_scale
 
         if self.doc is None:
-            self.doc, self.ocr = pypdfium2.PdfDocument(self.path), OCR(self.limits.get("ocr_threads", 1))
+            self.doc, self.ocr = pypdfium2.PdfDocument(self.path), OCR(self.limits["ocr_threads"])
         try:
             page = self.doc[number - 1]
             try:

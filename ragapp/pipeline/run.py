@@ -38,7 +38,8 @@ def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
 
 def _limits(config: Config) -> Limits:
     ic = config.ingest
-    return Limits(ic.pdf_timeout_s, ic.pdf_memory_mb, ic.pdf_max_pages, ic.pdf_max_chars)
+    return Limits(ic.pdf_timeout_s, ic.pdf_memory_mb, ic.pdf_max_pages, ic.pdf_max_chars, ic.ocr, ic.ocr_page_timeout_s,
+                  ic.ocr_threads, ic.render_max_pixels, ic.unzip_max_mb, ic.zip_max_entries)
 
 
 def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
