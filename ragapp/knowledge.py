@@ -10,8 +10,10 @@ import unicodedata
 from pathlib import Path
 
 from ragapp.index import UPLOADS, is_index_folder
+from ragapp.load import SUPPORTED_SUFFIXES
 
-ALLOWED_SUFFIXES = (".pdf", ".txt", ".md")
+# Every format ingest reads (each parsed in the sandbox with its limits).
+ALLOWED_SUFFIXES = SUPPORTED_SUFFIXES
 DOCUMENTS = UPLOADS  # uploads of a knowledge base live in <knowledge base>/documents/
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")

@@ -280,4 +280,4 @@ class RAG:
 
 
 def _documents(manifest: Manifest) -> list[DocumentInfo]:
-    return [DocumentInfo(s, r.chunks, r.size, r.sha256, r.ingested_at) for s, r in manifest.files.items()]
+    return [DocumentInfo(s, r.chunks, r.size, r.sha256, r.ingested_at, r.ocr_pages) for s, r in manifest.files.items()]

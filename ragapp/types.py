@@ -227,11 +227,12 @@ class DocumentInfo:
     size: int
     sha256: str
     ingested_at: float  # epoch seconds
+    ocr_pages: int = 0  # pages (or the image) read by OCR
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         return {"source": self.source, "chunks": self.chunks, "size": self.size, "sha256": self.sha256,
-                "ingested_at": self.ingested_at}
+                "ingested_at": self.ingested_at, "ocr_pages": self.ocr_pages}
 
 
 @dataclass(frozen=True)
@@ -258,5 +259,11 @@ class IndexInfo:
         """JSON-ready form used by `ragapp info --json` (documents keyed by source)."""
         data = {k: v for k, v in self.__dict__.items() if k != "documents"}
         data["documents"] = len(self.documents)
+        types: dict[str, int] = {}
+        for d in self.documents:
+            suffix = d.source.rsplit(".", 1)[-1].lower() if "." in d.source.rsplit("/", 1)[-1] else "(none)"
+            types[suffix] = types.get(suffix, 0) + 1
+        data["types"] = dict(sorted(types.items()))
+        data["ocr_pages"] = sum(d.ocr_pages for d in self.documents)
         data["files"] = {d.source: {k: v for k, v in d.to_dict().items() if k != "source"} for d in self.documents}
         return data

@@ -42,6 +42,7 @@ def write_pptx(path: Path) -> Path:
     first.placeholders[1].text = "Northwind Traders, third quarter"
     second = deck.slides.add_slide(deck.slide_layouts[5])
     second.shapes.title.text = "华东区销售"
+    second.shapes.add_textbox(Inches(1), Inches(1.4), Inches(6), Inches(0.5)).text_frame.text = "Sales rose in every city."
     shape = second.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(1.5))
     for r, values in enumerate([("城市", "销售额"), ("杭州", "830万元")]):
         for c, value in enumerate(values):

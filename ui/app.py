@@ -24,7 +24,7 @@ except ImportError:  # run as a plain script without the project installed
     from ui.markdown import plain_markdown, safe_markdown
 
 from ragapp import RAG, Answer, Config, RagError, Turn
-from ragapp.knowledge import create_knowledge_base, is_upload, knowledge_bases, save_upload
+from ragapp.knowledge import ALLOWED_SUFFIXES, create_knowledge_base, is_upload, knowledge_bases, save_upload
 from ragapp.config import GENERATE_BACKENDS
 from ragapp.generate import build_generator
 from ragapp.display import shown_path
@@ -143,7 +143,8 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
 
         st.subheader("Add documents")
         limit = config.ui.max_upload_mb
-        files = st.file_uploader(f"PDF, txt or Markdown (up to {limit} MB each)", type=["pdf", "txt", "md"],
+        files = st.file_uploader(f"Documents, sheets, slides, e-mail or images (up to {limit} MB each)",
+                                 type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
                                  accept_multiple_files=True, key="uploads")
         if files and st.button("Ingest", key="ingest", type="primary"):
             ingest_uploads(rag, kb, files, limit * 1_000_000)

@@ -49,6 +49,8 @@ class FileRecord:
     size: int
     chunks: int
     ingested_at: float
+    # Pages (or images) whose text was read by OCR.
+    ocr_pages: int = 0
 
 
 @dataclass

@@ -47,6 +47,14 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub(" ", text)
 
 
+# Text of which under half the visible characters are letters or digits is not prose, a table or a
+# heading; fonts without a Unicode mapping extract as such runs of symbols ('"7+%-').
+MIN_ALNUM_SHARE = 0.5
+
+
 def is_garbled(text: str) -> bool:
     """True for extracted text that is mostly not words (a font without a Unicode mapping)."""
-    return readable_share(text) < MIN_READABLE_SHARE
+    visible = [ch for ch in text if not ch.isspace()]
+    if not visible:
+        return False
+    return readable_share(text) < MIN_READABLE_SHARE or sum(map(str.isalnum, visible)) < MIN_ALNUM_SHARE * len(visible)

@@ -105,9 +105,11 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
         tell("read", source, n, len(changed))
         feeder.begin_file()
         warnings: list[FileFailure] = []
+        ocr_pages: set[int | None] = set()
         try:
             for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds,
                                      lambda m, s=source: warnings.append(FileFailure(s, m))):
+                ocr_pages.update(c.page for c in chunks if c.ocr)
                 feeder.add(chunks)
         except DocumentError as exc:
             feeder.drop_file()
@@ -115,7 +117,8 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
             continue
         report.warnings.extend(warnings)
         (report.updated if source in known else report.added).append(source)
-        records[source] = FileRecord(sha256=digest, size=file_size(file), chunks=feeder.file_chunks(), ingested_at=time.time())
+        records[source] = FileRecord(sha256=digest, size=file_size(file), chunks=feeder.file_chunks(), ingested_at=time.time(),
+                                     ocr_pages=len(ocr_pages))
     feeder.flush()
     return records
 
