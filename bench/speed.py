@@ -5,6 +5,7 @@
     python bench/speed.py ingest     # ingest chunks/s by stage on SciFact documents
     python bench/speed.py search     # RAG.search latency p50/p95 on the SciFact index (no LLM)
     python bench/speed.py ask        # RAG.ask latency with the default LLM on the bundled samples
+    python bench/speed.py formats    # ingest speed per format (the same SciFact abstracts as docx, pptx, xlsx, ...)
 """
 
 from __future__ import annotations
@@ -138,13 +139,87 @@ def ask(args) -> None:
           f"peak memory {peak_rss_mb():.0f} MB")
 
 
+def _format_folders(rows: list[dict], root: Path) -> dict[str, Path]:
+    """The same abstracts written in every format, five per file (one per page, slide, chapter or row)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import csv
+    import zipfile
+    from email.message import EmailMessage
+
+    from docx import Document
+    from openpyxl import Workbook
+    from pdfwriter import write_pdf
+    from pptx import Presentation
+
+    groups = [rows[i : i + 5] for i in range(0, len(rows), 5)]
+    folders = {f: root / f for f in ("pdf", "docx", "pptx", "xlsx", "csv", "epub", "eml")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    for n, group in enumerate(groups):
+        texts = [f"{r['title']}. {r['text']}" for r in group]
+        write_pdf(folders["pdf"] / f"{n}.pdf", [[t[i : i + 90] for i in range(0, len(t), 90)] for t in texts])
+        doc = Document()
+        for t in texts:
+            doc.add_paragraph(t)
+        doc.save(folders["docx"] / f"{n}.docx")
+        deck = Presentation()
+        for r in group:
+            slide = deck.slides.add_slide(deck.slide_layouts[1])
+            slide.shapes.title.text, slide.placeholders[1].text = r["title"], r["text"]
+        deck.save(folders["pptx"] / f"{n}.pptx")
+        book = Workbook()
+        book.active.append(["title", "abstract"])
+        for r in group:
+            book.active.append([r["title"], r["text"]])
+        book.save(folders["xlsx"] / f"{n}.xlsx")
+        with open(folders["csv"] / f"{n}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["title", "abstract"]] + [[r["title"], r["text"]] for r in group])
+        with zipfile.ZipFile(folders["epub"] / f"{n}.epub", "w") as z:
+            z.writestr("META-INF/container.xml", '<container><rootfiles><rootfile full-path="c.opf"/></rootfiles></container>')
+            z.writestr("c.opf", "<package><manifest>" + "".join(f'<item id="i{k}" href="{k}.xhtml"/>' for k in range(len(texts)))
+                       + "</manifest><spine>" + "".join(f'<itemref idref="i{k}"/>' for k in range(len(texts))) + "</spine></package>")
+            for k, t in enumerate(texts):
+                z.writestr(f"{k}.xhtml", f"<html><body><p>{t}</p></body></html>")
+        msg = EmailMessage()
+        msg["Subject"], msg["From"] = group[0]["title"][:60], "lab@example.com"
+        msg.set_content("\n\n".join(texts))
+        (folders["eml"] / f"{n}.eml").write_bytes(bytes(msg))
+    return folders
+
+
+def formats(args) -> None:
+    """Ingest speed per format: the parse stage is the format's own cost, the rest is split + embed."""
+    from ragapp import RAG
+
+    rows = jsonl(EVAL / "scifact" / "corpus.jsonl")[: args.format_docs]
+    tmp = Path(tempfile.mkdtemp(prefix="ragapp-formats-"))
+    try:
+        folders = _format_folders(rows, tmp / "docs")
+        rag_embedder = None
+        print(f"\nIngest per format: {len(rows)} SciFact abstracts, 5 per file; {machine()}")
+        print("| format | files | pages | chunks | parse s | total s | files/s | pages/s (parse only) |\n|---|---|---|---|---|---|---|---|")
+        for name, folder in folders.items():
+            rag = RAG(tmp / f"index-{name}", embedder=rag_embedder)
+            rag_embedder = rag.embedder  # loaded once, shared by every format's ingest
+            t0 = time.perf_counter()
+            report = rag.ingest([folder])
+            total = time.perf_counter() - t0
+            pages = len({(c.source, c.page) for c in rag.index().chunks})
+            parse = report.stage_seconds.get("parse", 0.0)
+            print(f"| {name} | {len(report.added)} | {pages} | {report.chunks} | {parse:.1f} | {total:.1f} | "
+                  f"{len(report.added) / total:.2f} | {pages / parse if parse else float('inf'):.1f} |", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "search", "ask", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "search", "ask", "formats", "all"])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--format-docs", type=int, default=50, help="abstracts per format in the formats part")
     args = parser.parse_args()
-    for part in (["bm25", "ingest", "search", "ask"] if args.part == "all" else [args.part]):
+    for part in (["bm25", "ingest", "search", "ask", "formats"] if args.part == "all" else [args.part]):
         globals()[part](args)
 
 

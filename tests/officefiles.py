@@ -101,3 +101,28 @@ def write_eml(path: Path) -> Path:
     msg.add_attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", filename="floor.png")
     path.write_bytes(bytes(msg))
     return path
+
+
+def zip_bomb(path: Path, entries: int = 1, size: int = 0) -> Path:
+    """A zip package with `entries` entries and one entry of `size` zero bytes (compressed ~1000:1)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        for n in range(entries - 1):
+            z.writestr(f"word/e{n}.xml", "")
+        if size:
+            with z.open("word/document.xml", "w", force_zip64=True) as f:
+                block = bytes(1 << 20)
+                for _ in range(size >> 20):
+                    f.write(block)
+    return path
+
+
+def encrypted_xlsx(path: Path) -> Path:
+    """A workbook really encrypted with a password (msoffcrypto-tool), as Excel writes it."""
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    plain = write_xlsx(path.with_name(path.stem + ".plain.xlsx"))
+    with open(plain, "rb") as source, open(path, "wb") as f:
+        OOXMLFile(source).encrypt("s3cret", f)
+    plain.unlink()
+    return path

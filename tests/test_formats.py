@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
-from officefiles import write_docx, write_eml, write_epub, write_pptx, write_xlsx
+from officefiles import encrypted_xlsx, write_docx, write_eml, write_epub, write_pptx, write_xlsx, zip_bomb
 from ragapp.errors import DocumentError
 from ragapp.load import iter_pages, load_file
 from ragapp.sandbox import Limits
@@ -130,42 +129,18 @@ def test_places_are_named_as_people_say_them():
 
 # -- broken and hostile files -----------------------------------------------------------------------
 
-def _zip_bomb(path: Path, entries: int = 1, size: int = 0) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("[Content_Types].xml", "<Types/>")
-        for n in range(entries - 1):
-            z.writestr(f"word/e{n}.xml", "")
-        if size:
-            with z.open("word/document.xml", "w", force_zip64=True) as f:
-                block = bytes(1 << 20)
-                for _ in range(size >> 20):
-                    f.write(block)
-    return path
-
-
-def _encrypted_xlsx(tmp_path: Path) -> Path:
-    from msoffcrypto.format.ooxml import OOXMLFile
-
-    plain = write_xlsx(tmp_path / "plain.xlsx")
-    out = tmp_path / "salaries.xlsx"
-    with open(out, "wb") as f:
-        OOXMLFile(open(plain, "rb")).encrypt("s3cret", f)
-    return out
-
-
 def _broken_files(tmp_path: Path) -> dict[str, str]:
     """Broken Office files, each with the reason it must be reported with."""
     from pptx import Presentation
 
     docx = write_docx(tmp_path / "whole.docx").read_bytes()
     (tmp_path / "truncated.docx").write_bytes(docx[: len(docx) // 2])
-    _zip_bomb(tmp_path / "bomb.docx", size=40 << 20)
-    _zip_bomb(tmp_path / "many.docx", entries=300)
-    _encrypted_xlsx(tmp_path)
+    zip_bomb(tmp_path / "bomb.docx", size=40 << 20)
+    zip_bomb(tmp_path / "many.docx", entries=300)
+    encrypted_xlsx(tmp_path / "salaries.xlsx")
     Presentation().save(tmp_path / "empty.pptx")
     (tmp_path / "old.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
     (tmp_path / "whole.docx").unlink()
-    (tmp_path / "plain.xlsx").unlink()
     return {"truncated.docx": "not a valid zip package, truncated or broken",
             "bomb.docx": r"40 MB uncompressed, over the 16 MB limit \(ingest.unzip_max_mb; a zip bomb\?\)",
             "many.docx": r"300 entries in the archive, over the limit of 200 \(ingest.zip_max_entries; a zip bomb\?\)",
