@@ -120,7 +120,9 @@ print(f"{time.perf_counter() - t0:.1f}|{resource.getrusage(resource.RUSAGE_CHILD
 
 
 def memory(args) -> None:
-    print(f"\nHostile scans: the parser child's peak resident memory (address space capped at 2048 MB); {machine()}")
+    from ragapp.sandbox import Limits
+
+    print(f"\nHostile scans: the parser child's peak resident memory (address space capped at {Limits().memory_mb} MB); {machine()}")
     print("| file | seconds | parser peak MB | outcome |\n|---|---|---|---|")
     for name in ("hugemono.pdf", "enormous.pdf", "linn.pdf"):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(OCR_DIR / name)], capture_output=True, text=True)

@@ -35,7 +35,7 @@ EN = "The lighthouse on Kestrel Point was built in 1874 by Mary Alden."
 
 def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     """Write the hostile corpus; returns relative path → (description, a query that should find it or None)."""
-    from pypdf import PdfReader, PdfWriter
+    from pypdf import PdfWriter
 
     items: dict[str, tuple[str, str | None]] = {}
 
@@ -80,6 +80,8 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     write_flate_pdf(folder / "pdf" / "bomb.pdf", "The bomb file has a harmless first page about the Vela probe.",
                     expanded=(1 << 28) if quick else (1 << 30))
     items["pdf/bomb.pdf"] = (f"PDF bomb: page 2 inflates to {256 if quick else 1024} MB", "What is the bomb file's first page about?")
+
+    _office_and_scans(folder, items, add)
 
     # Text files
     add("text/gbk.txt", "GBK-encoded Chinese", "长城的总长度是多少？", ZH.encode("gbk"))
@@ -133,6 +135,52 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     add("dup/a/same.md", "identical file, first copy", "What does the parrot say?", b"The parrot says hello in Welsh.\n")
     add("dup/b/same.md", "identical file, second copy", "What does the parrot say?", b"The parrot says hello in Welsh.\n")
     return items
+
+
+def _office_and_scans(folder: Path, items: dict, add) -> None:
+    """Every file of ../shared/eval/ocr (copied into the temporary folder only), and broken Office,
+    EPUB, e-mail and image files."""
+    from PIL import Image
+
+    from officefiles import encrypted_xlsx, write_docx, write_pptx, zip_bomb
+
+    scans = {"linn.pdf": ("scanned page, no text layer (OCR)", "How many notes does one LinnSequencer disk hold?"),
+             "skew.pdf": ("the scan placed skewed (OCR)", None), "rotated_skew.pdf": ("the scan rotated and skewed (OCR)", None),
+             "multipage.pdf": ("several scanned pages (OCR)", None), "linn.png": ("the scan as a PNG (OCR)", None),
+             "typewriter.png": ("typewritten Dutch recipe (OCR)", "linzensoep"),
+             "ch_en_num.jpg": ("photo of a Chinese product label (OCR)", "强力去污符合国标"),
+             "en.jpg": ("photo of English text (OCR)", "MovieShots dataset shot type annotation"),
+             "text_vertical_words.png": ("vertical traditional Chinese (OCR)", None),
+             "truetype_font_nomapping.pdf": ("text layer whose font has no Unicode mapping", None),
+             "hugemono.pdf": ("11 KB PDF holding a 35000 x 35000 image", None),
+             "enormous.pdf": ("PDF with an enormous page", None), "invalid.pdf": ("PDF header then EOF (44 bytes)", None),
+             "linn.txt": ("the scan's ground truth as text", None)}
+    for name, (what, query) in scans.items():
+        if (EVAL / "ocr" / name).exists():  # copied into the temporary folder only (licences): never into the repo
+            add(f"ocr/{name}", what, query, (EVAL / "ocr" / name).read_bytes())
+    office = folder / "office"
+    office.mkdir(parents=True)
+    whole = write_docx(office / "contract.docx").read_bytes()
+    items["office/contract.docx"] = ("Word file with a table", "What is the monthly fee for cargo inspection?")
+    add("office/truncated.docx", "truncated .docx (first half)", None, whole[: len(whole) // 2])
+    zip_bomb(office / "bomb.docx", size=1200 << 20)
+    items["office/bomb.docx"] = ("zip bomb: .docx inflating to 1.2 GB", None)
+    zip_bomb(office / "entries.docx", entries=20_000)
+    items["office/entries.docx"] = ("zip bomb: .docx with 20,000 entries", None)
+    encrypted_xlsx(office / "encrypted.xlsx")
+    items["office/encrypted.xlsx"] = ("password-protected .xlsx", None)
+    from pptx import Presentation
+
+    Presentation().save(office / "empty.pptx")
+    items["office/empty.pptx"] = ("empty .pptx (no slides)", None)
+    write_pptx(office / "deck.pptx")
+    items["office/deck.pptx"] = ("PowerPoint deck with speaker notes", "Where does the Hangzhou warehouse move to?")
+    add("office/old.doc.docx", "old binary .doc renamed .docx", None, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(4096))
+    add("office/broken.epub", "EPUB that is not a zip", None, b"PK\x03\x04 not really")
+    add("office/binary.eml", "binary data named .eml", None, bytes(range(256)) * 16)
+    add("office/bad.csv", "CSV with a 1 MB field", None, b"a,b\n" + b"x" * (1 << 20) + b",1\n")
+    Image.new("1", (30_000, 30_000)).save(office / "bomb.png")
+    items["office/bomb.png"] = ("image bomb: 900-megapixel PNG", None)
 
 
 def main() -> None:

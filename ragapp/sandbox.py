@@ -32,7 +32,7 @@ class Limits:
     """What parsing one file may take."""
 
     timeout_s: float = 300.0
-    memory_mb: int = 2048
+    memory_mb: int = 3072
     max_pages: int = 10_000
     max_chars: int = 50_000_000
     # Pages without a usable text layer, and images, are read by OCR (ingest.ocr).
@@ -194,7 +194,8 @@ def main() -> None:
     except RecursionError:
         return _raw({"fatal": "unreadable file (nested too deeply)"})
     except Exception as exc:  # a hostile file may break a parser anywhere: one failed file, named, with the reason
-        return _raw({"fatal": f"unreadable file ({type(exc).__name__}: {exc})"[:500]})
+        last = (str(exc).strip().splitlines() or [""])[-1]  # a wrapped traceback ends with the real error
+        return _raw({"fatal": f"unreadable file ({type(exc).__name__}: {last})"[:500]})
     _raw({"done": True})
 
 
