@@ -112,6 +112,18 @@ def test_search_upload_delete_and_gone(api, tmp_path):
     assert not any(h["source"].endswith("otters.md") for h in hits)
 
 
+def test_office_upload_is_searchable_with_its_slide(api, tmp_path):
+    from officefiles import write_pptx
+
+    _, client = api
+    deck = write_pptx(tmp_path / "review.pptx")
+    assert upload(client, "notes", [deck])["report"]["added"]
+    hits = client.post("/v1/search", json={"knowledge_base": "notes", "query": "Where does the Hangzhou warehouse move?",
+                                           "top_k": 3}).json()["data"]
+    assert hits[0]["source"].endswith("review.pptx") and hits[0]["page"] == 2 and hits[0]["place"] == "slide 2"
+    assert client.delete("/v1/knowledge_bases/notes/documents/review.pptx").json() == {"deleted": "review.pptx"}
+
+
 def test_bad_input_gets_one_json_error_shape(api):
     server, client = api
     anonymous = httpx.Client(base_url=server.url, timeout=30)

@@ -160,8 +160,11 @@ def parse_image(path: str, limits: dict, emit: Callable[[dict], None], start_pag
 
 
 def _bounded(image, max_pixels: int):
-    """The frame in RGB (palette and 1-bit scans are misread otherwise), at most `max_pixels` pixels."""
-    frame = image.convert("RGB")
+    """The frame upright (a phone's EXIF orientation applied), in RGB (palette and 1-bit scans are misread
+    otherwise), at most `max_pixels` pixels."""
+    from PIL import ImageOps
+
+    frame = ImageOps.exif_transpose(image).convert("RGB")
     pixels = frame.width * frame.height
     if pixels > max_pixels:
         ratio = (max_pixels / pixels) ** 0.5
