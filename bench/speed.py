@@ -157,7 +157,8 @@ def _format_folders(rows: list[dict], root: Path) -> dict[str, Path]:
         folder.mkdir(parents=True)
     for n, group in enumerate(groups):
         texts = [f"{r['title']}. {r['text']}" for r in group]
-        write_pdf(folders["pdf"] / f"{n}.pdf", [[t[i : i + 90] for i in range(0, len(t), 90)] for t in texts])
+        latin = [t.encode("latin-1", "replace").decode("latin-1") for t in texts]  # the test PDF writer's fonts
+        write_pdf(folders["pdf"] / f"{n}.pdf", [[t[i : i + 90] for i in range(0, len(t), 90)] for t in latin])
         doc = Document()
         for t in texts:
             doc.add_paragraph(t)

@@ -130,7 +130,7 @@ def test_places_are_named_as_people_say_them():
 # -- broken and hostile files -----------------------------------------------------------------------
 
 def _broken_files(tmp_path: Path) -> dict[str, str]:
-    """Broken Office files, each with the reason it must be reported with."""
+    """Broken Office files (and a binary file named .eml), each with the reason it must be reported with."""
     from pptx import Presentation
 
     docx = write_docx(tmp_path / "whole.docx").read_bytes()
@@ -141,12 +141,14 @@ def _broken_files(tmp_path: Path) -> dict[str, str]:
     Presentation().save(tmp_path / "empty.pptx")
     (tmp_path / "old.docx").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600))
     (tmp_path / "whole.docx").unlink()
+    (tmp_path / "noise.eml").write_bytes(bytes(range(256)) * 16)
     return {"truncated.docx": "not a valid zip package, truncated or broken",
             "bomb.docx": r"40 MB uncompressed, over the 16 MB limit \(ingest.unzip_max_mb; a zip bomb\?\)",
             "many.docx": r"300 entries in the archive, over the limit of 200 \(ingest.zip_max_entries; a zip bomb\?\)",
             "salaries.xlsx": r"password-protected \(encrypted\) Office file",
             "empty.pptx": "no text",
-            "old.docx": r"an old binary Office file \(.doc/.xls/.ppt\)"}
+            "old.docx": r"an old binary Office file \(.doc/.xls/.ppt\)",
+            "noise.eml": r"not an e-mail message \(no From, To, Subject, Date or Message-ID header\)"}
 
 
 @pytest.mark.unit

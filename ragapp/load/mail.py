@@ -37,8 +37,8 @@ def parse(path: str, limits: dict, emit: Callable[[dict], None], start_page: int
     """Emit the message (headers and body) and its text attachments."""
     with open(path, "rb") as f:
         message = email.message_from_binary_file(f, policy=email.policy.default)
-    if not any(message.get(h) for h in _HEADERS) and not message.get_payload():
-        raise ParseError("not an e-mail message (no headers, no body)")
+    if not any(message.get(h) for h in (*_HEADERS, "Message-ID")):
+        raise ParseError("not an e-mail message (no From, To, Subject, Date or Message-ID header)")
     lines = [f"{h}: {' '.join(str(message.get(h)).split())}" for h in _HEADERS if message.get(h)]
     body = message.get_body(preferencelist=("plain", "html"))
     attachments = list(message.iter_attachments()) if message.is_multipart() else []
