@@ -194,6 +194,10 @@ def test_ocr_page_time_limit_skips_the_page_and_keeps_the_rest(tmp_path):
     with pytest.raises(DocumentError, match="no readable text"):
         list(iter_pages(tmp_path / "two.pdf", limits=Limits(ocr_page_timeout_s=0.5), on_warning=warnings.append))
     assert warnings == [f"page {n} skipped: OCR took longer than 0.5 s (ingest.ocr_page_timeout_s)" for n in (1, 2)]
+    scan.save(tmp_path / "five.pdf", save_all=True, append_images=[scan] * 4)
+    with pytest.raises(DocumentError, match=r"five.pdf: OCR took longer than 0.5 s \(ingest.ocr_page_timeout_s\) on 4 pages; "
+                                            "stopped"):
+        load_file(tmp_path / "five.pdf", limits=Limits(ocr_page_timeout_s=0.5))
 
 
 # -- OCR quality on the shared scans and photos -----------------------------------------------------

@@ -34,6 +34,10 @@ PARSERS = {
     **{s: "ragapp.load.ocr:parse_image" for s in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
 }
 SUPPORTED_SUFFIXES = (*_STREAMED, *_HTML, *PARSERS)
+# A PDF whose OCR overruns the page limit on more pages than this is given up (time stays bounded).
+MAX_PAGE_TIMEOUTS = 3
+# Page names (sheet, chapter, attachment) are cut to this many characters.
+LABEL_CHARS = 80
 
 
 def parsed_pages(path: Path, source: str, limits: Limits | None = None,
@@ -41,7 +45,7 @@ def parsed_pages(path: Path, source: str, limits: Limits | None = None,
     """The pages the sandboxed parser of this file's format emits; a page whose OCR overruns its time
     is reported through `on_warning` and the parser goes on from the next page."""
     limits = limits or Limits()
-    parser, start, pages, skipped = PARSERS[path.suffix.lower()], 1, 0, 0
+    parser, start, pages, skipped, timeouts = PARSERS[path.suffix.lower()], 1, 0, 0, 0
     while start:
         try:
             for record in run_parser(parser, str(path), source, limits, start):
@@ -52,17 +56,25 @@ def parsed_pages(path: Path, source: str, limits: Limits | None = None,
                 elif "text" in record and record["text"].strip():
                     pages += 1
                     yield Page(source, record.get("page"), record["text"], int(record.get("offset", 0)),
-                               record.get("label"), bool(record.get("ocr")))
+                               _label(record.get("label")), bool(record.get("ocr")))
             start = 0
         except PageTimeout as exc:
-            if not parser.endswith("pdf:parse"):
-                raise DocumentError(f"{source}: {exc}") from exc
+            timeouts += 1
+            if not parser.endswith("pdf:parse") or timeouts > MAX_PAGE_TIMEOUTS:
+                raise DocumentError(f"{source}: {exc}" + (f" on {timeouts} pages; stopped" if timeouts > 1 else "")) from exc
             skipped += 1
             if on_warning is not None:
                 on_warning(f"page {exc.page} skipped: {exc}")
             start = exc.page + 1
     if not pages:
         raise DocumentError(f"{source}: {_why_empty(path.suffix.lower(), skipped, limits)}")
+
+
+def _label(label: object) -> str | None:
+    """A page's name from a document (a sheet, chapter or attachment name) made safe to show: one line, short."""
+    if not isinstance(label, str):
+        return None
+    return " ".join(clean_text(label).split())[:LABEL_CHARS] or None
 
 
 def _why_empty(suffix: str, skipped: int, limits: Limits) -> str:
