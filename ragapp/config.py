@@ -40,7 +40,7 @@ class IngestConfig:
     # (a slower page is skipped and reported) and is rendered at no more than render_max_pixels.
     ocr: bool = True
     ocr_page_timeout_s: float = 120.0
-    ocr_threads: int = 1
+    ocr_threads: int = 2
     render_max_pixels: int = 25_000_000
     # Office and EPUB files are zip archives: past these they are refused as zip bombs.
     unzip_max_mb: int = 1024

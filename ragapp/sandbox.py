@@ -39,7 +39,7 @@ class Limits:
     ocr: bool = True
     # OCR of one page gets this long; a slower page is skipped and reported (the rest of the file still goes in).
     ocr_page_timeout_s: float = 120.0
-    ocr_threads: int = 1
+    ocr_threads: int = 2
     # A page is rendered for OCR at no more than this many pixels, however large it claims to be.
     render_max_pixels: int = 25_000_000
     # Office and EPUB files are zip archives: more than this uncompressed, or this many entries, is a zip bomb.
