@@ -38,7 +38,7 @@ def cer(text: str, truth: str) -> float:
 
 def ocr(args) -> None:
     from ragapp.load import load_file
-    from ragapp.sandbox import Limits
+    from ragapp.config import IngestConfig
 
     truth = (OCR_DIR / "linn.txt").read_text(encoding="utf-8")
     print(f"\nOCR (RapidOCR PP-OCRv6 small, rendered at 200 dpi, one page per child process); {machine()}")
@@ -46,7 +46,7 @@ def ocr(args) -> None:
     for threads in (1, 2):
         for name in ("linn.pdf", "skew.pdf", "rotated_skew.pdf"):
             t0 = time.perf_counter()
-            text = "\n".join(p.text for p in load_file(OCR_DIR / name, limits=Limits(ocr_threads=threads)))
+            text = "\n".join(p.text for p in load_file(OCR_DIR / name, limits=IngestConfig(ocr_threads=threads)))
             print(f"| {name} | {threads} | {cer(text, truth):.3f} | {time.perf_counter() - t0:.1f} |")
     t0 = time.perf_counter()
     pages = load_file(OCR_DIR / "multipage.pdf")
@@ -120,9 +120,9 @@ print(f"{time.perf_counter() - t0:.1f}|{resource.getrusage(resource.RUSAGE_CHILD
 
 
 def memory(args) -> None:
-    from ragapp.sandbox import Limits
+    from ragapp.config import IngestConfig
 
-    print(f"\nHostile scans: the parser child's peak resident memory (address space capped at {Limits().memory_mb} MB); {machine()}")
+    print(f"\nHostile scans: the parser child's peak resident memory (address space capped at {IngestConfig().pdf_memory_mb} MB); {machine()}")
     print("| file | seconds | parser peak MB | outcome |\n|---|---|---|---|")
     for name in ("hugemono.pdf", "enormous.pdf", "linn.pdf"):
         out = subprocess.run([sys.executable, "-c", _CHILD, str(OCR_DIR / name)], capture_output=True, text=True)

@@ -19,7 +19,7 @@ def _check(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Which files ingest reads."""
+    """Which files ingest reads, and what parsing one file may take (the sandbox child gets these as they are)."""
 
     # PDF and HTML files are parsed whole, so larger ones are reported, not read. Text and Markdown
     # files are streamed and have no limit (memory stays bounded; time grows with the text).

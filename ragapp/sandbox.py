@@ -22,36 +22,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError, ParseError
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What parsing one file may take."""
-
-    timeout_s: float = 300.0
-    memory_mb: int = 3072
-    max_pages: int = 10_000
-    max_chars: int = 50_000_000
-    # Pages without a usable text layer, and images, are read by OCR (ingest.ocr).
-    ocr: bool = True
-    # OCR of one page gets this long; a slower page is skipped and reported (the rest of the file still goes in).
-    ocr_page_timeout_s: float = 120.0
-    ocr_threads: int = 2
-    # A page is rendered for OCR at no more than this many pixels, however large it claims to be.
-    render_max_pixels: int = 25_000_000
-    # Office and EPUB files are zip archives: more than this uncompressed, or this many entries, is a zip bomb.
-    unzip_max_mb: int = 1024
-    zip_max_entries: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.timeout_s <= 0 or self.memory_mb < 256 or self.max_pages <= 0 or self.max_chars <= 0:
-            raise ValueError(f"parse limits must be positive (memory at least 256 MB). Currently, {self}")
-        if self.ocr_page_timeout_s <= 0 or self.ocr_threads < 1 or self.render_max_pixels < 1_000_000 or self.unzip_max_mb <= 0 \
-                or self.zip_max_entries <= 0:
-            raise ValueError(f"OCR and archive limits must be positive (render at least 1,000,000 pixels). Currently, {self}")
 
 
 class PageTimeout(DocumentError):
@@ -62,14 +36,14 @@ class PageTimeout(DocumentError):
         self.page = page
 
 
-def run_parser(parser: str, path: str, source: str, limits: Limits, start_page: int = 1) -> Iterator[dict]:
+def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_page: int = 1) -> Iterator[dict]:
     """Records from the child parser `parser` ("module:function" in ragapp.load) for the file at
     `path`; raises DocumentError naming `source` when the child fails, times out or runs out of
     memory, and PageTimeout when OCR of one page overruns."""
     proc = subprocess.Popen([sys.executable, "-m", "ragapp.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, close_fds=True)
     try:
-        limit = limits.memory_mb << 20
+        limit = limits.pdf_memory_mb << 20
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
         request = {"parser": parser, "path": path, "limits": asdict(limits), "start_page": start_page}
         proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -90,18 +64,18 @@ def run_parser(parser: str, path: str, source: str, limits: Limits, start_page: 
         proc.stdout.close()
 
 
-def _how(code: int, limits: Limits) -> str:
+def _how(code: int, limits: IngestConfig) -> str:
     if code < 0:
         return f"killed by signal {-code}"
-    return f"exit code {code}; over the {limits.memory_mb} MB memory limit (ingest.pdf_memory_mb) or broken"
+    return f"exit code {code}; over the {limits.pdf_memory_mb} MB memory limit (ingest.pdf_memory_mb) or broken"
 
 
 class _Clock:
     """The file's deadline, which OCR time does not use up (each OCR page has its own limit)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: IngestConfig) -> None:
         self.limits = limits
-        self.deadline = time.monotonic() + limits.timeout_s
+        self.deadline = time.monotonic() + limits.pdf_timeout_s
         self.ocr_page: int | None = None
         self.ocr_since = 0.0
 
@@ -123,11 +97,11 @@ class _Clock:
         if self.ocr_page is not None:
             return PageTimeout(f"OCR took longer than {self.limits.ocr_page_timeout_s:g} s "
                                "(ingest.ocr_page_timeout_s)", self.ocr_page)
-        return DocumentError(f"{source}: parsing took longer than {self.limits.timeout_s:g} s (ingest.pdf_timeout_s); "
+        return DocumentError(f"{source}: parsing took longer than {self.limits.pdf_timeout_s:g} s (ingest.pdf_timeout_s); "
                              "stopped")
 
 
-def _records(proc: subprocess.Popen, source: str, limits: Limits) -> Iterator[dict]:
+def _records(proc: subprocess.Popen, source: str, limits: IngestConfig) -> Iterator[dict]:
     """JSON lines from the child until it closes stdout; the child is killed when time runs out."""
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
@@ -162,8 +136,8 @@ def _emit_to(limits: dict) -> Callable[[dict], None]:
     def emit(record: dict) -> None:
         nonlocal chars
         chars += len(record.get("text", ""))
-        if chars > limits["max_chars"]:
-            raise ParseError(f"over {limits['max_chars']} characters of text by page {record.get('page')} "
+        if chars > limits["pdf_max_chars"]:
+            raise ParseError(f"over {limits['pdf_max_chars']} characters of text by page {record.get('page')} "
                              "(ingest.pdf_max_chars)")
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()

@@ -16,7 +16,7 @@ from conftest import ROOT
 from officefiles import encrypted_xlsx, write_docx, write_eml, write_epub, write_pptx, write_xlsx, zip_bomb
 from ragapp.errors import DocumentError
 from ragapp.load import iter_pages, load_file
-from ragapp.sandbox import Limits
+from ragapp.config import IngestConfig
 
 SHARED_OCR = ROOT.parent / "shared" / "eval" / "ocr"
 SHARED_PDFS = ROOT.parent / "shared" / "eval" / "pdfs"
@@ -153,7 +153,7 @@ def _broken_files(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.unit
 def test_broken_office_files_are_reported_by_name_and_reason(tmp_path):
-    limits = Limits(unzip_max_mb=16, zip_max_entries=200)
+    limits = IngestConfig(unzip_max_mb=16, zip_max_entries=200)
     for name, reason in _broken_files(tmp_path).items():
         with pytest.raises(DocumentError) as info:
             load_file(tmp_path / name, limits=limits)
@@ -167,7 +167,7 @@ def test_an_image_bomb_is_refused_not_decoded(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("1", (12_000, 12_000)).save(path)  # 144 megapixels in ~20 KB
     with pytest.raises(DocumentError, match=r"bomb.png: unreadable image \(DecompressionBombError"):
-        load_file(path, limits=Limits(render_max_pixels=25_000_000))
+        load_file(path, limits=IngestConfig(render_max_pixels=25_000_000))
 
 
 def test_hostile_shared_pdfs_are_bounded_and_reported():
@@ -192,12 +192,12 @@ def test_ocr_page_time_limit_skips_the_page_and_keeps_the_rest(tmp_path):
     scan.save(tmp_path / "two.pdf", save_all=True, append_images=[scan])
     warnings: list[str] = []
     with pytest.raises(DocumentError, match="no readable text"):
-        list(iter_pages(tmp_path / "two.pdf", limits=Limits(ocr_page_timeout_s=0.5), on_warning=warnings.append))
+        list(iter_pages(tmp_path / "two.pdf", limits=IngestConfig(ocr_page_timeout_s=0.5), on_warning=warnings.append))
     assert warnings == [f"page {n} skipped: OCR took longer than 0.5 s (ingest.ocr_page_timeout_s)" for n in (1, 2)]
     scan.save(tmp_path / "five.pdf", save_all=True, append_images=[scan] * 4)
     with pytest.raises(DocumentError, match=r"five.pdf: OCR took longer than 0.5 s \(ingest.ocr_page_timeout_s\) on 4 pages; "
                                             "stopped"):
-        load_file(tmp_path / "five.pdf", limits=Limits(ocr_page_timeout_s=0.5))
+        load_file(tmp_path / "five.pdf", limits=IngestConfig(ocr_page_timeout_s=0.5))
 
 
 # -- OCR quality on the shared scans and photos -----------------------------------------------------

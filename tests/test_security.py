@@ -364,18 +364,18 @@ def test_pdf_parse_time_and_size_limits(tmp_path):
 
     from ragapp.errors import DocumentError
     from ragapp.load import load_file
-    from ragapp.sandbox import Limits
+    from ragapp.config import IngestConfig
 
     slow = write_flate_pdf(tmp_path / "slow.pdf", "first page", content=b"BT /F1 11 Tf " + b"(ab) Tj 1 0 Td " * 3_000_000 + b"ET")
     t0 = time.perf_counter()
     with pytest.raises(DocumentError, match=r"slow.pdf: parsing took longer than 1 s \(ingest.pdf_timeout_s\); stopped"):
-        load_file(slow, limits=Limits(timeout_s=1))
+        load_file(slow, limits=IngestConfig(pdf_timeout_s=1))
     assert time.perf_counter() - t0 < 10
     many = write_pdf(tmp_path / "many.pdf", [[f"page {i}"] for i in range(30)])
     with pytest.raises(DocumentError, match=r"30 pages, over the limit of 20 \(ingest.pdf_max_pages\)"):
-        load_file(many, limits=Limits(max_pages=20))
+        load_file(many, limits=IngestConfig(pdf_max_pages=20))
     with pytest.raises(DocumentError, match=r"over 100 characters of text by page \d+ \(ingest.pdf_max_chars\)"):
-        load_file(many, limits=Limits(max_chars=100))
+        load_file(many, limits=IngestConfig(pdf_max_chars=100))
 
 
 def test_pdf_parser_out_of_memory_fails_the_file_not_a_page(tmp_path):
@@ -384,11 +384,11 @@ def test_pdf_parser_out_of_memory_fails_the_file_not_a_page(tmp_path):
 
     from ragapp.errors import DocumentError
     from ragapp.load import load_file
-    from ragapp.sandbox import Limits
+    from ragapp.config import IngestConfig
 
     heavy = write_flate_pdf(tmp_path / "heavy.pdf", "first page", content=b"BT /F1 11 Tf " + b"(ab) Tj 1 0 Td " * 4_000_000 + b"ET")
     with pytest.raises(DocumentError, match=r"heavy.pdf: (the parser ran out of memory|the parser stopped)"):
-        load_file(heavy, limits=Limits(memory_mb=300, timeout_s=120))
+        load_file(heavy, limits=IngestConfig(pdf_memory_mb=300, pdf_timeout_s=120))
 
 
 # -- 6. symlinks and unreadable folders ------------------------------------------------------

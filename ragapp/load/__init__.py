@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
 from ragapp.load.text import SEGMENT_CHARS, html_pages, text_pages
-from ragapp.sandbox import Limits, PageTimeout, run_parser
+from ragapp.sandbox import PageTimeout, run_parser
 from ragapp.types import Page
 
 __all__ = ["SUPPORTED_SUFFIXES", "SEGMENT_CHARS", "iter_pages", "load_file", "clean_text", "undouble",
@@ -40,11 +41,11 @@ MAX_PAGE_TIMEOUTS = 3
 LABEL_CHARS = 80
 
 
-def parsed_pages(path: Path, source: str, limits: Limits | None = None,
+def parsed_pages(path: Path, source: str, limits: IngestConfig | None = None,
                  on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
     """The pages the sandboxed parser of this file's format emits; a page whose OCR overruns its time
     is reported through `on_warning` and the parser goes on from the next page."""
-    limits = limits or Limits()
+    limits = limits or IngestConfig()
     parser, start, pages, skipped, timeouts = PARSERS[path.suffix.lower()], 1, 0, 0, 0
     while start:
         try:
@@ -77,7 +78,7 @@ def _label(label: object) -> str | None:
     return " ".join(clean_text(label).split())[:LABEL_CHARS] or None
 
 
-def _why_empty(suffix: str, skipped: int, limits: Limits) -> str:
+def _why_empty(suffix: str, skipped: int, limits: IngestConfig) -> str:
     if skipped:
         return f"no readable text ({skipped} page(s) skipped, see the warnings)"
     if suffix == ".pdf" and not limits.ocr:
@@ -88,7 +89,7 @@ def _why_empty(suffix: str, skipped: int, limits: Limits) -> str:
 
 
 def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | None = None,
-               segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None,
+               segment_chars: int = SEGMENT_CHARS, limits: IngestConfig | None = None,
                on_warning: Callable[[str], None] | None = None) -> Iterator[Page]:
     """The pages of one document, lazily: a text file streamed in segments (any size, bounded
     memory); every other format parsed in a child process within `limits`, page by page. Files
@@ -125,6 +126,6 @@ def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | Non
 
 
 def load_file(path: str | Path, source: str | None = None, max_bytes: int | None = None,
-              segment_chars: int = SEGMENT_CHARS, limits: Limits | None = None) -> list[Page]:
+              segment_chars: int = SEGMENT_CHARS, limits: IngestConfig | None = None) -> list[Page]:
     """Read one whole document into pages (see `iter_pages`)."""
     return list(iter_pages(path, source, max_bytes, segment_chars, limits))

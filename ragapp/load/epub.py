@@ -57,8 +57,8 @@ def parse(path: str, limits: dict, emit: Callable[[dict], None], start_page: int
     check_zip(path, limits)
     with zipfile.ZipFile(path) as archive:
         chapters = spine(archive)
-        if len(chapters) > limits["max_pages"]:
-            raise ParseError(f"{len(chapters)} chapters, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
+        if len(chapters) > limits["pdf_max_pages"]:
+            raise ParseError(f"{len(chapters)} chapters, over the limit of {limits['pdf_max_pages']} (ingest.pdf_max_pages)")
         number = 0
         for name in chapters:
             try:

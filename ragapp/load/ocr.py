@@ -146,8 +146,8 @@ def parse_image(path: str, limits: dict, emit: Callable[[dict], None], start_pag
     try:
         image = Image.open(path)
         frames = getattr(image, "n_frames", 1)
-        if frames > limits["max_pages"]:
-            raise ParseError(f"{frames} frames, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
+        if frames > limits["pdf_max_pages"]:
+            raise ParseError(f"{frames} frames, over the limit of {limits['pdf_max_pages']} (ingest.pdf_max_pages)")
         ocr = OCR(limits["ocr_threads"])
         for number in range(start_page, frames + 1):
             image.seek(number - 1)

@@ -114,8 +114,8 @@ def parse_pptx(path: str, limits: dict, emit: Emit, start_page: int = 1) -> None
 
     deck = _open(path, limits, Presentation, "PowerPoint")
     count = len(deck.slides)
-    if count > limits["max_pages"]:
-        raise ParseError(f"{count} slides, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
+    if count > limits["pdf_max_pages"]:
+        raise ParseError(f"{count} slides, over the limit of {limits['pdf_max_pages']} (ingest.pdf_max_pages)")
     for number, slide in enumerate(deck.slides, start=1):
         text = _slide_text(slide)
         if text.strip():

@@ -65,8 +65,8 @@ def parse(path: str, limits: dict, emit: Callable[[dict], None], start_page: int
         count = len(reader.pages)
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, IndexError, AssertionError) as exc:
         raise ParseError(f"unreadable PDF ({type(exc).__name__}: {exc})") from exc
-    if count > limits["max_pages"]:
-        raise ParseError(f"{count} pages, over the limit of {limits['max_pages']} (ingest.pdf_max_pages)")
+    if count > limits["pdf_max_pages"]:
+        raise ParseError(f"{count} pages, over the limit of {limits['pdf_max_pages']} (ingest.pdf_max_pages)")
     renderer = _Renderer(path, limits)
     for number in range(start_page, count + 1):
         page = reader.pages[number - 1]

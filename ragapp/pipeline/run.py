@@ -23,7 +23,6 @@ from ragapp.index import FileRecord, IndexBackend, IndexReader, IndexWriter, Man
 from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
 from ragapp.pipeline.feeder import Feeder, Progress
 from ragapp.pipeline.scan import Scan, file_size, is_under, scan
-from ragapp.sandbox import Limits
 from ragapp.split import split_page
 from ragapp.tokenize import Tokenizer
 from ragapp.types import Chunk, FileFailure, IngestReport
@@ -36,18 +35,12 @@ def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
     return {"k1": config.k1, "b": config.b, "epsilon": config.epsilon, **tokenizer.settings()}
 
 
-def _limits(config: Config) -> Limits:
-    ic = config.ingest
-    return Limits(ic.pdf_timeout_s, ic.pdf_memory_mb, ic.pdf_max_pages, ic.pdf_max_chars, ic.ocr, ic.ocr_page_timeout_s,
-                  ic.ocr_threads, ic.render_max_pixels, ic.unzip_max_mb, ic.zip_max_entries)
-
-
 def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
                warn: Callable[[str], None]) -> Iterator[list[Chunk]]:
     """The chunks of one file, a page (or streamed text segment) at a time. Every failure to read or
     split the file comes out as a DocumentError naming it; a lost part of it goes to `warn`."""
     split_cfg = config.split
-    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=_limits(config), on_warning=warn)
+    pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=config.ingest, on_warning=warn)
     while True:
         try:
             t0 = time.perf_counter()
