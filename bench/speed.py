@@ -64,24 +64,41 @@ def bm25(args) -> None:
     print(f"max score difference vs rank-bm25: {max_diff:.2e}")
 
 
-def ingest(args) -> None:
-    from ragapp import RAG
+# Embedder settings side by side: ragapp's first default (bfloat16, sentences in a second pass) and each
+# change on its own, then both.
+_INGEST_VARIANTS = [("bfloat16", "separate"), ("float32", "separate"), ("int8", "separate"),
+                    ("float32", "pooled"), ("int8", "pooled")]
 
-    rows = jsonl(EVAL / "scifact" / "corpus.jsonl")[: args.docs]
-    folder = write_corpus(rows, OUT / "corpora" / f"scifact-{args.docs}")
+
+def _ingest_once(folder: Path, dtype: str, sentences: str):
+    from dataclasses import replace
+
+    from ragapp import RAG
+    from ragapp.config import Config
+
+    config = Config()
+    config = config.with_(embed=replace(config.embed, dtype=dtype, sentence_vectors=sentences))
     tmp = Path(tempfile.mkdtemp(prefix="ragapp-speed-"))
     try:
         t0 = time.perf_counter()
-        report = RAG(tmp / "index").ingest([folder])
-        total = time.perf_counter() - t0
+        report = RAG(tmp / "index", config).ingest([folder])
+        return report, time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    st = report.stage_seconds
-    print(f"\nIngest {len(report.added)} SciFact documents → {report.chunks} chunks in {total:.1f} s "
-          f"({report.chunks / total:.1f} chunks/s overall, incl. model load); {machine()}")
-    print("| stage | seconds | chunks/s |\n|---|---|---|")
-    for stage, secs in st.items():
-        print(f"| {stage} | {secs:.2f} | {report.chunks / secs if secs else float('inf'):.0f} |")
+
+
+def ingest(args) -> None:
+    rows = jsonl(EVAL / "scifact" / "corpus.jsonl")[: args.docs]
+    folder = write_corpus(rows, OUT / "corpora" / f"scifact-{args.docs}")
+    results = [(dtype, sents, *_ingest_once(folder, dtype, sents)) for dtype, sents in _INGEST_VARIANTS]
+    stages = list(results[0][2].stage_seconds)
+    print(f"\nIngest {len(results[0][2].added)} SciFact documents → {results[0][2].chunks} chunks, each embedder "
+          f"setting in turn (chunks/s; overall includes model load); {machine()}")
+    print("| embed.dtype | sentence_vectors | overall | " + " | ".join(stages) + " |")
+    print("|---|---|---|" + "---|" * len(stages))
+    for dtype, sents, report, total in results:
+        cells = [f"{report.chunks / report.stage_seconds[s]:.1f}" if report.stage_seconds[s] else "-" for s in stages]
+        print(f"| {dtype} | {sents} | {report.chunks / total:.1f} ({total:.0f} s) | " + " | ".join(cells) + " |")
     print(f"peak memory: {peak_rss_mb():.0f} MB")
 
 

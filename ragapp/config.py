@@ -81,8 +81,14 @@ class EmbedConfig:
     # A packaged name (multilingual-e5-small, all-MiniLM-L6-v2), a sentence-transformers folder or a hub id.
     model: str = "multilingual-e5-small"
     batch_size: int = 16
-    # bfloat16 runs about twice as fast on CPUs with AVX-512 BF16; embeddings stay within 0.999 cosine.
-    dtype: str = "bfloat16"
+    # How the in-process model computes: "int8" (dynamic int8 weights for every linear layer but the
+    # feed-forward outputs, whose activations quantise badly), "float32" or "bfloat16" (about twice as
+    # fast on CPUs with AMX or AMD Zen 4, slower than float32 on Intel AVX-512 without AMX). Measured by
+    # bench/embedders.py; README "Ingest speed".
+    dtype: str = "int8"
+    # Sentence vectors for the reranker: "pooled" from the chunk's own token embeddings in the same
+    # forward pass, or "separate" (each sentence encoded on its own: a second pass). Shapes the index.
+    sentence_vectors: str = "pooled"
     max_seq_length: int = 512
     # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of a server the
     # user runs (TEI, infinity, vLLM, Ollama, llama.cpp). The e5 "query: " / "passage: " prefixes are
@@ -99,7 +105,9 @@ class EmbedConfig:
         _check(self.backend != "openai" or self.base_url.startswith(("http://", "https://")),
                f"embed backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(self.batch_size > 0, f"embed batch_size must be greater than 0. Currently, it is {self.batch_size}")
-        _check(self.dtype in ("float32", "bfloat16"), f"embed dtype must be float32 or bfloat16, not {self.dtype!r}")
+        _check(self.dtype in ("float32", "bfloat16", "int8"), f"embed dtype must be int8, float32 or bfloat16, not {self.dtype!r}")
+        _check(self.sentence_vectors in ("pooled", "separate"),
+               f"embed sentence_vectors must be pooled or separate, not {self.sentence_vectors!r}")
 
 
 @dataclass(frozen=True)

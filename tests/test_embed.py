@@ -1,0 +1,70 @@
+"""The in-process embedder's runtimes: int8 weights and sentence vectors pooled in the chunk's own pass."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ragapp.config import Config
+from ragapp.embed import SentenceTransformerEmbedder
+from ragapp.embed.sentence_transformers import span_vectors
+
+CHUNKS = ["The Normans settled in Normandy. Their language was French. Rollo signed a treaty with the king.",
+          "长城是中国古代的军事防御工程。它东起山海关，西至嘉峪关。每年有很多游客参观。"]
+
+
+def _spans(text: str, ends: str) -> tuple[tuple[int, int], ...]:
+    spans, a = [], 0
+    for i, ch in enumerate(text):
+        if ch in ends:
+            spans.append((a, i + 1))
+            a = i + 1 + (text[i + 1 : i + 2] == " ")
+    return tuple(spans)
+
+
+@pytest.fixture(scope="module")
+def embedders():
+    config = Config()
+    make = lambda **kw: SentenceTransformerEmbedder(replace(config.embed, **kw), config.cache_dir)  # noqa: E731
+    return {"float32": make(dtype="float32", sentence_vectors="separate"), "int8": make(dtype="int8", sentence_vectors="pooled")}
+
+
+def test_span_vectors_mean_the_tokens_starting_inside_each_span():
+    tokens = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0]], dtype=np.float32)
+    out = span_vectors(tokens, np.array([0, 5, 10]), [(0, 9), (10, 12), (20, 30)])
+    assert np.allclose(out[0], [2 ** -0.5, 2 ** -0.5]) and np.allclose(out[1], [0.6, 0.8])
+    assert not out[2].any()  # no token starts there: left for a separate encode
+
+
+def test_int8_stays_close_to_float32(embedders):
+    ours, exact = embedders["int8"].embed_passages(CHUNKS), embedders["float32"].embed_passages(CHUNKS)
+    assert (ours * exact).sum(axis=1).min() > 0.99
+    layer = embedders["int8"]._model[0].auto_model.encoder.layer[0]
+    assert "quantized" in type(layer.attention.self.query).__module__ and "quantized" not in type(layer.output.dense).__module__
+
+
+def test_pooled_sentence_vectors_come_from_one_pass_and_stay_each_sentences_own(embedders):
+    spans = [_spans(CHUNKS[0], "."), _spans(CHUNKS[1], "。")]
+    pooled_chunks, pooled = embedders["int8"].embed_chunks(CHUNKS, spans)
+    assert len(pooled) == sum(map(len, spans)) == 6
+    assert np.allclose((pooled_chunks * embedders["int8"].embed_passages(CHUNKS)).sum(axis=1), 1, atol=1e-5)
+    _, separate = embedders["float32"].embed_chunks(CHUNKS, spans)
+    own = (pooled * separate).sum(axis=1)
+    assert own.min() > 0.8  # each pooled vector is close to its sentence encoded alone (measured mean 0.93) ...
+    unrelated = pooled[:3] @ separate[3:].T
+    assert own.min() > unrelated.max()  # ... and closer than to the other chunk's sentences
+    assert np.allclose(np.linalg.norm(pooled, axis=1), 1, atol=1e-5)
+
+
+def test_a_sentence_past_the_length_limit_is_encoded_on_its_own():
+    config = Config()
+    short = SentenceTransformerEmbedder(replace(config.embed, max_seq_length=16, dtype="float32"), config.cache_dir)
+    first = "A first sentence that runs on well past the limit of sixteen tokens of this model. "
+    text = first + "The second one."
+    spans = ((0, len(first) - 1), (len(first), len(text)))
+    _, vectors = short.embed_chunks([text], [spans])
+    alone = short.embed_passages(["The second one."])[0]
+    assert float(vectors[1] @ alone) > 0.999  # none of its tokens fit in the chunk's pass: encoded on its own
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
