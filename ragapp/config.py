@@ -81,11 +81,11 @@ class EmbedConfig:
     # A packaged name (multilingual-e5-small, all-MiniLM-L6-v2), a sentence-transformers folder or a hub id.
     model: str = "multilingual-e5-small"
     batch_size: int = 16
-    # How the in-process model computes: "int8" (dynamic int8 weights for every linear layer but the
-    # feed-forward outputs, whose activations quantise badly), "float32" or "bfloat16" (about twice as
-    # fast on CPUs with AMX or AMD Zen 4, slower than float32 on Intel AVX-512 without AMX). Measured by
-    # bench/embedders.py; README "Ingest speed".
-    dtype: str = "int8"
+    # How the in-process model computes: "float32"; "int8" (dynamic int8 weights for every linear layer
+    # but the feed-forward outputs, whose activations quantise badly: 1.4x faster here, but SciFact dense
+    # nDCG@10 drops 0.012); or "bfloat16" (about twice as fast on CPUs with AMX or AMD Zen 4, slower than
+    # float32 on Intel AVX-512 without AMX). Measured by bench/speed.py ingest; README "Ingest speed".
+    dtype: str = "float32"
     # Sentence vectors for the reranker: "pooled" from the chunk's own token embeddings in the same
     # forward pass, or "separate" (each sentence encoded on its own: a second pass). Shapes the index.
     sentence_vectors: str = "pooled"

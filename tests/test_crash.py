@@ -21,7 +21,7 @@ from ragapp.index import Index, write_lock
 def state(path) -> tuple[int, frozenset[str]]:
     """What a reader sees: the generation and the chunk ids (opening verifies every checksum)."""
     index = Index.open(path)
-    return index.manifest.generation, frozenset(c.id for c in index.chunks)
+    return index.manifest.generation, frozenset(c.id for _, c, _ in index.rows())
 
 
 def make_notes(folder, n, seed):

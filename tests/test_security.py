@@ -16,6 +16,7 @@ import pytest
 from ragapp import RAG
 from ragapp.config import Config, ModelsConfig
 from ragapp.errors import IndexCorruptError, ModelNotAvailableError, NotAnIndexError
+from ragapp.tokenize import Tokenizer
 from ragapp.digest import file_sha256
 from ragapp.index import Index, read_manifest
 
@@ -131,7 +132,11 @@ def _hostile(kind):
         elif kind in ("bm25 index out of range", "bm25 weight row out of range"):
             part = "bm25_indices.npy" if kind == "bm25 index out of range" else "bm25_rows.npy"
             indices = np.load(gen / part)
-            indices[0] = 1 << 30
+            if part == "bm25_rows.npy":  # weights are checked as a query reads them: break the column "Mars" reads
+                term = json.loads((gen / "bm25_vocab.json").read_text(encoding="utf-8")).index(Tokenizer()("Mars")[0])
+                indices[np.load(gen / "bm25_colptr.npy")[term]] = 1 << 30
+            else:
+                indices[0] = 1 << 30
             from io import BytesIO
 
             buf = BytesIO()

@@ -11,14 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragapp import bm25
+from ragapp.index import chunkstore, dense
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from ragapp.spool import fsync_dir
 
+# 4: chunk records found by offset (chunk_offsets.npy, chunk_hashes.npy: an index opens without reading
+#    its chunks) and, from dense.IVF_MIN_ROWS chunks, an IVF over the vectors ("dense" says which);
 # 3: BM25 weights saved at ingest (bm25_weights/rows/colptr/idf.npy);
 # 2: chunks share sentence vectors by text ("sv" in chunks.jsonl is the first sentence vector's row);
 # 1: one sentence vector per chunk sentence, in chunk order. All are read.
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 _BASE_PARTS = ("chunks.jsonl", "dense.faiss", "sentences.npy")
 # The only files a generation holds; a manifest naming anything else is not trusted.
@@ -26,9 +29,13 @@ PARTS = _BASE_PARTS + bm25.FILES
 _MAX_MANIFEST_BYTES = 1 << 30
 
 
-def parts(schema_version: int) -> tuple[str, ...]:
-    """The files a generation of this schema holds."""
-    return PARTS if schema_version >= 3 else _BASE_PARTS + bm25.COUNT_FILES
+def parts(schema_version: int, dense_index: dict | None = None) -> tuple[str, ...]:
+    """The files a generation of this schema (and dense index, schema 4) holds."""
+    if schema_version < 3:
+        return _BASE_PARTS + bm25.COUNT_FILES
+    if schema_version == 3:
+        return PARTS
+    return PARTS + chunkstore.FILES[1:] + (dense.IVF_FILES if (dense_index or {}).get("type") == "ivf" else ())
 
 
 def rebuild_hint(path: str | Path) -> str:
@@ -68,6 +75,8 @@ class Manifest:
     updated_at: float = 0.0
     chunks: int = 0
     sentences: int = 0
+    # How dense search runs: {} exact, or {"type": "ivf", "nlist": N, "nprobe": P} (chosen by size).
+    dense: dict = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
 
@@ -115,7 +124,10 @@ def _check(m: Manifest) -> None:
     """Values an attacker could use to make a reader open other files, or allocate without bound."""
     if not (isinstance(m.generation, int) and 0 < m.generation < 10**9 and m.directory == f"gen-{m.generation:06d}"):
         raise ValueError(f"generation folder {m.directory!r} is not gen-NNNNNN for generation {m.generation!r}")
-    if set(m.checksums) != set(parts(m.schema_version)) or not all(isinstance(v, str) for v in m.checksums.values()):
+    if not isinstance(m.dense, dict) or (m.dense and not (m.dense.get("type") == "ivf" and all(
+            isinstance(m.dense.get(k), int) and 0 < m.dense[k] < 1 << 24 for k in ("nlist", "nprobe")))):
+        raise ValueError(f"dense index {m.dense!r}")
+    if set(m.checksums) != set(parts(m.schema_version, m.dense)) or not all(isinstance(v, str) for v in m.checksums.values()):
         raise ValueError(f"parts {sorted(m.checksums)} are not the index's fixed parts")
     dim = m.embedding.get("dimension") if isinstance(m.embedding, dict) else None
     if not (isinstance(dim, int) and 0 < dim <= 65536):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Collection, Sequence
@@ -13,14 +12,15 @@ import numpy as np
 from ragapp.bm25 import BM25Writer
 from ragapp.digest import file_sha256
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexWriteError
-from ragapp.index.dense import dense_spool
+from ragapp.index.chunkstore import ChunkStoreWriter
+from ragapp.index.dense import dense_spool, ivf_shape, write_ivf
 from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation
 from ragapp.index.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest, write_manifest
 from ragapp.index.reader import Index
 from ragapp.spool import fsync_dir, fsync_file, npy_spool
 from ragapp.types import Chunk
 
-Mark = tuple[int, int, int]
+Mark = tuple[int, int]
 
 
 def _previous(path: Path) -> Manifest | None:
@@ -58,7 +58,7 @@ class GenerationWriter:
         try:
             self.gen.mkdir()
             self._made = True
-            self.chunks = open(self.gen / "chunks.jsonl", "w", encoding="utf-8")
+            self.chunks = ChunkStoreWriter(self.gen)
             self.dense = dense_spool(self.gen, dimension)
             self.sentences = npy_spool(self.gen / "sentences.npy", np.float16, dimension)
             self.bm25 = BM25Writer(self.gen, previous.bm25.vocab if previous else None, bm25["k1"], bm25["b"], bm25["epsilon"])
@@ -103,31 +103,26 @@ class GenerationWriter:
             self.sentences.append(sentence_vectors)
             self._texts[key] = (self.rows, first, len(sentence_vectors))
         self.dense.append(np.asarray(vector, dtype=np.float32).reshape(1, -1))
-        record = {"id": chunk.id, "text": chunk.text, "source": chunk.source, "page": chunk.page, "start": chunk.start,
-                  "end": chunk.end, "sentences": chunk.sentences, "hash": text_hash, "sv": first}
-        if chunk.label or chunk.ocr:  # written only where set, so older indexes read the same
-            record.update(label=chunk.label, ocr=chunk.ocr)
-        self.chunks.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.chunks.add(chunk, text_hash, first)
         self.bm25.add(*terms)
 
     def mark(self) -> Mark:
         """A point to roll back to (see `rollback`)."""
         try:
             self.bm25.flush()
-            self.chunks.flush()
+            self.chunks.mark()
         except OSError as exc:
             self._fail(exc)
-        return self.rows, self.sentences.rows, self.chunks.tell()
+        return self.rows, self.sentences.rows
 
     def rollback(self, mark: Mark) -> None:
         """Forget every chunk added after `mark` (a file that failed half way through)."""
-        rows, sentence_rows, offset = mark
+        rows, sentence_rows = mark
         try:
             self.bm25.rollback(rows)
             self.dense.truncate(rows)
             self.sentences.truncate(sentence_rows)
-            self.chunks.truncate(offset)
-            self.chunks.seek(offset)
+            self.chunks.rollback(rows)
             self._texts = {h: v for h, v in self._texts.items() if v[0] < rows}
         except OSError as exc:
             self._fail(exc)
@@ -154,6 +149,7 @@ class GenerationWriter:
         old = self.old
         if old is None:
             return
+        old.verify_all()  # large parts are checked only by size at open: check them before copying from them
         for row, chunk, h in old.rows():
             if chunk.source in drop:
                 continue
@@ -163,11 +159,12 @@ class GenerationWriter:
                 self._add(chunk, h, old.term_row(row), old.vector(row), old.chunk_sentence_vectors(row))
 
     def _finish_files(self) -> list[str]:
-        self.chunks.flush()
-        self.chunks.close()
+        names = [*self.chunks.finish(), "dense.faiss", "sentences.npy", *self.bm25.finish()]
         self.dense.finish()
         self.sentences.finish()
-        names = ["chunks.jsonl", "dense.faiss", "sentences.npy", *self.bm25.finish()]
+        self.dense_index = ivf_shape(self.rows) or {}
+        if self.dense_index:
+            names += write_ivf(self.gen, self.dimension, self.rows, self.dense_index)
         for name in names:
             fsync_file(self.gen / name)
         fsync_dir(self.gen)
@@ -185,17 +182,13 @@ class GenerationWriter:
         manifest.updated_at = now
         manifest.chunks = self.rows
         manifest.sentences = self.sentences.rows
+        manifest.dense = self.dense_index
         manifest.checksums = {name: file_sha256(self.gen / name) for name in names}
 
     def abort(self) -> None:
         """Delete the unfinished generation; the current one stays as it was."""
         self._done = True
-        if getattr(self, "chunks", None) is not None:
-            try:
-                self.chunks.close()
-            except OSError:
-                pass
-        for part in ("dense", "sentences", "bm25"):
+        for part in ("chunks", "dense", "sentences", "bm25"):
             if getattr(self, part, None) is not None:
                 getattr(self, part).close()
         landed = _previous(self.path)
