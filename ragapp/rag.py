@@ -83,7 +83,10 @@ class RAG:
                 raise IndexNotFoundError(f"no index at {self.path} (run: ragapp ingest PATH --index {self.path})")
             if self._index is None or stamp != self._index_stamp:
                 index = self.store.open()
-                check_settings(index.manifest, self.settings(), self.path)
+                wanted = self.settings()
+                # How sentence vectors were made matters to an ingest adding to the index, not to a query.
+                wanted["embedding"].pop("sentence_vectors")
+                check_settings(index.manifest, wanted, self.path)
                 set_faiss_threads(self.config.threads)
                 self._index, self._index_stamp = index, stamp
             return self._index

@@ -68,3 +68,16 @@ def test_a_sentence_past_the_length_limit_is_encoded_on_its_own():
     alone = short.embed_passages(["The second one."])[0]
     assert float(vectors[1] @ alone) > 0.999  # none of its tokens fit in the chunk's pass: encoded on its own
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_sentence_vector_mode_is_recorded_and_checked_on_ingest_not_on_query(tmp_path, docs, config, echo_generator):
+    from ragapp import RAG
+    from ragapp.errors import IndexMismatchError
+
+    separate = config.with_(embed=replace(config.embed, sentence_vectors="separate"))
+    RAG(tmp_path / "index", separate, generator=echo_generator()).ingest([docs / "en"])
+    rag = RAG(tmp_path / "index", config, generator=echo_generator())  # pooled, the default
+    assert rag.manifest().embedding["sentence_vectors"] == "separate"
+    assert rag.search("How long does Mars take to orbit the Sun?")  # a query reads whatever the index holds
+    with pytest.raises(IndexMismatchError, match="embedding.sentence_vectors 'separate' \\(asked: 'pooled'\\)"):
+        rag.ingest([docs / "zh"])

@@ -48,7 +48,8 @@ def embedding_record(embedder: Embedder) -> dict:
     spec = getattr(embedder, "spec", None)
     return {"model": embedder.name, "backend": getattr(embedder, "backend", "sentence-transformers"),
             "dimension": embedder.dimension, "query_prefix": getattr(spec, "query_prefix", ""),
-            "passage_prefix": getattr(spec, "passage_prefix", "")}
+            "passage_prefix": getattr(spec, "passage_prefix", ""),
+            "sentence_vectors": getattr(embedder, "sentence_mode", "separate")}
 
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "build_embedder", "embedding_record"]

@@ -69,6 +69,7 @@ class SentenceTransformerEmbedder(LoadsOnce):
         self._tokenizer = None
         self.name = spec.name if spec else self.config.model
         self.backend = "sentence-transformers"
+        self.sentence_mode = self.config.sentence_vectors
 
     @property
     def spec(self) -> EmbedderSpec:

@@ -161,8 +161,9 @@ def index_settings(embedding: dict, split: dict, bm25_settings: dict) -> dict[st
 
 def check_settings(manifest: Manifest, wanted: dict[str, dict], path: str | Path) -> None:
     """Refuse to mix: each setting in `wanted` (a subset of `index_settings`) must equal what the
-    index was built with. Indexes from before backends were recorded used sentence-transformers."""
-    built = {"embedding": {"backend": "sentence-transformers", **manifest.embedding}, "split": manifest.split,
+    index was built with. Indexes from before backends (and sentence vector modes) were recorded used
+    sentence-transformers (and encoded sentences separately)."""
+    built = {"embedding": {"backend": "sentence-transformers", "sentence_vectors": "separate", **manifest.embedding}, "split": manifest.split,
              "bm25": manifest.bm25}
     differences = []
     for section, values in wanted.items():
