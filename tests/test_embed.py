@@ -74,10 +74,18 @@ def test_sentence_vector_mode_is_recorded_and_checked_on_ingest_not_on_query(tmp
     from ragapp import RAG
     from ragapp.errors import IndexMismatchError
 
-    separate = config.with_(embed=replace(config.embed, sentence_vectors="separate"))
-    RAG(tmp_path / "index", separate, generator=echo_generator()).ingest([docs / "en"])
-    rag = RAG(tmp_path / "index", config, generator=echo_generator())  # pooled, the default
+    pooled = config.with_(embed=replace(config.embed, sentence_vectors="pooled"))
+    RAG(tmp_path / "index", config, generator=echo_generator()).ingest([docs / "en"])  # separate, the default
+    rag = RAG(tmp_path / "index", pooled, generator=echo_generator())
     assert rag.manifest().embedding["sentence_vectors"] == "separate"
     assert rag.search("How long does Mars take to orbit the Sun?")  # a query reads whatever the index holds
     with pytest.raises(IndexMismatchError, match="embedding.sentence_vectors 'separate' \\(asked: 'pooled'\\)"):
         rag.ingest([docs / "zh"])
+
+
+def test_token_counts_are_not_cut_at_the_model_limit_after_an_encode(embedders):
+    embedder = embedders["float32"]
+    long_text = "word " * 700 + "长城" * 300
+    first = embedder.count_tokens([long_text])[0]
+    embedder.embed_passages([long_text])  # encoding truncates to 512 inside the model's own tokenizer
+    assert embedder.count_tokens([long_text, "two words"]) == [first, 2] and first > 900
