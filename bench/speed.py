@@ -2,7 +2,8 @@
 
     python bench/speed.py            # all parts
     python bench/speed.py bm25       # BM25 at 100k chunks: vectorised vs rank-bm25
-    python bench/speed.py ingest     # ingest chunks/s by stage on SciFact documents
+    python bench/speed.py ingest     # ingest chunks/s by stage on SciFact documents, embedder settings side by side
+    python bench/speed.py split      # the split stage alone on 20 MB of text: token counting before and after
     python bench/speed.py search     # RAG.search latency p50/p95 on the SciFact index (no LLM)
     python bench/speed.py ask        # RAG.ask latency with the default LLM on the bundled samples
     python bench/speed.py formats    # ingest speed per format (the same SciFact abstracts as docx, pptx, xlsx, ...)
@@ -100,6 +101,38 @@ def ingest(args) -> None:
         cells = [f"{report.chunks / report.stage_seconds[s]:.1f}" if report.stage_seconds[s] else "-" for s in stages]
         print(f"| {dtype} | {sents} | {report.chunks / total:.1f} ({total:.0f} s) | " + " | ".join(cells) + " |")
     print(f"peak memory: {peak_rss_mb():.0f} MB")
+
+
+def split(args) -> None:
+    """The split stage alone on large text: the tokenizer call before issue 15, the Rust batch call,
+    and the batch call behind the count cache; distinct SciFact text and one repeated paragraph."""
+    from ragapp.config import Config
+    from ragapp.embed import SentenceTransformerEmbedder
+    from ragapp.split import split_page
+    from ragapp.types import Page
+
+    config = Config()
+    embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)
+    embedder.count_tokens(["warm"])
+    tok = embedder._tokenizer
+
+    def before(texts):
+        return [len(x) for x in tok(list(texts), add_special_tokens=False, truncation=False)["input_ids"]]
+
+    rows = jsonl(EVAL / "scifact" / "corpus.jsonl")
+    distinct = "\n\n".join(r["title"] + ". " + r["text"] for r in rows)[: args.split_mb << 20]
+    repeated = ("\n\n".join(r["title"] + ". " + r["text"] for r in rows[:3]) + "\n\n") * ((args.split_mb << 20) // 4000)
+    print(f"\nSplit stage alone, {args.split_mb} MB of text as one page, chunk_size {config.split.chunk_size}; {machine()}")
+    print("| text | tokenizer call (before) s | Rust batch call s | batch call + count cache s | chunks |\n|---|---|---|---|---|")
+    for name, text in (("distinct SciFact abstracts", distinct), ("three abstracts repeated", repeated)):
+        page = Page(text=text, source="big.txt", page=None)
+        cells = []
+        for count in (before, embedder._count, embedder.count_tokens):
+            embedder._counted = {}
+            t0 = time.perf_counter()
+            chunks = split_page(page, config.split.chunk_size, config.split.chunk_overlap, count)
+            cells.append(time.perf_counter() - t0)
+        print(f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {len(chunks):,} |", flush=True)
 
 
 def search(args) -> None:
@@ -232,12 +265,13 @@ def formats(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "search", "ask", "formats", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "split", "search", "ask", "formats", "all"])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--split-mb", type=int, default=20, help="MB of text in the split part")
     parser.add_argument("--format-docs", type=int, default=50, help="abstracts per format in the formats part")
     args = parser.parse_args()
-    for part in (["bm25", "ingest", "search", "ask", "formats"] if args.part == "all" else [args.part]):
+    for part in (["bm25", "ingest", "split", "search", "ask", "formats"] if args.part == "all" else [args.part]):
         globals()[part](args)
 
 

@@ -89,3 +89,10 @@ def test_token_counts_are_not_cut_at_the_model_limit_after_an_encode(embedders):
     first = embedder.count_tokens([long_text])[0]
     embedder.embed_passages([long_text])  # encoding truncates to 512 inside the model's own tokenizer
     assert embedder.count_tokens([long_text, "two words"]) == [first, 2] and first > 900
+
+
+def test_cached_token_counts_equal_fresh_ones(embedders):
+    embedder = embedders["float32"]
+    texts = ["A sentence.", "长城很长。", "A sentence.", "x" * 5000, "A sentence."]
+    assert embedder.count_tokens(texts) == embedder._count(texts) == embedder.count_tokens(texts)
+    assert "A sentence." in embedder._counted and "x" * 5000 not in embedder._counted  # long texts are not kept

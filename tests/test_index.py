@@ -76,3 +76,82 @@ def test_a_manifest_damaged_after_opening_is_reported(tmp_path, built, config, e
     (path / "manifest.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(IndexCorruptError, match="unreadable manifest.*--rebuild"):
         rag.search("Neptune", top_k=1)
+
+
+# -- opening without reading, and the IVF of large indexes (issue 15) -------------------------
+
+def test_opening_reads_no_chunk_record_and_copies_no_vector(built, monkeypatch):
+    """An index opens in the same time at any size: records are parsed when asked for, and the
+    vectors and BM25 weights stay memory maps of the files."""
+    import numpy as np
+
+    from ragapp.index.chunkstore import ChunkStore
+    from ragapp.index.reader import Index
+
+    parsed = []
+    original = ChunkStore.record
+    monkeypatch.setattr(ChunkStore, "record", lambda self, row: parsed.append(row) or original(self, row))
+    index = Index.open(built)
+    assert parsed == []
+    assert isinstance(index.dense.vectors, np.memmap) and isinstance(index.sentence_vectors, np.memmap)
+    assert isinstance(index.bm25._weights, np.memmap) and isinstance(index.bm25._rows, np.memmap)
+    assert index.chunk(3).text and parsed == [3]
+    assert read_manifest(built).schema_version == 4 and read_manifest(built).dense == {}
+
+
+def _many_notes(folder):
+    """The samples and 60 short notes: enough chunks for an IVF of a few lists."""
+    import shutil
+
+    from conftest import SAMPLES
+
+    shutil.copytree(SAMPLES, folder)
+    for i in range(60):
+        (folder / f"note{i:02d}.txt").write_text(f"Field note {i}: the heron count at pond {i} was {i * 7 + 3}.\n", encoding="utf-8")
+    return folder
+
+
+def test_a_large_index_gets_an_ivf_that_finds_what_exact_search_finds(tmp_path, config, embedder, monkeypatch):
+    import faiss
+    import numpy as np
+
+    from ragapp.index import dense
+    from ragapp.index.reader import Index
+
+    monkeypatch.setattr(dense, "IVF_MIN_ROWS", 50)  # the rule is the same at 200,000 chunks
+    path = tmp_path / "index"
+    rag = RAG(path, config, embedder=embedder)
+    rag.ingest([_many_notes(tmp_path / "docs")])
+    manifest = read_manifest(path)
+    assert manifest.dense["type"] == "ivf" and {"ivf_rows.npy", "ivf_offsets.npy", "ivf_centroids.npy"} <= set(manifest.checksums)
+    index = Index.open(path)
+    index.dense.ivf.nprobe = index.dense.ivf.centroids.shape[0]  # every list: must equal exact search
+    q = embedder.embed_queries(["How long does Mars take to orbit the Sun?"])[0]
+    exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 5, metric=faiss.METRIC_INNER_PRODUCT)[1][0]
+    assert [r for r, _ in index.dense_top_n(q, 5)] == list(exact)
+    hits = rag.search("How long does Mars take to orbit the Sun?", top_k=3)
+    assert any("687" in h.chunk.text for h in hits)
+    assert "143" in rag.search("What was the heron count at pond 20?", top_k=1)[0].chunk.text
+
+
+def test_an_ivf_list_naming_a_row_outside_the_index_is_corrupt(tmp_path, config, embedder, monkeypatch):
+    import numpy as np
+
+    from ragapp.digest import file_sha256
+    from ragapp.index import dense
+    from ragapp.index.manifest import write_manifest
+    from ragapp.index.reader import Index
+
+    monkeypatch.setattr(dense, "IVF_MIN_ROWS", 50)
+    path = tmp_path / "index"
+    RAG(path, config, embedder=embedder).ingest([_many_notes(tmp_path / "docs")])
+    manifest = read_manifest(path)
+    part = path / manifest.directory / "ivf_rows.npy"
+    rows = np.load(part)
+    rows[:] = 1 << 40
+    np.save(part, rows)
+    manifest.checksums["ivf_rows.npy"] = file_sha256(part)  # crafted, not damaged: the checksum agrees
+    write_manifest(path, manifest)
+    index = Index.open(path)
+    with pytest.raises(IndexCorruptError, match="IVF list holds a row outside the index.*--rebuild"):
+        index.dense_top_n(embedder.embed_queries(["Mars"])[0], 5)

@@ -125,7 +125,7 @@ def ivf_shape(rows: int) -> dict | None:
     """The IVF a generation of `rows` vectors gets (None: exact search), as the manifest records it."""
     if rows < IVF_MIN_ROWS:
         return None
-    nlist = int(4 * np.sqrt(rows))
+    nlist = min(rows, int(4 * np.sqrt(rows)))
     return {"type": "ivf", "nlist": nlist, "nprobe": max(1, int(round(nlist * IVF_PROBE_SHARE)))}
 
 
