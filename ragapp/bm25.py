@@ -100,14 +100,15 @@ class BM25Index:
         counts = Counter(t for t in query if t in self.vocab)
         if not counts or len(self) == 0:
             return np.zeros(len(self), dtype=np.float64)
-        scores = np.zeros(len(self), dtype=np.float64)
+        rows, weights = [], []
         for term, mult in counts.items():
             a, b = self._colptr[self.vocab[term]], self._colptr[self.vocab[term] + 1]
-            rows = self._rows[a:b]
-            if b > a and (rows.min() < 0 or rows.max() >= len(self)):  # files read lazily: checked as used
-                raise ValueError(f"BM25 column of {term!r} names a row outside the index")
-            scores[rows] += mult * self._weights[a:b]
-        return scores
+            rows.append(self._rows[a:b])
+            weights.append(self._weights[a:b] * mult)
+        rows = np.concatenate(rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):  # files read lazily: checked as used
+            raise ValueError("a BM25 column names a row outside the index")
+        return np.bincount(rows, weights=np.concatenate(weights), minlength=len(self))
 
     def term_idf(self, term: str) -> float:
         """IDF of a term (0 for a term the index has never seen)."""
