@@ -5,7 +5,8 @@ rank-bm25 scores every document in a Python loop (~240 ms a query at 100k chunks
 per-(term, document) weights are computed once, at ingest, into a CSC matrix saved beside the
 counts, so opening an index memory-maps them (as bm25s does: open time and memory do not grow with
 the corpus) and a query adds up one column slice per term: the same numbers (tests compare against
-rank-bm25) in about a millisecond. Persisted as plain .npy arrays and a JSON vocabulary (no pickle).
+rank-bm25), summed by one bincount (p50 8.7 ms at a million chunks, bench/scale.py). Persisted as
+plain .npy arrays and a JSON vocabulary (no pickle).
 """
 
 from __future__ import annotations

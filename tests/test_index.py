@@ -155,3 +155,26 @@ def test_an_ivf_list_naming_a_row_outside_the_index_is_corrupt(tmp_path, config,
     index = Index.open(path)
     with pytest.raises(IndexCorruptError, match="IVF list holds a row outside the index.*--rebuild"):
         index.dense_top_n(embedder.embed_queries(["Mars"])[0], 5)
+
+
+def test_an_index_of_schema_3_still_opens_answers_and_is_upgraded_by_the_next_ingest(tmp_path, built, docs, config,
+                                                                                      embedder, echo_generator):
+    """Schema 3 had no offset or hash tables: the reader builds them in one pass over chunks.jsonl."""
+    import shutil
+
+    from ragapp.index.manifest import write_manifest
+
+    path = tmp_path / "index"
+    shutil.copytree(built, path)
+    manifest = read_manifest(path)
+    for name in ("chunk_offsets.npy", "chunk_hashes.npy"):
+        (path / manifest.directory / name).unlink()
+        del manifest.checksums[name]
+    manifest.schema_version = 3
+    write_manifest(path, manifest)
+    rag = RAG(path, config, embedder=embedder, generator=echo_generator())
+    assert "687" in rag.search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.text
+    (docs / "new.md").write_text("Kelp forests shelter sea otters.\n", encoding="utf-8")
+    assert rag.ingest([docs]).ok
+    assert read_manifest(path).schema_version == 4
+    assert "otters" in rag.search("What do kelp forests shelter?", top_k=1)[0].chunk.text
