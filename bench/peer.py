@@ -10,7 +10,8 @@ multilingual-e5-small (float32, the same "passage: "/"query: " prefixes, run thr
 sentence-transformers as ragapp runs it), BM25Retriever on rank-bm25, fused by EnsembleRetriever
 (weights 0.5/0.5, its weighted reciprocal rank fusion). ragapp is its default ingest and `search`
 (BM25 + dense, fusion, the sentence reranker) into a fresh index. Both use 2 threads to ingest
-and 1 to answer, one after the other on the same machine.
+and 1 to answer, one after the other on the same machine. `--ragapp-index PATH --ragapp-ingest-seconds S`
+queries an index the default ingest already built from the corpus (bench/quality.py retrieval) instead.
 """
 
 from __future__ import annotations
@@ -42,45 +43,52 @@ def _score(rank, queries: dict[str, str], rel: dict[str, dict[str, int]]) -> tup
     return float(np.mean(ndcg)), times
 
 
-def _ragapp(folder: Path, queries, rel):
+def _ragapp(folder: Path, queries, rel, built: Path | None = None, built_seconds: float = 0.0):
+    """ragapp's ingest into a fresh index, then its queries; or, given `built`, the queries against an
+    index already built from the same corpus by the default ingest (its ingest seconds passed in)."""
     from ragapp import RAG
 
     tmp = Path(tempfile.mkdtemp(prefix="ragapp-peer-"))
     try:
-        rag = RAG(tmp / "index")
+        rag = RAG(built or tmp / "index")
         t0 = time.perf_counter()
-        report = rag.ingest([folder])
-        secs = time.perf_counter() - t0
+        chunks = len(rag.index()) if built else rag.ingest([folder]).chunks
+        secs = built_seconds if built else time.perf_counter() - t0
         rank = lambda q: doc_ranking([h.chunk.source for h in rag.search(q, 20)])  # noqa: E731
-        return ("ragapp", report.chunks, secs, *_score(rank, queries, rel))
+        return ("ragapp", chunks, secs, *_score(rank, queries, rel))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _E5:
-    """LangChain Embeddings over the same e5 folder ragapp uses, float32, with e5's prefixes."""
+def _e5():
+    """LangChain Embeddings over the same e5 folder ragapp uses, float32, with e5's prefixes (the base
+    class is imported only when the peer runs)."""
+    from langchain_core.embeddings import Embeddings
 
-    def __init__(self) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
+    class E5(Embeddings):
+        def __init__(self) -> None:
+            import torch
+            from sentence_transformers import SentenceTransformer
 
-        from ragapp.config import Config
-        from ragapp.embed import SentenceTransformerEmbedder
+            from ragapp.config import Config
+            from ragapp.embed import SentenceTransformerEmbedder
 
-        spec = SentenceTransformerEmbedder(Config().embed, Config().cache_dir).spec
-        self.model = SentenceTransformer(spec.path, device="cpu", local_files_only=True)
-        self.prefixes = spec.query_prefix, spec.passage_prefix
-        self.torch = torch
+            spec = SentenceTransformerEmbedder(Config().embed, Config().cache_dir).spec
+            self.model = SentenceTransformer(spec.path, device="cpu", local_files_only=True)
+            self.prefixes = spec.query_prefix, spec.passage_prefix
+            self.torch = torch
 
-    def _encode(self, texts: list[str], threads: int) -> list[list[float]]:
-        self.torch.set_num_threads(threads)
-        return self.model.encode(texts, batch_size=16, normalize_embeddings=True, show_progress_bar=False).tolist()
+        def _encode(self, texts: list[str], threads: int) -> list[list[float]]:
+            self.torch.set_num_threads(threads)
+            return self.model.encode(texts, batch_size=16, normalize_embeddings=True, show_progress_bar=False).tolist()
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self._encode([self.prefixes[1] + t for t in texts], 2)
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return self._encode([self.prefixes[1] + t for t in texts], 2)
 
-    def embed_query(self, text: str) -> list[float]:
-        return self._encode([self.prefixes[0] + text], 1)[0]
+        def embed_query(self, text: str) -> list[float]:
+            return self._encode([self.prefixes[0] + text], 1)[0]
+
+    return E5()
 
 
 def _peer(rows: list[dict], queries, rel):
@@ -94,7 +102,7 @@ def _peer(rows: list[dict], queries, rel):
     splitter = RecursiveCharacterTextSplitter(chunk_size=750, chunk_overlap=150)
     docs = splitter.split_documents([Document(page_content=r["title"] + "\n\n" + r["text"], metadata={"id": r["_id"]})
                                      for r in rows])
-    store = FAISS.from_documents(docs, _E5())
+    store = FAISS.from_documents(docs, _e5())
     bm25 = BM25Retriever.from_documents(docs, k=DEPTH)
     secs = time.perf_counter() - t0
     ensemble = EnsembleRetriever(retrievers=[bm25, store.as_retriever(search_kwargs={"k": DEPTH})], weights=[0.5, 0.5])
@@ -103,14 +111,23 @@ def _peer(rows: list[dict], queries, rel):
 
 
 def main() -> None:
+    import argparse
+
     import faiss
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ragapp-index", type=Path, help="query this SciFact index instead of ingesting again")
+    parser.add_argument("--ragapp-ingest-seconds", type=float, default=0.0, help="how long that index took to build")
+    args = parser.parse_args()
 
     faiss.omp_set_num_threads(1)
     rows = jsonl(EVAL / "scifact" / "corpus.jsonl")
     queries = {r["_id"]: r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")}
     rel = qrels(EVAL / "scifact" / "qrels" / "test.tsv")
     folder = write_corpus(rows, OUT / "corpora" / "scifact")
-    results = [_ragapp(folder, queries, rel), _peer(rows, queries, rel)]
+    results = [_ragapp(folder, queries, rel, args.ragapp_index, args.ragapp_ingest_seconds)]
+    print("ragapp:", results[0][:4], flush=True)
+    results.append(_peer(rows, queries, rel))
     print(f"\nFull SciFact ({len(rows):,} documents, {len(rel)} test queries), one run; {machine()}")
     print("| retriever | chunks | ingest s | query p50 ms | query p95 ms | nDCG@10 |\n|---|---|---|---|---|---|")
     for name, chunks, secs, ndcg, times in results:

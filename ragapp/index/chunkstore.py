@@ -97,8 +97,8 @@ class ChunkStore:
             raise ValueError(f"chunk store holds {len(self.offsets) - 1} offsets and {len(self.hashes)} hashes, not {rows}")
         if rows and (self.offsets[0] != 0 or self.offsets[-1] != size or np.any(np.diff(self.offsets) <= 0)):
             raise ValueError("chunk offsets do not match chunks.jsonl")
-        self._file = open(path, "rb")
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        with open(path, "rb") as f:  # the map keeps its own handle
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         self._groups: dict[bytes, np.ndarray] | None = None
 
     def __len__(self) -> int:
@@ -141,4 +141,3 @@ class ChunkStore:
         """Release the memory map."""
         if isinstance(self._map, mmap.mmap):
             self._map.close()
-        self._file.close()

@@ -124,7 +124,7 @@ def _check(m: Manifest) -> None:
     """Values an attacker could use to make a reader open other files, or allocate without bound."""
     if not (isinstance(m.generation, int) and 0 < m.generation < 10**9 and m.directory == f"gen-{m.generation:06d}"):
         raise ValueError(f"generation folder {m.directory!r} is not gen-NNNNNN for generation {m.generation!r}")
-    if not isinstance(m.dense, dict) or (m.dense and not (m.dense.get("type") == "ivf" and all(
+    if not isinstance(m.dense, dict) or (m.dense and not (m.schema_version >= 4 and m.dense.get("type") == "ivf" and all(
             isinstance(m.dense.get(k), int) and 0 < m.dense[k] < 1 << 24 for k in ("nlist", "nprobe")))):
         raise ValueError(f"dense index {m.dense!r}")
     if set(m.checksums) != set(parts(m.schema_version, m.dense)) or not all(isinstance(v, str) for v in m.checksums.values()):
