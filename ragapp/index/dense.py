@@ -18,12 +18,13 @@ from ragapp.spool import Spool, load_npy, npy_spool
 FILE = "dense.faiss"
 IVF_FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.npy")
 # From this many chunks an index gets an IVF: at a million chunks exact search over the memory map
-# takes 113 ms a query on one thread and the IVF 79 ms (bench/scale.py search; README "Dense search").
+# takes 113 ms a query on one thread and the IVF 79 ms (bench/scale.py search; README "Ingest speed and index scale").
 IVF_MIN_ROWS = 200_000
 IVF_TRAIN_PER_LIST = 40  # k-means training sample: this many vectors per list
-# Lists searched per query, as a share of the lists: e5's vectors are anisotropic (every cosine is
-# 0.7-0.9), so k-means lists hold near neighbours poorly; recall@10 against exact search on SciFact's
-# real chunk and sentence vectors is 0.78 at 2 %, 0.92 at 10 %, 0.982 at 30 % (bench/scale.py recall).
+# Lists searched per query, as a share of the lists: e5's vectors are anisotropic (unrelated texts
+# still score a cosine of about 0.7), so k-means lists hold near neighbours poorly; recall@10 against
+# exact search on SciFact's real chunk and sentence vectors is 0.78 at 2 %, 0.92 at 10 %, 0.982 at
+# 30 % (bench/scale.py recall).
 IVF_PROBE_SHARE = 0.3
 _ASSIGN_ROWS = 1 << 16  # vectors assigned to their lists per step when the IVF is built
 
