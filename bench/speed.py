@@ -255,7 +255,7 @@ def formats(args) -> None:
             t0 = time.perf_counter()
             report = rag.ingest([folder])
             total = time.perf_counter() - t0
-            pages = len({(c.source, c.page) for c in rag.index().chunks})
+            pages = len({(c.source, c.page) for _, c, _ in rag.index().rows()})
             parse = report.stage_seconds.get("parse", 0.0)
             print(f"| {name} | {len(report.added)} | {pages} | {report.chunks} | {parse:.1f} | {total:.1f} | "
                   f"{len(report.added) / total:.2f} | {pages / parse if parse else float('inf'):.1f} |", flush=True)
