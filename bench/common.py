@@ -108,3 +108,20 @@ def machine() -> str:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def search_latencies(rag, queries: list[str]) -> tuple[list[float], dict[str, list[float]]]:
+    """Milliseconds of `RAG._search` per query (after one warm-up), and each stage's milliseconds."""
+    import time
+
+    rag.search(queries[0])
+    total: list[float] = []
+    stages: dict[str, list[float]] = {"embed_ms": [], "retrieve_ms": [], "rerank_ms": []}
+    for q in queries:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        rag._search(q, 10, timings)
+        total.append((time.perf_counter() - t) * 1000)
+        for k in stages:
+            stages[k].append(timings[k])
+    return total, stages

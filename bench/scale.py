@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import EVAL, OUT, jsonl, machine  # noqa: E402
+from bench.common import EVAL, OUT, jsonl, machine, search_latencies  # noqa: E402
 
 SOURCE = OUT / "indexes" / "scifact"
 SOURCES_PER_FILE = 100  # synthetic chunks per synthetic file in the manifest
@@ -131,18 +131,11 @@ def search(args) -> None:
     index = rag.index()
     queries = [r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:200]
     tok = rag.tokenizer()
-    rag.search(queries[0])
     import faiss
 
-    total, bm25, dense, exact = [], [], [], []
-    stages = {"embed_ms": [], "retrieve_ms": [], "rerank_ms": []}
+    total, stages = search_latencies(rag, queries)
+    bm25, dense, exact = [], [], []
     for q in queries:
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        rag._search(q, 10, timings)
-        total.append((time.perf_counter() - t) * 1000)
-        for k in stages:
-            stages[k].append(timings[k])
         t = time.perf_counter()
         index.bm25_top_n(tok(q), 100)
         bm25.append((time.perf_counter() - t) * 1000)

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import EVAL, OUT, ROOT, jsonl, machine, peak_rss_mb, write_corpus  # noqa: E402
+from bench.common import EVAL, OUT, ROOT, jsonl, machine, peak_rss_mb, search_latencies, write_corpus  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -148,15 +148,7 @@ def search(args) -> None:
     rag.index()
     opened = time.perf_counter() - t0
     queries = [r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:200]
-    rag.search(queries[0])
-    times, stages = [], {"embed_ms": [], "retrieve_ms": [], "rerank_ms": []}
-    for q in queries:
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        rag._search(q, 10, timings)
-        times.append((time.perf_counter() - t) * 1000)
-        for k in stages:
-            stages[k].append(timings[k])
+    times, stages = search_latencies(rag, queries)
     print(f"\nRAG.search on the SciFact index ({len(rag.index()):,} chunks), {len(queries)} queries, 1 thread; {machine()}")
     print(f"index schema {rag.manifest().schema_version} opened in {opened:.2f} s (checksums, FAISS, BM25)")
     print(f"p50 {_pct(times, 50):.1f} ms, p95 {_pct(times, 95):.1f} ms; median by stage: "
