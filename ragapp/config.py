@@ -252,6 +252,31 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """Where the index lives: "local" (FAISS + BM25 files in the index folder) or "milvus" (a Milvus
+    collection: Milvus Lite when `uri` is a file ending in .db, a Milvus server or cluster at
+    http(s)://HOST:19530, its token read from the environment variable `token_env`)."""
+
+    backend: str = "local"
+    uri: str = ""
+    # The collection; "" names it after the index folder (data/index -> "index"), so each knowledge
+    # base of the app gets its own.
+    collection: str = ""
+    token_env: str = "MILVUS_TOKEN"
+    # Milvus's vector index: HNSW (its usual choice; M 16, efConstruction 200), FLAT (exact), IVF_FLAT, AUTOINDEX.
+    dense_index: str = "HNSW"
+    timeout_s: float = 10.0
+    # A file claimed by a writer on another machine is left to it for this long (see README "Milvus").
+    claim_timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("local", "milvus"), f"index backend must be local or milvus, not {self.backend!r}")
+        _check(self.backend != "milvus" or self.uri.startswith(("http://", "https://")) or self.uri.endswith(".db"),
+               f"index backend milvus needs uri = 'PATH.db' (Milvus Lite) or 'http://HOST:19530'. Currently, it is {self.uri!r}")
+        _check(self.timeout_s > 0 and self.claim_timeout_s > 0, "index timeout_s and claim_timeout_s must be greater than 0")
+
+
+@dataclass(frozen=True)
 class UIConfig:
     """The Streamlit app: where knowledge bases live and how large an upload may be."""
 
@@ -289,6 +314,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     bm25: BM25Config = field(default_factory=BM25Config)
+    index: IndexConfig = field(default_factory=IndexConfig)
     retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
     rerank: RerankConfig = field(default_factory=RerankConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -336,7 +362,7 @@ class Config:
             if key not in sections:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
-                sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "retrieve": RetrieveConfig,
+                sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "index": IndexConfig, "retrieve": RetrieveConfig,
                            "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig, "serve": ServeConfig,
                            "models": ModelsConfig}.get(key)
                 if sub_cls is None:

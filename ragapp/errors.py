@@ -73,6 +73,12 @@ class NotAnIndexError(RagError):
     exit_code = 11
 
 
+class IndexUnavailableError(RagError):
+    """The server holding the index (Milvus) does not answer, or refused a call; the message names the URI."""
+
+    exit_code = 13
+
+
 class ModelServerError(RagError):
     """A model server (OpenAI-compatible) could not give an answer; the message names the URL and what to do."""
 

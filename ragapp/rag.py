@@ -14,7 +14,7 @@ from ragapp.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.embed import Embedder, build_embedder, embedding_record
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
-from ragapp.index import IndexBackend, IndexReader, LocalIndex, Manifest, check_settings, index_settings
+from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.pipeline import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
 from ragapp.rerank import Reranker, build_reranker, final_score, prompt_passages, refusal_threshold
@@ -55,8 +55,10 @@ class RAG:
                  embedder: Embedder | None = None, reranker: Reranker | None = None,
                  generator: Generator | None = None) -> None:
         self.config = config or Config()
-        self.store: IndexBackend = LocalIndex(index) if isinstance(index, (str, Path)) else index
-        self.path = Path(self.store.location)
+        local = isinstance(index, (str, Path))
+        self.store: IndexBackend = open_backend(index, self.config.index) if local else index
+        # The index folder: a local index's files, or (Milvus) where the app keeps a knowledge base's uploads.
+        self.path = Path(index if local else self.store.location)
         self.embedder = embedder or build_embedder(self.config)
         self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.models)
         self._custom_reranker = reranker
@@ -80,13 +82,13 @@ class RAG:
         with self._lock:
             stamp = self.store.stamp()
             if stamp is None:
-                raise IndexNotFoundError(f"no index at {self.path} (run: ragapp ingest PATH --index {self.path})")
+                raise IndexNotFoundError(f"no index at {self.store.location} (run: ragapp ingest PATH --index {self.path})")
             if self._index is None or stamp != self._index_stamp:
                 index = self.store.open()
                 wanted = self.settings()
                 # How sentence vectors were made matters to an ingest adding to the index, not to a query.
                 wanted["embedding"].pop("sentence_vectors")
-                check_settings(index.manifest, wanted, self.path)
+                check_settings(index.manifest, wanted, self.store.location)
                 set_faiss_threads(self.config.threads)
                 self._index, self._index_stamp = index, stamp
             return self._index
@@ -275,7 +277,7 @@ class RAG:
     def info(self) -> IndexInfo:
         """Documents, chunks, models and settings the index was built with."""
         m = self.manifest()
-        return IndexInfo(index=str(self.path), generation=m.generation, schema_version=m.schema_version,
+        return IndexInfo(index=self.store.location, generation=m.generation, schema_version=m.schema_version,
                          ragapp_version=m.ragapp_version, chunks=m.chunks, sentences=m.sentences, embedding=m.embedding,
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
                          min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,

@@ -38,7 +38,7 @@ def weighted_fusion(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequ
 def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk text."""
     n = candidates or config.candidates
-    bm25 = index.bm25_top_n(query.terms, n)
+    bm25 = index.bm25_top_n(query.terms, n, text=query.text)
     dense = index.dense_top_n(query.vector, n)
     if config.fusion == "rrf":
         fused = reciprocal_rank_fusion([[i for i, _ in bm25], [i for i, _ in dense]], config.rrf_k,

@@ -192,6 +192,8 @@ class IngestReport:
     failed: list[FileFailure] = field(default_factory=list)
     # Files that went in with a part missing (a PDF page that could not be read), with the reason.
     warnings: list[FileFailure] = field(default_factory=list)
+    # Files another ingest was writing into the same index at the same time (Milvus): left to it.
+    taken: list[str] = field(default_factory=list)
     chunks: int = 0
     chunks_added: int = 0
     seconds: float = 0.0
@@ -211,6 +213,7 @@ class IngestReport:
             "removed": self.removed,
             "failed": [{"path": f.path, "reason": f.reason} for f in self.failed],
             "warnings": [{"path": f.path, "reason": f.reason} for f in self.warnings],
+            "taken": self.taken,
             "chunks": self.chunks,
             "chunks_added": self.chunks_added,
             "seconds": round(self.seconds, 2),

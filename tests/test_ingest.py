@@ -21,83 +21,97 @@ def rag(tmp_path, config, embedder, echo_generator):
     return RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
 
 
-def _chunks(index: Index) -> list:
+@pytest.fixture(params=["local", "milvus"])
+def any_rag(request, tmp_path, config, embedder, echo_generator):
+    """The same RAG on each index backend (Milvus: Milvus Lite in a file of the test's own)."""
+    from ragapp.config import IndexConfig
+
+    if request.param == "milvus":
+        config = config.with_(index=IndexConfig(backend="milvus", uri=str(tmp_path / "milvus.db")))
+    return RAG(tmp_path / "index", config, embedder=embedder, generator=echo_generator())
+
+
+def _chunks(index) -> list:
     return [c for _, c, _ in index.rows()]
 
 
-def _consistent(index: Index) -> None:
-    n = len(_chunks(index))
-    assert len(index.dense) == n == len(index.bm25) == index.manifest.chunks
-    assert sum(r.chunks for r in index.manifest.files.values()) == n
-    assert {c.source for c in _chunks(index)} == set(index.manifest.files)
+def _consistent(index) -> None:
+    """What a reader sees adds up: rows, the documents' records, their sentence vectors."""
+    rows = list(index.rows())
+    assert len(rows) == len(index) == index.manifest.chunks
+    assert sum(r.chunks for r in index.manifest.files.values()) == len(rows)
+    assert {c.source for _, c, _ in rows} == set(index.manifest.files)
+    assert all(len(index.chunk_sentence_vectors(row)) == len(c.sentences) for row, c, _ in rows)
+    if isinstance(index, Index):
+        assert len(index.dense) == len(index.bm25) == len(rows)
 
 
-def test_ingest_search_and_pages(rag, docs):
-    report = rag.ingest([docs])
+def test_ingest_search_and_pages(any_rag, docs):
+    report = any_rag.ingest([docs])
     assert len(report.added) == 5 and not report.failed and report.chunks > 5
-    hits = rag.search("How long does Mars take to orbit the Sun?", top_k=3)
+    hits = any_rag.search("How long does Mars take to orbit the Sun?", top_k=3)
     assert hits[0].chunk.source.endswith("solar_system.md")
     assert hits[0].support_text == "Mars takes 687 Earth days to orbit the Sun."
     assert hits[0].bm25_rank is not None and hits[0].dense_rank is not None and hits[0].rerank_score is not None
-    pdf = rag.search("Which enzyme fixes carbon dioxide in the Calvin cycle?", top_k=1)[0]
+    pdf = any_rag.search("Which enzyme fixes carbon dioxide in the Calvin cycle?", top_k=1)[0]
     assert pdf.chunk.source.endswith("photosynthesis.pdf") and pdf.chunk.page == 2
-    zh = rag.search("长城的总长度是多少？", top_k=1)[0]
+    zh = any_rag.search("长城的总长度是多少？", top_k=1)[0]
     assert zh.chunk.source.endswith("长城.txt") and "21196.18千米" in zh.support_text
     # Cross-lingual: the dense side ranks the Chinese document first for an English question.
-    tea = [h for h in rag.search("Which green tea comes from Hangzhou?", top_k=5) if h.chunk.source.endswith("茶.md")]
+    tea = [h for h in any_rag.search("Which green tea comes from Hangzhou?", top_k=5) if h.chunk.source.endswith("茶.md")]
     assert tea and tea[0].dense_rank == 1 and "西湖龙井" in tea[0].chunk.text
-    _consistent(rag.index())
+    _consistent(any_rag.index())
 
 
-def test_reingest_is_incremental(rag, docs):
-    rag.ingest([docs])
-    before = rag.index()
-    again = rag.ingest([docs])
+def test_reingest_is_incremental(any_rag, docs):
+    any_rag.ingest([docs])
+    before = any_rag.index()
+    old_vectors = {c.id: before.vector(row) for row, c, _ in before.rows()}
+    again = any_rag.ingest([docs])
     assert len(again.unchanged) == 5 and not again.added and not again.updated and again.chunks_added == 0
-    assert rag.index().manifest.generation == before.manifest.generation  # nothing changed: no new generation
+    assert any_rag.index().manifest.generation == before.manifest.generation  # nothing changed: no new generation
 
     notes = docs / "en" / "ragapp_notes.txt"
     notes.write_text(notes.read_text() + "\nThe mascot of ragapp is a red panda named Bamboo.\n")
     (docs / "zh" / "茶.md").unlink()
     (docs / "en" / "new.md").write_text("Olympus Mons is the tallest volcano in the Solar System.\n")
-    report = rag.ingest([docs])
+    report = any_rag.ingest([docs])
     assert [p.endswith("ragapp_notes.txt") for p in report.updated] == [True]
     assert [p.endswith("茶.md") for p in report.removed] == [True]
     assert [p.endswith("new.md") for p in report.added] == [True]
     assert len(report.unchanged) == 3
     # Only chunks whose text changed are embedded again.
     assert 1 <= report.chunks_added <= 3
-    index = rag.index()
+    index = any_rag.index()
     _consistent(index)
     assert not any(c.source.endswith("茶.md") for c in _chunks(index))
-    assert "Bamboo" in rag.search("What is the name of the ragapp mascot?", top_k=1)[0].support_text
-    assert all(not h.chunk.source.endswith("茶.md") for h in rag.search("西湖龙井", top_k=10))
+    assert "Bamboo" in any_rag.search("What is the name of the ragapp mascot?", top_k=1)[0].support_text
+    assert all(not h.chunk.source.endswith("茶.md") for h in any_rag.search("西湖龙井", top_k=10))
     # Vectors of unchanged chunks were carried over exactly.
-    old_rows = {c.id: i for i, c in enumerate(_chunks(before))}
-    for i, c in enumerate(_chunks(index)):
-        if c.id in old_rows:
-            np.testing.assert_array_equal(index.vector(i), before.vector(old_rows[c.id]))
+    for row, c, _ in index.rows():
+        if c.id in old_vectors:
+            np.testing.assert_array_equal(index.vector(row), old_vectors[c.id])
 
 
-def test_removal_only_under_given_paths(rag, docs):
-    rag.ingest([docs / "en"])
-    rag.ingest([docs / "zh"])
-    assert len(rag.index().manifest.files) == 5
+def test_removal_only_under_given_paths(any_rag, docs):
+    any_rag.ingest([docs / "en"])
+    any_rag.ingest([docs / "zh"])
+    assert len(any_rag.index().manifest.files) == 5
     (docs / "zh" / "茶.md").unlink()
-    report = rag.ingest([docs / "zh"])
-    assert len(report.removed) == 1 and len(rag.index().manifest.files) == 4
+    report = any_rag.ingest([docs / "zh"])
+    assert len(report.removed) == 1 and len(any_rag.index().manifest.files) == 4
 
 
-def test_remove_document_by_source(rag, docs):
-    rag.ingest([docs])
-    tea = next(d.source for d in rag.documents() if d.source.endswith("茶.md"))
-    report = rag.remove([tea])
-    assert report.removed == [tea] and not report.added and len(rag.documents()) == 4
-    _consistent(rag.index())
-    assert all(not h.chunk.source.endswith("茶.md") for h in rag.search("西湖龙井", top_k=10))
+def test_remove_document_by_source(any_rag, docs):
+    any_rag.ingest([docs])
+    tea = next(d.source for d in any_rag.documents() if d.source.endswith("茶.md"))
+    report = any_rag.remove([tea])
+    assert report.removed == [tea] and not report.added and len(any_rag.documents()) == 4
+    _consistent(any_rag.index())
+    assert all(not h.chunk.source.endswith("茶.md") for h in any_rag.search("西湖龙井", top_k=10))
     assert (docs / "zh" / "茶.md").exists()  # the file itself is left alone
     with pytest.raises(NoDocumentsError, match="not in the index"):
-        rag.remove([tea])
+        any_rag.remove([tea])
 
 
 def test_duplicate_files_embedded_once_and_both_cited(tmp_path, docs, config, embedder, echo_generator):
@@ -133,11 +147,11 @@ def test_file_deleted_or_truncated_while_ingest_runs(rag, docs):
     assert not rag.ingest([docs]).updated
 
 
-def test_failed_file_reported_and_rest_ingested(rag, docs):
+def test_failed_file_reported_and_rest_ingested(any_rag, docs):
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4 this is not really a pdf")
     (docs / ".hidden.txt").write_text("hidden")
     (docs / "notes.txt.swp").write_text("swap")
-    report = rag.ingest([docs])
+    report = any_rag.ingest([docs])
     assert len(report.added) == 5
     assert [f.path.endswith("broken.pdf") for f in report.failed] == [True]
     assert report.failed[0].reason
@@ -151,11 +165,11 @@ def test_errors_are_named(tmp_path, config, embedder):
         RAG(tmp_path / "i", config, embedder=embedder).ingest([tmp_path / "empty"])
 
 
-def test_other_embedding_model_is_refused(rag, docs, config):
+def test_other_embedding_model_is_refused(any_rag, docs, config):
     from ragapp.config import EmbedConfig
 
-    rag.ingest([docs / "en" / "ragapp_notes.txt"])
-    other = RAG(rag.path, config.with_(embed=EmbedConfig(model="all-MiniLM-L6-v2")))
+    any_rag.ingest([docs / "en" / "ragapp_notes.txt"])
+    other = RAG(any_rag.path, any_rag.config.with_(embed=EmbedConfig(model="all-MiniLM-L6-v2")))
     with pytest.raises(IndexMismatchError, match="multilingual-e5-small"):
         other.search("anything")
 
@@ -227,14 +241,14 @@ def test_unreadable_file_is_reported(tmp_path, docs, cache_dir, config, embedder
     assert hit.chunk.source.endswith("solar_system.md")
 
 
-def test_one_rag_shared_by_threads(rag, docs):
+def test_one_rag_shared_by_threads(any_rag, docs):
     from concurrent.futures import ThreadPoolExecutor
 
-    rag.ingest([docs])
+    any_rag.ingest([docs])
     questions = {"How long does Mars take to orbit the Sun?": "solar_system.md", "长城的总长度是多少？": "长城.txt",
                  "Which enzyme fixes carbon dioxide in the Calvin cycle?": "photosynthesis.pdf", "西湖龙井": "茶.md"}
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda q: (q, rag.search(q, top_k=1)[0].chunk.source), list(questions) * 5))
+        results = list(pool.map(lambda q: (q, any_rag.search(q, top_k=1)[0].chunk.source), list(questions) * 5))
     assert all(source.endswith(questions[q]) for q, source in results)
 
 

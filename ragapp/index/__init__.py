@@ -10,10 +10,11 @@ A GenerationWriter streams a new generation folder beside the current one, chunk
 memory does not grow with the input), fsyncs every file, then replaces manifest.json by rename. A
 crash at any moment leaves the previous manifest pointing at the previous, complete generation;
 readers never see a mix. Modules: manifest (manifest.json), folder (what a folder may hold), lock,
-dense (dense.faiss), reader, writer, backend (the IndexBackend boundary).
+dense (dense.faiss), reader, writer, backend (the IndexBackend boundary); milvus and milvus_write keep
+an index in Milvus instead (`[index] backend = "milvus"`).
 """
 
-from ragapp.index.backend import IndexBackend, IndexReader, IndexWriter, LocalIndex
+from ragapp.index.backend import IndexBackend, IndexReader, IndexWriter, LocalIndex, open_backend
 from ragapp.index.folder import LOCK, UPLOADS, check_index_folder, is_index_folder
 from ragapp.index.lock import write_lock
 from ragapp.index.manifest import (
@@ -35,5 +36,5 @@ from ragapp.index.writer import GenerationWriter
 __all__ = [
     "GenerationWriter", "Index", "IndexBackend", "IndexReader", "IndexWriter", "LocalIndex", "FileRecord", "Manifest",
     "LOCK", "MANIFEST", "PARTS", "READABLE_SCHEMAS", "SCHEMA_VERSION", "UPLOADS", "check_index_folder",
-    "check_settings", "index_settings", "is_index_folder", "read_manifest", "rebuild_hint", "text_hash", "write_lock",
+    "check_settings", "index_settings", "is_index_folder", "open_backend", "read_manifest", "rebuild_hint", "text_hash", "write_lock",
 ]

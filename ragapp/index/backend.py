@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ragapp.config import IndexConfig
 from ragapp.index.folder import check_index_folder
 from ragapp.index.lock import write_lock
 from ragapp.index.manifest import MANIFEST, Manifest, read_manifest
@@ -35,7 +36,7 @@ class IndexReader(Protocol):
     def same_text_rows(self, row: int) -> list[int]: ...
     def row_of_text(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> int | None: ...
     def dense_top_n(self, query_vector: np.ndarray, n: int) -> list[tuple[int, float]]: ...
-    def bm25_top_n(self, terms: Sequence[str], n: int) -> list[tuple[int, float]]: ...
+    def bm25_top_n(self, terms: Sequence[str], n: int, text: str = "") -> list[tuple[int, float]]: ...
     def term_idf(self, term: str) -> float: ...
     def vector(self, row: int) -> np.ndarray: ...
     def chunk_sentence_vectors(self, row: int) -> np.ndarray: ...
@@ -47,6 +48,7 @@ class IndexWriter(Protocol):
 
     @property
     def rows(self) -> int: ...
+    def claim(self, source: str) -> bool: ...
     def has(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> bool: ...
     def add(self, chunk: Chunk, text_hash: str, tokens: Sequence[str], vector: np.ndarray | None = None,
             sentence_vectors: np.ndarray | None = None) -> None: ...
@@ -113,3 +115,15 @@ class LocalIndex:
         if previous is not None and not isinstance(previous, Index):
             raise TypeError("a local index carries rows over only from a local index")
         return GenerationWriter(self.path, dimension, bm25, previous)
+
+
+def open_backend(index: str | Path, config: IndexConfig) -> IndexBackend:
+    """The backend `[index]` names for the index folder `index` (a Milvus collection is named after
+    the folder unless `config.collection` says otherwise)."""
+    if config.backend == "local":
+        return LocalIndex(index)
+    from ragapp.index.milvus import MilvusIndex
+
+    name = config.collection or "".join(c if c.isascii() and c.isalnum() else "_" for c in Path(index).resolve().name)
+    return MilvusIndex(config.uri, name if name[:1].isalpha() else f"kb_{name}", config.token_env, config.dense_index,
+                       config.timeout_s, config.claim_timeout_s)

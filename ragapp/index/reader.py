@@ -133,8 +133,9 @@ class Index:
         except _LOAD_ERRORS as exc:
             raise self._corrupt(exc) from exc
 
-    def bm25_top_n(self, terms: Sequence[str], n: int) -> list[tuple[int, float]]:
-        """Best `n` chunks by BM25 with a positive score, as (row, score)."""
+    def bm25_top_n(self, terms: Sequence[str], n: int, text: str = "") -> list[tuple[int, float]]:
+        """Best `n` chunks by BM25 with a positive score, as (row, score) (`text`, the query as
+        written, is for backends that tokenise themselves)."""
         try:
             return self.bm25.top_n(terms, n)
         except _LOAD_ERRORS as exc:

@@ -77,6 +77,10 @@ class GenerationWriter:
         """Chunks written so far."""
         return self.bm25.rows
 
+    def claim(self, source: str) -> bool:
+        """Always True: the writer lock makes this the only writer."""
+        return True
+
     def has(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> bool:
         """True if a chunk with this text and these sentences is already written (its vectors can be shared)."""
         return (text_hash, hash(sentences)) in self._texts

@@ -92,10 +92,13 @@ def _plan(found: Scan, known: Mapping[str, FileRecord], remove: Sequence[str], r
 def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, known: Mapping[str, FileRecord],
             report: IngestReport, tell: Progress) -> dict[str, FileRecord]:
     """Each changed file through load → split → embed → the writer; a file that fails half way is
-    rolled back and the rest of the folder goes on."""
+    rolled back and the rest of the folder goes on; one another writer holds is left to it."""
     records: dict[str, FileRecord] = {}
     for n, (file, source, digest) in enumerate(changed, start=1):
         tell("read", source, n, len(changed))
+        if not feeder.writer.claim(source):
+            report.taken.append(source)
+            continue
         feeder.begin_file()
         warnings: list[FileFailure] = []
         ocr_pages: set[int | None] = set()

@@ -1,0 +1,290 @@
+"""Writing one ingest into ragapp's Milvus collections (layout and protocol: ragapp.index.milvus)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Sequence
+
+import numpy as np
+
+from ragapp.index.milvus import (
+    _BATCH,
+    _LAYOUT_KEY,
+    _SETTINGS_KEY,
+    _STATE,
+    ANALYZER,
+    LAYOUT,
+    MAX_TEXT_BYTES,
+    MilvusIndex,
+    MilvusReader,
+    _record,
+    claim_alive,
+    file_row,
+    source_id,
+    term_id,
+    this_process,
+)
+from ragapp.index.manifest import Manifest, index_settings
+from ragapp.types import Chunk
+
+_SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of the same text
+
+
+_DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
+
+
+def _schemas(client, dimension: int, bm25: dict, dense_index: str) -> dict:
+    """Schema and index parameters of each collection."""
+    from pymilvus import DataType, Function, FunctionType
+
+    def vector_index(field: str, kind: str, metric: str, params: dict | None = None):
+        ip = client.prepare_index_params()
+        ip.add_index(field, index_type=kind, metric_type=metric, params=params or {})
+        return ip
+
+    chunks = client.create_schema(auto_id=True)
+    chunks.add_field("pk", DataType.INT64, is_primary=True)
+    chunks.add_field("sid", DataType.INT64)
+    chunks.add_field("gen", DataType.INT64)
+    chunks.add_field("hash", DataType.VARCHAR, max_length=32)
+    chunks.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=ANALYZER)
+    chunks.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    chunks.add_field("dense", DataType.FLOAT_VECTOR, dim=dimension)
+    chunks.add_field("record", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+                                 output_field_names=["sparse"]))
+    sentences = client.create_schema(auto_id=True)
+    for name in ("pk", "chunk", "sid", "gen", "pos"):
+        sentences.add_field(name, DataType.INT64, is_primary=name == "pk")
+    sentences.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
+    files = client.create_schema(auto_id=False)
+    for name, kind in (("pk", DataType.INT64), ("gen", DataType.INT64), ("pending", DataType.INT64), ("retired", DataType.INT64),
+                       ("claimed_at", DataType.DOUBLE)):
+        files.add_field(name, kind, is_primary=name == "pk")
+    for name, length in (("source", 4096), ("record", 4096), ("owner", 512)):
+        files.add_field(name, DataType.VARCHAR, max_length=length)
+    files.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in every collection
+    terms = client.create_schema(auto_id=False)
+    terms.add_field("pk", DataType.INT64, is_primary=True)
+    terms.add_field("df", DataType.INT64)
+    terms.add_field("v", DataType.FLOAT_VECTOR, dim=2)
+    chunk_index = vector_index("sparse", "SPARSE_INVERTED_INDEX", "BM25", {"bm25_k1": bm25["k1"], "bm25_b": bm25["b"]})
+    chunk_index.add_index("dense", index_type=dense_index, metric_type="IP", params=_DENSE_PARAMS.get(dense_index, {}))
+    return {"chunks": (chunks, chunk_index), "sentences": (sentences, vector_index("vector", "FLAT", "IP")),
+            "files": (files, vector_index("v", "FLAT", "L2")), "terms": (terms, vector_index("v", "FLAT", "L2"))}
+
+
+class MilvusWriter:
+    """One ingest into a Milvus index (implements `IndexWriter`): rows are inserted under this
+    writer's version as they come; `commit` makes each claimed file's new rows visible (one files row
+    upsert each), then deletes its old rows."""
+
+    def __init__(self, backend: MilvusIndex, dimension: int, bm25: dict, previous: MilvusReader | None) -> None:
+        self.b, self.dimension, self.old = backend, dimension, previous
+        self.gen = time.time_ns() // 1000
+        self.owner = this_process()
+        self._texts: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._buffer: list[tuple[dict, np.ndarray]] = []
+        self._pks: list[int] = []  # inserted chunk rows, in order
+        self._terms: dict[int, Counter] = {}  # per claimed source: document frequencies of its new rows
+        self._claimed: dict[int, str] = {}
+        self._done = False
+        self._total: int | None = None
+        self._create(bm25, drop=previous is None and backend.exists())
+
+    def _create(self, bm25: dict, drop: bool) -> None:
+        c = self.b.client()
+        schemas = _schemas(c, self.dimension, bm25, self.b.dense_index)
+        for part, name in self.b.names.items():
+            if drop:
+                self.b.call("drop_collection", c.drop_collection, name)
+            if not self.b.call("has_collection", c.has_collection, name):
+                schema, index = schemas[part]
+                props = {_LAYOUT_KEY: LAYOUT} if part == "chunks" else {}
+                self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
+            self.b._loaded.discard(part)
+            self.b.loaded(part)
+        self.b.check_writable()
+
+    def __enter__(self) -> MilvusWriter:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if not self._done:
+            self.abort()
+
+    @property
+    def rows(self) -> int:
+        """Chunks written so far; after `commit`, chunks in the index."""
+        return self._total if self._total is not None else len(self._pks) + len(self._buffer)
+
+    def claim(self, source: str) -> bool:
+        """Take `source` for this writer; False when another live writer holds it."""
+        sid = source_id(source)
+        found = self.b.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record", "owner", "claimed_at"])
+        row = found[0] if found else None
+        if row and row["pending"] not in (0, self.gen) and claim_alive(row, self.b.claim_timeout_s):
+            return False
+        mine = file_row(source, row["gen"] if row else 0, self.gen, row["retired"] if row else 0, None, self.owner, time.time())
+        mine["record"] = row["record"] if row else ""
+        self._upsert("files", [mine])
+        again = self.b.query("files", f"pk == {sid}", ["pending"])
+        if not again or again[0]["pending"] != self.gen:
+            return False
+        if row and row["pending"] not in (0, self.gen):  # a dead writer's rows of this file go
+            self._delete(f"sid == {sid} and gen == {row['pending']}")
+        self._claimed[sid] = source
+        self._terms[sid] = Counter()
+        return True
+
+    def has(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> bool:
+        """True if this writer holds vectors for this text and these sentences."""
+        return (text_hash, hash(sentences)) in self._texts
+
+    def add(self, chunk: Chunk, text_hash: str, tokens: Sequence[str], vector: np.ndarray | None = None,
+            sentence_vectors: np.ndarray | None = None) -> None:
+        """Queue one chunk (inserted in batches). Vectors may be left out when `has` says so."""
+        key = (text_hash, hash(chunk.sentences))
+        if vector is None or sentence_vectors is None:
+            vector, sentence_vectors = self._texts[key]
+        elif len(sentence_vectors) != len(chunk.sentences):
+            raise ValueError(f"chunk {chunk.id}: not one vector per sentence")
+        self._texts[key] = (vector, sentence_vectors)
+        self._texts.move_to_end(key)
+        if len(self._texts) > _SHARED:
+            self._texts.popitem(last=False)
+        if len(chunk.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+            raise ValueError(f"chunk {chunk.id}: text longer than Milvus's {MAX_TEXT_BYTES} bytes")
+        sid = source_id(chunk.source)
+        if sid not in self._claimed:
+            raise ValueError(f"{chunk.source}: not claimed by this writer")
+        self._terms[sid].update(set(tokens))
+        row = {"sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "record": _record(chunk),
+               "dense": np.asarray(vector, np.float32).tolist()}
+        self._buffer.append((row, np.asarray(sentence_vectors, np.float32)))
+        if len(self._buffer) >= _BATCH:
+            self._insert()
+
+    def _insert(self) -> None:
+        if not self._buffer:
+            return
+        c = self.b.client()
+        done = self.b.call("insert", c.insert, self.b.names["chunks"], [r for r, _ in self._buffer])
+        ids = list(done["ids"])
+        sentences = [{"chunk": pk, "sid": r["sid"], "gen": self.gen, "pos": i, "vector": v.tolist()}
+                     for pk, (r, vs) in zip(ids, self._buffer) for i, v in enumerate(vs)]
+        if sentences:
+            self.b.call("insert", c.insert, self.b.names["sentences"], sentences)
+        self._pks += ids
+        self._buffer = []
+
+    def mark(self) -> int:
+        """A point to roll back to."""
+        return self.rows
+
+    def rollback(self, mark: int) -> None:
+        """Forget every chunk added after `mark` (a file that failed half way through)."""
+        self._insert()
+        gone, self._pks = self._pks[mark:], self._pks[:mark]
+        for at in range(0, len(gone), _BATCH * 8):
+            ids = ", ".join(map(str, gone[at : at + _BATCH * 8]))
+            self._delete_parts(f"pk in [{ids}]", f"chunk in [{ids}]")
+
+    def _delete(self, where: str) -> None:
+        self._delete_parts(where, where)
+
+    def _delete_parts(self, chunks: str, sentences: str) -> None:
+        c = self.b.client()
+        self.b.call("delete", c.delete, self.b.names["chunks"], filter=chunks)
+        self.b.call("delete", c.delete, self.b.names["sentences"], filter=sentences)
+
+    def _upsert(self, part: str, rows: list[dict]) -> None:
+        c = self.b.client()
+        for at in range(0, len(rows), _BATCH * 8):
+            self.b.call("upsert", c.upsert, self.b.names[part], rows[at : at + _BATCH * 8])
+
+    def _flush(self, *parts: str) -> None:
+        c = self.b.client()
+        for part in parts:
+            self.b.call("flush", c.flush, self.b.names[part])
+
+    def commit(self, manifest: Manifest, drop: Collection[str] = ()) -> Manifest:
+        """Make each new file visible (one row upsert each, after its rows are flushed), then delete
+        the rows they replace and those of the documents in `drop` that left the index."""
+        self._insert()
+        self._flush("chunks", "sentences")
+        c = self.b.client()
+        settings = json.dumps(index_settings(manifest.embedding, manifest.split, {**manifest.bm25, "analyzer": ANALYZER}))
+        if self.b.settings() is None:
+            self.b.call("alter_collection_properties", c.alter_collection_properties, self.b.name, {_SETTINGS_KEY: settings})
+        held = {r["pk"]: r for r in self.b.query("files", f"pk in [{', '.join(map(str, {source_id(s) for s in drop} | set(self._claimed)))}]",
+                                                 ["pk", "gen", "pending"])} if (drop or self._claimed) else {}
+        new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.gen]
+        gone = [s for s in drop if s not in manifest.files]
+        old_gen = {s: held.get(source_id(s), {}).get("gen", 0) for s in new + gone}
+        self._count_terms(new, gone, old_gen, manifest.bm25)
+        self._upsert("files", [file_row(s, self.gen, 0, old_gen[s], manifest.files[s]) for s in new]
+                     + [file_row(s, 0, 0, old_gen[s]) for s in gone if old_gen[s]])
+        self._flush("files")
+        for s in new:
+            self._delete(f"sid == {source_id(s)} and gen != {self.gen}")
+        for s in gone:
+            self._delete(f"sid == {source_id(s)}")
+        self._flush("chunks", "sentences")
+        self._release(new, manifest)
+        ids = ", ".join(str(source_id(s)) for s in gone)
+        if gone:
+            self.b.call("delete", c.delete, self.b.names["files"], filter=f"pk in [{ids}]")
+        self._upsert("files", [file_row("", time.time_ns() // 1000) | {"pk": _STATE}])
+        self._flush("files")
+        self._done = True
+        self._total = sum(r.chunks for r in self.b.manifest().files.values())
+        return manifest
+
+    def _release(self, committed: list[str], manifest: Manifest) -> None:
+        """Committed files lose their retired mark; claimed files that were not committed (failed, or
+        unchanged after all) lose this writer's rows and claim."""
+        done = {source_id(s) for s in committed}
+        rows = [file_row(s, self.gen, 0, 0, manifest.files[s]) for s in committed]
+        for sid, source in self._claimed.items():
+            if sid not in done:
+                self._delete(f"sid == {sid} and gen == {self.gen}")
+                found = self.b.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record"])
+                if found and found[0]["pending"] == self.gen:
+                    rows.append({**file_row(source, found[0]["gen"], 0, found[0]["retired"]), "record": found[0]["record"]})
+        self._upsert("files", rows)
+
+    def _count_terms(self, new: list[str], gone: list[str], old_gen: dict[str, int], bm25: dict) -> None:
+        """Document frequencies move by the new files' rows and the rows they replace or remove
+        (read-modify-write: two writers committing at the same moment can lose each other's counts;
+        they only weight the reranker's term coverage and citations)."""
+        from ragapp.tokenize import Tokenizer
+
+        delta: Counter = Counter()
+        for s in new:
+            delta.update(self._terms.get(source_id(s), Counter()))
+        tokenizer = Tokenizer(bm25["chinese"], bm25["stem"])
+        for s in new + gone:
+            if old_gen[s]:
+                for row in self.b.query("chunks", f"sid == {source_id(s)} and gen == {old_gen[s]}", ["text"]):
+                    delta.subtract(set(tokenizer(row["text"])))
+        ids = {term_id(t): d for t, d in delta.items() if d}
+        have: dict[int, int] = {}
+        keys = list(ids)
+        for at in range(0, len(keys), 1000):
+            part = keys[at : at + 1000]
+            have.update({r["pk"]: r["df"] for r in self.b.query("terms", f"pk in [{', '.join(map(str, part))}]", ["pk", "df"])})
+        self._upsert("terms", [{"pk": k, "df": max(0, have.get(k, 0) + d), "v": [0.0, 0.0]} for k, d in ids.items()])
+
+    def abort(self) -> None:
+        """Delete this writer's rows and claims; what is committed stays as it was."""
+        self._done = True
+        self._buffer = []
+        try:
+            self._delete(f"gen == {self.gen}")
+            self._release([], Manifest(embedding={}, split={}, bm25={}))
+        except Exception:  # the server may be what failed; the rows stay invisible either way
+            pass
+
