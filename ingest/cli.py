@@ -53,6 +53,8 @@ def summary(report: IngestReport) -> str:
         lines.append(f"  failed: {shown_path(failure.path, 80)}: {failure.reason}")
     for warning in report.warnings:
         lines.append(f"  warning: {shown_path(warning.path, 80)}: {warning.reason}")
+    if report.taken:
+        lines.append(f"  {len(report.taken)} file(s) left to another ingest writing them at the same time")
     return "\n".join(lines)
 
 

@@ -178,9 +178,11 @@ def search(query, index, config_path, top_k, embed_model, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON, including per-file records.")
 def info(index, config_path, as_json) -> None:
     """Documents, chunks, models and settings of the index."""
-    from ragapp.index import read_manifest
-
-    data = open_rag(index, config_path, embed__model=read_manifest(index).embedding.get("model")).info().to_dict()
+    rag = open_rag(index, config_path)
+    built_with = rag.manifest().embedding.get("model")  # info needs no model: read with the index's own
+    if built_with != rag.config.embed.model:
+        rag = open_rag(index, config_path, embed__model=built_with)
+    data = rag.info().to_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=1))
         return

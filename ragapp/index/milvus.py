@@ -117,6 +117,18 @@ class MilvusIndex:
                                          timeout=self.timeout_s)
             return self._client
 
+    def close(self) -> None:
+        """Disconnect; for Milvus Lite also stop this process's server of the file, so another process
+        may open it (other clients of that file in this process stop working too)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                if not self.uri.startswith("http"):
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self.uri)
+            self._client, self._loaded = None, set()
+
     def call(self, what: str, fn: Callable, *args, **kwargs):
         """Run one Milvus call; its failure is IndexUnavailableError naming the URI and the call."""
         try:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
 from ragapp.conversation import Turn
-from ragapp.errors import (IndexCorruptError, IndexMismatchError, IndexNotFoundError, ModelNotAvailableError,
+from ragapp.errors import (IndexCorruptError, IndexMismatchError, IndexNotFoundError, IndexUnavailableError, ModelNotAvailableError,
                            ModelServerError, NoDocumentsError, RagError)
 from ragapp.knowledge import DOCUMENTS, create_knowledge_base, knowledge_base, knowledge_bases, safe_name, save_upload
 from ragapp.rag import RAG
@@ -28,7 +28,7 @@ from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, 
 from ragapp.types import Answer
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
-           IndexCorruptError: 503, IndexMismatchError: 409}
+           IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503}
 _OPEN = ("/health",)  # served without a key
 
 

@@ -1,0 +1,217 @@
+"""The Milvus backend on Milvus Lite: answers with citations in both languages, deletes that reach
+every collection, SIGKILL during an ingest, two ingest processes sharing one collection through a
+Milvus Lite server on 127.0.0.1, and one clear line for each bad setting."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import pytest
+
+from ragapp import RAG
+from ragapp.config import IndexConfig
+from ragapp.errors import IndexMismatchError, IndexUnavailableError, NotAnIndexError
+from ragapp.index.milvus import MilvusIndex, source_id
+
+pytest.importorskip("milvus_lite", reason="Milvus Lite is a test dependency: pip install -e '.[test]'")
+
+
+def milvus_config(config, uri: str, **more):
+    return config.with_(index=IndexConfig(backend="milvus", uri=uri, **more))
+
+
+def state(uri: str, name: str = "index") -> dict[str, frozenset[str]]:
+    """What a reader sees: each document's chunk texts."""
+    seen: dict[str, set[str]] = {}
+    with closing(MilvusIndex(uri, name)) as b:
+        for _, chunk, _ in b.open().rows():
+            seen.setdefault(chunk.source, set()).add(chunk.text)
+    return {s: frozenset(t) for s, t in seen.items()}
+
+
+def every_row(uri: str, name: str = "index") -> tuple[int, int, int]:
+    """All rows of the chunk and sentence collections, visible or not (leftovers show here), and the
+    chunks the committed documents hold."""
+    with closing(MilvusIndex(uri, name)) as b:
+        return b.count("chunks", "pk >= 0"), b.count("sentences", "pk >= 0"), b.manifest().chunks
+
+
+def test_ask_cite_update_delete_in_both_languages(tmp_path, docs, config, embedder, echo_generator):
+    uri = str(tmp_path / "m.db")
+    cfg = milvus_config(config, uri)
+    rag = RAG(tmp_path / "index", cfg, embedder=embedder, generator=echo_generator(needle="687"))
+    rag.ingest([docs])
+    answer = rag.ask("How long does Mars take to orbit the Sun?")
+    top = answer.citations[0]
+    assert answer.answered and top.quote == "Mars takes 687 Earth days to orbit the Sun." and top.source.endswith("solar_system.md")
+    assert open(top.source, encoding="utf-8").read()[top.start:top.end] == top.quote
+    zh = RAG(tmp_path / "index", cfg, embedder=embedder, generator=echo_generator(needle="21196.18")).ask("长城的总长度是多少？")
+    assert zh.answered and zh.language == "zh" and zh.citations[0].source.endswith("长城.txt") and "21196.18" in zh.citations[0].quote
+    pdf = rag.search("Which enzyme fixes carbon dioxide in the Calvin cycle?", top_k=1)[0]
+    assert pdf.chunk.source.endswith("photosynthesis.pdf") and pdf.chunk.page == 2
+
+    tea = docs / "zh" / "茶.md"
+    tea.unlink()
+    report = rag.ingest([docs])
+    assert [s.endswith("茶.md") for s in report.removed] == [True]
+    # Gone everywhere: no chunk row, sentence row or files row of it is left, visible or not.
+    b, sid = rag.store, source_id(str(tea))
+    assert b.count("chunks", f"sid == {sid}") == b.count("sentences", f"sid == {sid}") == b.count("files", f"pk == {sid}") == 0
+    assert b.count("chunks", "pk >= 0") == rag.index().manifest.chunks
+    assert all(not h.chunk.source.endswith("茶.md") for h in rag.search("西湖龙井", top_k=10))
+
+
+def _write_notes(folder, version: int, names: range) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(version)
+    words = "river mountain copper violin harbour lantern orchard glacier meadow falcon".split()
+    for i in names:
+        lines = [f"Note {i} version {version} says the {rng.choice(words)} is {rng.randint(1, 999)} units away." for _ in range(14 + version * 6)]
+        (folder / f"note_{i}.txt").write_text(" ".join(lines) + "\n", encoding="utf-8")
+
+
+def test_kill_during_ingest_shows_each_file_old_or_new(tmp_path, cache_dir):
+    """SIGKILL `ragapp ingest` into Milvus Lite at random moments: each file is seen whole in its old
+    version or whole in its new one (or, added, absent); the next ingest finishes and leaves no rows behind."""
+    corpus, db = tmp_path / "corpus", tmp_path / "m.db"
+    _write_notes(corpus, 1, range(10))
+    (tmp_path / "ragapp.toml").write_text(f'[index]\nbackend = "milvus"\nuri = "{db}"\n', encoding="utf-8")
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(tmp_path / "index"),
+           "--config", str(tmp_path / "ragapp.toml")]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    before = state(str(db))
+    _write_notes(corpus, 2, range(2, 12))  # 2-9 change, 10-11 are new
+    for i in (0, 1):
+        (corpus / f"note_{i}.txt").unlink()
+    shutil.copytree(db, tmp_path / "before.db")
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    duration = time.perf_counter() - t0
+    after = state(str(db))
+    assert set(after) == {str(corpus / f"note_{i}.txt") for i in range(2, 12)}
+
+    rng, mixed = random.Random(3), {"old": 0, "new": 0}
+    for trial in range(6):
+        shutil.rmtree(db)
+        shutil.copytree(tmp_path / "before.db", db)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Half anywhere after the models load, half near the end, where the commit is.
+        time.sleep(rng.uniform(duration * 0.3, duration) if trial % 2 else rng.uniform(duration * 0.9, duration * 1.02))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen = state(str(db))
+        for source in set(before) | set(after):
+            assert seen.get(source) in (before.get(source), after.get(source)), f"trial {trial}: {source} is half old, half new"
+            mixed["new" if seen.get(source) == after.get(source) != before.get(source) else "old"] += 1
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    assert state(str(db)) == after
+    rows = every_row(str(db))
+    assert rows[0] == rows[2]  # a killed writer's rows were deleted when its files were taken over
+    print(f"milvus kill test: {json.dumps({'trials': 6, **mixed})}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """A Milvus Lite gRPC server on 127.0.0.1 (a Milvus Lite file is one process's; a server is many's)."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "server"),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the Milvus Lite server did not start within 60 s")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_two_ingest_processes_share_one_collection(tmp_path, cache_dir, milvus_server):
+    corpus = tmp_path / "corpus"
+    _write_notes(corpus, 1, range(12))
+    (tmp_path / "ragapp.toml").write_text(f'[index]\nbackend = "milvus"\nuri = "{milvus_server}"\n', encoding="utf-8")
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(tmp_path / "index"),
+           "--config", str(tmp_path / "ragapp.toml"), "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    reports = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    added = [set(r["added"]) for r in reports]
+    files = {str(corpus / f"note_{i}.txt") for i in range(12)}
+    # Every file written once, by one of them; what one left, the other wrote.
+    assert added[0] | added[1] == files and not added[0] & added[1]
+    assert set(reports[0]["taken"]) <= added[1] and set(reports[1]["taken"]) <= added[0]
+    seen = state(milvus_server)
+    assert set(seen) == files
+    rows = every_row(milvus_server)
+    assert rows[0] == rows[2] == sum(len(t) for t in seen.values())
+
+
+def test_unreachable_server_is_one_line(tmp_path, config, embedder):
+    uri = f"http://127.0.0.1:{_free_port()}"
+    rag = RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder)
+    with pytest.raises(IndexUnavailableError, match=f"Milvus at {uri}: connect failed .*check that the server answers"):
+        rag.search("anything")
+    done = subprocess.run([sys.executable, "-m", "ragapp.cli", "info", "--index", str(tmp_path / "index"), "--config",
+                           _toml(tmp_path, uri)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == IndexUnavailableError.exit_code
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith(f"error: Milvus at {uri}")
+
+
+def _toml(tmp_path, uri: str) -> str:
+    path = tmp_path / "ragapp.toml"
+    path.write_text(f'[index]\nbackend = "milvus"\nuri = "{uri}"\n', encoding="utf-8")
+    return str(path)
+
+
+def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, embedder):
+    from pymilvus import DataType, MilvusClient
+
+    uri = str(tmp_path / "m.db")
+    client = MilvusClient(uri)
+    schema = client.create_schema(auto_id=True)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
+    index = client.prepare_index_params()
+    index.add_index("embedding", index_type="FLAT", metric_type="L2")
+    client.create_collection("theirs", schema=schema, index_params=index)
+    client.close()
+    theirs = RAG(tmp_path / "theirs", milvus_config(config, uri), embedder=embedder)
+    with pytest.raises(NotAnIndexError, match="collection 'theirs' .* was not made by ragapp"):
+        theirs.ingest([docs])
+    # Made by ragapp with another embedding model: the model is named.
+    from ragapp.config import EmbedConfig
+
+    RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder).ingest([docs / "en" / "ragapp_notes.txt"])
+    other = RAG(tmp_path / "index", milvus_config(config, uri).with_(embed=EmbedConfig(model="all-MiniLM-L6-v2")))
+    with pytest.raises(IndexMismatchError, match="multilingual-e5-small"):
+        other.ingest([docs])
+    with pytest.raises(IndexMismatchError, match="multilingual-e5-small"):
+        other.search("anything")
+
+
+def test_index_settings_are_checked_where_they_enter():
+    from ragapp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="uri = 'PATH.db'"):
+        IndexConfig(backend="milvus", uri="somewhere")
+    with pytest.raises(ConfigError, match="collection must be letters"):
+        MilvusIndex("x.db", "bad name; drop")
