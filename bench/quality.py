@@ -47,7 +47,7 @@ def rankings(rag: RAG, text: str, depth: int = 100) -> dict[str, list[str]]:
     index = rag.index()
     vector = rag.embedder.embed_queries([text])[0]
     query = Query(text=text, language=detect_language(text), terms=tuple(rag.tokenizer()(text)), vector=vector)
-    bm25 = [index.chunk(i).source for i, _ in index.bm25_top_n(query.terms, depth)]
+    bm25 = [index.chunk(i).source for i, _ in index.bm25_top_n(query.terms, depth, text=text)]
     dense = [index.chunk(i).source for i, _ in index.dense_top_n(query.vector, depth)]
     fused_hits = hybrid_search(index, query, rag.config.retrieve, depth)
     reranked = rag.reranker().rerank(query, fused_hits, index)
