@@ -30,6 +30,7 @@ from ragapp.index.manifest import Manifest, index_settings
 from ragapp.types import Chunk
 
 _SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of the same text
+_SETTLE = 64  # Milvus Lite: writes between flushes (its queries slow down with unflushed rows; measured)
 
 
 _DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
@@ -91,6 +92,7 @@ class MilvusWriter:
         self._terms: dict[int, Counter] = {}  # per claimed source: document frequencies of its new rows
         self._claimed: dict[int, str] = {}
         self._done = False
+        self._writes: dict[str, int] = {}
         self._total: int | None = None
         self._create(bm25, drop=previous is None and backend.exists())
 
@@ -130,6 +132,7 @@ class MilvusWriter:
         mine = file_row(source, row["gen"] if row else 0, self.gen, row["retired"] if row else 0, None, self.owner, time.time())
         mine["record"] = row["record"] if row else ""
         self._upsert("files", [mine])
+        self._settle("files")
         again = self.b.query("files", f"pk == {sid}", ["pending"])
         if not again or again[0]["pending"] != self.gen:
             return False
@@ -179,6 +182,16 @@ class MilvusWriter:
             self.b.call("insert", c.insert, self.b.names["sentences"], sentences)
         self._pks += ids
         self._buffer = []
+        self._settle("chunks", "sentences")
+
+    def _settle(self, *parts: str) -> None:
+        """Milvus Lite queries scan its in-memory table, which grows with every write until a flush:
+        flush every _SETTLE writes there (a server flushes on its own, and a flush is costly there)."""
+        if self.b.uri.startswith("http"):
+            return
+        self._writes[parts[0]] = self._writes.get(parts[0], 0) + 1
+        if self._writes[parts[0]] % _SETTLE == 0:
+            self._flush(*parts)
 
     def mark(self) -> int:
         """A point to roll back to."""
