@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
@@ -53,6 +54,7 @@ MAX_TEXT_BYTES = 65_535  # a VARCHAR's limit
 _BATCH = 256  # rows per insert
 _QUERY_LIMIT = 16_384  # Milvus's largest query window
 _CACHE = 50_000  # rows kept by a reader's caches before they start again
+_RECENT = 256  # rows of the last searches whose hashes and sentence vectors are fetched together
 _STATE = 0  # files row holding the commit stamp
 _INSTALL = 'pip install "pymilvus>=2.6" "milvus-lite>=3.2" (or: pip install "ragapp[milvus]")'
 
@@ -164,6 +166,13 @@ class MilvusIndex:
                 yield from page
         finally:
             pages.close()
+
+    def rows_by_pk(self, part: str, ids: Sequence[int], fields: Sequence[str]) -> list[dict]:
+        """The rows of one collection with these primary keys (asked 4,096 at a time)."""
+        found: list[dict] = []
+        for at in range(0, len(ids), 4096):
+            found += self.query(part, f"pk in [{', '.join(map(str, ids[at : at + 4096]))}]", fields)
+        return found
 
     def count(self, part: str, filter: str) -> int:
         """How many rows of one collection match `filter`."""
@@ -287,7 +296,7 @@ class MilvusReader:
         self._groups: dict[str, list[int]] = {}
         self._sentences: dict[int, np.ndarray] = {}
         self._idf: dict[str, float] = {}
-        self._recent: list[int] = []
+        self._recent: deque[int] = deque(maxlen=_RECENT)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -300,7 +309,7 @@ class MilvusReader:
             for h in hits:
                 e = h["entity"]
                 self._chunks[h["pk"]] = (_chunk(e["text"], e["record"]), e["hash"])
-            self._recent = [h["pk"] for h in hits]
+            self._recent.extend(h["pk"] for h in hits)
 
     def _search(self, data, field: str, n: int, params: dict) -> list[dict]:
         c = self.backend.loaded("chunks")
@@ -326,7 +335,7 @@ class MilvusReader:
     def _fetch(self, rows: Sequence[int]) -> None:
         missing = [r for r in rows if r not in self._chunks]
         if missing:
-            found = self.backend.query("chunks", f"pk in [{', '.join(map(str, missing))}]", ["pk", "text", "record", "hash"])
+            found = self.backend.rows_by_pk("chunks", missing, ["pk", "text", "record", "hash"])
             self._keep([{"pk": r["pk"], "entity": r} for r in found])
 
     def _row(self, row: int) -> tuple[Chunk, str]:

@@ -232,8 +232,8 @@ class MilvusWriter:
         settings = json.dumps(index_settings(manifest.embedding, manifest.split, {**manifest.bm25, "analyzer": ANALYZER}))
         if self.b.settings() is None:
             self.b.call("alter_collection_properties", c.alter_collection_properties, self.b.name, {_SETTINGS_KEY: settings})
-        held = {r["pk"]: r for r in self.b.query("files", f"pk in [{', '.join(map(str, {source_id(s) for s in drop} | set(self._claimed)))}]",
-                                                 ["pk", "gen", "pending"])} if (drop or self._claimed) else {}
+        sids = sorted({source_id(s) for s in drop} | set(self._claimed))
+        held = {r["pk"]: r for r in self.b.rows_by_pk("files", sids, ["pk", "gen", "pending"])}
         new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.gen]
         gone = [s for s in drop if s not in manifest.files]
         old_gen = {s: held.get(source_id(s), {}).get("gen", 0) for s in new + gone}
@@ -258,15 +258,17 @@ class MilvusWriter:
 
     def _release(self, committed: list[str], manifest: Manifest) -> None:
         """Committed files lose their retired mark; claimed files that were not committed (failed, or
-        unchanged after all) lose this writer's rows and claim."""
+        unchanged after all) lose this writer's rows and claim. A file whose row already names this
+        writer's version (a commit cut short) keeps its rows."""
         done = {source_id(s) for s in committed}
         rows = [file_row(s, self.gen, 0, 0, manifest.files[s]) for s in committed]
-        for sid, source in self._claimed.items():
-            if sid not in done:
-                self._delete(f"sid == {sid} and gen == {self.gen}")
-                found = self.b.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record"])
-                if found and found[0]["pending"] == self.gen:
-                    rows.append({**file_row(source, found[0]["gen"], 0, found[0]["retired"]), "record": found[0]["record"]})
+        rest = [sid for sid in self._claimed if sid not in done]
+        for found in self.b.rows_by_pk("files", rest, ["pk", "source", "gen", "pending", "retired", "record"]):
+            if found["gen"] == self.gen:
+                continue
+            self._delete(f"sid == {found['pk']} and gen == {self.gen}")
+            if found["pending"] == self.gen:
+                rows.append({**file_row(found["source"], found["gen"], 0, found["retired"]), "record": found["record"]})
         self._upsert("files", rows)
 
     def _count_terms(self, new: list[str], gone: list[str], old_gen: dict[str, int], bm25: dict) -> None:
@@ -284,11 +286,7 @@ class MilvusWriter:
                 for row in self.b.query("chunks", f"sid == {source_id(s)} and gen == {old_gen[s]}", ["text"]):
                     delta.subtract(set(tokenizer(row["text"])))
         ids = {term_id(t): d for t, d in delta.items() if d}
-        have: dict[int, int] = {}
-        keys = list(ids)
-        for at in range(0, len(keys), 1000):
-            part = keys[at : at + 1000]
-            have.update({r["pk"]: r["df"] for r in self.b.query("terms", f"pk in [{', '.join(map(str, part))}]", ["pk", "df"])})
+        have = {r["pk"]: r["df"] for r in self.b.rows_by_pk("terms", list(ids), ["pk", "df"])}
         self._upsert("terms", [{"pk": k, "df": max(0, have.get(k, 0) + d), "v": [0.0, 0.0]} for k, d in ids.items()])
 
     def abort(self) -> None:
