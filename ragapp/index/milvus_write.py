@@ -228,33 +228,38 @@ class MilvusWriter:
         the rows they replace and those of the documents in `drop` that left the index."""
         self._insert()
         self._flush("chunks", "sentences")
-        c = self.b.client()
-        settings = json.dumps(index_settings(manifest.embedding, manifest.split, {**manifest.bm25, "analyzer": ANALYZER}))
         if self.b.settings() is None:
-            self.b.call("alter_collection_properties", c.alter_collection_properties, self.b.name, {_SETTINGS_KEY: settings})
-        sids = sorted({source_id(s) for s in drop} | set(self._claimed))
-        held = {r["pk"]: r for r in self.b.rows_by_pk("files", sids, ["pk", "gen", "pending"])}
+            settings = index_settings(manifest.embedding, manifest.split, {**manifest.bm25, "analyzer": ANALYZER})
+            self.b.call("alter_collection_properties", self.b.client().alter_collection_properties, self.b.name,
+                        {_SETTINGS_KEY: json.dumps(settings)})
+        held = {r["pk"]: r for r in self.b.rows_by_pk("files", sorted({source_id(s) for s in drop} | set(self._claimed)),
+                                                      ["pk", "gen", "pending"])}
         new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.gen]
         gone = [s for s in drop if s not in manifest.files]
         old_gen = {s: held.get(source_id(s), {}).get("gen", 0) for s in new + gone}
         self._count_terms(new, gone, old_gen, manifest.bm25)
+        # The moment of commit, file by file: each row upsert makes one file's new version current.
         self._upsert("files", [file_row(s, self.gen, 0, old_gen[s], manifest.files[s]) for s in new]
                      + [file_row(s, 0, 0, old_gen[s]) for s in gone if old_gen[s]])
         self._flush("files")
-        for s in new:
-            self._delete(f"sid == {source_id(s)} and gen != {self.gen}")
-        for s in gone:
-            self._delete(f"sid == {source_id(s)}")
-        self._flush("chunks", "sentences")
+        self._delete_replaced([source_id(s) for s in new], [source_id(s) for s in gone])
         self._release(new, manifest)
-        ids = ", ".join(str(source_id(s)) for s in gone)
-        if gone:
-            self.b.call("delete", c.delete, self.b.names["files"], filter=f"pk in [{ids}]")
         self._upsert("files", [file_row("", time.time_ns() // 1000) | {"pk": _STATE}])
         self._flush("files")
         self._done = True
         self._total = sum(r.chunks for r in self.b.manifest().files.values())
         return manifest
+
+    def _delete_replaced(self, new_ids: list[int], gone_ids: list[int]) -> None:
+        """Rows of other versions of the new files; every row of the removed ones, then their files rows."""
+        for at in range(0, len(new_ids), 4096):
+            self._delete(f"sid in [{', '.join(map(str, new_ids[at : at + 4096]))}] and gen != {self.gen}")
+        for at in range(0, len(gone_ids), 4096):
+            self._delete(f"sid in [{', '.join(map(str, gone_ids[at : at + 4096]))}]")
+        self._flush("chunks", "sentences")
+        c = self.b.client()
+        for at in range(0, len(gone_ids), 4096):
+            self.b.call("delete", c.delete, self.b.names["files"], filter=f"pk in [{', '.join(map(str, gone_ids[at : at + 4096]))}]")
 
     def _release(self, committed: list[str], manifest: Manifest) -> None:
         """Committed files lose their retired mark; claimed files that were not committed (failed, or
