@@ -210,6 +210,12 @@ def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, 
 
 def test_index_settings_are_checked_where_they_enter():
     from ragapp.errors import ConfigError
+    from ragapp.index.backend import collection_name
+
+    assert collection_name("data/index") == "index"
+    # Knowledge bases named in Chinese (or with spaces) get distinct collections.
+    names = {collection_name(n) for n in ("笔记", "日记", "my notes", "my_notes", "2024")}
+    assert len(names) == 5 and all(n[0].isalpha() and n.replace("_", "").isalnum() and n.isascii() for n in names)
 
     with pytest.raises(ConfigError, match="uri = 'PATH.db'"):
         IndexConfig(backend="milvus", uri="somewhere")

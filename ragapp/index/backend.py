@@ -124,6 +124,17 @@ def open_backend(index: str | Path, config: IndexConfig) -> IndexBackend:
         return LocalIndex(index)
     from ragapp.index.milvus import MilvusIndex
 
-    name = config.collection or "".join(c if c.isascii() and c.isalnum() else "_" for c in Path(index).resolve().name)
-    return MilvusIndex(config.uri, name if name[:1].isalpha() else f"kb_{name}", config.token_env, config.dense_index,
+    return MilvusIndex(config.uri, config.collection or collection_name(index), config.token_env, config.dense_index,
                        config.timeout_s, config.claim_timeout_s)
+
+
+def collection_name(index: str | Path) -> str:
+    """The Milvus collection of an index folder: its name where that is a plain ASCII identifier
+    ("data/index" → "index"), else a spelling of it made unique by a hash ("笔记" → "kb___1b2e...")."""
+    import hashlib
+
+    raw = Path(index).resolve().name
+    clean = "".join(c if c.isascii() and c.isalnum() else "_" for c in raw)
+    if clean == raw and clean[:1].isalpha():
+        return clean
+    return f"kb_{clean[:40]}_{hashlib.sha256(raw.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
