@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +222,28 @@ def test_index_settings_are_checked_where_they_enter():
         IndexConfig(backend="milvus", uri="somewhere")
     with pytest.raises(ConfigError, match="collection must be letters"):
         MilvusIndex("x.db", "bad name; drop")
+
+
+def test_http_api_on_milvus(tmp_path, cache_dir):
+    """`ragapp serve` with [index] backend = "milvus": a knowledge base, an upload, a search, a delete."""
+    import httpx
+
+    from api_server import ApiServer
+    from conftest import SAMPLES
+    from test_serve import upload
+
+    root = tmp_path / "kbs"
+    root.mkdir()
+    server = ApiServer(root, "k-1", tmp_path / "serve.log", cache_dir, config=Path(_toml(tmp_path, str(tmp_path / "m.db"))))
+    try:
+        client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
+        assert client.post("/v1/knowledge_bases", json={"name": "笔记"}).status_code == 201
+        state = upload(client, "笔记", sorted((SAMPLES / "en").iterdir()))
+        assert state["status"] == "done" and len(state["report"]["added"]) == 3, state
+        ask = {"knowledge_base": "笔记", "query": "How long does Mars take to orbit the Sun?", "top_k": 3}
+        assert client.post("/v1/search", json=ask).json()["data"][0]["source"].endswith("solar_system.md")
+        assert client.delete("/v1/knowledge_bases/笔记/documents/solar_system.md").json() == {"deleted": "solar_system.md"}
+        assert not any(h["source"].endswith("solar_system.md") for h in client.post("/v1/search", json=ask).json()["data"])
+        assert not (root / "笔记" / "manifest.json").exists()  # the index is in Milvus, not in the folder
+    finally:
+        server.stop()
