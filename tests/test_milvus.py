@@ -207,6 +207,11 @@ def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, 
         other.ingest([docs])
     with pytest.raises(IndexMismatchError, match="multilingual-e5-small"):
         other.search("anything")
+    # A collection of another ragapp layout (another version's schema) is named as such.
+    mine = RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder)
+    mine.store.client().alter_collection_properties("index", {"ragapp.layout": "0"})
+    with pytest.raises(IndexMismatchError, match="has ragapp layout 0, this ragapp reads 1"):
+        mine.search("anything")
 
 
 def test_index_settings_are_checked_where_they_enter():
