@@ -328,6 +328,7 @@ class MilvusReader:
         """Best `n` chunks by Milvus's BM25 over `text` (its analyzer, not ragapp's terms), as (row, score)."""
         if not text.strip() or not terms:
             return []
+        self._idfs(terms)  # the reranker and citations ask for these next: one query for all
         hits = self._search([text], "sparse", n, {"metric_type": "BM25"})
         # Milvus Lite reports BM25 as a negated distance; a server as the score.
         return [(h["pk"], abs(float(h["distance"]))) for h in hits if h["distance"]]
@@ -401,10 +402,18 @@ class MilvusReader:
     def term_idf(self, term: str) -> float:
         """BM25 idf of one of ragapp's terms, from NAME_terms (0 for a term the index has never seen)."""
         if term not in self._idf:
-            found = self.backend.query("terms", f"pk == {term_id(term)}", ["df"])
-            df, n = (int(found[0]["df"]) if found else 0), max(len(self), 1)
-            self._idf[term] = math.log(1 + (n - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
+            self._idfs([term])
         return self._idf[term]
+
+    def _idfs(self, terms: Sequence[str]) -> None:
+        todo = {term_id(t): t for t in terms if t not in self._idf}
+        if not todo:
+            return
+        found = {r["pk"]: int(r["df"]) for r in self.backend.rows_by_pk("terms", list(todo), ["pk", "df"])}
+        n = max(len(self), 1)
+        for tid, term in todo.items():
+            df = found.get(tid, 0)
+            self._idf[term] = math.log(1 + (n - df + 0.5) / (df + 0.5)) if df > 0 else 0.0
 
 
 def file_row(source: str, gen: int = 0, pending: int = 0, retired: int = 0, record: FileRecord | None = None,
