@@ -104,7 +104,9 @@ class MilvusWriter:
                 self.b.call("drop_collection", c.drop_collection, name)
             if not self.b.call("has_collection", c.has_collection, name):
                 schema, index = schemas[part]
-                props = {_LAYOUT_KEY: LAYOUT} if part == "chunks" else {}
+                # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
+                # local disk (memory-mapped) instead of in memory, the largest share of an index (README "On Milvus").
+                props = {"chunks": {_LAYOUT_KEY: LAYOUT}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
                 self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
             self.b._loaded.discard(part)
             self.b.loaded(part)
