@@ -18,7 +18,7 @@ import pytest
 
 from ragapp import RAG
 from ragapp.config import IndexConfig
-from ragapp.errors import IndexMismatchError, IndexUnavailableError, NotAnIndexError
+from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexUnavailableError, NotAnIndexError
 from ragapp.index.milvus import MilvusIndex, source_id
 
 pytest.importorskip("milvus_lite", reason="Milvus Lite is a test dependency: pip install -e '.[test]'")
@@ -211,6 +211,10 @@ def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, 
     mine = RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder)
     mine.store.client().alter_collection_properties("index", {"ragapp.layout": "0"})
     with pytest.raises(IndexMismatchError, match="has ragapp layout 0, this ragapp reads 1"):
+        mine.search("anything")
+    # Settings that are not ragapp's JSON: a corrupt index, said in one line.
+    mine.store.client().alter_collection_properties("index", {"ragapp.layout": "1", "ragapp.settings": '{"embedding": 1'})
+    with pytest.raises(IndexCorruptError, match="'index' at .*settings property unreadable.*rebuild with"):
         mine.search("anything")
 
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ragapp.errors import ConfigError, IndexMismatchError, IndexNotFoundError, IndexUnavailableError, NotAnIndexError
+from ragapp.errors import ConfigError, IndexCorruptError, IndexMismatchError, IndexNotFoundError, IndexUnavailableError, NotAnIndexError
 from ragapp.index.manifest import FileRecord, Manifest
 from ragapp.types import Chunk
 
@@ -75,9 +75,12 @@ def _record(chunk: Chunk) -> str:
 
 
 def _chunk(text: str, record: str) -> Chunk:
-    d = json.loads(record)
-    d["sentences"] = tuple(tuple(s) for s in d["sentences"])
-    return Chunk(text=text, **d)
+    try:
+        d = json.loads(record)
+        d["sentences"] = tuple((int(a), int(b)) for a, b in d["sentences"])
+        return Chunk(text=text, **d)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        raise IndexCorruptError(f"a chunk record in Milvus is unreadable ({exc}); rebuild with: ragapp ingest --rebuild PATH") from exc
 
 
 class MilvusIndex:
@@ -135,7 +138,7 @@ class MilvusIndex:
         """Run one Milvus call; its failure is IndexUnavailableError naming the URI and the call."""
         try:
             return fn(*args, **kwargs)
-        except (IndexMismatchError, NotAnIndexError, ConfigError):
+        except (IndexMismatchError, IndexCorruptError, NotAnIndexError, ConfigError):
             raise
         except Exception as exc:  # pymilvus raises MilvusException, grpc errors and ConnectionError alike
             message = getattr(exc, "message", None) or str(exc)
@@ -206,7 +209,18 @@ class MilvusIndex:
         if not self._reachable():
             return None
         props = self._properties()
-        return json.loads(props[_SETTINGS_KEY]) if props and _SETTINGS_KEY in props else None
+        if not props or _SETTINGS_KEY not in props:
+            return None
+        try:
+            settings = json.loads(props[_SETTINGS_KEY])
+            if set(settings) != {"embedding", "split", "bm25"} or not all(isinstance(v, dict) for v in settings.values()):
+                raise ValueError("not the three setting groups")
+            return settings
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise self._corrupt(f"settings property unreadable ({exc})") from exc
+
+    def _corrupt(self, what: str) -> IndexCorruptError:
+        return IndexCorruptError(f"Milvus collection {self.name!r} at {self.uri}: {what}; rebuild with: ragapp ingest --rebuild PATH")
 
     def exists(self) -> bool:
         """True once an ingest has committed into the collection."""
@@ -232,7 +246,10 @@ class MilvusIndex:
         files = {}
         for row in self._file_rows():
             if row["gen"] and row["pk"] != _STATE:
-                files[row["source"]] = FileRecord(**json.loads(row["record"]))
+                try:
+                    files[row["source"]] = FileRecord(**json.loads(row["record"]))
+                except (ValueError, TypeError, RecursionError) as exc:
+                    raise self._corrupt(f"document record of {row['source']} unreadable ({exc})") from exc
         stamp = self.stamp() or 0
         return Manifest(**settings, generation=max(1, stamp // 1000), updated_at=stamp / 1e6,
                         chunks=sum(r.chunks for r in files.values()), files=dict(sorted(files.items())))
