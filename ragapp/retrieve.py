@@ -35,6 +35,10 @@ def weighted_fusion(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequ
     return fused
 
 
+def _place(chunk) -> tuple[str, int, int]:
+    return chunk.source, chunk.page or 0, chunk.start
+
+
 def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk text."""
     n = candidates or config.candidates
@@ -49,7 +53,8 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
     dense_at = {i: (r, s) for r, (i, s) in enumerate(dense, start=1)}
     hits: list[Hit] = []
     seen: set[str] = set()
-    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0])):
+    # Equal scores (a BM25 and a dense rank swapped) keep document order, on every backend's row ids.
+    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], _place(index.chunk(kv[0])), kv[0])):
         # The same text indexed twice (a copied file) would crowd out other evidence.
         if index.text_hash(row) in seen:
             continue

@@ -54,7 +54,9 @@ MAX_TEXT_BYTES = 65_535  # a VARCHAR's limit
 _BATCH = 256  # rows per insert
 _QUERY_LIMIT = 16_384  # Milvus's largest query window
 _CACHE = 50_000  # rows kept by a reader's caches before they start again
-_RECENT = 256  # rows of the last searches whose hashes and sentence vectors are fetched together
+_FIELDS = ["text", "record", "hash", "dense"]  # what a search brings back of each row
+_RECENT = 256
+_PREFETCH = 40  # sentence vectors fetched together: the reranker's 30 candidates and a few for copies  # rows of the last searches whose hashes and sentence vectors are fetched together
 _STATE = 0  # files row holding the commit stamp
 _INSTALL = 'pip install "pymilvus>=2.6" "milvus-lite>=3.2" (or: pip install "ragapp[milvus]")'
 
@@ -62,6 +64,14 @@ _INSTALL = 'pip install "pymilvus>=2.6" "milvus-lite>=3.2" (or: pip install "rag
 def source_id(source: str) -> int:
     """A document's id in filters: 63 bits of the SHA-256 of its path (never 0, the state row)."""
     return (int.from_bytes(hashlib.sha256(source.encode("utf-8", "surrogatepass")).digest()[:8], "big") >> 1) or 1
+
+
+def row_key(*parts: int) -> int:
+    """A row's primary key: 63 bits of the SHA-256 of what identifies it (a chunk: the ingest version and
+    its number in that ingest; a sentence: its chunk's key and position), so the reranker finds a
+    chunk's sentence vectors by key (Milvus's fast path) and no key waits on an insert to be known.
+    Two keys meet with odds below 1e-4 at 10^8 rows."""
+    return (int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big") >> 1) or 1
 
 
 def term_id(term: str) -> int:
@@ -217,9 +227,9 @@ class MilvusIndex:
                 raise ValueError("not the three setting groups")
             return settings
         except (ValueError, TypeError, RecursionError) as exc:
-            raise self._corrupt(f"settings property unreadable ({exc})") from exc
+            raise self.corrupt(f"settings property unreadable ({exc})") from exc
 
-    def _corrupt(self, what: str) -> IndexCorruptError:
+    def corrupt(self, what: str) -> IndexCorruptError:
         return IndexCorruptError(f"Milvus collection {self.name!r} at {self.uri}: {what}; rebuild with: ragapp ingest --rebuild PATH")
 
     def exists(self) -> bool:
@@ -249,7 +259,7 @@ class MilvusIndex:
                 try:
                     files[row["source"]] = FileRecord(**json.loads(row["record"]))
                 except (ValueError, TypeError, RecursionError) as exc:
-                    raise self._corrupt(f"document record of {row['source']} unreadable ({exc})") from exc
+                    raise self.corrupt(f"document record of {row['source']} unreadable ({exc})") from exc
         stamp = self.stamp() or 0
         return Manifest(**settings, generation=max(1, stamp // 1000), updated_at=stamp / 1e6,
                         chunks=sum(r.chunks for r in files.values()), files=dict(sorted(files.items())))
@@ -312,6 +322,8 @@ class MilvusReader:
         self._chunks: dict[int, tuple[Chunk, str]] = {}
         self._groups: dict[str, list[int]] = {}
         self._sentences: dict[int, np.ndarray] = {}
+        self._vectors: dict[int, np.ndarray] = {}
+        self._asked: list[int] = []  # rows asked for since the last BM25 search, in order (fusion's order)
         self._idf: dict[str, float] = {}
         self._recent: deque[int] = deque(maxlen=_RECENT)
         self._lock = threading.Lock()
@@ -322,16 +334,20 @@ class MilvusReader:
     def _keep(self, hits: list[dict]) -> None:
         with self._lock:
             if len(self._chunks) > _CACHE:
-                self._chunks, self._groups, self._sentences = {}, {}, {}
+                self._chunks, self._groups, self._sentences, self._vectors = {}, {}, {}, {}
             for h in hits:
                 e = h["entity"]
                 self._chunks[h["pk"]] = (_chunk(e["text"], e["record"]), e["hash"])
+                if "dense" in e:
+                    self._vectors[h["pk"]] = np.asarray(e["dense"], dtype=np.float32)
             self._recent.extend(h["pk"] for h in hits)
 
     def _search(self, data, field: str, n: int, params: dict) -> list[dict]:
+        if field == "sparse":  # a new query: fusion is about to ask for its rows in fused order
+            self._asked = []
         c = self.backend.loaded("chunks")
         found = self.backend.call("search", c.search, self.backend.name, data=data, anns_field=field, limit=n, filter=self.visible,
-                                  search_params=params, output_fields=["text", "record", "hash"], consistency_level="Strong")
+                                  search_params=params, output_fields=_FIELDS, consistency_level="Strong")
         hits = list(found[0]) if found else []
         self._keep(hits)
         return hits
@@ -351,12 +367,14 @@ class MilvusReader:
         return [(h["pk"], abs(float(h["distance"]))) for h in hits if h["distance"]]
 
     def _fetch(self, rows: Sequence[int]) -> None:
-        missing = [r for r in rows if r not in self._chunks]
+        missing = [r for r in rows if r not in self._chunks or r not in self._vectors]
         if missing:
-            found = self.backend.rows_by_pk("chunks", missing, ["pk", "text", "record", "hash"])
+            found = self.backend.rows_by_pk("chunks", missing, ["pk", *_FIELDS])
             self._keep([{"pk": r["pk"], "entity": r} for r in found])
 
     def _row(self, row: int) -> tuple[Chunk, str]:
+        if len(self._asked) < _PREFETCH and row not in self._asked:
+            self._asked.append(row)
         if row not in self._chunks:
             self._fetch([row])
         if row not in self._chunks:
@@ -375,7 +393,7 @@ class MilvusReader:
         """Every visible row whose text equals that of `row`, `row` first (found for the last search's rows at once)."""
         h = self.text_hash(row)
         if h not in self._groups:
-            wanted = {self.text_hash(r) for r in self._recent if r in self._chunks} | {h}
+            wanted = {self._chunks[r][1] for r in self._recent if r in self._chunks} | {h}
             wanted -= set(self._groups)
             found = self.backend.query("chunks", f"hash in [{', '.join(json.dumps(x) for x in sorted(wanted))}] and ({self.visible})",
                                        ["pk", "hash"])
@@ -387,28 +405,31 @@ class MilvusReader:
 
     def row_of_text(self, text_hash: str, sentences: tuple[tuple[int, int], ...]) -> int | None:
         """A visible row with this text cut into these sentences (its vectors can be reused), or None."""
-        found = self.backend.query("chunks", f"hash == {json.dumps(text_hash)} and ({self.visible})", ["pk", "text", "record", "hash"], 16)
+        found = self.backend.query("chunks", f"hash == {json.dumps(text_hash)} and ({self.visible})", ["pk", *_FIELDS], 16)
         self._keep([{"pk": r["pk"], "entity": r} for r in found])
         return next((r["pk"] for r in found if self._chunks[r["pk"]][0].sentences == sentences), None)
 
     def vector(self, row: int) -> np.ndarray:
-        """The dense vector of one chunk."""
-        found = self.backend.query("chunks", f"pk == {int(row)}", ["dense"])
-        if not found:
+        """The dense vector of one chunk (kept from the search or query that found it)."""
+        if row not in self._vectors:
+            self._fetch([row])
+        if row not in self._vectors:
             raise KeyError(f"row {row} is not in Milvus collection {self.backend.name!r}")
-        return np.asarray(found[0]["dense"], dtype=np.float32)
+        return self._vectors[row]
 
     def chunk_sentence_vectors(self, row: int) -> np.ndarray:
-        """Sentence vectors of one chunk (those of the last search's rows are fetched together)."""
+        """Sentence vectors of one chunk (with those of the first rows fusion asked for: the reranker's candidates)."""
         if row not in self._sentences:
-            rows = sorted({row, *(r for r in self._recent if r not in self._sentences)})
-            found = self.backend.query("sentences", f"chunk in [{', '.join(map(str, rows))}]", ["chunk", "pos", "vector"])
-            parts: dict[int, list] = {r: [] for r in rows}
-            for s in found:
-                parts[s["chunk"]].append((s["pos"], s["vector"]))
+            rows = sorted({row, *(r for r in self._asked if r not in self._sentences)})
+            self._fetch(rows)
+            keys = {r: [row_key(r, i) for i in range(len(self._chunks[r][0].sentences))] for r in rows}
+            found = {s["pk"]: s["vector"] for s in self.backend.rows_by_pk("sentences", [k for ks in keys.values() for k in ks],
+                                                                          ["pk", "vector"])}
             dim = self.manifest.embedding["dimension"]
-            for r, p in parts.items():
-                self._sentences[r] = np.asarray([v for _, v in sorted(p)], dtype=np.float32).reshape(-1, dim)
+            for r, ks in keys.items():
+                if not all(k in found for k in ks):
+                    raise self.backend.corrupt(f"sentence vectors of row {r} missing")
+                self._sentences[r] = np.asarray([found[k] for k in ks], dtype=np.float32).reshape(-1, dim)
         return self._sentences[row]
 
     def rows(self) -> Iterator[tuple[int, Chunk, str]]:

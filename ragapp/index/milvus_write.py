@@ -22,6 +22,7 @@ from ragapp.index.milvus import (
     _record,
     claim_alive,
     file_row,
+    row_key,
     source_id,
     term_id,
     this_process,
@@ -45,7 +46,7 @@ def _schemas(client, dimension: int, bm25: dict, dense_index: str) -> dict:
         ip.add_index(field, index_type=kind, metric_type=metric, params=params or {})
         return ip
 
-    chunks = client.create_schema(auto_id=True)
+    chunks = client.create_schema(auto_id=False)
     chunks.add_field("pk", DataType.INT64, is_primary=True)
     chunks.add_field("sid", DataType.INT64)
     chunks.add_field("gen", DataType.INT64)
@@ -56,8 +57,8 @@ def _schemas(client, dimension: int, bm25: dict, dense_index: str) -> dict:
     chunks.add_field("record", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
     chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
                                  output_field_names=["sparse"]))
-    sentences = client.create_schema(auto_id=True)
-    for name in ("pk", "chunk", "sid", "gen", "pos"):
+    sentences = client.create_schema(auto_id=False)
+    for name in ("pk", "sid", "gen"):
         sentences.add_field(name, DataType.INT64, is_primary=name == "pk")
     sentences.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
     files = client.create_schema(auto_id=False)
@@ -88,11 +89,12 @@ class MilvusWriter:
         self.owner = this_process()
         self._texts: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._buffer: list[tuple[dict, np.ndarray]] = []
-        self._pks: list[int] = []  # inserted chunk rows, in order
+        self._pks: list[tuple[int, int]] = []  # inserted chunk rows and their sentence counts, in order
         self._terms: dict[int, Counter] = {}  # per claimed source: document frequencies of its new rows
         self._claimed: dict[int, str] = {}
         self._done = False
         self._writes: dict[str, int] = {}
+        self._seq = 0
         self._total: int | None = None
         self._create(bm25, drop=previous is None and backend.exists())
 
@@ -166,7 +168,8 @@ class MilvusWriter:
         if sid not in self._claimed:
             raise ValueError(f"{chunk.source}: not claimed by this writer")
         self._terms[sid].update(set(tokens))
-        row = {"sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "record": _record(chunk),
+        self._seq += 1  # never reused, also after a rollback
+        row = {"pk": row_key(self.gen, self._seq), "sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "record": _record(chunk),
                "dense": np.asarray(vector, np.float32).tolist()}
         self._buffer.append((row, np.asarray(sentence_vectors, np.float32)))
         if len(self._buffer) >= _BATCH:
@@ -176,13 +179,12 @@ class MilvusWriter:
         if not self._buffer:
             return
         c = self.b.client()
-        done = self.b.call("insert", c.insert, self.b.names["chunks"], [r for r, _ in self._buffer])
-        ids = list(done["ids"])
-        sentences = [{"chunk": pk, "sid": r["sid"], "gen": self.gen, "pos": i, "vector": v.tolist()}
-                     for pk, (r, vs) in zip(ids, self._buffer) for i, v in enumerate(vs)]
+        self.b.call("insert", c.insert, self.b.names["chunks"], [r for r, _ in self._buffer])
+        sentences = [{"pk": row_key(r["pk"], i), "sid": r["sid"], "gen": self.gen, "vector": v.tolist()}
+                     for r, vs in self._buffer for i, v in enumerate(vs)]
         if sentences:
             self.b.call("insert", c.insert, self.b.names["sentences"], sentences)
-        self._pks += ids
+        self._pks += [(r["pk"], len(vs)) for r, vs in self._buffer]
         self._buffer = []
         self._settle("chunks", "sentences")
 
@@ -204,8 +206,9 @@ class MilvusWriter:
         self._insert()
         gone, self._pks = self._pks[mark:], self._pks[:mark]
         for at in range(0, len(gone), _BATCH * 8):
-            ids = ", ".join(map(str, gone[at : at + _BATCH * 8]))
-            self._delete_parts(f"pk in [{ids}]", f"chunk in [{ids}]")
+            part = gone[at : at + _BATCH * 8]
+            sentences = [row_key(pk, i) for pk, n in part for i in range(n)]
+            self._delete_parts(f"pk in [{', '.join(str(pk) for pk, _ in part)}]", f"pk in [{', '.join(map(str, sentences))}]")
 
     def _delete(self, where: str) -> None:
         self._delete_parts(where, where)
