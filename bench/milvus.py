@@ -32,10 +32,10 @@ from ragapp.index import Manifest  # noqa: E402
 DB = OUT / "milvus" / "bench.db"
 
 
-def milvus_twin(local: RAG, name: str, uri: Path = DB) -> tuple[RAG, float | None]:
+def milvus_twin(local: RAG, name: str, uri: Path = DB, bm25_terms: str = "ragapp") -> tuple[RAG, float | None]:
     """A RAG over a Milvus Lite collection holding the local index's rows (copied once), and the
     seconds the copy took (None when it was there already)."""
-    config = local.config.with_(index=IndexConfig(backend="milvus", uri=str(uri), collection=name))
+    config = local.config.with_(index=IndexConfig(backend="milvus", uri=str(uri), collection=name, bm25_terms=bm25_terms))
     twin = RAG(OUT / "indexes" / f"{name}-milvus", config, embedder=local.embedder)
     if twin.store.exists():
         return twin, None
@@ -53,42 +53,49 @@ def milvus_twin(local: RAG, name: str, uri: Path = DB) -> tuple[RAG, float | Non
     return twin, time.perf_counter() - t0
 
 
+def _twins(local: RAG, name: str) -> dict[str, RAG]:
+    """The local index and its Milvus Lite copies, BM25 over ragapp's terms and over jieba's."""
+    rags = {"local": local}
+    for terms in ("ragapp", "jieba"):
+        rags[f"Milvus Lite, {terms} terms"], copied = milvus_twin(local, f"{name}_{terms}", bm25_terms=terms)
+        if copied:
+            print(f"[{name}] copied {local.index().manifest.chunks} chunks into Milvus Lite ({terms} terms) in {copied:.0f} s", flush=True)
+    return rags
+
+
+def _table(title: str, totals: dict[str, dict[str, float]], n: int) -> None:
+    names = list(totals)
+    print(f"\n{title}\n| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for method in totals["local"]:
+        base = totals["local"][method] / n
+        cells = [f"{base:.3f}"] + [f"{totals[b][method] / n:.3f} ({totals[b][method] / n - base:+.3f})" for b in names[1:]]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+
+
 def quality(args) -> None:
     rows = jsonl(EVAL / "scifact" / "corpus.jsonl")
     queries = {r["_id"]: r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")}
     rel = qrels(EVAL / "scifact" / "qrels" / "test.tsv")
-    local = build("scifact", rows)
-    twin, copied = milvus_twin(local, "scifact")
-    if copied:
-        print(f"[scifact] copied {local.index().manifest.chunks} chunks into Milvus Lite in {copied:.0f} s", flush=True)
-    sums = {b: {} for b in ("local", "milvus")}
+    rags = _twins(build("scifact", rows), "scifact")
+    totals: dict[str, dict[str, float]] = {b: {} for b in rags}
     for qid, relevant in rel.items():
-        for backend, rag in (("local", local), ("milvus", twin)):
+        for backend, rag in rags.items():
             for method, ranking in rankings(rag, queries[qid]).items():
-                sums[backend][method] = sums[backend].get(method, 0.0) + ndcg_at(ranking, relevant, 10)
-    n = len(rel)
-    print(f"\nSciFact test ({n} queries), nDCG@10, same chunks and vectors; {machine()}")
-    print("| method | local | Milvus Lite | difference |\n|---|---|---|---|")
-    for method in sums["local"]:
-        a, b = sums["local"][method] / n, sums["milvus"][method] / n
-        print(f"| {method} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+                totals[backend][method] = totals[backend].get(method, 0.0) + ndcg_at(ranking, relevant, 10)
+    _table(f"SciFact test ({len(rel)} queries), nDCG@10, same chunks and vectors; {machine()}", totals, len(rel))
 
     name, corpus, holdout, qa, _ = next(s for s in _qa_sets() if s[0] == "cmrc2018_dev")
     local = RAG(OUT / "indexes" / f"{name}-calibration", Config())
-    twin, _ = milvus_twin(local, "cmrc2018_calibration")
+    rags = _twins(local, "cmrc2018_calibration")
     present = {Path(s).stem for s in local.index().manifest.files}
     asks = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] in present]
-    print(f"\ncmrc2018_dev Recall@5 of the gold paragraph ({len(asks)} answerable questions whose paragraph is in "
-          f"bench/calibrate.py's index, {len(present)} paragraphs)")
-    print("| method | local (BM25 on bigrams) | Milvus Lite (BM25 on jieba) | difference |\n|---|---|---|---|")
-    hits = {b: {} for b in ("local", "milvus")}
+    totals = {b: {} for b in rags}
     for r in asks:
-        for backend, rag in (("local", local), ("milvus", twin)):
+        for backend, rag in rags.items():
             for method, ranking in rankings(rag, r["question"], 50).items():
-                hits[backend][method] = hits[backend].get(method, 0) + (r["gold_pid"] in ranking[:5])
-    for method in hits["local"]:
-        a, b = hits["local"][method] / len(asks), hits["milvus"][method] / len(asks)
-        print(f"| {method} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+                totals[backend][method] = totals[backend].get(method, 0) + (r["gold_pid"] in ranking[:5])
+    _table(f"cmrc2018_dev Recall@5 of the gold paragraph ({len(asks)} answerable questions whose paragraph is in "
+           f"bench/calibrate.py's index, {len(present)} paragraphs; local BM25 on bigrams)", totals, len(asks))
 
 
 def _folder_mb(path: Path) -> float:
@@ -102,7 +109,7 @@ def speed(args) -> None:
     scratch = OUT / "milvus" / "scratch.db"
     shutil.rmtree(scratch, ignore_errors=True)
     _, copy_s = milvus_twin(local, "scifact_copy", scratch)
-    twin, _ = milvus_twin(local, "scifact")
+    twin, _ = milvus_twin(local, "scifact_ragapp")
     print(f"\nMilvus Lite beside the local backend; {machine()}")
     print(f"write: {m.chunks} chunks with {m.sentences} sentence vectors copied through the Milvus writer in {copy_s:.0f} s "
           f"({m.chunks / copy_s:.0f} chunks/s, insert + flush + commit)")

@@ -265,6 +265,9 @@ class IndexConfig:
     token_env: str = "MILVUS_TOKEN"
     # Milvus's vector index: HNSW (its usual choice; M 16, efConstruction 200), FLAT (exact), IVF_FLAT, AUTOINDEX.
     dense_index: str = "HNSW"
+    # What Milvus's BM25 counts: "ragapp" (ragapp's terms: English stemmed, Chinese bigrams; SciFact
+    # nDCG@10 as the local index) or "jieba" (Milvus's jieba analyzer on the text; measured in README "On Milvus").
+    bm25_terms: str = "ragapp"
     timeout_s: float = 10.0
     # A file claimed by a writer on another machine is left to it for this long (see README "Milvus").
     claim_timeout_s: float = 900.0
@@ -274,6 +277,7 @@ class IndexConfig:
         _check(self.backend != "milvus" or self.uri.startswith(("http://", "https://")) or self.uri.endswith(".db"),
                f"index backend milvus needs uri = 'PATH.db' (Milvus Lite) or 'http://HOST:19530'. Currently, it is {self.uri!r}")
         _check(self.timeout_s > 0 and self.claim_timeout_s > 0, "index timeout_s and claim_timeout_s must be greater than 0")
+        _check(self.bm25_terms in ("ragapp", "jieba"), f"index bm25_terms must be ragapp or jieba, not {self.bm25_terms!r}")
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def open_backend(index: str | Path, config: IndexConfig) -> IndexBackend:
     from ragapp.index.milvus import MilvusIndex
 
     return MilvusIndex(config.uri, config.collection or collection_name(index), config.token_env, config.dense_index,
-                       config.timeout_s, config.claim_timeout_s)
+                       config.timeout_s, config.claim_timeout_s, config.bm25_terms)
 
 
 def collection_name(index: str | Path) -> str:

@@ -47,9 +47,18 @@ if TYPE_CHECKING:
 
 LAYOUT = "1"  # ragapp's Milvus layout, in the chunk collection's properties
 _LAYOUT_KEY, _SETTINGS_KEY = "ragapp.layout", "ragapp.settings"
-# Milvus Lite tokenizes with jieba (Chinese words, English words as they are) and lower-cases; a
-# Milvus server needs the lowercase filter said.
-ANALYZER = {"tokenizer": "jieba", "filter": ["lowercase"]}
+BM25_TERMS = ("ragapp", "jieba")
+
+
+def analyzer(bm25_terms: str, lite: bool) -> dict:
+    """What Milvus's BM25 function tokenises: "ragapp" — the chunk's terms as ragapp's own BM25 makes
+    them (English stemmed, stop words out, Chinese bigrams), joined by spaces, so split on white space
+    (Milvus Lite has no "whitespace" tokenizer; its "standard" one does the same on such text, where
+    every term is a run of word characters; a server's "standard" would cut Chinese bigrams apart);
+    "jieba" — the chunk's text through jieba, lower-cased."""
+    if bm25_terms == "jieba":
+        return {"tokenizer": "jieba", "filter": ["lowercase"]}
+    return {"tokenizer": "standard" if lite else "whitespace"}
 MAX_TEXT_BYTES = 65_535  # a VARCHAR's limit
 _BATCH = 256  # rows per insert
 _QUERY_LIMIT = 16_384  # Milvus's largest query window
@@ -97,16 +106,19 @@ class MilvusIndex:
     """Where an index lives when `[index] backend = "milvus"` (implements `IndexBackend`)."""
 
     def __init__(self, uri: str, collection: str, token_env: str = "MILVUS_TOKEN", dense_index: str = "HNSW",
-                 timeout_s: float = 10.0, claim_timeout_s: float = 900.0) -> None:
+                 timeout_s: float = 10.0, claim_timeout_s: float = 900.0, bm25_terms: str = "ragapp") -> None:
         if not (uri.startswith(("http://", "https://")) or uri.endswith(".db")):
             raise ConfigError(f"index uri must be a Milvus Lite file ending in .db or http(s)://HOST:PORT. Currently, it is {uri!r}")
         if not (collection[:1].isalpha() or collection[:1] == "_") or not all(c.isalnum() and c.isascii() or c == "_" for c in collection) \
                 or len(collection) > 200:
             raise ConfigError(f"index collection must be letters, digits and _, starting with a letter. Currently, it is {collection!r}")
+        if bm25_terms not in BM25_TERMS:
+            raise ConfigError(f"index bm25_terms must be ragapp or jieba, not {bm25_terms!r}")
         if dense_index not in ("HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"):
             raise ConfigError(f"index dense_index must be HNSW, FLAT, IVF_FLAT or AUTOINDEX, not {dense_index!r}")
         self.uri, self.name, self.token_env = uri, collection, token_env
         self.dense_index, self.timeout_s, self.claim_timeout_s = dense_index, timeout_s, claim_timeout_s
+        self.bm25_terms = bm25_terms  # for a new collection; an existing one keeps what it was made with
         self.names = {"chunks": collection, "sentences": f"{collection}_sentences", "files": f"{collection}_files",
                       "terms": f"{collection}_terms"}
         self.location = f"{uri} (Milvus collection {collection})"
@@ -194,6 +206,11 @@ class MilvusIndex:
         return int(rows[0]["count(*)"])
 
     # -- IndexBackend ---------------------------------------------------------------------------
+
+    def is_lite(self) -> bool:
+        """Milvus Lite (a .db file, or its gRPC server), whose analyzers are fewer."""
+        c = self.client()
+        return str(self.call("get_server_version", c.get_server_version)).startswith("milvus_lite")
 
     def _reachable(self) -> bool:
         """False for a Milvus Lite file not made yet (nothing is created just to look)."""
@@ -285,7 +302,7 @@ class MilvusIndex:
 
     def _check_schema(self, dimension: int) -> None:
         fields = {f["name"]: f for f in self.call("describe_collection", self.client().describe_collection, self.name)["fields"]}
-        wanted = {"pk", "sid", "gen", "hash", "text", "sparse", "dense", "record"}
+        wanted = {"pk", "sid", "gen", "hash", "text", "terms", "sparse", "dense", "record"}
         have = fields.get("dense", {}).get("params", {}).get("dim")
         if set(fields) != wanted or int(have or 0) != dimension:
             raise IndexMismatchError(f"Milvus collection {self.name!r} at {self.uri} has fields {sorted(fields)} (dense dim "
@@ -319,6 +336,7 @@ class MilvusReader:
 
     def __init__(self, backend: MilvusIndex, manifest: Manifest, visible: str) -> None:
         self.backend, self.manifest, self.visible = backend, manifest, visible
+        self.bm25_terms = manifest.bm25.get("milvus_terms", "ragapp")
         self._chunks: dict[int, tuple[Chunk, str]] = {}
         self._groups: dict[str, list[int]] = {}
         self._sentences: dict[int, np.ndarray] = {}
@@ -358,11 +376,13 @@ class MilvusReader:
         return [(h["pk"], float(h["distance"])) for h in self._search([np.asarray(query_vector, np.float32).tolist()], "dense", n, params)]
 
     def bm25_top_n(self, terms: Sequence[str], n: int, text: str = "") -> list[tuple[int, float]]:
-        """Best `n` chunks by Milvus's BM25 over `text` (its analyzer, not ragapp's terms), as (row, score)."""
-        if not text.strip() or not terms:
+        """Best `n` chunks by Milvus's BM25 over ragapp's `terms`, or over `text` through jieba (as the
+        collection was made: `[index] bm25_terms`), as (row, score)."""
+        query = " ".join(terms) if self.bm25_terms == "ragapp" else text
+        if not query.strip() or not terms:
             return []
         self._idfs(terms)  # the reranker and citations ask for these next: one query for all
-        hits = self._search([text], "sparse", n, {"metric_type": "BM25"})
+        hits = self._search([query], "sparse", n, {"metric_type": "BM25"})
         # Milvus Lite reports BM25 as a negated distance; a server as the score.
         return [(h["pk"], abs(float(h["distance"]))) for h in hits if h["distance"]]
 

@@ -14,7 +14,7 @@ from ragapp.index.milvus import (
     _LAYOUT_KEY,
     _SETTINGS_KEY,
     _STATE,
-    ANALYZER,
+    analyzer,
     LAYOUT,
     MAX_TEXT_BYTES,
     MilvusIndex,
@@ -37,7 +37,7 @@ _SETTLE = 64  # Milvus Lite: writes between flushes (its queries slow down with 
 _DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
 
 
-def _schemas(client, dimension: int, bm25: dict, dense_index: str) -> dict:
+def _schemas(client, dimension: int, bm25: dict, dense_index: str, terms_analyzer: dict) -> dict:
     """Schema and index parameters of each collection."""
     from pymilvus import DataType, Function, FunctionType
 
@@ -51,11 +51,12 @@ def _schemas(client, dimension: int, bm25: dict, dense_index: str) -> dict:
     chunks.add_field("sid", DataType.INT64)
     chunks.add_field("gen", DataType.INT64)
     chunks.add_field("hash", DataType.VARCHAR, max_length=32)
-    chunks.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=ANALYZER)
+    chunks.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+    chunks.add_field("terms", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=terms_analyzer)
     chunks.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
     chunks.add_field("dense", DataType.FLOAT_VECTOR, dim=dimension)
     chunks.add_field("record", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"],
+    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
                                  output_field_names=["sparse"]))
     sentences = client.create_schema(auto_id=False)
     for name in ("pk", "sid", "gen"):
@@ -96,11 +97,16 @@ class MilvusWriter:
         self._writes: dict[str, int] = {}
         self._seq = 0
         self._total: int | None = None
-        self._create(bm25, drop=previous is None and backend.exists())
+        drop = previous is None and backend.exists()
+        made = None if drop else backend.settings()
+        # An existing collection keeps the BM25 terms it was made with.
+        self.bm25_terms = made["bm25"].get("milvus_terms", "ragapp") if made else backend.bm25_terms
+        self.analyzer = made["bm25"].get("analyzer") if made else analyzer(self.bm25_terms, backend.is_lite())
+        self._create(bm25, drop)
 
     def _create(self, bm25: dict, drop: bool) -> None:
         c = self.b.client()
-        schemas = _schemas(c, self.dimension, bm25, self.b.dense_index)
+        schemas = _schemas(c, self.dimension, bm25, self.b.dense_index, self.analyzer)
         for part, name in self.b.names.items():
             if drop:
                 self.b.call("drop_collection", c.drop_collection, name)
@@ -162,14 +168,15 @@ class MilvusWriter:
         self._texts.move_to_end(key)
         if len(self._texts) > _SHARED:
             self._texts.popitem(last=False)
-        if len(chunk.text.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        terms = " ".join(tokens) if self.bm25_terms == "ragapp" else chunk.text
+        if max(len(chunk.text.encode("utf-8", "surrogatepass")), len(terms.encode("utf-8", "surrogatepass"))) > MAX_TEXT_BYTES:
             raise ValueError(f"chunk {chunk.id}: text longer than Milvus's {MAX_TEXT_BYTES} bytes")
         sid = source_id(chunk.source)
         if sid not in self._claimed:
             raise ValueError(f"{chunk.source}: not claimed by this writer")
         self._terms[sid].update(set(tokens))
         self._seq += 1  # never reused, also after a rollback
-        row = {"pk": row_key(self.gen, self._seq), "sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "record": _record(chunk),
+        row = {"pk": row_key(self.gen, self._seq), "sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "terms": terms, "record": _record(chunk),
                "dense": np.asarray(vector, np.float32).tolist()}
         self._buffer.append((row, np.asarray(sentence_vectors, np.float32)))
         if len(self._buffer) >= _BATCH:
@@ -234,7 +241,8 @@ class MilvusWriter:
         self._insert()
         self._flush("chunks", "sentences")
         if self.b.settings() is None:
-            settings = index_settings(manifest.embedding, manifest.split, {**manifest.bm25, "analyzer": ANALYZER})
+            settings = index_settings(manifest.embedding, manifest.split,
+                                      {**manifest.bm25, "milvus_terms": self.bm25_terms, "analyzer": self.analyzer})
             self.b.call("alter_collection_properties", self.b.client().alter_collection_properties, self.b.name,
                         {_SETTINGS_KEY: json.dumps(settings)})
         held = {r["pk"]: r for r in self.b.rows_by_pk("files", sorted({source_id(s) for s in drop} | set(self._claimed)),
