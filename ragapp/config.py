@@ -263,7 +263,8 @@ class IndexConfig:
     # base of the app gets its own.
     collection: str = ""
     token_env: str = "MILVUS_TOKEN"
-    # Milvus's vector index: HNSW (its usual choice; M 16, efConstruction 200), FLAT (exact), IVF_FLAT, AUTOINDEX.
+    # Milvus's vector index: HNSW (its usual choice; M 16, efConstruction 200), FLAT (exact), IVF_FLAT,
+    # IVF_SQ8 (a quarter of the memory), DISKANN (vectors on local disk; a server only), AUTOINDEX.
     dense_index: str = "HNSW"
     # What Milvus's BM25 counts: "ragapp" (ragapp's terms: English stemmed, Chinese bigrams; SciFact
     # nDCG@10 as the local index) or "jieba" (Milvus's jieba analyzer on the text; measured in README "On Milvus").

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 LAYOUT = "1"  # ragapp's Milvus layout, in the chunk collection's properties
 _LAYOUT_KEY, _SETTINGS_KEY = "ragapp.layout", "ragapp.settings"
 BM25_TERMS = ("ragapp", "jieba")
+# Milvus's vector indexes ragapp can ask for (DISKANN: a server only; see README "On Milvus" for sizes).
+DENSE_INDEXES = ("HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "DISKANN", "AUTOINDEX")
 
 
 def analyzer(bm25_terms: str, lite: bool) -> dict:
@@ -115,8 +117,8 @@ class MilvusIndex:
             raise ConfigError(f"index collection must be letters, digits and _, starting with a letter. Currently, it is {collection!r}")
         if bm25_terms not in BM25_TERMS:
             raise ConfigError(f"index bm25_terms must be ragapp or jieba, not {bm25_terms!r}")
-        if dense_index not in ("HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"):
-            raise ConfigError(f"index dense_index must be HNSW, FLAT, IVF_FLAT or AUTOINDEX, not {dense_index!r}")
+        if dense_index not in DENSE_INDEXES:
+            raise ConfigError(f"index dense_index must be one of {', '.join(DENSE_INDEXES)}, not {dense_index!r}")
         self.uri, self.name, self.token_env = uri, collection, token_env
         self.dense_index, self.timeout_s, self.claim_timeout_s = dense_index, timeout_s, claim_timeout_s
         self.bm25_terms = bm25_terms  # for a new collection; an existing one keeps what it was made with

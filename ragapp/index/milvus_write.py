@@ -34,7 +34,7 @@ _SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of t
 _SETTLE = 64  # Milvus Lite: writes between flushes (its queries slow down with unflushed rows; measured)
 
 
-_DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}}
+_DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024}}
 
 
 def _schemas(client, dimension: int, bm25: dict, dense_index: str, terms_analyzer: dict) -> dict:
