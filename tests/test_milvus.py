@@ -256,3 +256,25 @@ def test_http_api_on_milvus(tmp_path, cache_dir):
         assert not (root / "笔记" / "manifest.json").exists()  # the index is in Milvus, not in the folder
     finally:
         server.stop()
+
+
+def test_chat_ui_on_milvus(tmp_path, cache_dir, monkeypatch):
+    """The Streamlit page, unchanged, over a Milvus Lite index: an answer with its citation."""
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import SAMPLES
+    from ragapp.config import Config
+    from test_ui import APP, ask
+
+    cfg = tmp_path / "ragapp.toml"
+    cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{tmp_path}"\n[index]\nbackend = "milvus"\n'
+                   f'uri = "{tmp_path / "m.db"}"\n', encoding="utf-8")
+    RAG(tmp_path / "index", Config.load(cfg)).ingest([SAMPLES / "en"])
+    monkeypatch.setenv("RAGAPP_INDEX", str(tmp_path / "index"))
+    monkeypatch.setenv("RAGAPP_CONFIG", str(cfg))
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    ask(at, "How long does Mars take to orbit the Sun?")
+    assert any("687" in m.value for m in at.markdown)
+    assert [e.label for e in at.expander][0].startswith("[1] solar\\_system\\.md")
+    assert not at.exception and not (tmp_path / "index" / "manifest.json").exists()
