@@ -170,10 +170,11 @@ class MilvusIndex:
             raise IndexUnavailableError(f"Milvus at {self.uri}: {what} failed ({message.splitlines()[0][:300]}); "
                                         "check that the server answers and [index] uri") from exc
 
-    def loaded(self, part: str):
-        """The client, with collection `part` loaded (Milvus serves only loaded collections)."""
+    def loaded(self, part: str, again: bool = False):
+        """The client, with collection `part` loaded (Milvus serves only loaded collections; `again`
+        after it was made or dropped)."""
         c = self.client()
-        if part not in self._loaded:
+        if again or part not in self._loaded:
             self.call("load_collection", c.load_collection, self.names[part])
             self._loaded.add(part)
         return c

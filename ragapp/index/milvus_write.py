@@ -116,8 +116,7 @@ class MilvusWriter:
                 # local disk (memory-mapped) instead of in memory, the largest share of an index (README "On Milvus").
                 props = {"chunks": {_LAYOUT_KEY: LAYOUT}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
                 self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
-            self.b._loaded.discard(part)
-            self.b.loaded(part)
+            self.b.loaded(part, again=True)
         self.b.check_writable()
 
     def __enter__(self) -> MilvusWriter:
