@@ -3,9 +3,10 @@ The only reader and writer of ragapp's Milvus collections.
 
 Four collections per index (``NAME`` is ``[index] collection``):
 
-    NAME            one row per chunk: text (Milvus's BM25 function over a jieba analyzer fills
-                    ``sparse``), dense vector, text hash, the chunk record, source id, ingest version
-    NAME_sentences  the reranker's sentence vectors, one row per chunk sentence
+    NAME            one row per chunk: text, ``terms`` (ragapp's BM25 terms, or the text for jieba:
+                    Milvus's BM25 function fills ``sparse`` from it), dense vector, text hash, the
+                    chunk record, source id, ingest version; keyed by ``row_key``
+    NAME_sentences  the reranker's sentence vectors, one row per chunk sentence, keyed by chunk and position
     NAME_files      one row per document: its committed version and record, a writer's claim on it,
                     a version being retired; row 0 holds the commit stamp readers poll
     NAME_terms      document frequencies of ragapp's BM25 terms (the reranker's and citations' idf)
