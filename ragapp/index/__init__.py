@@ -10,8 +10,9 @@ A GenerationWriter streams a new generation folder beside the current one, chunk
 memory does not grow with the input), fsyncs every file, then replaces manifest.json by rename. A
 crash at any moment leaves the previous manifest pointing at the previous, complete generation;
 readers never see a mix. Modules: manifest (manifest.json), folder (what a folder may hold), lock,
-dense (dense.faiss), reader, writer, backend (the IndexBackend boundary); milvus and milvus_write keep
-an index in Milvus instead (`[index] backend = "milvus"`).
+dense (dense.faiss), reader, writer, scope (abort unless committed, for every writer), backend (the
+IndexBackend boundary); milvus and milvus_write keep an index in Milvus instead (`[index] backend =
+"milvus"`).
 """
 
 from ragapp.index.backend import IndexBackend, IndexReader, IndexWriter, LocalIndex, open_backend

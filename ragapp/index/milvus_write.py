@@ -28,6 +28,7 @@ from ragapp.index.milvus import (
     this_process,
 )
 from ragapp.index.manifest import Manifest, index_settings
+from ragapp.index.scope import AbortUnlessCommitted
 from ragapp.types import Chunk
 
 _SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of the same text
@@ -79,7 +80,7 @@ def _schemas(client, dimension: int, bm25: dict, dense_index: str, terms_analyze
             "files": (files, vector_index("v", "FLAT", "L2")), "terms": (terms, vector_index("v", "FLAT", "L2"))}
 
 
-class MilvusWriter:
+class MilvusWriter(AbortUnlessCommitted):
     """One ingest into a Milvus index (implements `IndexWriter`): rows are inserted under this
     writer's version as they come; `commit` makes each claimed file's new rows visible (one files row
     upsert each), then deletes its old rows."""
@@ -118,13 +119,6 @@ class MilvusWriter:
                 self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
             self.b.loaded(part, again=True)
         self.b.check_writable()
-
-    def __enter__(self) -> MilvusWriter:
-        return self
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if not self._done:
-            self.abort()
 
     @property
     def rows(self) -> int:

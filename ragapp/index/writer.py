@@ -17,6 +17,7 @@ from ragapp.index.dense import dense_spool, ivf_shape, write_ivf
 from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation
 from ragapp.index.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest, write_manifest
 from ragapp.index.reader import Index
+from ragapp.index.scope import AbortUnlessCommitted
 from ragapp.spool import fsync_dir, fsync_file, npy_spool
 from ragapp.types import Chunk
 
@@ -30,7 +31,7 @@ def _previous(path: Path) -> Manifest | None:
         return None
 
 
-class GenerationWriter:
+class GenerationWriter(AbortUnlessCommitted):
     """Writes a new generation chunk by chunk, straight to disk, and makes it current atomically
     (implements `IndexWriter`).
 
@@ -64,13 +65,6 @@ class GenerationWriter:
             self.bm25 = BM25Writer(self.gen, previous.bm25.vocab if previous else None, bm25["k1"], bm25["b"], bm25["epsilon"])
         except OSError as exc:
             self._fail(exc)
-
-    def __enter__(self) -> GenerationWriter:
-        return self
-
-    def __exit__(self, kind, exc, tb) -> None:
-        if not self._done:
-            self.abort()
 
     @property
     def rows(self) -> int:
