@@ -5,8 +5,8 @@ rank-bm25 scores every document in a Python loop (~240 ms a query at 100k chunks
 per-(term, document) weights are computed once, at ingest, into a CSC matrix saved beside the
 counts, so opening an index memory-maps them (as bm25s does: open time and memory do not grow with
 the corpus) and a query adds up one column slice per term: the same numbers (tests compare against
-rank-bm25), summed by one bincount (p50 8.7 ms at a million chunks, bench/scale.py). Persisted as
-plain .npy arrays and a JSON vocabulary (no pickle).
+rank-bm25), summed by a compiled kernel (ragapp.bm25_topk). Persisted as plain .npy arrays and a JSON
+vocabulary (no pickle).
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ class BM25Index:
                  vocab: dict[str, int], counts: sparse.csr_matrix | Path) -> None:
         if isinstance(weights, sparse.csc_matrix):
             weights = (weights.indptr, weights.indices, weights.data, weights.shape[0])
-        self._colptr, self._rows, self._weights, self._docs = weights
+        colptr, rows, data, self._docs = weights
+        # One dtype each, so the kernel is compiled once (the saved arrays already have them: no copy).
+        self._colptr, self._rows, self._weights = (x if x.dtype == t else x.astype(t) for x, t in
+                                                   ((colptr, np.int64), (rows, np.int32), (data, np.float64)))
         self.idf = idf
         self.vocab = vocab
         self._counts = counts
@@ -117,16 +120,19 @@ class BM25Index:
         return float(self.idf[i]) if i is not None else 0.0
 
     def top_n(self, query: Sequence[str], n: int) -> list[tuple[int, float]]:
-        """Best `n` documents with a positive score, as (row, score), best first."""
-        scores = self.scores(query)
-        positive = np.flatnonzero(scores > 0)
-        if positive.size == 0:
+        """Best `n` documents with a positive score, as (row, score), best first (equal scores: lower row first)."""
+        from ragapp.bm25_topk import top_n_columns
+
+        counts = Counter(t for t in query if t in self.vocab)
+        if not counts or len(self) == 0 or n <= 0:
             return []
-        if positive.size > n:
-            part = np.argpartition(-scores[positive], n - 1)[:n]
-            positive = positive[part]
-        order = positive[np.argsort(-scores[positive], kind="stable")]
-        return [(int(i), float(scores[i])) for i in order]
+        cols = np.fromiter((self.vocab[t] for t in counts), dtype=np.int64, count=len(counts))
+        mults = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        rows, scores, ok = top_n_columns(self._colptr, self._rows, self._weights, cols, mults, len(self), n)
+        if not ok:  # files read lazily: checked as used
+            raise ValueError("a BM25 column names a row outside the index")
+        order = np.lexsort((rows, -scores))
+        return [(int(rows[i]), float(scores[i])) for i in order]
 
     @classmethod
     def load(cls, folder: Path, k1: float, b: float, epsilon: float, weights: bool = True) -> BM25Index:

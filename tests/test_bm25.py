@@ -75,3 +75,29 @@ def test_tokenizer_english_stems_and_chinese_bigrams():
     assert tok("The runners were Running") == ["runner", "were", "run"]
     assert tok("长城很长") == ["长城", "城很", "很长"]
     assert tok("ＡＢＣ１２３") == ["abc123"]  # full-width folded
+
+
+def test_top_n_is_the_best_of_every_score_with_ties_by_row():
+    """The compiled top-n agrees with the full score vector: the same numbers, the `n` best, equal
+    scores in row order (many documents here score alike)."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(40)]
+    docs = [list(rng.choice(words, size=rng.integers(1, 8))) for _ in range(3000)]
+    index = BM25Index.build(docs)
+    for _ in range(30):
+        query = list(rng.choice(words, size=rng.integers(1, 5)))
+        scores = index.scores(query)
+        best = sorted(np.flatnonzero(scores > 0), key=lambda r: (-scores[r], r))[:37]
+        top = index.top_n(query, 37)
+        assert [r for r, _ in top] == best
+        assert [s for _, s in top] == [scores[r] for r in best]  # the same sums, to the last bit
+
+
+def test_a_crafted_column_naming_a_row_outside_the_index_is_an_error(tmp_path):
+    tok = Tokenizer()
+    _write(tmp_path, DOCS, tok)
+    rows = np.load(tmp_path / "bm25_rows.npy")
+    rows[:] = 1 << 30
+    np.save(tmp_path / "bm25_rows.npy", rows)
+    with pytest.raises(ValueError, match="names a row outside the index"):
+        BM25Index.load(tmp_path, 0.9, 0.4, 0.25).top_n(tok("Rhine Alps"), 5)

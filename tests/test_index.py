@@ -78,7 +78,7 @@ def test_a_manifest_damaged_after_opening_is_reported(tmp_path, built, config, e
         rag.search("Neptune", top_k=1)
 
 
-# -- opening without reading, and the IVF of large indexes (issue 15) -------------------------
+# -- opening without reading, and the PQ codes of large indexes (issue 15) -------------------------
 
 def test_opening_reads_no_chunk_record_and_copies_no_vector(built, monkeypatch):
     """An index opens in the same time at any size: records are parsed when asked for, and the
@@ -100,7 +100,7 @@ def test_opening_reads_no_chunk_record_and_copies_no_vector(built, monkeypatch):
 
 
 def _many_notes(folder):
-    """The samples and 60 short notes: enough chunks for an IVF of a few lists."""
+    """The samples and 60 short notes: enough chunks to train PQ codebooks on."""
     import shutil
 
     from conftest import SAMPLES
@@ -111,30 +111,36 @@ def _many_notes(folder):
     return folder
 
 
-def test_a_large_index_gets_an_ivf_that_finds_what_exact_search_finds(tmp_path, config, embedder, monkeypatch):
+def test_a_large_index_gets_pq_codes_whose_candidates_are_rescored_exactly(tmp_path, config, embedder, monkeypatch):
     import faiss
     import numpy as np
 
     from ragapp.index import dense
     from ragapp.index.reader import Index
 
-    monkeypatch.setattr(dense, "IVF_MIN_ROWS", 50)  # the rule is the same at 200,000 chunks
+    monkeypatch.setattr(dense, "PQ_MIN_ROWS", 50)  # the rule is the same at 200,000 chunks
     path = tmp_path / "index"
     rag = RAG(path, config, embedder=embedder)
     rag.ingest([_many_notes(tmp_path / "docs")])
     manifest = read_manifest(path)
-    assert manifest.dense["type"] == "ivf" and {"ivf_rows.npy", "ivf_offsets.npy", "ivf_centroids.npy"} <= set(manifest.checksums)
+    assert manifest.dense == {"type": "pq", "m": 192, "nbits": 4} and set(dense.PQ_FILES) <= set(manifest.checksums)
     index = Index.open(path)
-    index.dense.ivf.nprobe = index.dense.ivf.centroids.shape[0]  # every list: must equal exact search
     q = embedder.embed_queries(["How long does Mars take to orbit the Sun?"])[0]
-    exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 5, metric=faiss.METRIC_INNER_PRODUCT)[1][0]
-    assert [r for r, _ in index.dense_top_n(q, 5)] == list(exact)
+    exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 5, metric=faiss.METRIC_INNER_PRODUCT)
+    # every row a candidate (fewer rows than PQ_RESCORE_MIN): the re-score makes it exact search
+    assert [r for r, _ in index.dense_top_n(q, 5)] == list(exact[1][0])
+    assert np.allclose([s for _, s in index.dense_top_n(q, 5)], exact[0][0], atol=1e-5)
+    # the codes alone rank the exact best among their first few candidates
+    assert exact[1][0][0] in index.dense.pq.candidates(q[None], 10)
+    monkeypatch.setattr(dense, "PQ_RESCORE_MIN", 10)
+    monkeypatch.setattr(dense, "PQ_RESCORE", 4)
+    assert index.dense_top_n(q, 3)[0][0] == exact[1][0][0]
     hits = rag.search("How long does Mars take to orbit the Sun?", top_k=3)
     assert any("687" in h.chunk.text for h in hits)
     assert "143" in rag.search("What was the heron count at pond 20?", top_k=1)[0].chunk.text
 
 
-def test_an_ivf_list_naming_a_row_outside_the_index_is_corrupt(tmp_path, config, embedder, monkeypatch):
+def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monkeypatch):
     import numpy as np
 
     from ragapp.digest import file_sha256
@@ -142,19 +148,16 @@ def test_an_ivf_list_naming_a_row_outside_the_index_is_corrupt(tmp_path, config,
     from ragapp.index.manifest import write_manifest
     from ragapp.index.reader import Index
 
-    monkeypatch.setattr(dense, "IVF_MIN_ROWS", 50)
+    monkeypatch.setattr(dense, "PQ_MIN_ROWS", 50)
     path = tmp_path / "index"
     RAG(path, config, embedder=embedder).ingest([_many_notes(tmp_path / "docs")])
     manifest = read_manifest(path)
-    part = path / manifest.directory / "ivf_rows.npy"
-    rows = np.load(part)
-    rows[:] = 1 << 40
-    np.save(part, rows)
-    manifest.checksums["ivf_rows.npy"] = file_sha256(part)  # crafted, not damaged: the checksum agrees
+    part = path / manifest.directory / "pq_codes.npy"
+    np.save(part, np.load(part)[:-1])  # one row short
+    manifest.checksums["pq_codes.npy"] = file_sha256(part)  # crafted, not damaged: the checksum agrees
     write_manifest(path, manifest)
-    index = Index.open(path)
-    with pytest.raises(IndexCorruptError, match="IVF list holds a row outside the index.*--rebuild"):
-        index.dense_top_n(embedder.embed_queries(["Mars"])[0], 5)
+    with pytest.raises(IndexCorruptError, match="PQ arrays disagree with the manifest.*--rebuild"):
+        Index.open(path)
 
 
 def test_an_index_of_schema_3_still_opens_answers_and_is_upgraded_by_the_next_ingest(tmp_path, built, docs, config,

@@ -1,8 +1,9 @@
 """Dense vectors of a generation (the only reader and writer of their files): dense.faiss, a FAISS
 IndexFlatIP written row by row and read back only after ragapp has validated it (FAISS's own parser
-never sees an untrusted file), searched straight from a memory map; and, for large indexes, an
-inverted file (IVF) over it: k-means centroids, and each list's rows and vectors stored together
-(ivf_*.npy: a second copy of the vectors, in list order, so a query reads a few contiguous runs)."""
+never sees an untrusted file), searched straight from a memory map; and, for large indexes, 4-bit
+product-quantisation codes of every vector (pq_*.npy: the codebooks and the codes, plain arrays ragapp
+hands to FAISS's fast-scan kernel) whose best candidates are re-scored exactly against the stored
+vectors."""
 
 from __future__ import annotations
 
@@ -16,17 +17,19 @@ import numpy as np
 from ragapp.spool import Spool, load_npy, npy_spool
 
 FILE = "dense.faiss"
+PQ_FILES = ("pq_centroids.npy", "pq_codes.npy")
+# Written by ragapp 0.x for large indexes before the PQ; still accepted in a manifest, searched exactly.
 IVF_FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.npy")
-# From this many chunks an index gets an IVF: at a million chunks exact search over the memory map
-# takes 113 ms a query on one thread and the IVF 79 ms (bench/scale.py search; README "Ingest speed and index scale").
-IVF_MIN_ROWS = 200_000
-IVF_TRAIN_PER_LIST = 40  # k-means training sample: this many vectors per list
-# Lists searched per query, as a share of the lists: e5's vectors are anisotropic (unrelated texts
-# still score a cosine of about 0.7), so k-means lists hold near neighbours poorly; recall@10 against
-# exact search on SciFact's real chunk and sentence vectors is 0.78 at 2 %, 0.92 at 10 %, 0.982 at
-# 30 % (bench/scale.py recall).
-IVF_PROBE_SHARE = 0.3
-_ASSIGN_ROWS = 1 << 16  # vectors assigned to their lists per step when the IVF is built
+# From this many chunks an index gets PQ codes: at a million chunks an exact scan of the memory map
+# takes 113 ms a query on one thread, the codes' fast scan plus the exact re-score ~10 ms with
+# recall@10 0.99 against exact search (bench/scale.py; README "Ingest speed and index scale").
+PQ_MIN_ROWS = 200_000
+PQ_BITS = 4  # FAISS's fast-scan kernel (SIMD lookup tables in registers) is for 4-bit codes
+PQ_TRAIN_ROWS = 1 << 16  # codebook training sample
+# Candidates the codes propose for exact re-scoring: this many per result asked for, at least PQ_RESCORE_MIN.
+PQ_RESCORE = 40
+PQ_RESCORE_MIN = 1000
+_ENCODE_ROWS = 1 << 16  # vectors encoded per step when the codes are written
 
 
 def _header(dimension: int) -> Callable[[int], bytes]:
@@ -75,11 +78,12 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> list[tuple[int, float]
 
 class DenseVectors:
     """Inner-product search over a generation's vectors: exact (FAISS's kernel over the memory map) or,
-    when the generation has an IVF, over the `nprobe` lists whose centroids are nearest the query."""
+    when the generation has PQ codes, the codes' best candidates re-scored exactly."""
 
-    def __init__(self, folder: Path, dimension: int, rows: int, ivf: dict | None = None) -> None:
+    def __init__(self, folder: Path, dimension: int, rows: int, shape: dict | None = None) -> None:
         self.vectors = _mapped_floats(folder / FILE, dimension, rows)
-        self.ivf = _IVF(folder, dimension, rows, ivf["nlist"], ivf["nprobe"]) if ivf else None
+        pq = (shape or {}).get("type") == "pq"
+        self.pq = _PQCodes(folder, dimension, rows, shape["m"], shape["nbits"]) if pq else None
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -91,75 +95,62 @@ class DenseVectors:
         if len(self) == 0:
             return []
         q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        if self.ivf is None:
+        if self.pq is None:
             scores, ids = faiss.knn(q, self.vectors, min(n, len(self)), metric=faiss.METRIC_INNER_PRODUCT)
             return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-        rows, scores = self.ivf.search(q[0])
-        return _top(scores, rows, n)
+        rows = self.pq.candidates(q, min(len(self), max(PQ_RESCORE_MIN, PQ_RESCORE * n)))
+        return _top(np.asarray(self.vectors[rows] @ q[0], dtype=np.float32), rows, n)
 
     def vector(self, row: int) -> np.ndarray:
         """One row's vector."""
         return np.array(self.vectors[row], dtype=np.float32)
 
 
-class _IVF:
-    """The lists of an inverted file; every slice read is bounds-checked before it is used."""
+class _PQCodes:
+    """The codes in FAISS's fast-scan layout, made from ragapp's checked arrays (not FAISS's parser)."""
 
-    def __init__(self, folder: Path, dimension: int, rows: int, nlist: int, nprobe: int) -> None:
-        self.centroids = load_npy(folder / IVF_FILES[0], np.float32, ndim=2)
-        self.offsets = load_npy(folder / IVF_FILES[1], np.int64)
-        self.rows = load_npy(folder / IVF_FILES[2], np.int64, mmap=True)
-        self.vectors = load_npy(folder / IVF_FILES[3], np.float32, ndim=2, mmap=True)
-        if self.centroids.shape != (nlist, dimension) or len(self.offsets) != nlist + 1 or len(self.rows) != rows \
-                or self.vectors.shape != (rows, dimension):
-            raise ValueError("IVF arrays disagree with the manifest")
-        if self.offsets[0] != 0 or self.offsets[-1] != rows or np.any(np.diff(self.offsets) < 0):
-            raise ValueError("IVF list offsets are not ascending over every row")
-        if not 0 < nprobe <= nlist:
-            raise ValueError(f"IVF nprobe {nprobe} of {nlist} lists")
-        self.total, self.nprobe = rows, nprobe
+    def __init__(self, folder: Path, dimension: int, rows: int, m: int, nbits: int) -> None:
+        import faiss
 
-    def search(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of the lists nearest the query and their inner products with it."""
-        near = np.argpartition(-(self.centroids @ query), self.nprobe - 1)[: self.nprobe]
-        spans = [(self.offsets[i], self.offsets[i + 1]) for i in near]
-        rows = np.concatenate([self.rows[a:b] for a, b in spans])
-        if len(rows) and (rows.min() < 0 or rows.max() >= self.total):
-            raise ValueError("IVF list holds a row outside the index")
-        scores = np.concatenate([self.vectors[a:b] @ query for a, b in spans])
-        return rows, scores.astype(np.float32)
+        centroids = load_npy(folder / PQ_FILES[0], np.float32, ndim=3)
+        codes = load_npy(folder / PQ_FILES[1], np.uint8, ndim=2, mmap=True)
+        if nbits != PQ_BITS or dimension % m or centroids.shape != (m, 1 << nbits, dimension // m) \
+                or codes.shape != (rows, (m * nbits + 7) // 8):
+            raise ValueError("PQ arrays disagree with the manifest")
+        if not np.isfinite(centroids).all():
+            raise ValueError("PQ codebooks hold non-finite numbers")
+        flat = faiss.IndexPQ(dimension, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        faiss.copy_array_to_vector(centroids.ravel(), flat.pq.centroids)
+        flat.is_trained = True
+        flat.add_sa_codes(np.ascontiguousarray(codes))
+        self.index = faiss.IndexPQFastScan(flat)
+
+    def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
+        """The `k` rows the codes score highest, ascending (for reading the vectors in file order)."""
+        ids = self.index.search(query, k)[1][0]
+        return np.sort(ids[ids >= 0])
 
 
-def ivf_shape(rows: int) -> dict | None:
-    """The IVF a generation of `rows` vectors gets (None: exact search), as the manifest records it."""
-    if rows < IVF_MIN_ROWS:
-        return None
-    nlist = min(rows, int(4 * np.sqrt(rows)))
-    return {"type": "ivf", "nlist": nlist, "nprobe": max(1, int(round(nlist * IVF_PROBE_SHARE)))}
+def dense_shape(rows: int, dimension: int) -> dict:
+    """How a generation of `rows` vectors is searched, as the manifest records it ({}: exact)."""
+    if rows < PQ_MIN_ROWS:
+        return {}
+    return {"type": "pq", "m": dimension // 2 if dimension % 2 == 0 else dimension, "nbits": PQ_BITS}
 
 
-def write_ivf(folder: Path, dimension: int, rows: int, shape: dict, seed: int = 0) -> list[str]:
-    """Train k-means on a sample of the generation's vectors, assign every row to its nearest
-    centroid, and write the lists; returns the file names."""
+def write_pq(folder: Path, dimension: int, rows: int, shape: dict, seed: int = 0) -> list[str]:
+    """Train the codebooks on a sample of the generation's vectors and encode every row; returns the
+    file names."""
     import faiss
 
     vectors = _mapped_floats(folder / FILE, dimension, rows)
-    nlist = shape["nlist"]
-    sample = np.random.default_rng(seed).choice(rows, min(rows, nlist * IVF_TRAIN_PER_LIST), replace=False)
-    kmeans = faiss.Kmeans(dimension, nlist, niter=10, seed=seed, spherical=True, max_points_per_centroid=IVF_TRAIN_PER_LIST)
-    kmeans.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
-    quantizer = faiss.IndexFlatIP(dimension)
-    quantizer.add(kmeans.centroids)
-    lists = np.empty(rows, dtype=np.int64)
-    for a in range(0, rows, _ASSIGN_ROWS):
-        lists[a : a + _ASSIGN_ROWS] = quantizer.search(np.ascontiguousarray(vectors[a : a + _ASSIGN_ROWS]), 1)[1][:, 0]
-    order = np.argsort(lists, kind="stable")
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=nlist))]).astype(np.int64)
-    np.save(folder / IVF_FILES[0], np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
-    np.save(folder / IVF_FILES[1], offsets)
-    np.save(folder / IVF_FILES[2], order.astype(np.int64))
-    copy = npy_spool(folder / IVF_FILES[3], np.float32, dimension)
-    for a in range(0, rows, _ASSIGN_ROWS):
-        copy.append(vectors[order[a : a + _ASSIGN_ROWS]])  # the vectors of list 0, then of list 1, ...
-    copy.finish()
-    return list(IVF_FILES)
+    pq = faiss.ProductQuantizer(dimension, shape["m"], shape["nbits"])
+    sample = np.sort(np.random.default_rng(seed).choice(rows, min(rows, PQ_TRAIN_ROWS), replace=False))
+    pq.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+    codes = npy_spool(folder / PQ_FILES[1], np.uint8, pq.code_size)
+    for a in range(0, rows, _ENCODE_ROWS):
+        codes.append(pq.compute_codes(np.ascontiguousarray(vectors[a : a + _ENCODE_ROWS], dtype=np.float32)))
+    codes.finish()
+    centroids = faiss.vector_to_array(pq.centroids).reshape(shape["m"], 1 << shape["nbits"], -1)
+    np.save(folder / PQ_FILES[0], centroids.astype(np.float32))
+    return list(PQ_FILES)

@@ -16,7 +16,8 @@ from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundEr
 from ragapp.spool import fsync_dir
 
 # 4: chunk records found by offset (chunk_offsets.npy, chunk_hashes.npy: an index opens without reading
-#    its chunks) and, from dense.IVF_MIN_ROWS chunks, an IVF over the vectors ("dense" says which);
+#    its chunks) and, from dense.PQ_MIN_ROWS chunks, PQ codes of the vectors ("dense" says which; an
+#    IVF written before them is still accepted and searched exactly);
 # 3: BM25 weights saved at ingest (bm25_weights/rows/colptr/idf.npy);
 # 2: chunks share sentence vectors by text ("sv" in chunks.jsonl is the first sentence vector's row);
 # 1: one sentence vector per chunk sentence, in chunk order. All are read.
@@ -27,6 +28,7 @@ _BASE_PARTS = ("chunks.jsonl", "dense.faiss", "sentences.npy")
 # The only files a generation holds; a manifest naming anything else is not trusted.
 PARTS = _BASE_PARTS + bm25.FILES
 _MAX_MANIFEST_BYTES = 1 << 30
+_DENSE_KEYS = {"pq": ("m", "nbits"), "ivf": ("nlist", "nprobe")}  # a manifest's dense index: its integer settings
 
 
 def parts(schema_version: int, dense_index: dict | None = None) -> tuple[str, ...]:
@@ -35,7 +37,8 @@ def parts(schema_version: int, dense_index: dict | None = None) -> tuple[str, ..
         return _BASE_PARTS + bm25.COUNT_FILES
     if schema_version == 3:
         return PARTS
-    return PARTS + chunkstore.FILES[1:] + (dense.IVF_FILES if (dense_index or {}).get("type") == "ivf" else ())
+    extra = {"ivf": dense.IVF_FILES, "pq": dense.PQ_FILES}.get((dense_index or {}).get("type"), ())
+    return PARTS + chunkstore.FILES[1:] + extra
 
 
 def rebuild_hint(path: str | Path) -> str:
@@ -75,7 +78,8 @@ class Manifest:
     updated_at: float = 0.0
     chunks: int = 0
     sentences: int = 0
-    # How dense search runs: {} exact, or {"type": "ivf", "nlist": N, "nprobe": P} (chosen by size).
+    # How dense search runs: {} exact, or {"type": "pq", "m": M, "nbits": 4} (chosen by size); an older
+    # {"type": "ivf", "nlist": N, "nprobe": P} is searched exactly.
     dense: dict = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
@@ -124,8 +128,8 @@ def _check(m: Manifest) -> None:
     """Values an attacker could use to make a reader open other files, or allocate without bound."""
     if not (isinstance(m.generation, int) and 0 < m.generation < 10**9 and m.directory == f"gen-{m.generation:06d}"):
         raise ValueError(f"generation folder {m.directory!r} is not gen-NNNNNN for generation {m.generation!r}")
-    if not isinstance(m.dense, dict) or (m.dense and not (m.schema_version >= 4 and m.dense.get("type") == "ivf" and all(
-            isinstance(m.dense.get(k), int) and 0 < m.dense[k] < 1 << 24 for k in ("nlist", "nprobe")))):
+    if not isinstance(m.dense, dict) or (m.dense and not (m.schema_version >= 4 and _DENSE_KEYS.get(m.dense.get("type")) and all(
+            isinstance(m.dense.get(k), int) and 0 < m.dense[k] < 1 << 24 for k in _DENSE_KEYS[m.dense["type"]]))):
         raise ValueError(f"dense index {m.dense!r}")
     if set(m.checksums) != set(parts(m.schema_version, m.dense)) or not all(isinstance(v, str) for v in m.checksums.values()):
         raise ValueError(f"parts {sorted(m.checksums)} are not the index's fixed parts")

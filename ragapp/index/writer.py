@@ -13,7 +13,7 @@ from ragapp.bm25 import BM25Writer
 from ragapp.digest import file_sha256
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexWriteError
 from ragapp.index.chunkstore import ChunkStoreWriter
-from ragapp.index.dense import dense_spool, ivf_shape, write_ivf
+from ragapp.index.dense import dense_shape, dense_spool, write_pq
 from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation
 from ragapp.index.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest, write_manifest
 from ragapp.index.reader import Index
@@ -160,9 +160,9 @@ class GenerationWriter(AbortUnlessCommitted):
         names = [*self.chunks.finish(), "dense.faiss", "sentences.npy", *self.bm25.finish()]
         self.dense.finish()
         self.sentences.finish()
-        self.dense_index = ivf_shape(self.rows) or {}
+        self.dense_index = dense_shape(self.rows, self.dimension)
         if self.dense_index:
-            names += write_ivf(self.gen, self.dimension, self.rows, self.dense_index)
+            names += write_pq(self.gen, self.dimension, self.rows, self.dense_index)
         for name in names:
             fsync_file(self.gen / name)
         fsync_dir(self.gen)
