@@ -1,10 +1,10 @@
 """An index of a million chunks: how it is made, how fast it opens and answers, and dense search
-exact vs IVF. Prints the figures the README quotes.
+exact vs PQ codes re-scored, BM25 numpy vs compiled. Prints the figures the README quotes.
 
     python bench/scale.py build --chunks 1000000   # once: writes bench/out/indexes/synthetic-1000000
     python bench/scale.py open                     # open time and resident memory, in a fresh process
     python bench/scale.py search                   # RAG.search p50/p95 (query encode included), BM25 alone
-    python bench/scale.py recall                   # IVF vs exact recall@10 on real SciFact vectors and on this index
+    python bench/scale.py recall                   # PQ + re-score vs exact: recall on real SciFact vectors and on this index
 
 How the synthetic index is made: its text and vectors are real material recombined. Every sentence
 of the SciFact index (bench/out/indexes/scifact, built by bench/quality.py retrieval) keeps its own
@@ -91,7 +91,7 @@ def build(args) -> None:
         t1 = time.perf_counter()
         manifest = writer.commit(Manifest(**settings, files=files))
     print(f"built {args.chunks:,} chunks from {len(sentences):,} real SciFact sentences in {time.perf_counter() - t0:.0f} s "
-          f"(commit incl. BM25 weights and IVF {manifest.dense}: {time.perf_counter() - t1:.0f} s); "
+          f"(commit incl. BM25 weights and dense index {manifest.dense}: {time.perf_counter() - t1:.0f} s); "
           f"{sum(f.stat().st_size for f in (path / manifest.directory).iterdir()) / 1e9:.2f} GB on disk")
 
 
@@ -134,11 +134,15 @@ def search(args) -> None:
     import faiss
 
     total, stages = search_latencies(rag, queries)
-    bm25, dense, exact = [], [], []
+    bm25, bm25_numpy, dense, exact = [], [], [], []
     for q in queries:
+        terms = tok(q)
         t = time.perf_counter()
-        index.bm25_top_n(tok(q), 100)
+        index.bm25_top_n(terms, 100)
         bm25.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        _numpy_top(index.bm25.scores(terms), 100)  # what ragapp did before the compiled kernel
+        bm25_numpy.append((time.perf_counter() - t) * 1000)
         vec = rag.embedder.embed_queries([q])[0]
         t = time.perf_counter()
         index.dense_top_n(vec, 100)
@@ -146,45 +150,64 @@ def search(args) -> None:
         t = time.perf_counter()
         faiss.knn(vec[None], index.dense.vectors, 100, metric=faiss.METRIC_INNER_PRODUCT)
         exact.append((time.perf_counter() - t) * 1000)
-    pct = lambda v, q: float(np.percentile(v, q))  # noqa: E731
+    pct = lambda v: f"p50 {np.percentile(v, 50):.1f} ms, p95 {np.percentile(v, 95):.1f} ms"  # noqa: E731
     print(f"\nRAG.search on {len(index):,} chunks ({index.manifest.dense or 'exact'}), {len(queries)} SciFact queries, "
           f"1 thread; {machine()}")
-    print(f"search p50 {pct(total, 50):.1f} ms, p95 {pct(total, 95):.1f} ms (query encode, BM25 + dense, fusion, rerank); "
+    print(f"search {pct(total)} (query encode, BM25 + dense, fusion, rerank); "
           + ", ".join(f"{k} {np.median(v):.1f}" for k, v in stages.items()))
-    print(f"BM25 top-100 alone p50 {pct(bm25, 50):.1f} ms, p95 {pct(bm25, 95):.1f} ms; dense top-100 alone p50 "
-          f"{pct(dense, 50):.1f} ms, p95 {pct(dense, 95):.1f} ms (exact over the memory map: p50 {pct(exact, 50):.1f} ms, "
-          f"p95 {pct(exact, 95):.1f} ms); resident {_rss_mb():.0f} MB with the embedder loaded, {_rss_mb('RssAnon:'):.0f} MB "
-          "of it the process's own (the rest is index file pages, which the kernel can drop)")
+    print(f"BM25 top-100 alone: compiled kernel {pct(bm25)}; numpy bincount + argpartition {pct(bm25_numpy)}")
+    print(f"dense top-100 alone: {pct(dense)}; exact over the memory map {pct(exact)}")
+    print(f"resident {_rss_mb():.0f} MB with the embedder loaded, {_rss_mb('RssAnon:'):.0f} MB of it the process's own "
+          "(the rest is index file pages, which the kernel can drop)")
 
 
-def _recall(base: np.ndarray, queries: np.ndarray, shares: list[float], label: str) -> None:
+def _numpy_top(scores: np.ndarray, n: int) -> np.ndarray:
+    positive = np.flatnonzero(scores > 0)
+    if positive.size > n:
+        positive = positive[np.argpartition(-scores[positive], n - 1)[:n]]
+    return positive[np.argsort(-scores[positive], kind="stable")]
+
+
+def _recall(base: np.ndarray, queries: np.ndarray, label: str, folder: Path) -> None:
+    """Recall@10 and @50 of ragapp's PQ search against exact search, for several re-score depths."""
     import faiss
 
-    exact = faiss.knn(queries, base, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    nlist = int(4 * np.sqrt(len(base)))
-    kmeans = faiss.Kmeans(base.shape[1], nlist, niter=10, seed=0, spherical=True, max_points_per_centroid=40)
-    sample = np.random.default_rng(0).choice(len(base), min(len(base), 40 * nlist), replace=False)
-    kmeans.train(np.ascontiguousarray(base[np.sort(sample)]))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(base.shape[1]), base.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-    index.quantizer.add(kmeans.centroids)
-    index.is_trained = True
-    index.add(base)
-    print(f"| {label} | {len(base):,} | {nlist} | " + " | ".join(_recall_cell(index, queries, exact, s) for s in shares) + " |")
+    from ragapp.index import dense
 
-
-def _recall_cell(index, queries: np.ndarray, exact: np.ndarray, share: float) -> str:
-    index.nprobe = max(1, int(round(index.nlist * share)))
+    exact = faiss.knn(queries, base, 50, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    spool = dense.dense_spool(folder, base.shape[1])
+    for a in range(0, len(base), 1 << 16):
+        spool.append(base[a : a + (1 << 16)])
+    spool.finish()
     t = time.perf_counter()
-    found = np.stack([index.search(q[None], 10)[1][0] for q in queries])
-    ms = (time.perf_counter() - t) * 1000 / len(queries)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)])
-    return f"{recall:.3f} ({ms:.1f} ms)"
+    shape = {"type": "pq", "m": base.shape[1] // 2, "nbits": dense.PQ_BITS}
+    dense.write_pq(folder, base.shape[1], len(base), shape)
+    built = time.perf_counter() - t
+    vectors = dense.DenseVectors(folder, base.shape[1], len(base), shape)
+    cells = []
+    for per, floor in ((1, 0), (10, 0), (dense.PQ_RESCORE, dense.PQ_RESCORE_MIN), (80, 0)):
+        dense.PQ_RESCORE, dense.PQ_RESCORE_MIN, keep = per, floor, (dense.PQ_RESCORE, dense.PQ_RESCORE_MIN)
+        times, found = [], []
+        for q in queries:
+            t = time.perf_counter()
+            found.append([r for r, _ in vectors.top_n(q, 50)])
+            times.append((time.perf_counter() - t) * 1000)
+        dense.PQ_RESCORE, dense.PQ_RESCORE_MIN = keep
+        r10 = np.mean([len(set(f[:10]) & set(e[:10])) / 10 for f, e in zip(found, exact)])
+        r50 = np.mean([len(set(f) & set(e)) / 50 for f, e in zip(found, exact)])
+        cells.append(f"{r10:.3f} / {r50:.3f} ({np.median(times):.1f} ms)")
+    print(f"| {label} | {len(base):,} | {built:.0f} s | " + " | ".join(cells) + " |")
+    for name in (dense.FILE, *dense.PQ_FILES):
+        (folder / name).unlink()
 
 
 def recall(args) -> None:
+    import tempfile
+
     import faiss
 
     from ragapp import RAG
+    from ragapp.index import dense
     from ragapp.index.reader import Index
 
     faiss.omp_set_num_threads(1)
@@ -192,16 +215,16 @@ def recall(args) -> None:
     queries = rag.embedder.embed_queries([r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:300])
     source = Index.open(SOURCE)
     real = np.concatenate([np.asarray(source.dense.vectors), np.asarray(source.sentence_vectors, dtype=np.float32)])
-    shares = [0.02, 0.1, 0.2, 0.3]
-    print(f"\nIVF recall@10 against exact search (inner product), {len(queries)} SciFact queries, nlist = 4·sqrt(N); "
-          f"cells: recall (ms a query, 1 thread); {machine()}")
-    print("| vectors | N | nlist | " + " | ".join(f"nprobe {s:.1%} of lists" for s in shares) + " |")
-    print("|---|---|---|" + "---|" * len(shares))
-    _recall(np.ascontiguousarray(real), queries, shares, "real: SciFact chunk and sentence vectors")
-    path = _path(args.chunks)
-    if (path / "manifest.json").exists():
-        big = Index.open(path)
-        _recall(np.ascontiguousarray(big.dense.vectors), queries, shares, f"synthetic ({path.name})")
+    print(f"\nPQ codes (4 bits, 2 dimensions a code) + exact re-score against exact search, top 50 of {len(queries)} "
+          f"SciFact queries; cells: recall@10 / recall@50 (median ms a query, 1 thread) by candidates re-scored; {machine()}")
+    print(f"| vectors | N | codes built in | 1 per result | 10 per result | {dense.PQ_RESCORE} per result, at least "
+          f"{dense.PQ_RESCORE_MIN} (default) | 80 per result |\n|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        _recall(np.ascontiguousarray(real), queries, "real: SciFact chunk and sentence vectors", Path(tmp))
+        path = _path(args.chunks)
+        if (path / "manifest.json").exists():
+            big = Index.open(path)
+            _recall(np.ascontiguousarray(big.dense.vectors), queries, f"synthetic ({path.name})", Path(tmp))
 
 
 def main() -> None:

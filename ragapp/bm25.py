@@ -130,7 +130,7 @@ class BM25Index:
         mults = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         rows, scores, ok = top_n_columns(self._colptr, self._rows, self._weights, cols, mults, len(self), n)
         if not ok:  # files read lazily: checked as used
-            raise ValueError("a BM25 column names a row outside the index")
+            raise ValueError("a BM25 column names a row outside the index or out of order")
         order = np.lexsort((rows, -scores))
         return [(int(rows[i]), float(scores[i])) for i in order]
 

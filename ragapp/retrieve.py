@@ -51,16 +51,17 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
         fused = weighted_fusion([bm25, dense], [config.bm25_weight, config.dense_weight])
     bm25_at = {i: (r, s) for r, (i, s) in enumerate(bm25, start=1)}
     dense_at = {i: (r, s) for r, (i, s) in enumerate(dense, start=1)}
+    chunks = {row: index.chunk(row) for row in fused}
     hits: list[Hit] = []
     seen: set[str] = set()
     # Equal scores (a BM25 and a dense rank swapped) keep document order, on every backend's row ids.
-    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], _place(index.chunk(kv[0])), kv[0])):
+    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], _place(chunks[kv[0]]), kv[0])):
         # The same text indexed twice (a copied file) would crowd out other evidence.
         if index.text_hash(row) in seen:
             continue
         seen.add(index.text_hash(row))
         b, d = bm25_at.get(row), dense_at.get(row)
-        hits.append(Hit(chunk=index.chunk(row), score=score, row=row,
+        hits.append(Hit(chunk=chunks[row], score=score, row=row,
                         bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
                         dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score,
                         also=tuple(index.chunk(r) for r in index.same_text_rows(row)[1:])))

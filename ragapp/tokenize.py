@@ -7,8 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 
 # Runs of Chinese characters, or runs of letters/digits (ASCII and other alphabets).
-_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_TOKEN = re.compile(r"(?P<han>[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)|[^\W_]+", re.UNICODE)
 
 # A short, standard English stop list (the one Lucene's EnglishAnalyzer uses).
 ENGLISH_STOPWORDS = frozenset(
@@ -56,17 +55,17 @@ class Tokenizer:
         """Terms of one text."""
         text = unicodedata.normalize("NFKC", text).lower()
         out: list[str] = []
-        words: list[str] = []
+        english: list[int] = []  # where the English words are in `out` (they are stemmed in one call)
         for m in _TOKEN.finditer(text):
             tok = m.group()
-            if _HAN.match(tok):
+            if m.lastgroup == "han":
                 out.extend(self._chinese(tok))
             elif tok not in ENGLISH_STOPWORDS:
-                words.append(tok)
+                english.append(len(out))
                 out.append(tok)
-        if self._stemmer is not None and words:
-            stems = iter(self._stemmer.stemWords(words))
-            out = [next(stems) if not _HAN.match(t) else t for t in out]
+        if self._stemmer is not None and english:
+            for i, stem in zip(english, self._stemmer.stemWords([out[i] for i in english])):
+                out[i] = stem
         return out
 
     def batch(self, texts: Sequence[str]) -> list[list[str]]:

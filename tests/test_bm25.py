@@ -79,7 +79,9 @@ def test_tokenizer_english_stems_and_chinese_bigrams():
 
 def test_top_n_is_the_best_of_every_score_with_ties_by_row():
     """The compiled top-n agrees with the full score vector: the same numbers, the `n` best, equal
-    scores in row order (many documents here score alike)."""
+    scores in row order (many documents here score alike), in one block of rows or in many."""
+    from ragapp.bm25_topk import top_n_columns
+
     rng = np.random.default_rng(3)
     words = [f"w{i}" for i in range(40)]
     docs = [list(rng.choice(words, size=rng.integers(1, 8))) for _ in range(3000)]
@@ -91,6 +93,10 @@ def test_top_n_is_the_best_of_every_score_with_ties_by_row():
         top = index.top_n(query, 37)
         assert [r for r, _ in top] == best
         assert [s for _, s in top] == [scores[r] for r in best]  # the same sums, to the last bit
+        cols = np.array([index.vocab[t] for t in dict.fromkeys(query)], dtype=np.int64)  # top_n's order
+        mults = np.array([query.count(t) for t in dict.fromkeys(query)], dtype=np.float64)
+        rows, sums, ok = top_n_columns(index._colptr, index._rows, index._weights, cols, mults, len(index), 37, 97)
+        assert ok and sorted(zip(-sums, rows)) == [(-scores[r], r) for r in best]
 
 
 def test_a_crafted_column_naming_a_row_outside_the_index_is_an_error(tmp_path):
@@ -101,3 +107,14 @@ def test_a_crafted_column_naming_a_row_outside_the_index_is_an_error(tmp_path):
     np.save(tmp_path / "bm25_rows.npy", rows)
     with pytest.raises(ValueError, match="names a row outside the index"):
         BM25Index.load(tmp_path, 0.9, 0.4, 0.25).top_n(tok("Rhine Alps"), 5)
+    # Rows inside the index but descending: summed right within a block of rows, refused across blocks.
+    from ragapp.bm25_topk import top_n_columns
+
+    index = BM25Index.build([tok(d) for d in DOCS])
+    col = index.vocab["norman"]
+    a, b = index._colptr[col], index._colptr[col + 1]
+    assert b - a == 2
+    index._rows[a:b] = index._rows[a:b][::-1].copy()
+    cols, once = np.array([col], dtype=np.int64), np.ones(1)
+    assert top_n_columns(index._colptr, index._rows, index._weights, cols, once, len(index), 5)[2]
+    assert not top_n_columns(index._colptr, index._rows, index._weights, cols, once, len(index), 5, 1)[2]
