@@ -1,13 +1,14 @@
 """The BM25 query kernel, compiled by numba: the top-n rows of a sum of weight columns.
 
-Adding up the columns of the query's terms touches every posting of every term (577k at the median
-for SciFact queries at a million chunks). In numpy that is a concatenation, a bincount into a vector as
+Adding up the columns of the query's terms touches every posting of every term (577k at the median for
+SciFact queries at a million chunks). In numpy that is a concatenation, a bincount into a vector as
 long as the index and a scan of it for the best scores (8-9 ms at the median, bench/scale.py search).
 Here the rows are taken a block at a time: each column's postings that fall in the block (columns are
 sorted by row) are added into a block-sized accumulator that stays in the CPU cache, then the block's
 sums above the heap's weakest are offered to a heap of the best `n` (one well-predicted branch a row)
-and the accumulator is zeroed for the next block (2.2 ms at the median). Each row's terms are added in the same order as numpy's bincount adds them, so the
-scores are the same numbers. Compiled once, cached on disk by numba.
+and the accumulator is zeroed for the next block (2.2 ms at the median). Each row's terms are added in
+the same order as numpy's bincount adds them, so the scores are the same numbers. Compiled once,
+cached on disk by numba.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -68,6 +69,8 @@ class RAG:
         self._index_stamp = None
         self._lock = threading.RLock()
         self._model_lock = threading.Lock()
+        # BM25 runs here while the question is embedded (numba and torch both release the GIL).
+        self._lexical = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ragapp-bm25")
 
     # -- index --------------------------------------------------------------------------------
 
@@ -148,20 +151,22 @@ class RAG:
 
     # -- query --------------------------------------------------------------------------------
 
-    def _query(self, text: str, timings: dict[str, float]) -> Query:
+    def _query(self, text: str, terms: tuple[str, ...], timings: dict[str, float]) -> Query:
         t0 = time.perf_counter()
         with self._model_lock:
             vector = self.embedder.embed_queries([text])[0]
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
-        return Query(text=text, language=detect_language(text), terms=tuple(self.tokenizer()(text)), vector=vector)
+        return Query(text=text, language=detect_language(text), terms=terms, vector=vector)
 
     def _search(self, text: str, top_k: int, timings: dict[str, float]) -> list[Hit]:
         if not text.strip():
             return []
         index = self.index()
-        query = self._query(text, timings)
+        terms = tuple(self.tokenizer()(text))
+        bm25 = self._lexical.submit(index.bm25_top_n, terms, self.config.retrieve.candidates, text)
+        query = self._query(text, terms, timings)
         t0 = time.perf_counter()
-        hits = hybrid_search(index, query, self.config.retrieve)
+        hits = hybrid_search(index, query, self.config.retrieve, bm25=bm25.result())
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         with self._model_lock:

@@ -39,10 +39,13 @@ def _place(chunk) -> tuple[str, int, int]:
     return chunk.source, chunk.page or 0, chunk.start
 
 
-def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None) -> list[Hit]:
-    """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk text."""
+def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None,
+                  bm25: Sequence[tuple[int, float]] | None = None) -> list[Hit]:
+    """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk
+    text. `bm25`: the BM25 top `candidates` if already found (RAG looks them up while it embeds the query)."""
     n = candidates or config.candidates
-    bm25 = index.bm25_top_n(query.terms, n, text=query.text)
+    if bm25 is None:
+        bm25 = index.bm25_top_n(query.terms, n, text=query.text)
     dense = index.dense_top_n(query.vector, n)
     if config.fusion == "rrf":
         fused = reciprocal_rank_fusion([[i for i, _ in bm25], [i for i, _ in dense]], config.rrf_k,

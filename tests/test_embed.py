@@ -96,3 +96,15 @@ def test_cached_token_counts_equal_fresh_ones(embedders):
     texts = ["A sentence.", "长城很长。", "A sentence.", "x" * 5000, "A sentence."]
     assert embedder.count_tokens(texts) == embedder._count(texts) == embedder.count_tokens(texts)
     assert "A sentence." in embedder._counted and "x" * 5000 not in embedder._counted  # long texts are not kept
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_queries_encoded_by_the_modules_directly_equal_sentence_transformers_encode(embedders, dtype):
+    """A query batch skips `encode`'s bookkeeping; the vectors must be the same numbers (mixed lengths:
+    the padding is masked out of the mean)."""
+    embedder = embedders[dtype]
+    questions = ["Who signed a treaty with the king?", "长城东起哪里？", "x" * 3000]  # the last is cut at the model limit
+    ours = embedder.embed_queries(questions)
+    reference = embedder._encode(questions, embedder.spec.query_prefix)
+    assert ours.shape == (3, 384) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(ours, reference, atol=2e-6)

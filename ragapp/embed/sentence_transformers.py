@@ -114,7 +114,18 @@ class SentenceTransformerEmbedder(LoadsOnce):
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for questions (with the model's query prefix)."""
-        return self._encode(texts, self.spec.query_prefix)
+        if not 0 < len(texts) <= self.config.batch_size:
+            return self._encode(texts, self.spec.query_prefix)
+        import torch
+
+        # One batch: the model's own modules called directly, the same numbers as `encode` without
+        # its batching and bookkeeping (2 ms of a 21 ms query here).
+        self.warm_up()
+        with torch_threads(self._threads), torch.inference_mode():
+            features = self._model.preprocess([self.spec.query_prefix + t for t in texts])
+            vectors = self._model.forward(dict(features))["sentence_embedding"].float()
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for chunks or sentences (with the model's passage prefix)."""
