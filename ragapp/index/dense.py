@@ -112,11 +112,12 @@ class _PQCodes:
     def __init__(self, folder: Path, dimension: int, rows: int, m: int, nbits: int) -> None:
         import faiss
 
-        centroids = load_npy(folder / PQ_FILES[0], np.float32, ndim=3)
+        centroids = load_npy(folder / PQ_FILES[0], np.float32, ndim=3, mmap=True)  # shapes checked before reading
         codes = load_npy(folder / PQ_FILES[1], np.uint8, ndim=2, mmap=True)
         if nbits != PQ_BITS or dimension % m or centroids.shape != (m, 1 << nbits, dimension // m) \
                 or codes.shape != (rows, (m * nbits + 7) // 8):
             raise ValueError("PQ arrays disagree with the manifest")
+        centroids = np.array(centroids)
         if not np.isfinite(centroids).all():
             raise ValueError("PQ codebooks hold non-finite numbers")
         flat = faiss.IndexPQ(dimension, m, nbits, faiss.METRIC_INNER_PRODUCT)
