@@ -160,6 +160,33 @@ def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monke
         Index.open(path)
 
 
+def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp_path, built, config, embedder):
+    """Indexes of 200,000+ chunks written before the PQ codes carry an IVF: they still open, and are
+    searched exactly until the next ingest rewrites them."""
+    import shutil
+    from pathlib import Path
+
+    import faiss
+    import numpy as np
+
+    from ragapp.digest import file_sha256
+    from ragapp.index import dense
+    from ragapp.index.manifest import write_manifest
+    from ragapp.index.reader import Index
+
+    path = Path(shutil.copytree(built, tmp_path / "index"))
+    manifest = read_manifest(path)
+    for name in dense.IVF_FILES:  # their contents are never read any more, only checked like any part
+        np.save(path / manifest.directory / name, np.zeros(1))
+        manifest.checksums[name] = file_sha256(path / manifest.directory / name)
+    manifest.dense = {"type": "ivf", "nlist": 4, "nprobe": 1}
+    write_manifest(path, manifest)
+    index = Index.open(path)
+    q = embedder.embed_queries(["How long does Mars take to orbit the Sun?"])[0]
+    exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 3, metric=faiss.METRIC_INNER_PRODUCT)[1][0]
+    assert index.dense.pq is None and [r for r, _ in index.dense_top_n(q, 3)] == list(exact)
+
+
 def test_an_index_of_schema_3_still_opens_answers_and_is_upgraded_by_the_next_ingest(tmp_path, built, docs, config,
                                                                                       embedder, echo_generator):
     """Schema 3 had no offset or hash tables: the reader builds them in one pass over chunks.jsonl."""

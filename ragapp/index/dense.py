@@ -18,7 +18,7 @@ from ragapp.spool import Spool, load_npy, npy_spool
 
 FILE = "dense.faiss"
 PQ_FILES = ("pq_centroids.npy", "pq_codes.npy")
-# Written by ragapp 0.x for large indexes before the PQ; still accepted in a manifest, searched exactly.
+# What indexes of 200,000+ chunks held before the PQ codes: still accepted in a manifest, searched exactly.
 IVF_FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.npy")
 # From this many chunks an index gets PQ codes: at a million chunks an exact scan of the memory map
 # takes 113 ms a query on one thread, the codes' fast scan plus the exact re-score ~10 ms with
