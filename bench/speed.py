@@ -5,6 +5,7 @@
     python bench/speed.py ingest     # ingest chunks/s by stage on SciFact documents, embedder settings side by side
     python bench/speed.py split      # the split stage alone on 20 MB of text: token counting before and after
     python bench/speed.py search     # RAG.search latency p50/p95 on the SciFact index (no LLM)
+    python bench/speed.py threads    # a query's encode on 1 vs 2 threads, idle and beside busy processes
     python bench/speed.py ask        # RAG.ask latency with the default LLM on the bundled samples
     python bench/speed.py formats    # ingest speed per format (the same SciFact abstracts as docx, pptx, xlsx, ...)
 """
@@ -12,7 +13,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -156,6 +159,45 @@ def search(args) -> None:
     print(f"peak memory: {peak_rss_mb():.0f} MB")
 
 
+def _busy() -> subprocess.Popen:
+    """A process keeping one vCPU busy (single-threaded matrix products), as another job would."""
+    one = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return subprocess.Popen([sys.executable, "-c", "import numpy as np\nx = np.random.rand(2000, 2000)\nwhile True: x @ x"],
+                            env={**os.environ, **one})
+
+
+def threads(args) -> None:
+    """Why queries keep 1 thread: 2 are faster on an idle machine and far slower beside other work."""
+    from ragapp import RAG
+
+    embedder = RAG(OUT / "indexes" / "scifact").embedder
+    queries = [r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:100]
+
+    def timed(n: int) -> str:
+        embedder._threads = n
+        for q in queries[:3]:
+            embedder.embed_queries([q])
+        ms = []
+        for q in queries:
+            t = time.perf_counter()
+            embedder.embed_queries([q])
+            ms.append((time.perf_counter() - t) * 1000)
+        return f"{_pct(ms, 50):.1f} / {_pct(ms, 95):.1f}"
+
+    print(f"\nQuery encode p50 / p95 ms, {len(queries)} SciFact queries; {machine()}")
+    print("| other processes busy | 1 thread | 2 threads |\n|---|---|---|")
+    others = []
+    try:
+        for busy in range(3):
+            if busy:
+                others.append(_busy())
+                time.sleep(2)
+            print(f"| {busy} | {timed(1)} | {timed(2)} |", flush=True)
+    finally:
+        for other in others:
+            other.kill()
+
+
 def ask(args) -> None:
     from ragapp import RAG
 
@@ -257,13 +299,13 @@ def formats(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "split", "search", "ask", "formats", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "split", "search", "threads", "ask", "formats", "all"])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--split-mb", type=int, default=20, help="MB of text in the split part")
     parser.add_argument("--format-docs", type=int, default=50, help="abstracts per format in the formats part")
     args = parser.parse_args()
-    for part in (["bm25", "ingest", "split", "search", "ask", "formats"] if args.part == "all" else [args.part]):
+    for part in (["bm25", "ingest", "split", "search", "threads", "ask", "formats"] if args.part == "all" else [args.part]):
         globals()[part](args)
 
 
