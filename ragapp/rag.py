@@ -166,7 +166,8 @@ class RAG:
         bm25 = self._lexical.submit(index.bm25_top_n, terms, self.config.retrieve.candidates, text)
         query = self._query(text, terms, timings)
         t0 = time.perf_counter()
-        hits = hybrid_search(index, query, self.config.retrieve, bm25=bm25.result())
+        hits = hybrid_search(index, query, self.config.retrieve, bm25=bm25.result(),
+                             limit=max(top_k, self.config.rerank.candidates))  # what any reranker reads
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         with self._model_lock:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from ragapp.config import RetrieveConfig
 from ragapp.index import IndexReader
-from ragapp.types import Hit, Query
+from ragapp.types import Chunk, Hit, Query
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60, weights: Sequence[float] | None = None) -> dict[int, float]:
@@ -35,14 +35,29 @@ def weighted_fusion(scored: Sequence[Sequence[tuple[int, float]]], weights: Sequ
     return fused
 
 
-def _place(chunk) -> tuple[str, int, int]:
+def _place(chunk: Chunk) -> tuple[str, int, int]:
     return chunk.source, chunk.page or 0, chunk.start
 
 
+def _in_order(index: IndexReader, fused: dict[int, float]) -> Iterator[tuple[int, float, Chunk]]:
+    """Rows best first, equal scores (a BM25 and a dense rank swapped) in document order on every
+    backend's row ids; a record is read only when its row is reached."""
+    ranked = sorted(fused.items(), key=lambda kv: -kv[1])
+    start = 0
+    while start < len(ranked):
+        end = start + 1
+        while end < len(ranked) and ranked[end][1] == ranked[start][1]:
+            end += 1
+        group = [(row, score, index.chunk(row)) for row, score in ranked[start:end]]
+        yield from sorted(group, key=lambda g: (_place(g[2]), g[0]))
+        start = end
+
+
 def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None,
-                  bm25: Sequence[tuple[int, float]] | None = None) -> list[Hit]:
+                  bm25: Sequence[tuple[int, float]] | None = None, limit: int | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk
-    text. `bm25`: the BM25 top `candidates` if already found (RAG looks them up while it embeds the query)."""
+    text. `bm25`: the BM25 top `candidates` if already found (RAG looks them up while it embeds the
+    query); `limit`: at most this many hits (the reranker reads only its candidates)."""
     n = candidates or config.candidates
     if bm25 is None:
         bm25 = index.bm25_top_n(query.terms, n, text=query.text)
@@ -54,19 +69,17 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
         fused = weighted_fusion([bm25, dense], [config.bm25_weight, config.dense_weight])
     bm25_at = {i: (r, s) for r, (i, s) in enumerate(bm25, start=1)}
     dense_at = {i: (r, s) for r, (i, s) in enumerate(dense, start=1)}
-    chunks = {row: index.chunk(row) for row in fused}
     hits: list[Hit] = []
     seen: set[str] = set()
-    # Equal scores (a BM25 and a dense rank swapped) keep document order, on every backend's row ids.
-    for row, score in sorted(fused.items(), key=lambda kv: (-kv[1], _place(chunks[kv[0]]), kv[0])):
-        # The same text indexed twice (a copied file) would crowd out other evidence.
-        if index.text_hash(row) in seen:
+    for row, score, chunk in _in_order(index, fused):
+        if limit is not None and len(hits) >= limit:
+            break
+        if index.text_hash(row) in seen:  # the same text indexed twice (a copied file) would crowd out other evidence
             continue
         seen.add(index.text_hash(row))
         b, d = bm25_at.get(row), dense_at.get(row)
-        hits.append(Hit(chunk=chunks[row], score=score, row=row,
+        hits.append(Hit(chunk=chunk, score=score, row=row,
                         bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
                         dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score,
                         also=tuple(index.chunk(r) for r in index.same_text_rows(row)[1:])))
     return hits
-
