@@ -57,7 +57,7 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
                   bm25: Sequence[tuple[int, float]] | None = None, limit: int | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk
     text. `bm25`: the BM25 top `candidates` if already found (RAG looks them up while it embeds the
-    query); `limit`: at most this many hits (the reranker reads only its candidates)."""
+    query); `limit`: at most this many hits, 1 or more (the reranker reads only its candidates)."""
     n = candidates or config.candidates
     if bm25 is None:
         bm25 = index.bm25_top_n(query.terms, n, text=query.text)
@@ -72,8 +72,6 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
     hits: list[Hit] = []
     seen: set[str] = set()
     for row, score, chunk in _in_order(index, fused):
-        if limit is not None and len(hits) >= limit:
-            break
         if index.text_hash(row) in seen:  # the same text indexed twice (a copied file) would crowd out other evidence
             continue
         seen.add(index.text_hash(row))
@@ -82,4 +80,6 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
                         bm25_rank=b[0] if b else None, bm25_score=b[1] if b else None,
                         dense_rank=d[0] if d else None, dense_score=d[1] if d else None, fused_score=score,
                         also=tuple(index.chunk(r) for r in index.same_text_rows(row)[1:])))
+        if len(hits) == limit:
+            break
     return hits

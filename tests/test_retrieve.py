@@ -59,3 +59,15 @@ def test_hybrid_search_orders_weighted(tiny_index):
     # Normalised BM25 1, 0, 0 for rows 0, 1, 3; normalised dense 1 for row 2, 0.8 for row 0.
     assert [h.row for h in hits] == [0, 2, 1, 3]
     assert hits[0].fused_score == pytest.approx(0.7 * 1.0 + 0.3 * 0.8)
+
+
+def test_a_limit_keeps_the_first_hits_and_reads_no_other_record(tiny_index, monkeypatch):
+    config = RetrieveConfig(fusion="rrf", rrf_k=60)
+    query = _query(["otter"], [1, 0, 0, 0])
+    every = hybrid_search(tiny_index, query, config)
+    read = []
+    original = Index.chunk
+    monkeypatch.setattr(Index, "chunk", lambda self, row: read.append(row) or original(self, row))
+    first = hybrid_search(tiny_index, query, config, limit=2)
+    assert [h.row for h in first] == [h.row for h in every[:2]] == [0, 1]
+    assert sorted(read) == [0, 1]  # rows 3 and 2 were never parsed
