@@ -72,7 +72,8 @@ def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, cand
     hits: list[Hit] = []
     seen: set[str] = set()
     for row, score, chunk in _in_order(index, fused):
-        if index.text_hash(row) in seen:  # the same text indexed twice (a copied file) would crowd out other evidence
+        # The same text indexed twice (a copied file) would crowd out other evidence.
+        if index.text_hash(row) in seen:
             continue
         seen.add(index.text_hash(row))
         b, d = bm25_at.get(row), dense_at.get(row)
