@@ -33,11 +33,16 @@ def prepare_environment(threads: int) -> None:
 
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
-    """Run the torch work inside with `threads` intra-op threads (this thread's count)."""
+    """Run the torch work inside with `threads` intra-op threads (this thread's count), and as many for
+    the numba loops that work calls (the int8 embedder's; numba's count is per thread too)."""
+    import numba
     import torch
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
     yield
 
 

@@ -40,9 +40,9 @@ def test_span_vectors_mean_the_tokens_starting_inside_each_span():
 
 def test_int8_stays_close_to_float32(embedders):
     ours, exact = embedders["int8"].embed_passages(CHUNKS), embedders["float32"].embed_passages(CHUNKS)
-    assert (ours * exact).sum(axis=1).min() > 0.99
+    assert (ours * exact).sum(axis=1).min() > 0.998  # measured 0.9984 at the lowest over 1,114 SciFact sentences
     layer = embedders["int8"]._model[0].auto_model.encoder.layer[0]
-    assert "quantized" in type(layer.attention.self.query).__module__ and "quantized" not in type(layer.output.dense).__module__
+    assert type(layer.intermediate).__name__ == "GeluInt8" and type(layer.output.dense).__name__ == "Int8Linear"
 
 
 def test_pooled_sentence_vectors_come_from_one_pass_and_stay_each_sentences_own(embedders):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,9 +13,6 @@ from ragapp.models import EmbedderSpec, resolve_embedder
 from ragapp.runtime import torch_threads
 
 Spans = Sequence[Sequence[tuple[int, int]]]
-# The feed-forward output projection of a BERT-shaped layer: its inputs (after GELU) are heavy-tailed,
-# and quantising it alone costs most of the accuracy (lowest cosine to float32 0.966 with it, 0.994 without).
-_KEEP_FLOAT = re.compile(r"layer\.\d+\.output\.dense$")
 _COUNT_CACHE = 1 << 16  # token counts kept (emptied when full) ...
 _COUNT_CACHE_CHARS = 2000  # ... of texts up to this long
 
@@ -27,18 +22,6 @@ def sentence_vectors(encode, texts: Sequence[str], sentences: Spans) -> np.ndarr
     unique: dict[str, int] = {}
     refs = [unique.setdefault(text[a:b], len(unique)) for text, spans in zip(texts, sentences) for a, b in spans]
     return encode(list(unique))[np.asarray(refs, dtype=np.int64)]
-
-
-def quantize_int8(model):
-    """Dynamic int8 weights for the linear layers of a sentence-transformers model, feed-forward outputs kept."""
-    import torch
-
-    inner = model[0].auto_model
-    names = {n for n, m in inner.named_modules() if isinstance(m, torch.nn.Linear) and not _KEEP_FLOAT.search(n)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's eager quantisation announces its move to torchao
-        torch.ao.quantization.quantize_dynamic(inner, names, dtype=torch.qint8, inplace=True)
-    return model
 
 
 def span_vectors(tokens: np.ndarray, starts: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -95,7 +78,12 @@ class SentenceTransformerEmbedder(LoadsOnce):
                 f"cannot load embedding model {self.config.model!r} offline ({exc}); use a packaged name "
                 "(multilingual-e5-small, all-MiniLM-L6-v2) or a local sentence-transformers folder") from exc
         model.max_seq_length = min(self.config.max_seq_length, model.max_seq_length or self.config.max_seq_length)
-        return quantize_int8(model) if self.config.dtype == "int8" else model
+        if self.config.dtype == "int8":
+            from ragapp.embed.int8 import quantize_encoder
+
+            inner = model[0].auto_model
+            quantize_encoder(getattr(inner, "encoder", inner))
+        return model
 
     @property
     def dimension(self) -> int:
