@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import EVAL  # noqa: E402
-from bench.quality import _qa_sets, build  # noqa: E402
+from bench.quality import _qa_sets, add_embed_options, build, embed_variant  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.prompt import FALLBACK, build_prompt  # noqa: E402
 from ragapp.rerank import query_coverage  # noqa: E402
@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100, help="size of the evaluation sample to leave out")
     parser.add_argument("--per-set", type=int, default=300, help="calibration questions per kind and set")
     parser.add_argument("--llm", type=int, default=0, metavar="N", help="also measure the LLM's refusal log-probability on N + N questions")
+    add_embed_options(parser)
     needed = [EVAL / s / f for s in ("squad2_extract", "cmrc2018_dev") for f in ("corpus.jsonl", "holdout.json")]
     if not all(p.exists() for p in needed):
         raise SystemExit(f"calibration needs the evaluation sets under {EVAL} (../shared/eval beside the clone, or set "
@@ -162,7 +163,8 @@ def main() -> None:
         pick = random.Random(99)
         rest = sorted({r["_id"] for r in corpus} - holdout)
         extra = set(pick.sample(rest, len(rest) // 5))
-        rag = build(name + "-calibration", corpus, holdout | extra)
+        config, suffix = embed_variant(args)
+        rag = build(name + "-calibration" + suffix, corpus, holdout | extra, config)
         pos = [r for r in answerable if r["id"] not in held and r["gold_pid"] not in extra]
         neg = [r for r in answerable if r["id"] not in held and r["gold_pid"] in extra]
         neg += [r for r in unanswerable if r["id"] not in held]

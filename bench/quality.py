@@ -42,6 +42,18 @@ def build(name: str, rows: list[dict], exclude: set[str] = frozenset(), config: 
     return rag
 
 
+def add_embed_options(parser: argparse.ArgumentParser) -> None:
+    """--dtype / --sentence-vectors: measure an embedder setting other than the default."""
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default=None, help="embed.dtype to measure")
+    parser.add_argument("--sentence-vectors", choices=["separate", "pooled"], default=None, help="embed.sentence_vectors")
+
+
+def embed_variant(args, **more: object) -> tuple[Config, str]:
+    """The config with the asked embedder settings (and `more` overrides), and the suffix its indexes get."""
+    embed = {f"embed__{k}": v for k, v in (("dtype", args.dtype), ("sentence_vectors", args.sentence_vectors)) if v}
+    return Config.load(None, **embed, **more), "".join(f"-{v}" for v in embed.values())
+
+
 def rankings(rag: RAG, text: str, depth: int = 100) -> dict[str, list[str]]:
     """Document rankings by BM25 alone, dense alone, fused and fused+rerank for one query."""
     index = rag.index()
@@ -63,7 +75,8 @@ def retrieval(args) -> None:
     rows = jsonl(EVAL / "scifact" / "corpus.jsonl")
     queries = {r["_id"]: r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")}
     rel = qrels(EVAL / "scifact" / "qrels" / "test.tsv")
-    rag = build("scifact", rows)
+    config, suffix = embed_variant(args)
+    rag = build("scifact" + suffix, rows, config=config)
     sums: dict[str, list[float]] = {}
     for qid, relevant in rel.items():
         for method, ranking in rankings(rag, queries[qid]).items():
@@ -92,7 +105,8 @@ def recall(args) -> None:
     print(f"\nRecall@5 of the gold paragraph, answerable questions, index without holdout paragraphs; {machine()}")
     print("| set | questions | BM25 | dense | fused | fused+rerank |\n|---|---|---|---|---|---|")
     for name, corpus, holdout, qa, _ in _qa_sets():
-        rag = build(name + "-holdout", corpus, holdout)
+        config, suffix = embed_variant(args)
+        rag = build(name + "-holdout" + suffix, corpus, holdout, config)
         asks = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] not in holdout]
         hits = {m: 0 for m in ("bm25", "dense", "fused", "fused+rerank")}
         for r in asks:
@@ -136,7 +150,8 @@ def answers(args) -> None:
     if prompt:
         print(f"prompt settings: {prompt}")
     for name, corpus, holdout, qa, unanswerable in _qa_sets():
-        rag = build(name + "-holdout", corpus, holdout, Config.load(None, **{f"prompt__{k}": v for k, v in prompt.items()}))
+        config, suffix = embed_variant(args, **{f"prompt__{k}": v for k, v in prompt.items()})
+        rag = build(name + "-holdout" + suffix, corpus, holdout, config)
         answerable = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] not in holdout]
         sets = {"answerable": rng.sample(answerable, min(args.n, len(answerable))),
                 "holdout-unanswerable": rng.sample(unanswerable, min(args.n, len(unanswerable)))}
@@ -177,6 +192,7 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
                         help="for `answers`: sets or set:kind to run, e.g. cmrc2018_dev,squad2_extract:squad-impossible")
+    add_embed_options(parser)
     args = parser.parse_args()
     parts = ["tokenizers", "recall", "retrieval", "answers"] if args.part == "all" else [args.part]
     for part in parts:
