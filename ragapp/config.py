@@ -81,11 +81,12 @@ class EmbedConfig:
     # A packaged name (multilingual-e5-small, all-MiniLM-L6-v2), a sentence-transformers folder or a hub id.
     model: str = "multilingual-e5-small"
     batch_size: int = 16
-    # How the in-process model computes: "float32"; "int8" (dynamic int8 weights for every linear layer
-    # but the feed-forward outputs, whose activations quantise badly: 1.4x faster here, but SciFact dense
-    # nDCG@10 drops 0.012); or "bfloat16" (about twice as fast on CPUs with AMX or AMD Zen 4, slower than
-    # float32 on Intel AVX-512 without AMX). Measured by bench/speed.py ingest; README "Ingest speed".
-    dtype: str = "float32"
+    # How the in-process model computes: "int8" (every linear layer of the encoder in int8, activations
+    # scaled per token: ingest and query encode 2x faster than float32 here, SciFact nDCG@10 and the
+    # refusal calibration unchanged), "float32", or "bfloat16" (about twice as fast as float32 on CPUs
+    # with AMX or AMD Zen 4, slower on Intel AVX-512 without AMX). bench/speed.py ingest, bench/quality.py
+    # retrieval --dtype, bench/calibrate.py --dtype; README "Ingest speed".
+    dtype: str = "int8"
     # Sentence vectors for the reranker: "separate" (each sentence encoded on its own, a second pass) or
     # "pooled" from the chunk's own token embeddings in the same pass: ingest 2x faster, SciFact nDCG@10
     # the same, but the refusal signal weaker (SQuAD ROC AUC 0.845 -> 0.797), so not the default. README

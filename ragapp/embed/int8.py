@@ -193,6 +193,15 @@ def _fuse_bert_layer(layer) -> None:
         layer.intermediate = GeluInt8(layer.intermediate.dense)
 
 
+def int8_supported() -> bool:
+    """Whether this machine's torch multiplies int8 matrices on the CPU (x86-64 wheels do)."""
+    try:
+        a = torch.ones((17, 32), dtype=torch.int8)
+        return int(torch._int_mm(a, a.t().contiguous())[0, 0]) == 32
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
 def quantize_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
     """Every linear layer of a transformer encoder (the model's `encoder`, not its pooler) in int8, in place.
 

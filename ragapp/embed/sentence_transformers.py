@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,10 +80,14 @@ class SentenceTransformerEmbedder(LoadsOnce):
                 "(multilingual-e5-small, all-MiniLM-L6-v2) or a local sentence-transformers folder") from exc
         model.max_seq_length = min(self.config.max_seq_length, model.max_seq_length or self.config.max_seq_length)
         if self.config.dtype == "int8":
-            from ragapp.embed.int8 import quantize_encoder
+            from ragapp.embed.int8 import int8_supported, quantize_encoder
 
-            inner = model[0].auto_model
-            quantize_encoder(getattr(inner, "encoder", inner))
+            if int8_supported():
+                inner = model[0].auto_model
+                quantize_encoder(getattr(inner, "encoder", inner))
+            else:  # the same vectors to within 0.002 in float32, only slower
+                warnings.warn("embed.dtype int8: this machine's torch has no int8 matrix product; embedding in float32",
+                              RuntimeWarning, stacklevel=2)
         return model
 
     @property
