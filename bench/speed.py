@@ -6,6 +6,7 @@
     python bench/speed.py split      # the split stage alone on 20 MB of text: token counting before and after
     python bench/speed.py search     # RAG.search latency p50/p95 on the SciFact index (no LLM)
     python bench/speed.py threads    # a query's encode on 1 vs 2 threads, idle and beside busy processes
+    python bench/speed.py encode     # the embedder in float32 and int8: texts/s, query encode, cosine to float32
     python bench/speed.py ask        # RAG.ask latency with the default LLM on the bundled samples
     python bench/speed.py formats    # ingest speed per format (the same SciFact abstracts as docx, pptx, xlsx, ...)
 """
@@ -159,6 +160,49 @@ def search(args) -> None:
     print(f"peak memory: {peak_rss_mb():.0f} MB")
 
 
+def encode(args) -> None:
+    """float32 and int8 side by side on the same SciFact texts: chunks and their distinct sentences at the
+    ingest threads, single queries at 1 thread, and how far int8's vectors are from float32's."""
+    from dataclasses import replace
+
+    from ragapp import RAG
+    from ragapp.embed import SentenceTransformerEmbedder
+
+    rag = RAG(OUT / "indexes" / "scifact")
+    chunks, sentences = [], []
+    for row, chunk, _ in rag.index().rows():
+        if row >= 300:
+            break
+        chunks.append(chunk.text)
+        sentences += [chunk.text[a:b] for a, b in chunk.sentences]
+    sentences = list(dict.fromkeys(sentences))
+    queries = [r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:200]
+    threads = rag.config.ingest_threads
+    print(f"\nEmbedder arithmetic, {len(chunks)} SciFact chunks and their {len(sentences):,} sentences at {threads} "
+          f"threads, {len(queries)} queries one at a time at 1 thread; {machine()}")
+    print("| embed.dtype | chunks/s | sentences/s | query p50 / p95 ms | lowest cosine to float32: chunks / sentences / queries |")
+    print("|---|---|---|---|---|")
+    reference: list[np.ndarray] = []
+    for dtype in ("float32", "int8"):
+        embedder = SentenceTransformerEmbedder(replace(rag.config.embed, dtype=dtype), rag.config.cache_dir, threads=1)
+        prefix = embedder.spec.passage_prefix
+        embedder._encode(chunks[:16], prefix, threads)  # warm
+        rates, vectors = [], []
+        for texts in (chunks, sentences):
+            t = time.perf_counter()
+            vectors.append(embedder._encode(texts, prefix, threads))
+            rates.append(len(texts) / (time.perf_counter() - t))
+        ms, asked = [], []
+        for q in queries:
+            t = time.perf_counter()
+            asked.append(embedder.embed_queries([q]))
+            ms.append((time.perf_counter() - t) * 1000)
+        vectors.append(np.concatenate(asked))
+        reference = reference or vectors
+        cosines = " / ".join(f"{float((a * b).sum(axis=1).min()):.4f}" for a, b in zip(vectors, reference))
+        print(f"| {dtype} | {rates[0]:.1f} | {rates[1]:.1f} | {_pct(ms, 50):.1f} / {_pct(ms, 95):.1f} | {cosines} |", flush=True)
+
+
 def _busy() -> subprocess.Popen:
     """A process keeping one vCPU busy (single-threaded matrix products), as another job would."""
     one = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -299,13 +343,13 @@ def formats(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "split", "search", "threads", "ask", "formats", "all"])
+    parser.add_argument("part", nargs="?", default="all", choices=["bm25", "ingest", "split", "search", "threads", "encode", "ask", "formats", "all"])
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--docs", type=int, default=300)
     parser.add_argument("--split-mb", type=int, default=20, help="MB of text in the split part")
     parser.add_argument("--format-docs", type=int, default=50, help="abstracts per format in the formats part")
     args = parser.parse_args()
-    for part in (["bm25", "ingest", "split", "search", "threads", "ask", "formats"] if args.part == "all" else [args.part]):
+    for part in (["bm25", "ingest", "split", "search", "threads", "encode", "ask", "formats"] if args.part == "all" else [args.part]):
         globals()[part](args)
 
 
