@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -73,3 +74,37 @@ def test_a_bert_layer_is_fused_and_answers_like_float32():
     assert type(model.pooler.dense) is torch.nn.Linear  # outside the encoder: left as it was
     cosines = torch.nn.functional.cosine_similarity(ours.reshape(-1, 64), exact.reshape(-1, 64))
     assert cosines.min() > 0.995
+
+
+def test_query_key_value_stay_each_threads_own_when_two_threads_share_the_model():
+    """The joint product is kept between the three projections' calls; two threads running the same
+    layer at once must each get their own input's projections."""
+    import threading
+
+    from ragapp.embed.int8 import ProjectionPart, SharedProjection
+
+    torch.manual_seed(2)
+    parts = [torch.nn.Linear(64, 64) for _ in range(3)]
+    shared = SharedProjection(parts)
+    modules = [ProjectionPart(shared, i) for i in range(3)]
+    inputs = [torch.randn(4, 9, 64), torch.randn(4, 9, 64) * 3]
+    wanted = [[shared.joint(x).split([64] * 3, dim=-1)[i] for i in range(3)] for x in inputs]
+    wrong = []
+
+    def run(k: int) -> None:
+        for _ in range(200):
+            for i, module in enumerate(modules):
+                if not torch.equal(module(inputs[k]), wanted[k][i]):
+                    wrong.append((k, i))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as Python allows: any unguarded window shows
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong

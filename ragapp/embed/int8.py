@@ -11,6 +11,7 @@ quantised input and one matrix product.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -66,7 +67,7 @@ def _dequantize(acc, row_scales, col_scales, bias, out):
             out[i, j] = np.float32(acc[i, j]) * (s * col_scales[j]) + bias[j]
 
 
-@njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=True, boundscheck=False, inline="always")
 def _erf(x):
     x = _ERF_EDGE if x > _ERF_EDGE else (-_ERF_EDGE if x < -_ERF_EDGE else x)
     x2 = x * x
@@ -83,12 +84,7 @@ def _dequantize_gelu_quantize(acc, row_scales, col_scales, bias, hidden, q, scal
         s = row_scales[i]
         for j in range(acc.shape[1]):
             v = np.float32(acc[i, j]) * (s * col_scales[j]) + bias[j]
-            x = v * root  # GELU(v) = v/2 (1 + erf(v/sqrt 2)), erf written out here so the loop vectorises
-            x = _ERF_EDGE if x > _ERF_EDGE else (-_ERF_EDGE if x < -_ERF_EDGE else x)
-            x2 = x * x
-            p = (((((_A0 * x2 + _A1) * x2 + _A2) * x2 + _A3) * x2 + _A4) * x2 + _A5) * x2 + _A6
-            d = (((_B0 * x2 + _B1) * x2 + _B2) * x2 + _B3) * x2 + _B4
-            hidden[i, j] = half * v * (np.float32(1.0) + x * p / d)
+            hidden[i, j] = half * v * (np.float32(1.0) + _erf(v * root))  # inlined by numba: the loop vectorises
         _quantize_row(hidden, q, scales, i)
 
 
@@ -147,25 +143,27 @@ class GeluInt8(torch.nn.Module):
 
 
 class SharedProjection:
-    """Query, key and value projections of one attention layer as one int8 product of their shared input."""
+    """Query, key and value projections of one attention layer as one int8 product of their shared input.
+
+    The product is kept between the three calls of one forward pass, per thread (a query and an ingest
+    may run the same model at once from two threads).
+    """
 
     def __init__(self, parts: list[torch.nn.Linear]) -> None:
         self.joint = Int8Linear(torch.cat([p.weight for p in parts]),
                                 torch.cat([p.bias if p.bias is not None else torch.zeros(p.out_features) for p in parts]))
         self.widths = [p.out_features for p in parts]
-        self._input: torch.Tensor | None = None
-        self._outputs: list[torch.Tensor] = []
-        self._unread = 0
+        self._pass = threading.local()
 
     def output(self, x: torch.Tensor, part: int) -> torch.Tensor:
         """Part `part` of the joint product; computed once for the three calls on the same input."""
-        if self._input is not x:
-            self._input, self._outputs = x, list(self.joint(x).split(self.widths, dim=-1))
-            self._unread = len(self.widths)
-        out = self._outputs[part]
-        self._unread -= 1
-        if self._unread == 0:  # all three read: hold no activations between forward passes
-            self._input, self._outputs = None, []
+        held = self._pass
+        if getattr(held, "input", None) is not x:
+            held.input, held.outputs, held.unread = x, self.joint(x).split(self.widths, dim=-1), len(self.widths)
+        out = held.outputs[part]
+        held.unread -= 1
+        if held.unread == 0:  # all three read: hold no activations between forward passes
+            held.input = held.outputs = None
         return out
 
 
