@@ -95,7 +95,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ragapp-serve-bench-"))
     (work / "kbs").mkdir()
-    server = ApiServer(work / "kbs", "bench-key", work / "serve.log", Config().cache_dir)
+    server = ApiServer(work / "kbs", "bench-key-0123456789abcdef", work / "serve.log", Config().cache_dir)
     try:
         _setup(server)
         print(f"\nragapp serve, samples knowledge base, default models; {machine()}")

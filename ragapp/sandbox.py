@@ -36,12 +36,24 @@ class PageTimeout(DocumentError):
         self.page = page
 
 
+# What the child may see of the parent's environment: where Python and its packages are, the locale,
+# temporary files and thread counts. Nothing else (model-server keys, the Milvus token, passwords)
+# reaches code that reads untrusted files.
+_CHILD_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
+              "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TZ")
+
+
+def child_environment(parent: dict[str, str]) -> dict[str, str]:
+    """The allowlisted part of `parent` (plus the locale's LC_* settings) for a sandboxed parser."""
+    return {k: v for k, v in parent.items() if k in _CHILD_ENV or k.startswith("LC_")}
+
+
 def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_page: int = 1) -> Iterator[dict]:
     """Records from the child parser `parser` ("module:function" in ragapp.load) for the file at
     `path`; raises DocumentError naming `source` when the child fails, times out or runs out of
     memory, and PageTimeout when OCR of one page overruns."""
     proc = subprocess.Popen([sys.executable, "-m", "ragapp.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, close_fds=True)
+                            stderr=subprocess.DEVNULL, close_fds=True, env=child_environment(dict(os.environ)))
     try:
         limit = limits.pdf_memory_mb << 20
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))

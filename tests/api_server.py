@@ -11,6 +11,18 @@ import urllib.request
 from pathlib import Path
 
 
+def no_server_paths(root: Path):
+    """An httpx response hook: no reply may name a folder of the server (checked on every reply)."""
+    private = {str(root), str(root.resolve()), str(Path.home()) + "/", "/tmp/"}
+
+    def check(response) -> None:
+        body = response.read().decode("utf-8", "replace")
+        leaked = [p for p in private if p in body]
+        assert not leaked, f"{response.request.method} {response.request.url.path} replied with {leaked}: {body[:300]}"
+
+    return check
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

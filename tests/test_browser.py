@@ -54,8 +54,8 @@ def server(tmp_path, cache_dir):
     log.close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+def chromium(profile: Path, *extra: str):
+    """Debian's headless Chromium through its ChromeDriver, with a new profile and no background traffic."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -63,9 +63,14 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                f"--user-data-dir={profile}", *extra):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 

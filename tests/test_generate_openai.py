@@ -105,11 +105,11 @@ def test_429_and_5xx_are_retried_with_a_bound(stub):
 
 
 def test_timeout_is_one_line(stub):
-    stub.script = [("slow", 3)]
+    stub.script = [("slow", 6)]
     t0 = time.perf_counter()
     with pytest.raises(ModelServerError, match=r"did not answer within 0.5 s \(generate.timeout_s\), after 0 retries"):
         generator(stub.url, timeout_s=0.5, max_retries=0).generate(MESSAGES)
-    assert time.perf_counter() - t0 < 2.5
+    assert time.perf_counter() - t0 < 5  # gave up before the server answered (6 s), with room for a busy machine
 
 
 def test_malformed_reply_is_one_line(stub):

@@ -19,6 +19,7 @@ import pytest
 from ragapp import RAG
 from ragapp.config import IndexConfig
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexUnavailableError, NotAnIndexError
+from ragapp.index.backend import collection_name
 from ragapp.index.milvus import MilvusIndex, source_id
 
 pytest.importorskip("milvus_lite", reason="Milvus Lite is a test dependency: pip install -e '.[test]'")
@@ -28,7 +29,7 @@ def milvus_config(config, uri: str, **more):
     return config.with_(index=IndexConfig(backend="milvus", uri=uri, **more))
 
 
-def state(uri: str, name: str = "index") -> dict[str, frozenset[str]]:
+def state(uri: str, name: str) -> dict[str, frozenset[str]]:
     """What a reader sees: each document's chunk texts."""
     seen: dict[str, set[str]] = {}
     with closing(MilvusIndex(uri, name)) as b:
@@ -37,7 +38,7 @@ def state(uri: str, name: str = "index") -> dict[str, frozenset[str]]:
     return {s: frozenset(t) for s, t in seen.items()}
 
 
-def every_row(uri: str, name: str = "index") -> tuple[int, int, int]:
+def every_row(uri: str, name: str) -> tuple[int, int, int]:
     """All rows of the chunk and sentence collections, visible or not (leftovers show here), and the
     chunks the committed documents hold."""
     with closing(MilvusIndex(uri, name)) as b:
@@ -88,7 +89,7 @@ def test_kill_during_ingest_shows_each_file_old_or_new(tmp_path, cache_dir):
     cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(tmp_path / "index"),
            "--config", str(tmp_path / "ragapp.toml")]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-    before = state(str(db))
+    before = state(str(db), collection_name(tmp_path / "index"))
     _write_notes(corpus, 2, range(2, 12))  # 2-9 change, 10-11 are new
     for i in (0, 1):
         (corpus / f"note_{i}.txt").unlink()
@@ -96,7 +97,7 @@ def test_kill_during_ingest_shows_each_file_old_or_new(tmp_path, cache_dir):
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
     duration = time.perf_counter() - t0
-    after = state(str(db))
+    after = state(str(db), collection_name(tmp_path / "index"))
     assert set(after) == {str(corpus / f"note_{i}.txt") for i in range(2, 12)}
 
     rng, mixed = random.Random(3), {"old": 0, "new": 0}
@@ -108,13 +109,13 @@ def test_kill_during_ingest_shows_each_file_old_or_new(tmp_path, cache_dir):
         time.sleep(rng.uniform(duration * 0.3, duration) if trial % 2 else rng.uniform(duration * 0.9, duration * 1.02))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        seen = state(str(db))
+        seen = state(str(db), collection_name(tmp_path / "index"))
         for source in set(before) | set(after):
             assert seen.get(source) in (before.get(source), after.get(source)), f"trial {trial}: {source} is half old, half new"
             mixed["new" if seen.get(source) == after.get(source) != before.get(source) else "old"] += 1
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
-    assert state(str(db)) == after
-    rows = every_row(str(db))
+    assert state(str(db), collection_name(tmp_path / "index")) == after
+    rows = every_row(str(db), collection_name(tmp_path / "index"))
     assert rows[0] == rows[2]  # a killed writer's rows were deleted when its files were taken over
     print(f"milvus kill test: {json.dumps({'trials': 6, **mixed})}")
 
@@ -160,9 +161,9 @@ def test_two_ingest_processes_share_one_collection(tmp_path, cache_dir, milvus_s
     # Every file written once, by one of them; what one left, the other wrote.
     assert added[0] | added[1] == files and not added[0] & added[1]
     assert set(reports[0]["taken"]) <= added[1] and set(reports[1]["taken"]) <= added[0]
-    seen = state(milvus_server)
+    seen = state(milvus_server, collection_name(tmp_path / "index"))
     assert set(seen) == files
-    rows = every_row(milvus_server)
+    rows = every_row(milvus_server, collection_name(tmp_path / "index"))
     assert rows[0] == rows[2] == sum(len(t) for t in seen.values())
 
 
@@ -193,10 +194,10 @@ def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, 
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=8)
     index = client.prepare_index_params()
     index.add_index("embedding", index_type="FLAT", metric_type="L2")
-    client.create_collection("theirs", schema=schema, index_params=index)
+    client.create_collection(collection_name(tmp_path / "theirs"), schema=schema, index_params=index)
     client.close()
     theirs = RAG(tmp_path / "theirs", milvus_config(config, uri), embedder=embedder)
-    with pytest.raises(NotAnIndexError, match="collection 'theirs' .* was not made by ragapp"):
+    with pytest.raises(NotAnIndexError, match="collection 'theirs_[0-9a-f]+' .* was not made by ragapp"):
         theirs.ingest([docs])
     # Made by ragapp with another embedding model: the model is named.
     from ragapp.config import EmbedConfig
@@ -209,20 +210,18 @@ def test_foreign_and_mismatched_collections_are_refused(tmp_path, docs, config, 
         other.search("anything")
     # A collection of another ragapp layout (another version's schema) is named as such.
     mine = RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder)
-    mine.store.client().alter_collection_properties("index", {"ragapp.layout": "0"})
+    mine.store.client().alter_collection_properties(mine.store.name, {"ragapp.layout": "0"})
     with pytest.raises(IndexMismatchError, match="has ragapp layout 0, this ragapp reads 1"):
         mine.search("anything")
     # Settings that are not ragapp's JSON: a corrupt index, said in one line.
-    mine.store.client().alter_collection_properties("index", {"ragapp.layout": "1", "ragapp.settings": '{"embedding": 1'})
-    with pytest.raises(IndexCorruptError, match="'index' at .*settings property unreadable.*rebuild with"):
+    mine.store.client().alter_collection_properties(mine.store.name, {"ragapp.layout": "1", "ragapp.settings": '{"embedding": 1'})
+    with pytest.raises(IndexCorruptError, match="'index_[0-9a-f]+' at .*settings property unreadable.*rebuild with"):
         mine.search("anything")
 
 
 def test_index_settings_are_checked_where_they_enter():
     from ragapp.errors import ConfigError
-    from ragapp.index.backend import collection_name
-
-    assert collection_name("data/index") == "index"
+    assert collection_name("data/index").startswith("index_")
     # Knowledge bases named in Chinese (or with spaces) get distinct collections.
     names = {collection_name(n) for n in ("笔记", "日记", "my notes", "my_notes", "2024")}
     assert len(names) == 5 and all(n[0].isalpha() and n.replace("_", "").isalnum() and n.isascii() for n in names)
@@ -243,7 +242,7 @@ def test_http_api_on_milvus(tmp_path, cache_dir):
 
     root = tmp_path / "kbs"
     root.mkdir()
-    server = ApiServer(root, "k-1", tmp_path / "serve.log", cache_dir, config=Path(_toml(tmp_path, str(tmp_path / "m.db"))))
+    server = ApiServer(root, "milvus-test-key-5d1c", tmp_path / "serve.log", cache_dir, config=Path(_toml(tmp_path, str(tmp_path / "m.db"))))
     try:
         client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
         assert client.post("/v1/knowledge_bases", json={"name": "笔记"}).status_code == 201
@@ -278,3 +277,33 @@ def test_chat_ui_on_milvus(tmp_path, cache_dir, monkeypatch):
     assert any("687" in m.value for m in at.markdown)
     assert [e.label for e in at.expander][0].startswith("[1] solar\\_system\\.md")
     assert not at.exception and not (tmp_path / "index" / "manifest.json").exists()
+
+
+def test_two_folders_of_the_same_name_never_share_a_collection(tmp_path, docs, config, embedder):
+    """a/index and b/index on one Milvus Lite: each answers from its own documents, a rebuild of one
+    leaves the other whole, and a collection owned by another folder is refused in one line."""
+    uri = str(tmp_path / "m.db")
+    a = RAG(tmp_path / "a" / "index", milvus_config(config, uri), embedder=embedder)
+    b = RAG(tmp_path / "b" / "index", milvus_config(config, uri), embedder=embedder)
+    a.ingest([docs / "en" / "solar_system.md"])
+    b.ingest([docs / "zh"])
+    assert a.store.name != b.store.name and a.store.name.startswith("index_")
+    assert [Path(d.source).name for d in a.documents()] == ["solar_system.md"]
+    assert sorted(Path(d.source).name for d in b.documents()) == ["茶.md", "长城.txt"]
+    b.ingest([docs / "en" / "ragapp_notes.txt"], rebuild=True)
+    assert [Path(d.source).name for d in b.documents()] == ["ragapp_notes.txt"]
+    assert [Path(d.source).name for d in a.documents()] == ["solar_system.md"]
+    assert a.search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
+    # A collection recorded as another folder's is refused, never read or dropped.
+    thief = MilvusIndex(uri, a.store.name, owner=str((tmp_path / "c" / "index").resolve()))
+    with pytest.raises(NotAnIndexError, match="belongs to the index at .*a/index, not .*c/index"):
+        thief.manifest()
+    thief.close()
+    # A collection an earlier ragapp named after the folder's last name only: the way on, in one line.
+    from ragapp.errors import IndexNotFoundError
+
+    RAG(tmp_path / "old" / "index", milvus_config(config, uri, collection="index"), embedder=embedder).ingest(
+        [docs / "en" / "solar_system.md"])
+    moved = RAG(tmp_path / "old" / "index", milvus_config(config, uri), embedder=embedder)
+    with pytest.raises(IndexNotFoundError, match=r"'index' there was named by an earlier ragapp.*collection = 'index'"):
+        moved.search("How long does Mars take to orbit the Sun?")

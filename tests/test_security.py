@@ -9,6 +9,8 @@ import struct
 import subprocess
 import sys
 import time
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,18 +330,31 @@ def test_injection_file_name_changes_no_answer(tmp_path, config, embedder):
 MB = 1 << 20
 
 
-@pytest.mark.parametrize("unit", [".", "!?", " ", "。，！？；：", "…", ".\n"], ids=["dots", "bangs", "spaces", "cjk", "ellipsis", "dot-lines"])
-def test_sentence_splitting_is_linear(unit):
+def _split_seconds(text: str) -> float:
+    """The fastest of three sentence splits and chunkings of `text` (the least disturbed by other load)."""
     from ragapp.split import split_text
     from ragapp.text import sentence_spans
 
-    text = "Start here " + unit * (MB // len(unit))
-    t0 = time.perf_counter()
-    sentence_spans(text)
-    chunks = split_text(text, "f.txt", size=200, overlap=30)
-    seconds = time.perf_counter() - t0
-    assert seconds < 1.0, f"{seconds:.2f} s for 1 MB of {unit!r}"
-    assert chunks[0].text.startswith("Start here") and chunks[-1].end <= len(text)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        sentence_spans(text)
+        split_text(text, "f.txt", size=200, overlap=30)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("unit", [".", "!?", " ", "。，！？；：", "…", ".\n"], ids=["dots", "bangs", "spaces", "cjk", "ellipsis", "dot-lines"])
+def test_sentence_splitting_is_linear(unit):
+    """Four times the input takes well under eight times as long (a quadratic split takes sixteen):
+    a ratio, so a busy machine does not fail it; absolute times are bench/'s job."""
+    from ragapp.split import split_text
+
+    small, large = ("Start here " + unit * (n // len(unit)) for n in (MB // 4, MB))
+    ratio = _split_seconds(large) / _split_seconds(small)
+    assert ratio < 8, f"4x the input of {unit!r} took {ratio:.1f}x as long"
+    chunks = split_text(large, "f.txt", size=200, overlap=30)
+    assert chunks[0].text.startswith("Start here") and chunks[-1].end <= len(large)
 
 
 @pytest.fixture(scope="module")
@@ -435,3 +450,72 @@ def test_unreadable_subfolder_keeps_its_documents(tmp_path, docs, cache_dir):
                                  "reason": "cannot list folder (Permission denied); its documents stay in the index"}]
     sources = {os.path.basename(s) for s in read_manifest(index).files}
     assert {"长城.txt", "茶.md"} <= sources
+
+
+# -- issue 25: what a parser child sees, HTML bounded, API keys ------------------------------------
+
+def test_html_is_parsed_in_the_sandbox_within_its_limits(tmp_path):
+    """30 MB of HTML takes ~20x its size to parse: in the child, the memory and time limits bound it."""
+    from ragapp.config import IngestConfig
+    from ragapp.errors import DocumentError
+    from ragapp.load import load_file
+
+    page = tmp_path / "huge.html"
+    with open(page, "w", encoding="utf-8") as f:
+        f.write("<html><body>")
+        for i in range(300_000):
+            f.write(f"<p>Row {i} of the export, <b>bold</b> and <i>plain</i> words.</p>\n")
+        f.write("</body></html>")
+    assert page.stat().st_size > 20e6
+    with pytest.raises(DocumentError, match=r"huge.html: .*(out of memory|memory limit)"):
+        load_file(page, max_bytes=100 << 20, limits=IngestConfig(pdf_memory_mb=256))
+    with pytest.raises(DocumentError, match=r"huge.html: parsing took longer than 1 s"):
+        load_file(page, max_bytes=100 << 20, limits=IngestConfig(pdf_timeout_s=1))
+    small = tmp_path / "small.html"
+    small.write_text("<html><script>alert(1)</script><p>Kept text.</p></html>", encoding="utf-8")
+    assert [p.text for p in load_file(small)] == ["Kept text."]
+
+
+def test_the_parser_child_gets_no_secret_from_the_environment(tmp_path, monkeypatch):
+    """The real child parses the file; what it was started with is recorded on the way (Popen wrapped,
+    not replaced) and read again from /proc while it runs."""
+    import ragapp.sandbox
+    from ragapp.config import IngestConfig
+
+    monkeypatch.setenv("RAGAPP_UI_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("MILVUS_TOKEN", "milvus-secret")
+    started: list[dict] = []
+    real = subprocess.Popen
+
+    def recording(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        started.append(dict(line.split("=", 1) for line in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in line))
+        return proc
+
+    monkeypatch.setattr(ragapp.sandbox.subprocess, "Popen", recording)
+    page = tmp_path / "page.html"
+    page.write_text("<p>Hello from the page.</p>", encoding="utf-8")
+    records = list(ragapp.sandbox.run_parser("ragapp.load.text:parse_html", str(page), "page.html", IngestConfig()))
+    assert any(r.get("text") == "Hello from the page." for r in records)
+    (environ,) = started
+    assert "PATH" in environ and not {"RAGAPP_UI_PASSWORD", "MILVUS_TOKEN"} & set(environ)
+    assert not [k for k, v in environ.items() if "secret" in v]
+
+
+@pytest.mark.unit
+def test_key_file_comments_are_not_keys_and_the_scheme_is_case_insensitive(tmp_path, monkeypatch):
+    from ragapp.config import ServeConfig
+    from ragapp.errors import ConfigError
+    from ragapp.serve.keys import api_keys, authorised
+
+    monkeypatch.delenv("RAGAPP_API_KEYS", raising=False)
+    key = "k3y-4c9e1f0b-long-enough"
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# ragapp API keys, one per line\n\n   # another comment\n{key}\n", encoding="utf-8")
+    keys = api_keys(ServeConfig(key_file=str(keys_file)), "127.0.0.1")
+    assert keys == {key}
+    assert not authorised("Bearer # ragapp API keys, one per line", keys)
+    assert authorised(f"bearer {key}", keys) and authorised(f"BEARER  {key}", keys) and not authorised(key, keys)
+    keys_file.write_text("short-key\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="shorter than 16 characters"):
+        api_keys(ServeConfig(key_file=str(keys_file)), "127.0.0.1")

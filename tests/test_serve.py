@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api_server import ApiServer
+from api_server import ApiServer, no_server_paths
 from conftest import SAMPLES
 
-KEY = "test-key-7f3a"
+KEY = "test-key-7f3a-0c91d2e4"
 FALLBACK = "I cannot answer from the given information."
 
 
@@ -41,7 +41,8 @@ def upload(client: httpx.Client, kb: str, paths: list[Path]) -> dict:
 def api(tmp_path_factory, cache_dir):
     root = tmp_path_factory.mktemp("kbs")
     server = ApiServer(root, KEY, root.parent / "serve.log", cache_dir)
-    client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300)
+    client = httpx.Client(base_url=server.url, headers=server.headers, timeout=300,
+                          event_hooks={"response": [no_server_paths(root)]})
     assert client.post("/v1/knowledge_bases", json={"name": "notes"}).status_code == 201
     state = upload(client, "notes", sorted(p for p in SAMPLES.rglob("*") if p.is_file()))
     assert state["status"] == "done" and state["report"]["failed"] == [], state
@@ -61,7 +62,7 @@ def openai_client(api):
 def test_models_are_knowledge_bases_and_documents_are_listed(api, openai_client):
     _, client = api
     assert "notes" in [m.id for m in openai_client.models.list().data]
-    names = sorted(Path(d["source"]).name for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"])
+    names = sorted(d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"])
     assert names == sorted(p.name for p in SAMPLES.rglob("*") if p.is_file())
 
 
@@ -149,6 +150,19 @@ def test_bad_input_gets_one_json_error_shape(api):
         assert set(body["error"]) == {"message", "type", "code"} and body["error"]["code"] == status
     assert not (server.root / "escape").exists() and not (server.root.parent / "escape").exists()
     anonymous.close()
+
+
+def test_a_key_does_not_let_a_foreign_host_or_page_in(api):
+    """With keys too: a request sent to another Host name, or from another site's page, is refused."""
+    server, client = api
+    search = {"knowledge_base": "notes", "query": "Who discovered Neptune?"}
+    assert client.post("/v1/search", json=search).status_code == 200
+    for headers in ({"Host": f"rebind.attacker.example:{server.port}"}, {"Origin": "http://evil.example"}):
+        assert client.post("/v1/search", json=search, headers=headers).status_code == 403
+        assert client.delete("/v1/knowledge_bases/notes/documents/solar_system.md", headers=headers).status_code == 403
+        r = client.post("/v1/knowledge_bases/notes/documents", headers=headers, files=[("files", ("x.md", b"x"))])
+        assert r.status_code == 403
+    assert "solar_system.md" in [d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"]]
 
 
 def test_non_loopback_without_keys_refuses_to_start(tmp_path):
@@ -252,7 +266,7 @@ def test_load_then_kill_9_during_an_ingest_job(tmp_path, cache_dir):
     server = ApiServer(root, KEY, tmp_path / "serve2.log", cache_dir)
     with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as c:
         after = {d["source"] for d in c.get("/v1/knowledge_bases/load/documents").json()["data"]}
-        assert after in (before, before | {str(root / "load" / "documents" / "kelp.md")})
+        assert after in (before, before | {"kelp.md"})
         hits = c.post("/v1/search", json={"knowledge_base": "load", "query": "Who discovered Neptune?"}).json()["data"]
         assert hits[0]["source"].endswith("solar_system.md")
     server.stop()

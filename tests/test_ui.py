@@ -130,6 +130,24 @@ def test_upload_names_cannot_escape(name, expected, tmp_path):
     assert saved.parent == tmp_path / "kb" / "documents" and saved.read_bytes() == b"text"
 
 
+def test_the_page_cannot_send_an_environment_variable_to_a_server_it_names(app, monkeypatch):
+    """The settings take a server URL but no key variable: a URL the config does not pair with a key
+    gets none (before, any variable, AWS_SECRET_ACCESS_KEY or RAGAPP_UI_PASSWORD, went to any URL typed in)."""
+    from openai_stub import Stub
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    server = Stub(needle="687")
+    try:
+        app.sidebar.selectbox(key="llm_backend").set_value("openai").run()
+        assert "llm_key_env" not in [t.key for t in app.sidebar.text_input]
+        app.sidebar.text_input(key="llm_url").set_value(server.url).run()
+        ask(app, "How long does Mars take to orbit the Sun?")
+        assert server.requests and all(r["auth"] in (None, "Bearer none") for r in server.requests)
+        assert any("No API key is sent" in c.value for c in app.sidebar.caption)
+    finally:
+        server.close()
+
+
 def test_chat_model_chosen_in_the_settings_answers_and_is_named(app):
     from openai_stub import Stub
 

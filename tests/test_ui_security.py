@@ -184,3 +184,60 @@ def test_knowledge_base_never_over_someone_elses_folder(tmp_path):
     assert save_upload(kb, "a.txt", b"uploaded", 1000).read_bytes() == b"uploaded"
     assert victim.read_text(encoding="utf-8") == "precious"
     assert sorted(p.name for p in (kb / "documents").iterdir()) == [".a.txt.part", "a.txt"]
+
+
+@needs_chromium
+def test_a_rebound_or_foreign_page_cannot_drive_the_app(tmp_path, cache_dir):
+    """DNS rebinding, simulated in real Chromium by mapping rebind.attacker.example to 127.0.0.1: the
+    page loads (Streamlit checks no Host) but the app refuses the session; through localhost it works.
+    Streamlit refuses a websocket from another site's page and a cross-site upload (XSRF)."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from test_browser import chromium
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    cfg = tmp_path / "ragapp.toml"
+    cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{tmp_path / "kbs"}"\n', encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "ui", "--index", str(tmp_path / "kbs" / "notes"),
+                             "--config", str(cfg), "--port", str(port)], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            cwd=tmp_path)
+    driver = chromium(tmp_path / "profile", "--host-resolver-rules=MAP rebind.attacker.example 127.0.0.1")
+    try:
+        wait_healthy(port, proc, log)
+        wait = WebDriverWait(driver, 120)
+        driver.get(f"http://rebind.attacker.example:{port}/")
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'ragapp refuses this session')]")))
+        assert "rebind.attacker.example" in driver.find_element(By.CSS_SELECTOR, "[data-testid='stMain']").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stChatInput']")
+        driver.get(f"http://localhost:{port}/")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stChatInput']")))
+        stream = f"ws://127.0.0.1:{port}/_stcore/stream"
+        with pytest.raises(InvalidStatus, match="403"), connect(stream, origin="http://evil.example", open_timeout=30):
+            pass
+        with connect(stream, origin=f"http://127.0.0.1:{port}", open_timeout=30) as own:  # its own page: opened
+            assert own.protocol.state.name == "OPEN"
+        upload = httpx.put(f"http://127.0.0.1:{port}/_stcore/upload_file/session/file", timeout=10,
+                           headers={"Origin": "http://evil.example"}, files={"file": ("a.txt", b"attacker")})
+        assert upload.status_code == 403
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.unit
+def test_the_app_refuses_a_session_opened_from_elsewhere():
+    """What the page checks itself: Streamlit admits any page on localhost (any port) to its socket."""
+    from ui.app import foreign_page
+
+    own = {"Host": "localhost:8501", "Origin": "http://localhost:8501"}
+    assert foreign_page(own, "127.0.0.1") == "" and foreign_page({}, "127.0.0.1") == ""
+    assert "rebind.example" in foreign_page({"Host": "rebind.example:8501", "Origin": "http://rebind.example:8501"}, "127.0.0.1")
+    assert "http://localhost:3000" in foreign_page({**own, "Origin": "http://localhost:3000"}, "127.0.0.1")
+    assert foreign_page({"Host": "notes.example.org", "Origin": "https://notes.example.org"}, "0.0.0.0") == ""

@@ -12,6 +12,7 @@ import html
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,11 +25,12 @@ except ImportError:  # run as a plain script without the project installed
     from ui.markdown import plain_markdown, safe_markdown
 
 from ragapp import RAG, Answer, Config, RagError, Turn
-from ragapp.knowledge import ALLOWED_SUFFIXES, create_knowledge_base, is_upload, knowledge_bases, save_upload
+from ragapp.knowledge import (ALLOWED_SUFFIXES, DOCUMENTS, create_knowledge_base, document_entry, is_upload, knowledge_bases,
+                              remove_entry, safe_name, save_upload)
 from ragapp.config import GENERATE_BACKENDS
 from ragapp.generate import build_generator
 from ragapp.display import shown_path
-from ragapp.net import is_loopback
+from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
 from ragapp.runtime import prepare_environment
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
@@ -146,8 +148,9 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
         files = st.file_uploader(f"Documents, sheets, slides, e-mail or images (up to {limit} MB each)",
                                  type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
                                  accept_multiple_files=True, key="uploads")
+        replace_files = st.checkbox("Replace documents of the same name", key="replace_uploads")
         if files and st.button("Ingest", key="ingest", type="primary"):
-            ingest_uploads(rag, kb, files, limit * 1_000_000)
+            ingest_uploads(rag, kb, files, limit * 1_000_000, replace_files)
         if flash := st.session_state.pop("flash", None):
             (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
         for line in st.session_state.get("ingest_summary", []):
@@ -171,6 +174,13 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
     return rag, kb, settings
 
 
+def server_key(config: Config, url: str) -> str:
+    """The key variable the config pairs with this server URL ("" for any other URL): a visitor of the
+    page never chooses which environment variable is sent, nor where to."""
+    gen = config.generate
+    return gen.api_key_env if gen.base_url and gen.base_url.rstrip("/") == url.strip().rstrip("/") else ""
+
+
 def model_settings(config: Config) -> tuple[str, str, str, str] | None:
     """Which backend and model answer: the configured ones, or what the user picks here."""
     gen = config.generate
@@ -182,15 +192,19 @@ def model_settings(config: Config) -> tuple[str, str, str, str] | None:
         url = key_env = ""
         if backend == "openai":
             url = st.text_input("Server URL", gen.base_url or "http://127.0.0.1:11434/v1", key="llm_url")
-            key_env = st.text_input("API key variable (its name, not the key)", gen.api_key_env, key="llm_key_env")
+            key_env = server_key(config, url)
+            st.caption(f"API key: from {plain_markdown(key_env)} (paired with this URL in the config)" if key_env else
+                       "No API key is sent: only a server URL paired with a key variable in the config gets one.")
     choice = (backend, model, url, key_env)
     configured = (gen.backend, gen.model, *((gen.base_url, gen.api_key_env) if gen.backend == "openai" else ("", "")))
     return None if choice == configured else choice
 
 
-def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:
-    """Save each upload into the knowledge base and ingest it, with a progress bar per file."""
-    added, unchanged, failed = [], [], []
+def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int, replace: bool = False) -> None:
+    """Save each upload into the knowledge base and ingest it, with a progress bar per file; a file is
+    refused alone (its name, size, a name another file of the selection took, or an existing document
+    when `replace` is off)."""
+    added, unchanged, failed, taken = [], [], [], set()
     for upload in files:
         bar = st.progress(0.0, text=upload.name)
 
@@ -199,7 +213,11 @@ def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int) -> None:
             bar.progress(min(1.0, lo + (hi - lo) * (done / total if total else 1.0)), text=f"{name}: {stage}")
 
         try:
-            path = save_upload(kb, upload.name, upload.getvalue(), max_bytes)
+            clean = safe_name(upload.name)
+            if clean in taken:
+                raise ValueError(f"another file of this selection is saved as {clean!r}")
+            taken.add(clean)
+            path = save_upload(kb, upload.name, upload.getvalue(), max_bytes, replace)
             report = rag.ingest([path], progress=progress)
         except (ValueError, RagError, OSError) as exc:
             failed.append(f"{upload.name}: {exc if isinstance(exc, ValueError) else error_message(exc)}")
@@ -226,8 +244,8 @@ def documents(rag: RAG, kb: Path) -> None:
     if st.button("Delete document", key="delete"):
         try:
             rag.remove([target])
-            if is_upload(kb, target):
-                Path(target).unlink(missing_ok=True)
+            if is_upload(kb, target):  # the entry in documents/ itself; a link's target is never removed
+                remove_entry(document_entry(kb, Path(target).resolve().relative_to((kb / DOCUMENTS).resolve()).as_posix()))
             st.session_state["flash"] = ("ok", f"Deleted {Path(target).name}")
         except (RagError, OSError) as exc:
             st.session_state["flash"] = ("error", error_message(exc))
@@ -281,8 +299,27 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
     history.append(entry)
 
 
+def foreign_page(headers: Mapping[str, str], address: str) -> str:
+    """Why a session was opened from somewhere that is not this app ("" when it was not): a Host that
+    is not a loopback name while the app serves loopback (a DNS-rebinding page), or an Origin that is
+    not the Host asked for (Streamlit lets any page on localhost, whatever its port, open the socket)."""
+    if not headers:  # no HTTP request: AppTest
+        return ""
+    host = headers.get("Host", "")
+    if is_loopback(address) and host_name(host) not in LOOPBACK_NAMES:
+        return f"the page was opened through {host!r}, not a name of this computer"
+    origin = (headers.get("Origin") or "").lower().rstrip("/")
+    if origin and origin not in (f"http://{host.lower()}", f"https://{host.lower()}"):
+        return f"the page was opened from {origin!r}"
+    return ""
+
+
 def allowed_in() -> bool:
-    """The page is served only on loopback, or to whoever knows the password in RAGAPP_UI_PASSWORD."""
+    """The page is served only on loopback, or to whoever knows the password in RAGAPP_UI_PASSWORD,
+    and never to a page of another site."""
+    if why := foreign_page(st.context.headers, st.get_option("server.address") or ""):
+        st.error(f"ragapp refuses this session: {plain_markdown(why)}. Open it at http://localhost:PORT.")
+        return False
     password = os.environ.get(PASSWORD_ENV, "")
     if not password:
         address = st.get_option("server.address") or ""

@@ -119,18 +119,31 @@ class LocalIndex:
 
 def open_backend(index: str | Path, config: IndexConfig) -> IndexBackend:
     """The backend `[index]` names for the index folder `index` (a Milvus collection is named after
-    the folder unless `config.collection` says otherwise)."""
+    the folder, and owned by it, unless `config.collection` names one)."""
     if config.backend == "local":
         return LocalIndex(index)
     from ragapp.index.milvus import MilvusIndex
 
+    derived = not config.collection
     return MilvusIndex(config.uri, config.collection or collection_name(index), config.token_env, config.dense_index,
-                       config.timeout_s, config.claim_timeout_s, config.bm25_terms)
+                       config.timeout_s, config.claim_timeout_s, config.bm25_terms,
+                       owner=str(Path(index).resolve()) if derived else "",
+                       legacy=_legacy_collection_name(index) if derived else "")
 
 
 def collection_name(index: str | Path) -> str:
-    """The Milvus collection of an index folder: its name where that is a plain ASCII identifier
-    ("data/index" → "index"), else a spelling of it made unique by a hash ("笔记" → "kb___1b2e...")."""
+    """The Milvus collection of an index folder: its name in ASCII letters, digits and _, then a hash
+    of its full resolved path, so two folders never share one ("a/index" and "b/index" differ)."""
+    import hashlib
+
+    path = Path(index).resolve()
+    clean = "".join(c if c.isascii() and c.isalnum() else "_" for c in path.name)[:40]
+    digest = hashlib.sha256(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{clean}_{digest}" if clean[:1].isalpha() else f"kb_{clean}_{digest}"
+
+
+def _legacy_collection_name(index: str | Path) -> str:
+    """The name ragapp before 0.2 gave the collection (the folder's last name only), to point at it."""
     import hashlib
 
     raw = Path(index).resolve().name

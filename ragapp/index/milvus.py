@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ragapp.index.milvus_write import MilvusWriter
 
 LAYOUT = "1"  # ragapp's Milvus layout, in the chunk collection's properties
-_LAYOUT_KEY, _SETTINGS_KEY = "ragapp.layout", "ragapp.settings"
+_LAYOUT_KEY, _SETTINGS_KEY, _OWNER_KEY = "ragapp.layout", "ragapp.settings", "ragapp.owner"
 BM25_TERMS = ("ragapp", "jieba")
 # Milvus's vector indexes ragapp can ask for (DISKANN: a server only; see README "On Milvus" for sizes).
 DENSE_INDEXES = ("HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "DISKANN", "AUTOINDEX")
@@ -110,7 +110,8 @@ class MilvusIndex:
     """Where an index lives when `[index] backend = "milvus"` (implements `IndexBackend`)."""
 
     def __init__(self, uri: str, collection: str, token_env: str = "MILVUS_TOKEN", dense_index: str = "HNSW",
-                 timeout_s: float = 10.0, claim_timeout_s: float = 900.0, bm25_terms: str = "ragapp") -> None:
+                 timeout_s: float = 10.0, claim_timeout_s: float = 900.0, bm25_terms: str = "ragapp",
+                 owner: str = "", legacy: str = "") -> None:
         if not (uri.startswith(("http://", "https://")) or uri.endswith(".db")):
             raise ConfigError(f"index uri must be a Milvus Lite file ending in .db or http(s)://HOST:PORT. Currently, it is {uri!r}")
         if not (collection[:1].isalpha() or collection[:1] == "_") or not all(c.isalnum() and c.isascii() or c == "_" for c in collection) \
@@ -121,6 +122,9 @@ class MilvusIndex:
         if dense_index not in DENSE_INDEXES:
             raise ConfigError(f"index dense_index must be one of {', '.join(DENSE_INDEXES)}, not {dense_index!r}")
         self.uri, self.name, self.token_env = uri, collection, token_env
+        # The index folder a derived collection belongs to (recorded at creation, checked at every open),
+        # and the name an earlier ragapp gave it (pointed at when only that one exists).
+        self.owner, self.legacy = owner, legacy
         self.dense_index, self.timeout_s, self.claim_timeout_s = dense_index, timeout_s, claim_timeout_s
         self.bm25_terms = bm25_terms  # for a new collection; an existing one keeps what it was made with
         self.names = {"chunks": collection, "sentences": f"{collection}_sentences", "files": f"{collection}_files",
@@ -231,6 +235,9 @@ class MilvusIndex:
         if props.get(_LAYOUT_KEY) is None:
             raise NotAnIndexError(f"Milvus collection {self.name!r} at {self.uri} was not made by ragapp; "
                                   "choose another [index] collection")
+        if self.owner and props.get(_OWNER_KEY, self.owner) != self.owner:
+            raise NotAnIndexError(f"Milvus collection {self.name!r} at {self.uri} belongs to the index at "
+                                  f"{props[_OWNER_KEY]}, not {self.owner}; name another in [index] collection")
         if props[_LAYOUT_KEY] != LAYOUT:
             raise IndexMismatchError(f"Milvus collection {self.name!r} at {self.uri} has ragapp layout {props[_LAYOUT_KEY]}, this "
                                      f"ragapp reads {LAYOUT}; rebuild with: ragapp ingest --rebuild PATH")
@@ -266,9 +273,19 @@ class MilvusIndex:
     def stamp(self) -> int | None:
         """Changes at every commit (None: no index yet)."""
         if not self.exists():
+            self._check_moved()
             return None
         rows = self.query("files", f"pk == {_STATE}", ["gen"])
         return int(rows[0]["gen"]) if rows else 0
+
+    def _check_moved(self) -> None:
+        """IndexNotFoundError with the way on, when only the collection an earlier ragapp named exists."""
+        c = self.client()
+        if self.legacy and self._reachable() and self.call("has_collection", c.has_collection, self.legacy):
+            raise IndexNotFoundError(
+                f"no index in Milvus collection {self.name!r} at {self.uri}; {self.legacy!r} there was named by an "
+                f"earlier ragapp after the folder's last name only: set [index] collection = '{self.legacy}' to keep "
+                "using it, or ingest again to fill the new one")
 
     def manifest(self) -> Manifest:
         """Settings from the collection's properties, documents from its files collection."""

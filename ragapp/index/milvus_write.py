@@ -12,6 +12,7 @@ import numpy as np
 from ragapp.index.milvus import (
     _BATCH,
     _LAYOUT_KEY,
+    _OWNER_KEY,
     _SETTINGS_KEY,
     _STATE,
     analyzer,
@@ -115,7 +116,8 @@ class MilvusWriter(AbortUnlessCommitted):
                 schema, index = schemas[part]
                 # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
                 # local disk (memory-mapped) instead of in memory, the largest share of an index (README "On Milvus").
-                props = {"chunks": {_LAYOUT_KEY: LAYOUT}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
+                owner = {_OWNER_KEY: self.b.owner} if self.b.owner else {}
+                props = {"chunks": {_LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
                 self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
             self.b.loaded(part, again=True)
         self.b.check_writable()

@@ -1,8 +1,8 @@
 """Load stage: read a document into pages of clean text, with one loader per format (by suffix).
 
-Text, Markdown and HTML are read here (ragapp.load.text); every other format is parsed in a
-sandboxed child process (ragapp.sandbox) by its module: pdf, office (docx, pptx, xlsx), tables
-(csv, tsv), epub, mail (eml) and ocr (images, and PDF pages without a usable text layer).
+Text and Markdown are streamed here (ragapp.load.text); every other format is parsed in a
+sandboxed child process (ragapp.sandbox) by its module: text (html), pdf, office (docx, pptx, xlsx),
+tables (csv, tsv), epub, mail (eml) and ocr (images, and PDF pages without a usable text layer).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
-from ragapp.load.text import SEGMENT_CHARS, html_pages, text_pages
+from ragapp.load.text import SEGMENT_CHARS, text_pages
 from ragapp.sandbox import PageTimeout, run_parser
 from ragapp.types import Page
 
@@ -21,9 +21,10 @@ __all__ = ["SUPPORTED_SUFFIXES", "SEGMENT_CHARS", "iter_pages", "load_file", "cl
            "drop_repeated_lines"]
 
 _STREAMED = (".txt", ".md", ".markdown")
-_HTML = (".html", ".htm")
 # Formats parsed in the sandbox: suffix → "module:function" (the child imports only that module).
 PARSERS = {
+    ".html": "ragapp.load.text:parse_html",
+    ".htm": "ragapp.load.text:parse_html",
     ".pdf": "ragapp.load.pdf:parse",
     ".docx": "ragapp.load.office:parse_docx",
     ".pptx": "ragapp.load.office:parse_pptx",
@@ -34,7 +35,7 @@ PARSERS = {
     ".eml": "ragapp.load.mail:parse",
     **{s: "ragapp.load.ocr:parse_image" for s in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")},
 }
-SUPPORTED_SUFFIXES = (*_STREAMED, *_HTML, *PARSERS)
+SUPPORTED_SUFFIXES = (*_STREAMED, *PARSERS)
 # A PDF whose OCR overruns the page limit on more pages than this is given up (time stays bounded).
 MAX_PAGE_TIMEOUTS = 3
 # Page names (sheet, chapter, attachment) are cut to this many characters.
@@ -109,8 +110,6 @@ def iter_pages(path: str | Path, source: str | None = None, max_bytes: int | Non
                                 f"{suffix} files (ingest.max_file_mb in the config); not read")
         if suffix in _STREAMED:
             yield from text_pages(path, source, segment_chars)
-        elif suffix in _HTML:
-            yield from html_pages(path, source)
         else:
             yield from parsed_pages(path, source, limits, on_warning)
     except UnicodeDecodeError as exc:

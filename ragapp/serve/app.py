@@ -1,4 +1,4 @@
-"""The FastAPI app: routes, errors in one JSON shape, API keys, body limits."""
+"""The FastAPI app: routes and errors in one JSON shape (Host, Origin, keys and body limits: guards.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -20,16 +20,18 @@ from ragapp.config import Config
 from ragapp.conversation import Turn
 from ragapp.errors import (IndexCorruptError, IndexMismatchError, IndexNotFoundError, IndexUnavailableError, ModelNotAvailableError,
                            ModelServerError, NoDocumentsError, RagError)
-from ragapp.knowledge import DOCUMENTS, create_knowledge_base, knowledge_base, knowledge_bases, safe_name, save_upload
+from ragapp.knowledge import (DOCUMENTS, UploadBatch, UploadRefused, create_knowledge_base, document_entry, knowledge_base,
+                              knowledge_bases, remove_entry)
 from ragapp.rag import RAG
 from ragapp.serve.jobs import Jobs
-from ragapp.serve.keys import authorised
+from ragapp.serve.guards import Guard
+from ragapp.serve.public import PublicPaths
+from ragapp.serve.uploads import receive_upload
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
 from ragapp.types import Answer
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
            IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503}
-_OPEN = ("/health",)  # served without a key
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -47,6 +49,8 @@ class Server:
         self.root = Path(config.ui.knowledge_root)
         self.base = RAG(self.root / "index", config)
         self.jobs = Jobs()
+        self.public = PublicPaths(self.root, (Path.home(),))
+        self.uploads = 0  # uploads being received (counted on the event loop's thread)
         self._rags: dict[str, RAG] = {}
         self._lock = threading.Lock()
 
@@ -62,68 +66,38 @@ class Server:
             return self._rags[name]
 
     def names(self) -> list[str]:
-        """Every knowledge base's name."""
-        return [p.name for p in knowledge_bases(self.root, self.root / "index") if p.is_dir()]
+        """Every knowledge base's name (folders that are not one are left out)."""
+        names = []
+        for p in knowledge_bases(self.root, self.root / "index"):
+            try:
+                names.append(knowledge_base(self.root, p.name).name)
+            except LookupError:
+                continue
+        return names
+
+    def batch(self, rag: RAG, replace: bool) -> UploadBatch:
+        """A new upload into `rag`'s documents folder, under the [serve] limits."""
+        s = self.config.serve
+        return UploadBatch(rag.path, replace=replace, max_file_bytes=s.max_upload_mb * 1_000_000,
+                           max_files=s.max_upload_files, max_batch_bytes=s.max_request_mb * 1_000_000,
+                           quota_bytes=s.quota_mb * 1_000_000, min_free_bytes=s.min_free_disk_mb * 1_000_000)
 
 
-def _limit_for(config: Config, path: str) -> int:
-    if path.endswith("/documents"):
-        return config.ui.max_upload_mb * 1_000_000 * config.serve.max_upload_files + 1_000_000
-    return config.serve.max_request_kb * 1024
+def _body_limit(config: Config) -> Callable[[str], int]:
+    def limit(path: str) -> int:
+        if path.endswith("/documents"):
+            return config.serve.max_request_mb * 1_000_000
+        return config.serve.max_request_kb * 1024
+    return limit
 
 
-class _CountedBody:
-    """Counts request body bytes as they arrive, so a chunked body without Content-Length stops at
-    the same limit (413) instead of being read whole: past the limit the app sees the client go away,
-    its own reply is dropped, and the 413 goes out instead."""
-
-    def __init__(self, app, config: Config) -> None:
-        self.app, self.config = app, config
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        limit, seen, state = _limit_for(self.config, scope["path"]), 0, {"over": False, "started": False}
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                state["over"] = True
-                return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message):
-            if not state["over"]:
-                state["started"] = True
-                await send(message)
-
-        try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if not state["over"]:
-                raise
-        if state["over"] and not state["started"]:
-            await _error(413, f"request body over the limit of {limit} bytes", "request_too_large")(scope, receive, send)
-
-
-def _install_guards(app: FastAPI, server: Server) -> None:
-    """API keys on every route but /health; request bodies capped before they are read."""
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if request.url.path not in _OPEN and not authorised(request.headers.get("authorization"), server.keys):
-            return _error(401, "missing or wrong API key (send Authorization: Bearer <key>)", "authentication_error")
-        limit = _limit_for(server.config, request.url.path)
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(413, f"request body over the limit of {limit} bytes", "request_too_large")
-        return await call_next(request)
+def _install_handlers(app: FastAPI, server: Server) -> None:
+    """Every error in one JSON shape, with no server path in its message."""
 
     @app.exception_handler(StarletteHTTPException)  # also the router's own 404 / 405
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), "invalid_request_error" if exc.status_code < 500 else "server_error")
+        return _error(exc.status_code, server.public.text(str(exc.detail)),
+                      "invalid_request_error" if exc.status_code < 500 else "server_error")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -138,7 +112,7 @@ def _install_guards(app: FastAPI, server: Server) -> None:
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError):
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-        return _error(status, str(exc), type(exc).__name__)
+        return _error(status, server.public.text(str(exc)), type(exc).__name__)
 
 
 def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]:
@@ -159,9 +133,9 @@ def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]
     return question, history
 
 
-def _completion(answer: Answer, model: str, stream: bool) -> dict:
+def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -> dict:
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-            "answered": answer.answered, "citations": [c.to_dict() for c in answer.citations]}
+            "answered": answer.answered, "citations": [public.record(c.to_dict()) for c in answer.citations]}
     if stream:
         return {**base, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
@@ -169,7 +143,7 @@ def _completion(answer: Answer, model: str, stream: bool) -> dict:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}]}
 
 
-def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model: str) -> Iterator[str]:
+def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model: str, public: PublicPaths) -> Iterator[str]:
     """OpenAI-style server-sent events; the last chunk carries `answered` and `citations`. A failure
     mid-answer ends the stream with an error event (the partial text is not an answer)."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -186,9 +160,10 @@ def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model:
             yield event({"content": piece})
     except RagError as exc:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': type(exc).__name__, 'code': status}})}\n\n"
+        error = {"message": public.text(str(exc)), "type": type(exc).__name__, "code": status}
+        yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
         return
-    final = _completion(stream.answer, model, stream=True)
+    final = _completion(stream.answer, model, stream=True, public=public)
     final["id"], final["created"] = cid, created
     yield f"data: {json.dumps(final, ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"
@@ -207,9 +182,10 @@ def _chat_routes(app: FastAPI, server: Server) -> None:
         rag = server.rag(body.model)
         question, history = _question(body.messages, server.config.serve.max_question_chars)
         if body.stream:
-            return StreamingResponse(_sse(rag, question, history, body.top_k, body.model), media_type="text/event-stream")
+            return StreamingResponse(_sse(rag, question, history, body.top_k, body.model, server.public),
+                                     media_type="text/event-stream")
         answer = await run_in_threadpool(rag.ask, question, body.top_k, None, history)
-        return _completion(answer, body.model, stream=False)
+        return _completion(answer, body.model, stream=False, public=server.public)
 
     @app.post("/v1/search")
     async def search(body: SearchRequest) -> dict:
@@ -218,20 +194,35 @@ def _chat_routes(app: FastAPI, server: Server) -> None:
         if len(body.query) > server.config.serve.max_question_chars:
             raise HTTPException(413, f"the query is {len(body.query)} characters; the limit is {server.config.serve.max_question_chars}")
         hits = await run_in_threadpool(rag.search, body.query, body.top_k)
-        return {"object": "list", "data": [h.to_dict() for h in hits]}
+        return {"object": "list", "data": [server.public.record(h.to_dict()) for h in hits]}
 
 
-async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
-    data = await file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise HTTPException(413, f"{file.filename}: over the upload limit of {max_bytes / 1e6:.0f} MB")
-    return data
+def _kb_entry(server: Server, name: str) -> dict:
+    """A knowledge base in the list: its name and document count, or why it cannot be read."""
+    try:
+        return {"name": name, "documents": len(server.rag(name).documents())}
+    except RagError as exc:
+        return {"name": name, "documents": None, "error": server.public.text(str(exc))}
+
+
+async def _upload(server: Server, rag: RAG, request: Request, replace: bool) -> list[Path]:
+    """Receive one multipart upload into `rag` (the knowledge base and key were checked before any of
+    the body was read); at most [serve] max_concurrent_uploads at once."""
+    if server.uploads >= server.config.serve.max_concurrent_uploads:
+        raise HTTPException(429, f"{server.uploads} uploads are being received; try again when one has finished")
+    server.uploads += 1
+    try:
+        return await receive_upload(request.headers.get("content-type", ""), request.stream(), server.batch(rag, replace))
+    except UploadRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
+    finally:
+        server.uploads -= 1
 
 
 def _kb_routes(app: FastAPI, server: Server) -> None:
     @app.get("/v1/knowledge_bases")
     async def list_kbs() -> dict:
-        return {"object": "list", "data": [{"name": n, "documents": len(server.rag(n).documents())} for n in server.names()]}
+        return {"object": "list", "data": [_kb_entry(server, n) for n in server.names()]}
 
     @app.post("/v1/knowledge_bases", status_code=201)
     async def create_kb(body: CreateKnowledgeBase) -> dict:
@@ -242,19 +233,11 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         return {"name": folder.name}
 
     @app.post("/v1/knowledge_bases/{name}/documents", status_code=202)
-    async def upload(name: str, files: list[UploadFile] = File(...)) -> dict:
-        """Save the files (names sanitised, sizes checked) and ingest them in a background job."""
+    async def upload(name: str, request: Request, replace: bool = False) -> dict:
+        """Save the files of the multipart field `files` (all or none; an existing name only with
+        ?replace=true) and ingest them in a background job."""
         rag = server.rag(name)
-        if len(files) > server.config.serve.max_upload_files:
-            raise HTTPException(413, f"{len(files)} files; the limit is {server.config.serve.max_upload_files} per request")
-        saved = []
-        for f in files:
-            data = await _read_upload(f, server.config.ui.max_upload_mb * 1_000_000)
-            try:
-                saved.append(await run_in_threadpool(save_upload, rag.path, f.filename or "", data,
-                                                     server.config.ui.max_upload_mb * 1_000_000))
-            except ValueError as exc:
-                raise HTTPException(400, f"{f.filename}: {exc}") from exc
+        saved = await _upload(server, rag, request, replace)
         job = server.jobs.submit(name, lambda progress: rag.ingest([rag.path / DOCUMENTS], progress=progress))
         return {"job": job.id, "files": [p.name for p in saved]}
 
@@ -263,25 +246,28 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         found = server.jobs.get(job_id)
         if found is None:
             raise HTTPException(404, f"no job {job_id!r}")
-        return found.to_dict()
+        data = found.to_dict()
+        return {**data, "error": server.public.text(data["error"]),
+                "report": data["report"] and server.public.report(data["report"])}
 
     @app.get("/v1/knowledge_bases/{name}/documents")
     async def documents(name: str) -> dict:
-        return {"object": "list", "data": [d.to_dict() for d in server.rag(name).documents()]}
+        return {"object": "list", "data": [server.public.record(d.to_dict()) for d in server.rag(name).documents()]}
 
-    @app.delete("/v1/knowledge_bases/{name}/documents/{document}")
+    @app.delete("/v1/knowledge_bases/{name}/documents/{document:path}")
     async def delete(name: str, document: str) -> dict:
-        """Remove an uploaded document (by its file name) from the index and from the folder."""
+        """Remove an uploaded document (by its name in the knowledge base) from the index and the folder:
+        the entry itself, never what a link points to."""
         rag = server.rag(name)
         try:
-            clean = safe_name(document)
-        except ValueError:
-            clean = ""
-        target = (rag.path / DOCUMENTS / clean).resolve()
-        if not clean or clean != document or str(target) not in {d.source for d in rag.documents()}:
+            entry = document_entry(rag.path, document)
+        except LookupError as exc:
+            raise HTTPException(404, f"no document {document!r} in {name!r}") from exc
+        sources = {d.source for d in rag.documents()} & {str(entry), str(entry.resolve())}
+        if not sources:
             raise HTTPException(404, f"no document {document!r} in {name!r}")
-        await run_in_threadpool(rag.remove, [str(target)])
-        target.unlink(missing_ok=True)
+        await run_in_threadpool(rag.remove, sorted(sources))
+        remove_entry(entry)
         return {"deleted": document}
 
 
@@ -297,8 +283,8 @@ def create_app(config: Config, keys: frozenset[str] = frozenset()) -> FastAPI:
     app = FastAPI(title="ragapp", version="0.1.0", description="Answers from your own documents, with citations.",
                   lifespan=lifespan)
     app.state.server = server
-    _install_guards(app, server)
-    app.add_middleware(_CountedBody, config=config)
+    _install_handlers(app, server)
+    app.add_middleware(Guard, config=config.serve, keys=keys, body_limit=_body_limit(config))
 
     @app.get("/health")
     async def health() -> dict:

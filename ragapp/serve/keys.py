@@ -11,15 +11,29 @@ from ragapp.config import ServeConfig
 from ragapp.errors import ConfigError
 from ragapp.net import is_loopback
 
+# A key shorter than this is guessable by a page that tries keys from the user's browser.
+MIN_KEY_CHARS = 16
+
+
+def _key_file_lines(path: str) -> list[str]:
+    """The keys of a key file: one per line; blank lines and lines starting with # are not keys."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror or exc}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
 
 def api_keys(config: ServeConfig, host: str) -> frozenset[str]:
-    """The accepted keys; ConfigError when `host` is not loopback and there are none."""
+    """The accepted keys; ConfigError when `host` is not loopback and there are none, or a key is too short."""
     keys = {k.strip() for k in os.environ.get(config.api_keys_env, "").split(",") if k.strip()}
     if config.key_file:
-        try:
-            keys |= {line.strip() for line in Path(config.key_file).read_text(encoding="utf-8").splitlines() if line.strip()}
-        except OSError as exc:
-            raise ConfigError(f"cannot read the key file {config.key_file}: {exc.strerror or exc}") from exc
+        keys |= set(_key_file_lines(config.key_file))
+    short = [k for k in keys if len(k) < MIN_KEY_CHARS]
+    if short:
+        raise ConfigError(f"{len(short)} API key(s) in {config.api_keys_env}{' or ' + config.key_file if config.key_file else ''} "
+                          f"shorter than {MIN_KEY_CHARS} characters; use long random keys (python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))')")
     if not keys and not is_loopback(host):
         raise ConfigError(f"--host {host} makes the API reachable from other machines: set API keys in "
                           f"{config.api_keys_env} (comma-separated) or a key file first (or keep 127.0.0.1)")
@@ -27,10 +41,12 @@ def api_keys(config: ServeConfig, host: str) -> frozenset[str]:
 
 
 def authorised(header: str | None, keys: frozenset[str]) -> bool:
-    """True when no keys are configured (loopback only) or the Bearer key is one of them."""
+    """True when no keys are configured (loopback only) or the Bearer key is one of them (the scheme
+    compared case-insensitively, as HTTP says)."""
     if not keys:
         return True
-    if not header or not header.startswith("Bearer "):
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
         return False
-    given = header.removeprefix("Bearer ").strip().encode()
-    return any(hmac.compare_digest(given, k.encode()) for k in keys)
+    secret = given.strip().encode()
+    return any(hmac.compare_digest(secret, k.encode()) for k in keys)

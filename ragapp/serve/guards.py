@@ -1,0 +1,125 @@
+"""What every request passes before a route sees it: the Host it was sent to, the page it came from,
+the API key, and the size of its body (counted as it arrives, so nothing over the limit is read).
+
+Browsers let any web page the user visits send "simple" requests (a form POST, a multipart upload)
+to 127.0.0.1, and DNS rebinding lets a page read the replies of any route. A Host that is not this
+server's name and an Origin that is not this server's own page are therefore refused, with or
+without API keys (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from ragapp.config import ServeConfig
+from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
+from ragapp.serve.keys import authorised
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN = ("/health",)  # served without a key
+_WILDCARD = ("0.0.0.0", "::", "[::]", "")
+
+
+def error_body(status: int, message: str, kind: str) -> bytes:
+    """Every error, one shape: {"error": {"message", "type", "code"}} (as OpenAI clients expect)."""
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}, ensure_ascii=False).encode()
+
+
+def allowed_hosts(config: ServeConfig, keyed: bool) -> frozenset[str] | None:
+    """The Host names this server answers to (None: any). Without keys only loopback names (a
+    rebound DNS name reaches 127.0.0.1 too); with keys on all interfaces, any name unless listed."""
+    names = LOOPBACK_NAMES | {h.lower() for h in config.allowed_hosts}
+    if keyed and not is_loopback(config.host):
+        if config.host in _WILDCARD and not config.allowed_hosts:
+            return None
+        names |= {f"[{config.host}]" if ":" in config.host else config.host.lower()}
+    return frozenset(names)
+
+
+def origin_allowed(origin: str, host: str, config: ServeConfig) -> bool:
+    """True for this server's own pages (the Origin names the Host asked for) or a configured origin."""
+    origin = origin.strip().lower().rstrip("/")
+    if origin in {o.lower().rstrip("/") for o in config.allowed_origins}:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == host.strip().lower() and not parts.path
+
+
+class Guard:
+    """The ASGI layer that checks Host, Origin, key and body size, in that order, before the app."""
+
+    def __init__(self, app: ASGIApp, config: ServeConfig, keys: frozenset[str],
+                 body_limit: Callable[[str], int]) -> None:
+        self.app, self.config, self.keys, self.body_limit = app, config, keys, body_limit
+        self.hosts = allowed_hosts(config, bool(keys))
+
+    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        """(status, message, type) for a request that goes no further, or None."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if self.hosts is not None and host_name(host) not in self.hosts:
+            return (403, f"Host {host!r} is not a name of this server (accepted: {', '.join(sorted(self.hosts))}; "
+                         "add yours to [serve] allowed_hosts)", "forbidden_host")
+        origin = headers.get("origin")
+        if origin is not None and not origin_allowed(origin, host, self.config):
+            return (403, f"requests from the web page at {origin!r} are refused (only this server's own pages and "
+                         "[serve] allowed_origins may call it)", "forbidden_origin")
+        if scope["path"] not in OPEN and not authorised(headers.get("authorization"), self.keys):
+            return 401, "missing or wrong API key (send Authorization: Bearer <key>)", "authentication_error"
+        length, limit = headers.get("content-length"), self.body_limit(scope["path"])
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return 413, f"request body over the limit of {limit} bytes", "request_too_large"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refused = self.refusal(scope)
+        if refused is not None:
+            return await _reply(send, *refused)
+        await _counted(self.app, scope, receive, send, self.body_limit(scope["path"]))
+
+
+async def _reply(send: Send, status: int, message: str, kind: str) -> None:
+    body = error_body(status, message, kind)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _counted(app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """Run the app with its body counted as it arrives, so a chunked body without Content-Length stops
+    at the same limit (413) instead of being read whole: past the limit the app sees the client go
+    away, its own reply is dropped, and the 413 goes out instead."""
+    seen, state = 0, {"over": False, "started": False}
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            state["over"] = True
+            return {"type": "http.disconnect"}
+        return message
+
+    async def guarded(message: Message) -> None:
+        if not state["over"]:
+            state["started"] = True
+            await send(message)
+
+    try:
+        await app(scope, counted, guarded)
+    except Exception:
+        if not state["over"]:
+            raise
+    if state["over"] and not state["started"]:
+        await _reply(send, 413, f"request body over the limit of {limit} bytes", "request_too_large")

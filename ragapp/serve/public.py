@@ -1,0 +1,59 @@
+"""Server paths as API clients see them: a document by its name in the knowledge base, never the
+server's folders (an absolute path tells a caller where the user keeps things and who they are)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ragapp.knowledge import DOCUMENTS
+
+# An absolute path inside a message: a slash after a start, a space, a quote or "=" / ":" / "(",
+# then path characters (spaces end it; the known folders are replaced whole first).
+_ABSOLUTE = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=:]))/[^\s'\"()<>,;]+")
+
+
+class PublicPaths:
+    """Maps the server's paths to the names a client may see."""
+
+    def __init__(self, root: Path, private: tuple[Path, ...] = ()) -> None:
+        self.root = root.resolve()
+        # Folders replaced whole (names with spaces included), longest first: "ROOT/" → "", "HOME/" → "~/".
+        spellings = {str(root): "", str(self.root): "", **{str(p): "~/" for p in private}}
+        self._prefixes = sorted(((k + "/", v) for k, v in spellings.items()), key=lambda kv: -len(kv[0]))
+
+    def name(self, path: str) -> str:
+        """A document's name relative to its knowledge base's documents/ folder; another file under the
+        knowledge root relative to the root; anything else by its last name."""
+        p = Path(path)
+        try:
+            rel = p.resolve().relative_to(self.root).parts if p.is_absolute() else None
+        except (ValueError, OSError):
+            rel = None
+        if not rel:
+            return p.name
+        if len(rel) > 2 and rel[1] == DOCUMENTS:
+            return "/".join(rel[2:])
+        return "/".join(rel)
+
+    def text(self, message: str) -> str:
+        """A message with every absolute path made public."""
+        for prefix, replacement in self._prefixes:
+            message = message.replace(prefix, replacement)
+        return _ABSOLUTE.sub(lambda m: self.name(m.group(0)), message)
+
+    def record(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A hit, citation or document dict with its `source` made public."""
+        return {**data, "source": self.name(data["source"])} if "source" in data else data
+
+    def report(self, data: dict[str, Any]) -> dict[str, Any]:
+        """An ingest report with its paths and reasons made public."""
+        out = dict(data)
+        for key in ("added", "updated", "unchanged", "removed"):
+            if isinstance(out.get(key), list):
+                out[key] = [self.name(p) for p in out[key]]
+        for key in ("failed", "warnings"):
+            if isinstance(out.get(key), list):
+                out[key] = [{"path": self.name(f["path"]), "reason": self.text(f["reason"])} for f in out[key]]
+        return out
