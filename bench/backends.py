@@ -104,7 +104,7 @@ def one(kind: str, index: str) -> dict:
 
 def _prompt_tokens(rag, tok, question: str) -> int:
     from ragapp.prompt import build_prompt
-    from ragapp.rerank import prompt_passages
+    from ragapp.refusal import prompt_passages
     from ragapp.text import detect_language
 
     pc = rag.config.prompt
@@ -144,8 +144,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rows = r["rows"]
-        pct = lambda key, q: float(np.percentile([x[key] for x in rows], q)) / 1000
-        med = lambda key: statistics.median(x[key] for x in rows)
+        def pct(key, q):
+            return float(np.percentile([x[key] for x in rows], q)) / 1000
+        def med(key):
+            return statistics.median(x[key] for x in rows)
         print(f"| {r['kind']} | {r['load_s']:.1f} | {pct('total_ms', 50):.2f} | {pct('total_ms', 95):.2f} | "
               f"{pct('first_ms', 50):.2f} | {med('prefill_tps'):.0f} | {med('decode_tps'):.1f} | {med('prompt_tokens'):.0f} | "
               f"{r['peak_mb']:.0f} |")

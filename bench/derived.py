@@ -68,9 +68,9 @@ def _derived(rag, index) -> None:
 
 def main() -> None:
     from ragapp import RAG
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
-    rag, index = RAG(SOURCE), Index.open(SOURCE)
+    rag, index = RAG(SOURCE), LocalReader.open(SOURCE)
     print(f"\nEmbedding throughput, {rag.config.ingest_threads} threads; {machine()}")
     print("| texts | n | tokens | s | tokens/s |\n|---|---|---|---|---|")
     _throughput(rag, index)

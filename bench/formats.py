@@ -37,8 +37,8 @@ def cer(text: str, truth: str) -> float:
 
 
 def ocr(args) -> None:
-    from ragapp.load import load_file
     from ragapp.config import IngestConfig
+    from ragapp.load import load_file
 
     truth = (OCR_DIR / "linn.txt").read_text(encoding="utf-8")
     print(f"\nOCR (RapidOCR PP-OCRv6 small, rendered at 200 dpi, one page per child process); {machine()}")

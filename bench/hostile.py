@@ -25,9 +25,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench.common import EVAL, machine  # noqa: E402
 from pdfwriter import write_flate_pdf, write_pdf  # noqa: E402
 from privileges import without_file_override  # noqa: E402
+
+from bench.common import EVAL, machine  # noqa: E402
 
 ZH = "长城是中国古代的军事防御工程，总长度为21196.18千米。"
 EN = "The lighthouse on Kestrel Point was built in 1874 by Mary Alden."
@@ -128,7 +129,7 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
     locked = add("fs/locked.txt", "unreadable file (mode 000)", None, b"secret")
     locked.chmod(0)
     add("fs/名字 with spaces 'and' \"quotes\".md", "name with Chinese, spaces and quotes", "What colour is the kite?",
-        "The kite is bright orange.\n".encode())
+        b"The kite is bright orange.\n")
     add("fs/.hidden.md", "hidden file", None, b"hidden text")
     add("fs/.notes.md.swp", "editor swap file", None, b"swap")
     add("fs/notes.md~", "editor backup file", None, b"backup")
@@ -140,9 +141,8 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
 def _office_and_scans(folder: Path, items: dict, add) -> None:
     """Every file of ../shared/eval/ocr (copied into the temporary folder only), and broken Office,
     EPUB, e-mail and image files."""
-    from PIL import Image
-
     from officefiles import encrypted_xlsx, write_docx, write_pptx, zip_bomb
+    from PIL import Image
 
     scans = {"linn.pdf": ("scanned page, no text layer (OCR)", "How many notes does one LinnSequencer disk hold?"),
              "skew.pdf": ("the scan placed skewed (OCR)", None), "rotated_skew.pdf": ("the scan rotated and skewed (OCR)", None),

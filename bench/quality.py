@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import EVAL, OUT, contains_answer, doc_ranking, jsonl, machine, ndcg_at, qrels, recall_at, write_corpus  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.config import Config  # noqa: E402
+from ragapp.records import Query  # noqa: E402
 from ragapp.retrieve import hybrid_search  # noqa: E402
 from ragapp.text import detect_language  # noqa: E402
-from ragapp.types import Query  # noqa: E402
 
 
 def build(name: str, rows: list[dict], exclude: set[str] = frozenset(), config: Config | None = None) -> RAG:
@@ -117,7 +117,7 @@ def recall(args) -> None:
 
 def tokenizers(args) -> None:
     from ragapp.bm25 import BM25Index
-    from ragapp.tokenize import Tokenizer
+    from ragapp.terms import Tokenizer
 
     cm = EVAL / "cmrc2018_dev"
     corpus = jsonl(cm / "corpus.jsonl")

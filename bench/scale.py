@@ -40,9 +40,9 @@ def _path(chunks: int) -> Path:
 
 def _sentences(tokenizer) -> tuple[list[str], np.ndarray, list[list[str]]]:
     """Every distinct sentence of the SciFact index, its stored vector and its BM25 terms."""
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
-    index = Index.open(SOURCE)
+    index = LocalReader.open(SOURCE)
     texts, rows = {}, []
     for row, chunk, _ in index.rows():
         vectors = index.chunk_sentence_vectors(row)
@@ -59,7 +59,7 @@ def build(args) -> None:
     from ragapp import RAG
     from ragapp.index.manifest import FileRecord, Manifest, text_hash
     from ragapp.index.writer import GenerationWriter
-    from ragapp.types import Chunk
+    from ragapp.records import Chunk
 
     path = _path(args.chunks)
     if (path / "manifest.json").exists():
@@ -110,7 +110,7 @@ def _open_child(path: str) -> None:
 
     before = _rss_mb()
     t0 = time.perf_counter()
-    index = reader.Index.open(path)
+    index = reader.LocalReader.open(path)
     secs = time.perf_counter() - t0
     print(f"{len(index):,} chunks: opened in {secs:.2f} s; resident {_rss_mb():.0f} MB "
           f"(+{_rss_mb() - before:.0f} MB for the index; process peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
@@ -118,7 +118,8 @@ def _open_child(path: str) -> None:
 
 def open_(args) -> None:
     path = _path(args.chunks)
-    print(f"\nOpening {path.name}, three fresh processes one after the other (Index.open with its checks; the embedder is not loaded); {machine()}")
+    print(f"\nOpening {path.name}, three fresh processes one after the other (LocalReader.open with its checks; "
+          f"the embedder is not loaded); {machine()}")
     for _ in range(3):
         subprocess.run([sys.executable, __file__, "_open", str(path)], check=True)
 
@@ -208,12 +209,12 @@ def recall(args) -> None:
 
     from ragapp import RAG
     from ragapp.index import dense
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
     faiss.omp_set_num_threads(1)
     rag = RAG(SOURCE)
     queries = rag.embedder.embed_queries([r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")][:300])
-    source = Index.open(SOURCE)
+    source = LocalReader.open(SOURCE)
     real = np.concatenate([np.asarray(source.dense.vectors), np.asarray(source.sentence_vectors, dtype=np.float32)])
     print(f"\nPQ codes (4 bits, 2 dimensions a code) + exact re-score against exact search, top 50 of {len(queries)} "
           f"SciFact queries; cells: recall@10 / recall@50 (median ms a query, 1 thread) by candidates re-scored; {machine()}")
@@ -223,7 +224,7 @@ def recall(args) -> None:
         _recall(np.ascontiguousarray(real), queries, "real: SciFact chunk and sentence vectors", Path(tmp))
         path = _path(args.chunks)
         if (path / "manifest.json").exists():
-            big = Index.open(path)
+            big = LocalReader.open(path)
             _recall(np.ascontiguousarray(big.dense.vectors), queries, f"synthetic ({path.name})", Path(tmp))
 
 

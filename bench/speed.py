@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,8 +112,8 @@ def split(args) -> None:
     and the batch call behind the count cache; distinct SciFact text and one repeated paragraph."""
     from ragapp.config import Config
     from ragapp.embed import SentenceTransformerEmbedder
+    from ragapp.records import Page
     from ragapp.split import split_page
-    from ragapp.types import Page
 
     config = Config()
     embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)

@@ -1,6 +1,6 @@
 """Ingest front end: the `ragapp ingest` command (registered under the "ragapp.commands" entry
 point group; also `python -m ingest`), progress bars on stderr (hidden when not a terminal) and
-the closing summary. The pipeline itself is ragapp.pipeline."""
+the closing summary. The pipeline itself is ragapp.ingestion."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ragapp.cli import config_option, index_option, open_rag
 from ragapp.display import shown_path
-from ragapp.types import IngestReport
+from ragapp.records import IngestReport
 
 
 def run_ingest(rag, paths: Sequence[str], rebuild: bool = False, wait: bool = True, out=sys.stderr) -> IngestReport:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ragapp.version import __version__
 
 # Lazy: `import ragapp` stays quick; torch, transformers and faiss load when first used.
 _WHERE = {
     "RAG": "ragapp.rag", "AnswerStream": "ragapp.rag", "Config": "ragapp.config", "Turn": "ragapp.conversation",
-    "Answer": "ragapp.types", "Citation": "ragapp.types", "Chunk": "ragapp.types", "Hit": "ragapp.types",
-    "IngestReport": "ragapp.types", "DocumentInfo": "ragapp.types", "IndexInfo": "ragapp.types",
+    "Answer": "ragapp.records", "Citation": "ragapp.records", "Chunk": "ragapp.records", "Hit": "ragapp.records",
+    "IngestReport": "ragapp.records", "DocumentInfo": "ragapp.records", "IndexInfo": "ragapp.records",
     "Embedder": "ragapp.embed", "Generator": "ragapp.generate", "Reranker": "ragapp.rerank",
     "IndexBackend": "ragapp.index", "IndexReader": "ragapp.index", "IndexWriter": "ragapp.index",
     "LocalIndex": "ragapp.index", "is_index_folder": "ragapp.index",
@@ -34,14 +34,25 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from ragapp.config import Config
     from ragapp.conversation import Turn
     from ragapp.embed import Embedder
-    from ragapp.errors import (ConfigError, DocumentError, IndexCorruptError, IndexLockedError, IndexMismatchError,
-                               IndexNotFoundError, IndexWriteError, ModelNotAvailableError, ModelServerError,
-                               NoDocumentsError, NotAnIndexError, RagError)
+    from ragapp.errors import (
+        ConfigError,
+        DocumentError,
+        IndexCorruptError,
+        IndexLockedError,
+        IndexMismatchError,
+        IndexNotFoundError,
+        IndexWriteError,
+        ModelNotAvailableError,
+        ModelServerError,
+        NoDocumentsError,
+        NotAnIndexError,
+        RagError,
+    )
     from ragapp.generate import Generator
     from ragapp.index import IndexBackend, IndexReader, IndexWriter, LocalIndex, is_index_folder
     from ragapp.rag import RAG, AnswerStream
+    from ragapp.records import Answer, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
     from ragapp.rerank import Reranker
-    from ragapp.types import Answer, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
 
 
 def __getattr__(name: str):

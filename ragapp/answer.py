@@ -1,34 +1,12 @@
-"""Answer assembly: recognise a model's refusal and pick the citations that support an answer."""
+"""Answer assembly: the citations that support an answer (whether it is one: ragapp/refusal.py)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from ragapp.prompt import FALLBACK
-from ragapp.tokenize import Tokenizer
-from ragapp.types import Citation, Hit
-
-_REFUSAL = re.compile(
-    r"cannot answer|can ?not be answered|can't answer|unable to answer|not able to answer|"
-    r"(does not|doesn't|do not|don't) (contain|mention|provide|include|say|specify|state)|"
-    r"(is|are) not (mentioned|provided|specified|stated|given|included)|no information (about|on|regarding)|"
-    r"not enough information|insufficient information|"
-    r"无法回答|无法从|不能回答|没有提到|没有提及|未提及|未提到|没有相关|无相关|未提供|没有提供|无法确定|无法得知|不知道",
-    re.IGNORECASE,
-)
-
-
-def is_refusal(text: str) -> bool:
-    """True when a model's answer says the documents do not hold the answer."""
-    return not text.strip() or _REFUSAL.search(text) is not None
-
-
-def fallback(language: str) -> str:
-    """The exact refusal sentence for a language."""
-    return FALLBACK.get(language, FALLBACK["en"])
-
+from ragapp.records import Citation, Hit
+from ragapp.terms import Tokenizer
 
 # A hit is cited when one of its sentences holds at least this share of the answer's information
 # that the best sentence holds (design choice; tests/test_rag.py checks citations on the samples).
@@ -79,30 +57,3 @@ def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:
     return Citation(source=hit.chunk.source, page=hit.chunk.page, start=hit.chunk.start + a, end=hit.chunk.start + b,
                     score=float(score), chunk_id=hit.chunk.id, quote=quote[:QUOTE_CHARS], chunk_text=hit.chunk.text, span=(a, b),
                     label=hit.chunk.label, ocr=hit.chunk.ocr)
-
-
-# A refusal is recognised from its first words: text shorter than this is held back in a stream.
-_HOLD_BACK_CHARS = 24
-
-
-class HeldBack:
-    """Model output passed on as it comes, except while it could still turn out to be a refusal:
-    a stream never shows half a hallucinated sentence before the fallback replaces it."""
-
-    def __init__(self) -> None:
-        self.pieces: list[str] = []
-        self.emitted = 0
-
-    def feed(self, piece: str) -> str:
-        """Add a piece of model output; returns what may be shown now ("" while held back)."""
-        self.pieces.append(piece)
-        text = "".join(self.pieces)
-        if len(text) < _HOLD_BACK_CHARS or is_refusal(text):
-            return ""
-        shown, self.emitted = text[self.emitted :], len(text)
-        return shown
-
-    @property
-    def text(self) -> str:
-        """Everything the model said, stripped."""
-        return "".join(self.pieces).strip()

@@ -72,7 +72,8 @@ class BM25Index:
                  vocab: dict[str, int], counts: sparse.csr_matrix | Path) -> None:
         if isinstance(weights, sparse.csc_matrix):
             weights = (weights.indptr, weights.indices, weights.data, weights.shape[0])
-        colptr, rows, data, self._docs = weights
+        colptr, rows, data, docs = weights
+        self._docs: int = docs
         # One dtype each, so the kernel is compiled once (the saved arrays already have them: no copy).
         self._colptr, self._rows, self._weights = (x if x.dtype == t else x.astype(t) for x, t in
                                                    ((colptr, np.int64), (rows, np.int32), (data, np.float64)))
@@ -109,10 +110,10 @@ class BM25Index:
             a, b = self._colptr[self.vocab[term]], self._colptr[self.vocab[term] + 1]
             rows.append(self._rows[a:b])
             weights.append(self._weights[a:b] * mult)
-        rows = np.concatenate(rows)
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):  # files read lazily: checked as used
+        found = np.concatenate(rows)
+        if len(found) and (found.min() < 0 or found.max() >= len(self)):  # files read lazily: checked as used
             raise ValueError("a BM25 column names a row outside the index")
-        return np.bincount(rows, weights=np.concatenate(weights), minlength=len(self))
+        return np.bincount(found, weights=np.concatenate(weights), minlength=len(self))
 
     def term_idf(self, term: str) -> float:
         """IDF of a term (0 for a term the index has never seen)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ragapp.display import shown_path
+from ragapp.display import print_sources, shown_path
 from ragapp.errors import RagError
 
 DEFAULT_INDEX = "data/index"
@@ -138,16 +138,6 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
     click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
 
 
-def print_sources(citations: list[dict]) -> None:
-    """The numbered sources under an answer: where, character range, quote."""
-    if citations:
-        click.echo("\nSources:")
-    for n, c in enumerate(citations, start=1):
-        where = shown_path(c["source"]) + (f", {c['place']}" if c.get("place") else "")
-        quote = " ".join(c["quote"].split())
-        click.echo(f"  [{n}] {where} (chars {c['start']}-{c['end']}): \"{quote}\"")
-
-
 @main.command()
 @click.argument("query")
 @index_option
@@ -166,7 +156,8 @@ def search(query, index, config_path, top_k, embed_model, as_json) -> None:
         click.echo("no matching passages")
     for n, h in enumerate(hits, start=1):
         where = shown_path(h.chunk.source) + (f", {h.chunk.place}" if h.chunk.place else "")
-        fmt = lambda v, spec: "-" if v is None else format(v, spec)
+        def fmt(v, spec):
+            return "-" if v is None else format(v, spec)
         click.echo(f"{n:>2}. {where}  bm25 #{fmt(h.bm25_rank, 'd')} {fmt(h.bm25_score, '.2f')} | dense #{fmt(h.dense_rank, 'd')} "
                    f"{fmt(h.dense_score, '.3f')} | fused {fmt(h.fused_score, '.4f')} | rerank {fmt(h.rerank_score, '.3f')}")
         click.echo(f"    \"{' '.join(h.support_text.split())[:200]}\"")
@@ -199,7 +190,7 @@ def info(index, config_path, as_json) -> None:
 @click.option("--host", default=None, help="Address to serve on (default 127.0.0.1). Anything but loopback needs API keys.")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--knowledge-root", default=None, type=click.Path(file_okay=False),
-              help="Folder whose sub-folders are the knowledge bases (default: [ui] knowledge_root, data).")
+              help="Folder whose sub-folders are the knowledge bases (default: [serve] knowledge_root, data).")
 def serve(config_path, host, port, knowledge_root) -> None:
     """Start the HTTP API: OpenAI-compatible chat with citations, search, knowledge bases (docs at /docs)."""
     import uvicorn
@@ -208,7 +199,7 @@ def serve(config_path, host, port, knowledge_root) -> None:
     from ragapp.runtime import prepare_environment
     from ragapp.serve import api_keys, create_app
 
-    config = Config.load(config_path, serve__host=host, serve__port=port, ui__knowledge_root=knowledge_root)
+    config = Config.load(config_path, serve__host=host, serve__port=port, serve__knowledge_root=knowledge_root)
     prepare_environment(config.threads)
     keys = api_keys(config.serve, config.serve.host)
     click.echo(f"ragapp API on http://{config.serve.host}:{config.serve.port} (docs at /docs; "

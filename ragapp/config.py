@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,9 @@ class IngestConfig:
     # A symlinked file whose target lies outside the folder being ingested is skipped and reported
     # unless this is on (`ragapp ingest --follow-symlinks`). Symlinked folders are never followed.
     follow_symlinks: bool = False
-    # PDFs are parsed in a child process with these limits, so a hostile file cannot take the
-    # machine: wall time, address space, pages and extracted characters per file. OCR of a large page
-    # peaks at ~1.3 GB resident, and onnxruntime failed to allocate (bad_alloc) under a 2048 MB address
-    # space on a 30-inch page of ../shared/eval/ocr/multipage.pdf; 2560 and 3072 MB passed every time.
+    # Untrusted files are parsed in a child process with these limits, so a hostile file cannot take the
+    # machine: wall time, address space, pages and extracted characters per file. The memory limit leaves
+    # OCR of a large page room (docs/configuration.md, "Measured defaults").
     pdf_timeout_s: float = 300.0
     pdf_memory_mb: int = 3072
     pdf_max_pages: int = 10_000
@@ -68,10 +67,8 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         _check(self.chunk_size >= 16, f"chunk_size must be at least 16 tokens. Currently, it is {self.chunk_size}")
-        _check(
-            0 <= self.chunk_overlap < self.chunk_size,
-            f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}). Currently, it is {self.chunk_overlap}",
-        )
+        _check(0 <= self.chunk_overlap < self.chunk_size,
+               f"chunk_overlap must be >= 0 and < chunk_size ({self.chunk_size}). Currently, it is {self.chunk_overlap}")
 
 
 @dataclass(frozen=True)
@@ -82,15 +79,12 @@ class EmbedConfig:
     model: str = "multilingual-e5-small"
     batch_size: int = 16
     # How the in-process model computes: "int8" (every linear layer of the encoder in int8, activations
-    # scaled per token: ingest and query encode 2x faster than float32 here, SciFact nDCG@10 and the
-    # refusal calibration unchanged), "float32", or "bfloat16" (about twice as fast as float32 on CPUs
-    # with AMX or AMD Zen 4, slower on Intel AVX-512 without AMX). bench/speed.py ingest, bench/quality.py
-    # retrieval --dtype, bench/calibrate.py --dtype; README "Ingest speed".
+    # scaled per token), "float32", or "bfloat16" (fast only on CPUs with AMX or AMD Zen 4). Speed and
+    # quality of each: docs/benchmarks.md, "Ingest and scale".
     dtype: str = "int8"
     # Sentence vectors for the reranker: "separate" (each sentence encoded on its own, a second pass) or
-    # "pooled" from the chunk's own token embeddings in the same pass: ingest 2x faster, SciFact nDCG@10
-    # the same, but the refusal signal weaker (SQuAD ROC AUC 0.845 -> 0.797), so not the default. README
-    # "Ingest speed". Shapes the index (recorded in the manifest, checked when an ingest adds to it).
+    # "pooled" from the chunk's own token embeddings in the same pass: a faster ingest but a weaker
+    # refusal signal, so not the default (docs/benchmarks.md). Shapes the index (recorded in the manifest).
     sentence_vectors: str = "separate"
     max_seq_length: int = 512
     # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of a server the
@@ -159,7 +153,7 @@ class RerankConfig:
     timeout_s: float = 60.0
     max_retries: int = 2
     # Refuse without calling the LLM when the best rerank score is below this. None: the value
-    # calibrated for the embedding model in use (see README), or no threshold when none is known.
+    # calibrated for the embedding model in use (ragapp/refusal.py), or no threshold when none is known.
     min_score: float | None = None
 
     def __post_init__(self) -> None:
@@ -174,15 +168,14 @@ class RerankConfig:
 class PromptConfig:
     """How much retrieved text goes into the prompt."""
 
-    # Measured with the packaged 0.5B model (README, "prompt size"): 2 passages within 350 tokens answer
-    # more questions right than 4 within 900 (SQuAD 0.55 vs 0.49, CMRC 0.58 vs 0.49) in half the time.
+    # A small model answers more questions right from two short passages than from four long ones, in
+    # half the time (docs/benchmarks.md, "Prompt size against answer quality").
     max_context_tokens: int = 350
     max_chunks: int = 2
     # Sentences either side of each passage's supporting sentence to show the model; 0 = the whole chunk.
     window: int = 0
-    # Passages after the first that score below the refusal threshold (the calibrated
-    # `min_score`: by the same calibration they do not hold the answer) are left out of the prompt.
-    # Measured in the README ("prompt size"): a shorter prompt, answered sooner.
+    # Passages after the first that score below the refusal threshold (by the same calibration they do
+    # not hold the answer) are left out of the prompt: a shorter prompt, answered sooner.
     drop_below_threshold: bool = True
 
 
@@ -196,8 +189,8 @@ class GenerateConfig:
     backend "transformers" and "llama-cpp" run the model in this process; "openai" asks any
     OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, Xinference, ...)."""
 
-    # "auto": llama-cpp when llama-cpp-python is installed and the model is a GGUF (measured faster,
-    # see README), else transformers.
+    # "auto": llama-cpp when llama-cpp-python is installed and the model is a GGUF (faster and lighter:
+    # docs/benchmarks.md, "Chat backends"), else transformers.
     backend: str = "auto"
     # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder,
     # a .gguf file or a hub id; llama-cpp: a packaged name or a .gguf file; openai: the server's model name.
@@ -213,8 +206,8 @@ class GenerateConfig:
     max_retries: int = 2
     # llama-cpp: context window in tokens.
     n_ctx: int = 4096
-    # Threads of the in-process chat model. Measured here (2 vCPUs, nothing else running): llama.cpp
-    # prefills 88 → 170 tokens/s and decodes 15.5 → 27.6 tokens/s going from 1 thread to 2.
+    # Threads of the in-process chat model: 2 prefill and decode nearly twice as fast as 1 on two vCPUs
+    # (docs/benchmarks.md, "Chat backends").
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -234,12 +227,13 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """`ragapp serve`: the HTTP API (knowledge bases live under [ui] knowledge_root, as for the app)."""
+    """`ragapp serve`: the HTTP API over the knowledge bases under `knowledge_root`."""
 
     host: str = "127.0.0.1"
+    # Knowledge bases are the index folders directly under this one (by default [ui] knowledge_root's too).
+    knowledge_root: str = "data"
     port: int = 8000
-    # The NAME of the environment variable holding API keys (comma-separated); a key file may add more.
-    # Keys are required whenever the server listens beyond loopback.
+    # The NAME of the variable holding API keys (comma-separated; a key file adds more): needed beyond loopback.
     api_keys_env: str = "RAGAPP_API_KEYS"
     key_file: str = ""
     # Host names besides 127.0.0.1, localhost and [::1] that requests may be sent to (a rebound DNS
@@ -249,9 +243,8 @@ class ServeConfig:
     allowed_origins: tuple[str, ...] = ()
     max_request_kb: int = 1024  # JSON bodies
     max_question_chars: int = 4000  # far above any question; the prompt budget is 350 tokens of passages
-    # Uploads: per file, per request (refused from Content-Length before the body is read, else
-    # counted as it arrives), files per request, uploads received at once, per knowledge base (0: no
-    # quota), and the free disk an upload may not eat into.
+    # Uploads: per file, per request (checked before the body is read), files per request, uploads at
+    # once, per knowledge base (0: no quota), and the free disk an upload may not eat into.
     max_upload_mb: int = 200
     max_request_mb: int = 1000
     max_upload_files: int = 100
@@ -280,18 +273,18 @@ class IndexConfig:
 
     backend: str = "local"
     uri: str = ""
-    # The collection; "" names it after the index folder (data/index -> "index"), so each knowledge
-    # base of the app gets its own.
+    # The collection; "" names it after the index folder and a hash of its path (data/index ->
+    # "index_1b2e…"), so two folders never share one. Name it to share one index between machines.
     collection: str = ""
     token_env: str = "MILVUS_TOKEN"
     # Milvus's vector index: HNSW (its usual choice; M 16, efConstruction 200), FLAT (exact), IVF_FLAT,
     # IVF_SQ8 (a quarter of the memory), DISKANN (vectors on local disk; a server only), AUTOINDEX.
     dense_index: str = "HNSW"
     # What Milvus's BM25 counts: "ragapp" (ragapp's terms: English stemmed, Chinese bigrams; SciFact
-    # nDCG@10 as the local index) or "jieba" (Milvus's jieba analyzer on the text; measured in README "On Milvus").
+    # nDCG@10 as the local index) or "jieba" (Milvus's jieba analyzer on the text; docs/milvus.md).
     bm25_terms: str = "ragapp"
     timeout_s: float = 10.0
-    # A file claimed by a writer on another machine is left to it for this long (see README "Milvus").
+    # A file claimed by a writer on another machine is left to it for this long (docs/milvus.md).
     claim_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
@@ -304,9 +297,9 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class UIConfig:
-    """The Streamlit app: where knowledge bases live and how large an upload may be."""
+    """The Streamlit app: where knowledge bases live (index folders directly under knowledge_root) and
+    how large an upload may be."""
 
-    # Knowledge bases are index folders directly under this folder (the default one is data/index).
     knowledge_root: str = "data"
     max_upload_mb: int = 200
 
@@ -350,10 +343,8 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1
-    # Threads for batch embedding during ingest, where 2 threads nearly double throughput here
-    # (11 → 20 passages/s measured), unlike single queries.
+    # Threads for batch embedding during ingest, where 2 threads nearly double throughput (unlike single queries).
     ingest_threads: int = 2
-    # Where converted models are kept (never downloaded: built from the packaged weights).
     cache_dir: str = field(default_factory=_default_cache_dir)
 
     def __post_init__(self) -> None:
@@ -388,10 +379,8 @@ class Config:
             if key not in sections:
                 raise ConfigError(f"unknown config section {key!r}; known: {', '.join(sections)}")
             if isinstance(value, dict):
-                sub_cls = {"ingest": IngestConfig, "split": SplitConfig, "embed": EmbedConfig, "bm25": BM25Config, "index": IndexConfig, "retrieve": RetrieveConfig,
-                           "rerank": RerankConfig, "prompt": PromptConfig, "generate": GenerateConfig, "ui": UIConfig, "serve": ServeConfig,
-                           "models": ModelsConfig}.get(key)
-                if sub_cls is None:
+                sub_cls = sections[key].default_factory
+                if not (isinstance(sub_cls, type) and is_dataclass(sub_cls)):
                     raise ConfigError(f"config {key!r} is a value, not a section")
                 known = {f.name for f in fields(sub_cls)}
                 unknown = set(value) - known

@@ -1,8 +1,10 @@
-"""How paths are shown to people (command line, progress bars, the chat app)."""
+"""How paths and sources are shown to people (command line, the server client, progress bars, the chat app)."""
 
 from __future__ import annotations
 
 import os
+
+import click
 
 
 def shown_path(path: str, width: int | None = None) -> str:
@@ -13,3 +15,13 @@ def shown_path(path: str, width: int | None = None) -> str:
     except ValueError:
         pass
     return path if width is None or len(path) <= width else "…" + path[-(width - 1):]
+
+
+def print_sources(citations: list[dict]) -> None:
+    """The numbered sources under an answer: where, character range, quote."""
+    if citations:
+        click.echo("\nSources:")
+    for n, c in enumerate(citations, start=1):
+        where = shown_path(c["source"]) + (f", {c['place']}" if c.get("place") else "")
+        quote = " ".join(c["quote"].split())
+        click.echo(f"  [{n}] {where} (chars {c['start']}-{c['end']}): \"{quote}\"")

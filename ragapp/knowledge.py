@@ -1,6 +1,7 @@
-"""Knowledge bases: index folders under a root, and the documents uploaded into them (the chat app and
-the HTTP API share these rules): names that cannot escape or collide, sizes that are checked, uploads
-saved all or nothing, deletes that touch nothing outside the knowledge base."""
+"""Knowledge bases: index folders under a root, and the documents uploaded into them. The one service
+the chat app and the HTTP API both use (`KnowledgeBases`): one RAG per knowledge base over shared
+models; names that cannot escape or collide, sizes that are checked, uploads saved all or nothing,
+deletes that touch nothing outside the knowledge base."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import unicodedata
 from pathlib import Path
 from types import TracebackType
 
+from ragapp.config import Config
 from ragapp.index import UPLOADS, is_index_folder
 from ragapp.load import SUPPORTED_SUFFIXES
+from ragapp.rag import RAG
 
 # Every format ingest reads (each parsed in the sandbox with its limits).
 ALLOWED_SUFFIXES = SUPPORTED_SUFFIXES
@@ -249,3 +253,62 @@ def knowledge_base(root: Path, name: str) -> Path:
     if not clean or clean != name or folder.is_symlink() or not folder.is_dir() or not is_index_folder(folder):
         raise LookupError(f"no knowledge base named {name!r}")
     return folder
+
+
+class KnowledgeBases:
+    """The knowledge bases under `root` (plus a default index, which may lie elsewhere), each opened once
+    as a RAG that shares the default's embedder and chat model; safe to share between threads.
+
+        >>> kbs = KnowledgeBases(Path("data"), Config())
+        >>> notes = kbs.open(kbs.create("notes"))     # doctest: +SKIP
+    """
+
+    def __init__(self, root: Path, config: Config, default: Path | None = None) -> None:
+        self.root, self.config = Path(root), config
+        self.default = Path(default) if default is not None else self.root / "index"
+        self.base = RAG(self.default, config)
+        self._open: dict[tuple[str, int], RAG] = {}
+        self._lock = threading.Lock()
+
+    def folders(self) -> list[Path]:
+        """The default index, then every folder under the root that holds an index or uploads."""
+        return knowledge_bases(self.root, self.default)
+
+    def names(self) -> list[str]:
+        """The names of the knowledge bases under the root (folders that are not one are left out)."""
+        found = []
+        for folder in self.folders():
+            try:
+                found.append(self.named(folder.name).name)
+            except LookupError:
+                continue
+        return found
+
+    def named(self, name: str) -> Path:
+        """The knowledge base called exactly `name` under the root; LookupError when there is none."""
+        return knowledge_base(self.root, name)
+
+    def open(self, folder: Path, generator: object | None = None) -> RAG:
+        """The RAG of a knowledge base folder (opened once), answering with `generator` or the shared model."""
+        key = (str(Path(folder).resolve()), id(generator) if generator is not None else 0)
+        with self._lock:
+            if key[0] == str(self.default.resolve()) and generator is None:
+                return self.base
+            if key not in self._open:
+                self._open[key] = RAG(folder, self.config, embedder=self.base.embedder,
+                                      generator=generator or self.base.generator)  # type: ignore[arg-type]
+            return self._open[key]
+
+    def create(self, name: str) -> Path:
+        """A new, empty knowledge base under the root (ValueError naming why not)."""
+        return create_knowledge_base(self.root, name)
+
+    def delete(self, rag: RAG, document: str) -> None:
+        """Remove an uploaded document (its name relative to documents/) from the index and the folder:
+        the entry itself, never what a link points to; LookupError when there is no such document."""
+        entry = document_entry(rag.path, document)
+        sources = {d.source for d in rag.documents()} & {str(entry), str(entry.resolve())}
+        if not sources:
+            raise LookupError(f"no document {document!r}")
+        rag.remove(sorted(sources))
+        remove_entry(entry)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 class LoadsOnce:
     """Base of every in-process model: `_load()` runs once, under a lock; `loaded` says whether it has."""
 
     def __init__(self) -> None:
-        self._model = None
+        self._model: Any = None  # the library's model object, loaded on first use
         self._load_lock = threading.Lock()
 
     @property

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ragapp.types import Hit
+from ragapp.records import Hit
 
 FALLBACK = {
     "en": "I cannot answer from the given information.",

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from ragapp.answer import HeldBack, cite, fallback, is_refusal
+from ragapp.answer import cite
 from ragapp.config import Config
 from ragapp.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.embed import Embedder, build_embedder, embedding_record
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
-from ragapp.pipeline import bm25_settings, run
+from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
-from ragapp.rerank import Reranker, build_reranker, final_score, prompt_passages, refusal_threshold
+from ragapp.records import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query
+from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_threshold
+from ragapp.rerank import Reranker, build_reranker
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
+from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
-from ragapp.tokenize import Tokenizer
-from ragapp.types import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query
 
 
 class AnswerStream:
@@ -56,17 +57,20 @@ class RAG:
                  embedder: Embedder | None = None, reranker: Reranker | None = None,
                  generator: Generator | None = None) -> None:
         self.config = config or Config()
-        local = isinstance(index, (str, Path))
-        self.store: IndexBackend = open_backend(index, self.config.index) if local else index
         # The index folder: a local index's files, or (Milvus) where the app keeps a knowledge base's uploads.
-        self.path = Path(index if local else self.store.location)
-        self.embedder = embedder or build_embedder(self.config)
-        self.generator = generator or build_generator(self.config.generate, self.config.cache_dir, self.config.models)
+        if isinstance(index, (str, Path)):
+            self.store: IndexBackend = open_backend(index, self.config.index)
+            self.path = Path(index)
+        else:
+            self.store, self.path = index, Path(index.location)
+        self.embedder = _checked(embedder, Embedder, "embedder") or build_embedder(self.config)
+        self.generator = _checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
+                                                                                       self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
         self._tokenizer = Tokenizer(self.config.bm25.chinese, self.config.bm25.stem)
         self._index: IndexReader | None = None
-        self._index_stamp = None
+        self._index_stamp: Hashable | None = None
         self._lock = threading.RLock()
         self._model_lock = threading.Lock()
         # BM25 runs here while the question is embedded (numba and torch both release the GIL).
@@ -141,13 +145,12 @@ class RAG:
     @property
     def ready(self) -> bool:
         """True once the embedder and the generator are loaded (the first question loads them)."""
-        return all(getattr(m, "loaded", True) for m in (self.embedder, self.generator))
+        return self.embedder.loaded and self.generator.loaded
 
     def warm_up(self) -> None:
         """Load the embedder and the generator now instead of on the first question."""
-        for model in (self.embedder, self.generator):
-            if hasattr(model, "warm_up"):
-                model.warm_up()
+        self.embedder.warm_up()
+        self.generator.warm_up()
 
     # -- query --------------------------------------------------------------------------------
 
@@ -212,7 +215,7 @@ class RAG:
 
     def _answer_pieces(self, question: str, top_k: int, language: str | None, history: tuple[Turn, ...],
                        stream: AnswerStream) -> Iterator[str]:
-        started, timings = time.perf_counter(), {}
+        started, timings = time.perf_counter(), dict[str, float]()
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
@@ -223,7 +226,7 @@ class RAG:
                                    hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model)
 
         threshold = self.min_score(lang)
-        reason = self._refusal_before_model(hits, threshold)
+        reason = refusal_before_model(hits, threshold)
         if reason:
             finish(fallback(lang), False, reason)
             yield fallback(lang)
@@ -240,20 +243,10 @@ class RAG:
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
         finish(held.text, True, model=self.model_label, citations=citations)
 
-    @staticmethod
-    def _refusal_before_model(hits: list[Hit], threshold: float | None) -> str:
-        """Why the question is refused without asking the model ("" when it is not)."""
-        if not hits:
-            return "no matching passages"
-        best = final_score(hits[0])
-        if threshold is not None and best < threshold:
-            return f"best passage scored {best:.3f}, below the threshold {threshold:.3f}"
-        return ""
-
     def _prompt(self, question: str, hits: list[Hit], lang: str, threshold: float | None,
                 earlier: tuple[str, str] | None) -> Prompt:
         pc = self.config.prompt
-        special = self.generator.special_tokens() if hasattr(self.generator, "special_tokens") else ()
+        special = self.generator.special_tokens()
         context = prompt_passages(hits, threshold) if pc.drop_below_threshold else hits
         return build_prompt(question, context, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens,
                             earlier, pc.window, special)
@@ -277,8 +270,8 @@ class RAG:
     def model_label(self) -> str:
         """Which backend and chat model answer, e.g. "openai: glm4 @ http://127.0.0.1:9997/v1"."""
         gen = self.generator
-        where = f" @ {gen.url}" if getattr(gen, "url", "") else ""
-        return f"{getattr(gen, 'backend', type(gen).__name__)}: {gen.name}{where}"
+        where = f" @ {gen.url}" if gen.url else ""
+        return f"{gen.backend or type(gen).__name__}: {gen.name}{where}"
 
     def info(self) -> IndexInfo:
         """Documents, chunks, models and settings the index was built with."""
@@ -288,6 +281,17 @@ class RAG:
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
                          min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,
                          updated_at=m.updated_at, documents=_documents(m))
+
+
+def _checked(component, protocol: type, what: str):
+    """`component` when it has every member of `protocol` (None stays None); TypeError naming the missing ones."""
+    if component is None or isinstance(component, protocol):
+        return component
+    members = set(protocol.__annotations__) | {n for n, v in vars(protocol).items()
+                                                 if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    missing = sorted(m for m in members if not hasattr(component, m))
+    raise TypeError(f"{what} {type(component).__name__} lacks {', '.join(missing)} of ragapp.{protocol.__name__}; "
+                    f"subclass ragapp.{protocol.__name__} to inherit the defaults of its optional members")
 
 
 def _documents(manifest: Manifest) -> list[DocumentInfo]:

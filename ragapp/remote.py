@@ -5,6 +5,7 @@ the environment variable the settings name and never appears in a message."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ragapp.errors import ConfigError, ModelNotAvailableError
 
@@ -28,8 +29,8 @@ class ServerBacked:
 
     setting = ""  # the config section, named in messages
     url = ""
-    config = None
-    _client = None
+    config: Any = None
+    _client: Any = None
 
     @property
     def loaded(self) -> bool:
@@ -76,5 +77,5 @@ def transport_error() -> type[Exception]:
     try:
         from httpx2 import HTTPError
     except ImportError:
-        from httpx import HTTPError
+        from httpx import HTTPError  # type: ignore[assignment]
     return HTTPError

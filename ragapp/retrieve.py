@@ -8,7 +8,7 @@ import numpy as np
 
 from ragapp.config import RetrieveConfig
 from ragapp.index import IndexReader
-from ragapp.types import Chunk, Hit, Query
+from ragapp.records import Chunk, Hit, Query
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = 60, weights: Sequence[float] | None = None) -> dict[int, float]:

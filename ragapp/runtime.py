@@ -40,7 +40,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+    wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
     yield

@@ -58,6 +58,7 @@ def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_
         limit = limits.pdf_memory_mb << 20
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
         request = {"parser": parser, "path": path, "limits": asdict(limits), "start_page": start_page}
+        assert proc.stdin is not None and proc.stdout is not None  # both are pipes
         proc.stdin.write(json.dumps(request).encode() + b"\n")
         proc.stdin.close()
         done = False
@@ -73,7 +74,8 @@ def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _how(code: int, limits: IngestConfig) -> str:
@@ -115,6 +117,7 @@ class _Clock:
 
 def _records(proc: subprocess.Popen, source: str, limits: IngestConfig) -> Iterator[dict]:
     """JSON lines from the child until it closes stdout; the child is killed when time runs out."""
+    assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     buf, clock = b"", _Clock(limits)

@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from ragapp.records import Chunk, Page
 from ragapp.text import clause_spans, line_spans, paragraph_spans, sentence_spans
-from ragapp.types import Chunk, Page
 
 CountTokens = Callable[[Sequence[str]], list[int]]
 

@@ -39,7 +39,8 @@ class ApiServer:
         env = {**os.environ, "RAGAPP_API_KEYS": key, "RAGAPP_CACHE": cache_dir, **(extra_env or {})}
         self._log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(self.port),
-                                      "--knowledge-root", str(root), *(["--config", str(config)] if config else [])], env=env, stdout=self._log, stderr=subprocess.STDOUT)
+                                      "--knowledge-root", str(root), *(["--config", str(config)] if config else [])],
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ragapp.generate.base import Generator
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,8 +50,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """A 2-layer BERT cross-encoder, a tiny LLaMA and a tiny GLM with a char-level zh+en tokenizer, built offline."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import (BertConfig, BertForSequenceClassification, GlmConfig, GlmForCausalLM, LlamaConfig,
-                              LlamaForCausalLM, PreTrainedTokenizerFast)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GlmConfig,
+        GlmForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("tiny")
@@ -92,7 +101,7 @@ def docs(tmp_path) -> Path:
     return target
 
 
-class EchoGenerator:
+class EchoGenerator(Generator):
     """A deterministic stand-in chat model: answers with the first document sentence that contains `needle`,
     or with the fallback sentence. It really implements the Generator protocol and records what it was sent."""
 

@@ -96,7 +96,7 @@ def write_eml(path: Path) -> Path:
     msg["Subject"] = "机房搬迁通知"
     msg["Date"] = "Mon, 02 Mar 2026 09:30:00 +0800"
     msg.set_content("各位同事：机房将于三月十五日搬到二号楼。\nThe server room moves to Building 2 on 15 March.\n")
-    msg.add_attachment("Rack B7 holds the backup tape library.\n".encode(), maintype="text", subtype="plain",
+    msg.add_attachment(b"Rack B7 holds the backup tape library.\n", maintype="text", subtype="plain",
                        filename="racks.txt")
     msg.add_attachment(b"\x89PNG\r\n\x1a\n" + bytes(64), maintype="image", subtype="png", filename="floor.png")
     path.write_bytes(bytes(msg))

@@ -24,7 +24,8 @@ def write_pdf(path: str | Path, pages: list[list[str]], title: str = "") -> Path
             body.append(f"({_escape(line)}) Tj T*")
         body.append("ET")
         stream = "\n".join(body).encode("latin-1")
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode())
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 3 0 R >> >> "
+                       f"/Contents {5 + 2 * i} 0 R >>".encode())
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
     info = f" /Info << /Title ({_escape(title)}) >>" if title else ""
     return _write(path, objects, info)

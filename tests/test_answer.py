@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragapp.answer import HeldBack, fallback, is_refusal
-from ragapp.rerank import prompt_passages
-from ragapp.types import Chunk, Hit
+from ragapp.records import Chunk, Hit
+from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages
 
 pytestmark = pytest.mark.unit
 

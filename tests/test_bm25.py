@@ -3,7 +3,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from ragapp.bm25 import FILES, BM25Index, BM25Writer
-from ragapp.tokenize import Tokenizer
+from ragapp.terms import Tokenizer
 
 pytestmark = pytest.mark.unit
 

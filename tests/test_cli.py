@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 
-
 def ragapp(*args, cwd, cache_dir):
     env = {**os.environ, "RAGAPP_CACHE": cache_dir}
     return subprocess.run([sys.executable, "-m", "ragapp.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -15,12 +15,12 @@ import pytest
 
 from ragapp import RAG
 from ragapp.errors import IndexLockedError, IndexWriteError
-from ragapp.index import Index, write_lock
+from ragapp.index import LocalReader, write_lock
 
 
 def state(path) -> tuple[int, frozenset[str]]:
     """What a reader sees: the generation and the chunk ids (opening verifies every checksum)."""
-    index = Index.open(path)
+    index = LocalReader.open(path)
     return index.manifest.generation, frozenset(c.id for _, c, _ in index.rows())
 
 

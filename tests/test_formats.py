@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 from officefiles import encrypted_xlsx, write_docx, write_eml, write_epub, write_pptx, write_xlsx, zip_bomb
+
+from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load import iter_pages, load_file
-from ragapp.config import IngestConfig
 
 SHARED_OCR = ROOT.parent / "shared" / "eval" / "ocr"
 SHARED_PDFS = ROOT.parent / "shared" / "eval" / "pdfs"
@@ -117,7 +117,7 @@ def test_eml_headers_body_and_text_attachments(tmp_path):
 
 @pytest.mark.unit
 def test_places_are_named_as_people_say_them():
-    from ragapp.types import place
+    from ragapp.records import place
 
     assert place("deck.pptx", 3) == "slide 3"
     assert place("book.xlsx", 2, "员工") == "sheet 员工"

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from openai_stub import Stub
+
 from ragapp import RAG
 from ragapp.config import Config, GenerateConfig
 from ragapp.errors import ModelServerError
@@ -134,8 +134,9 @@ def test_server_dying_mid_stream_gives_no_answer(tmp_path, docs, stub, embedder,
 def test_cli_error_is_one_line_and_the_key_stays_secret(tmp_path, docs, stub, cache_dir):
     index = tmp_path / "index"
     env = {**os.environ, "RAGAPP_CACHE": cache_dir, "TEST_LLM_KEY": "s3cret-value"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ragapp.cli", *map(str, a)], capture_output=True, text=True,
-                                    timeout=600, env=env)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "ragapp.cli", *map(str, a)], capture_output=True, text=True,
+                                        timeout=600, env=env)
     assert run("ingest", docs, "--index", index).returncode == 0
     dead = f"http://127.0.0.1:{free_port()}/v1"
     result = run("ask", "How long does Mars take to orbit the Sun?", "--index", index, "--llm-url", dead, "--llm-model", "glm4")

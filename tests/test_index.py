@@ -86,12 +86,12 @@ def test_opening_reads_no_chunk_record_and_copies_no_vector(built, monkeypatch):
     import numpy as np
 
     from ragapp.index.chunkstore import ChunkStore
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
     parsed = []
     original = ChunkStore.record
     monkeypatch.setattr(ChunkStore, "record", lambda self, row: parsed.append(row) or original(self, row))
-    index = Index.open(built)
+    index = LocalReader.open(built)
     assert parsed == []
     assert isinstance(index.dense.vectors, np.memmap) and isinstance(index.sentence_vectors, np.memmap)
     assert isinstance(index.bm25._weights, np.memmap) and isinstance(index.bm25._rows, np.memmap)
@@ -116,7 +116,7 @@ def test_a_large_index_gets_pq_codes_whose_candidates_are_rescored_exactly(tmp_p
     import numpy as np
 
     from ragapp.index import dense
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
     monkeypatch.setattr(dense, "PQ_MIN_ROWS", 50)  # the rule is the same at 200,000 chunks
     path = tmp_path / "index"
@@ -124,7 +124,7 @@ def test_a_large_index_gets_pq_codes_whose_candidates_are_rescored_exactly(tmp_p
     rag.ingest([_many_notes(tmp_path / "docs")])
     manifest = read_manifest(path)
     assert manifest.dense == {"type": "pq", "m": 192, "nbits": 4} and set(dense.PQ_FILES) <= set(manifest.checksums)
-    index = Index.open(path)
+    index = LocalReader.open(path)
     q = embedder.embed_queries(["How long does Mars take to orbit the Sun?"])[0]
     exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 5, metric=faiss.METRIC_INNER_PRODUCT)
     # every row a candidate (fewer rows than PQ_RESCORE_MIN): the re-score makes it exact search
@@ -146,7 +146,7 @@ def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monke
     from ragapp.digest import file_sha256
     from ragapp.index import dense
     from ragapp.index.manifest import write_manifest
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
     monkeypatch.setattr(dense, "PQ_MIN_ROWS", 50)
     path = tmp_path / "index"
@@ -157,7 +157,7 @@ def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monke
     manifest.checksums["pq_codes.npy"] = file_sha256(part)  # crafted, not damaged: the checksum agrees
     write_manifest(path, manifest)
     with pytest.raises(IndexCorruptError, match="PQ arrays disagree with the manifest.*--rebuild"):
-        Index.open(path)
+        LocalReader.open(path)
 
 
 def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp_path, built, config, embedder):
@@ -172,7 +172,7 @@ def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp
     from ragapp.digest import file_sha256
     from ragapp.index import dense
     from ragapp.index.manifest import write_manifest
-    from ragapp.index.reader import Index
+    from ragapp.index.reader import LocalReader
 
     path = Path(shutil.copytree(built, tmp_path / "index"))
     manifest = read_manifest(path)
@@ -181,7 +181,7 @@ def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp
         manifest.checksums[name] = file_sha256(path / manifest.directory / name)
     manifest.dense = {"type": "ivf", "nlist": 4, "nprobe": 1}
     write_manifest(path, manifest)
-    index = Index.open(path)
+    index = LocalReader.open(path)
     q = embedder.embed_queries(["How long does Mars take to orbit the Sun?"])[0]
     exact = faiss.knn(q[None], np.asarray(index.dense.vectors), 3, metric=faiss.METRIC_INNER_PRODUCT)[1][0]
     assert index.dense.pq is None and [r for r, _ in index.dense_top_n(q, 3)] == list(exact)

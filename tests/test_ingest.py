@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from privileges import without_file_override
 
 from ragapp import RAG
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, NoDocumentsError
-from ragapp.index import Index
-from privileges import without_file_override
+from ragapp.index import LocalReader
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def _consistent(index) -> None:
     assert sum(r.chunks for r in index.manifest.files.values()) == len(rows)
     assert {c.source for _, c, _ in rows} == set(index.manifest.files)
     assert all(len(index.chunk_sentence_vectors(row)) == len(c.sentences) for row, c, _ in rows)
-    if isinstance(index, Index):
+    if isinstance(index, LocalReader):
         assert len(index.dense) == len(index.bm25) == len(rows)
 
 
@@ -180,7 +180,7 @@ def test_tampered_index_is_detected(rag, docs):
     lines = (gen / "chunks.jsonl").read_text().splitlines(keepends=True)
     (gen / "chunks.jsonl").write_text("".join(lines[:-1]))
     with pytest.raises(IndexCorruptError, match="chunks.jsonl: checksum mismatch.*--rebuild"):
-        Index.open(rag.path)
+        LocalReader.open(rag.path)
 
 
 def test_truncated_faiss_and_edited_manifest_are_detected(rag, docs):
@@ -192,18 +192,18 @@ def test_truncated_faiss_and_edited_manifest_are_detected(rag, docs):
     faiss_file = gen / "dense.faiss"
     faiss_file.write_bytes(faiss_file.read_bytes()[:-100])
     with pytest.raises(IndexCorruptError, match="dense.faiss: checksum mismatch.*ragapp ingest --rebuild"):
-        Index.open(rag.path)
+        LocalReader.open(rag.path)
     shutil.rmtree(rag.path)
     shutil.copytree(rag.path.parent / "pristine", rag.path)
     manifest = rag.path / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"chunks": ', '"chunks": 1', 1))
     with pytest.raises(IndexCorruptError, match="manifest.json|parts disagree|dense.faiss is .* bytes, not the|chunk store holds"):
-        Index.open(rag.path)
+        LocalReader.open(rag.path)
     manifest.write_text("{")
     with pytest.raises(IndexCorruptError, match="manifest.json: unreadable manifest.*--rebuild"):
-        Index.open(rag.path)
+        LocalReader.open(rag.path)
     rag.ingest([docs / "en"], rebuild=True)  # what the message advises works
-    _consistent(Index.open(rag.path))
+    _consistent(LocalReader.open(rag.path))
 
 
 def test_messy_folder_tree(rag, docs, tmp_path):
@@ -258,9 +258,9 @@ def test_leftover_partial_generation_is_ignored(rag, docs):
     junk = rag.path / f"gen-{manifest['generation'] + 1:06d}"
     junk.mkdir()
     (junk / "chunks.jsonl").write_text("half written")
-    assert Index.open(rag.path).manifest.generation == manifest["generation"]
+    assert LocalReader.open(rag.path).manifest.generation == manifest["generation"]
     rag.ingest([docs])  # the next commit takes the next free number and removes the junk
-    assert len(Index.open(rag.path).manifest.files) == 5 and not junk.exists()
+    assert len(LocalReader.open(rag.path).manifest.files) == 5 and not junk.exists()
 
 
 def test_big_text_file_is_streamed_into_the_index(rag, tmp_path):
@@ -305,7 +305,7 @@ def test_writer_rolls_back_a_file_that_fails_half_way(tmp_path, embedder):
             else:
                 writer.rollback(mark)
         writer.commit(manifest)
-    index = Index.open(tmp_path)
+    index = LocalReader.open(tmp_path)
     assert [c.source for c in _chunks(index)] == ["a.txt"] and len(index.sentence_vectors) == 1
     assert set(index.bm25.vocab) == {"alpha", "particles", "are", "helium", "nuclei."}
     assert np.allclose(index.vector(0), kept, atol=1e-6)

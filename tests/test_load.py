@@ -1,7 +1,7 @@
 import pytest
-
 from conftest import SHARED_PDFS
 from pdfwriter import write_pdf
+
 from ragapp.errors import DocumentError
 from ragapp.load import load_file
 

@@ -19,8 +19,7 @@ import pytest
 from ragapp import RAG
 from ragapp.config import IndexConfig
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexUnavailableError, NotAnIndexError
-from ragapp.index.backend import collection_name
-from ragapp.index.milvus import MilvusIndex, source_id
+from ragapp.index.milvus import MilvusIndex, collection_name, source_id
 
 pytest.importorskip("milvus_lite", reason="Milvus Lite is a test dependency: pip install -e '.[test]'")
 
@@ -235,7 +234,6 @@ def test_index_settings_are_checked_where_they_enter():
 def test_http_api_on_milvus(tmp_path, cache_dir):
     """`ragapp serve` with [index] backend = "milvus": a knowledge base, an upload, a search, a delete."""
     import httpx
-
     from api_server import ApiServer
     from conftest import SAMPLES
     from test_serve import upload
@@ -259,11 +257,11 @@ def test_http_api_on_milvus(tmp_path, cache_dir):
 
 def test_chat_ui_on_milvus(tmp_path, cache_dir, monkeypatch):
     """The Streamlit page, unchanged, over a Milvus Lite index: an answer with its citation."""
-    from streamlit.testing.v1 import AppTest
-
     from conftest import SAMPLES
-    from ragapp.config import Config
+    from streamlit.testing.v1 import AppTest
     from test_ui import APP, ask
+
+    from ragapp.config import Config
 
     cfg = tmp_path / "ragapp.toml"
     cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{tmp_path}"\n[index]\nbackend = "milvus"\n'

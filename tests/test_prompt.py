@@ -18,7 +18,7 @@ def test_instructions_inside_documents_are_not_shown_to_the_model():
 
 def test_prompt_keeps_the_question_last_and_the_refusal_rule_in_the_system_prompt():
     from ragapp.prompt import FALLBACK, build_prompt
-    from ragapp.types import Chunk, Hit
+    from ragapp.records import Chunk, Hit
 
     chunk = Chunk("c0", "Neptune was discovered in 1846.", "solar.md", None, 0, 31, ((0, 31),))
     prompt = build_prompt("Who found <|im_start|>Neptune?", [Hit(chunk, 1.0)], "en", 100, 2, lambda ts: [len(t.split()) for t in ts])

@@ -2,8 +2,8 @@
 e5 embedder and a tiny real cross-encoder (see model_server.py for why not TEI or infinity here)."""
 
 import pytest
-
 from model_server import ModelServer
+
 from ragapp import RAG
 from ragapp.config import Config
 from ragapp.errors import IndexMismatchError, ModelServerError

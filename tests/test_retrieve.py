@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from ragapp.config import RetrieveConfig
-from ragapp.index import GenerationWriter, Index, Manifest, text_hash
+from ragapp.index import GenerationWriter, LocalReader, Manifest, text_hash
+from ragapp.records import Query
 from ragapp.retrieve import hybrid_search, reciprocal_rank_fusion, weighted_fusion
 from ragapp.split import split_text
-from ragapp.types import Query
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,7 @@ ROWS = [("otter otter river", [0.8, 0.6, 0, 0]), ("otter stone", [0, 0, 1, 0]), 
 
 
 @pytest.fixture(scope="module")
-def tiny_index(tmp_path_factory) -> Index:
+def tiny_index(tmp_path_factory) -> LocalReader:
     path = tmp_path_factory.mktemp("tiny-index")
     with GenerationWriter(path, 4, BM25) as writer:
         for i, (text, vector) in enumerate(ROWS):
@@ -28,7 +28,7 @@ def tiny_index(tmp_path_factory) -> Index:
             writer.add(chunk, text_hash(text), text.split(), np.array(vector, dtype=np.float32),
                        np.array([vector], dtype=np.float16))
         writer.commit(Manifest(embedding={"model": "hand-made", "dimension": 4}, split={}, bm25=BM25))
-    return Index.open(path)
+    return LocalReader.open(path)
 
 
 def test_rrf_adds_weight_over_k_plus_rank():
@@ -66,8 +66,8 @@ def test_a_limit_keeps_the_first_hits_and_reads_no_other_record(tiny_index, monk
     query = _query(["otter"], [1, 0, 0, 0])
     every = hybrid_search(tiny_index, query, config)
     read = []
-    original = Index.chunk
-    monkeypatch.setattr(Index, "chunk", lambda self, row: read.append(row) or original(self, row))
+    original = LocalReader.chunk
+    monkeypatch.setattr(LocalReader, "chunk", lambda self, row: read.append(row) or original(self, row))
     first = hybrid_search(tiny_index, query, config, limit=2)
     assert [h.row for h in first] == [h.row for h in every[:2]] == [0, 1]
     assert sorted(read) == [0, 1]  # rows 3 and 2 were never parsed

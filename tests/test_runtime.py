@@ -18,7 +18,8 @@ def test_rag_does_not_write_the_environment(tmp_path, config, embedder, echo_gen
 
 def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
     """Queries encode with 1 thread, ingest with 2 (both measured best); run together from two
-    threads (documents what torch's OpenMP backend does: the count is per thread), every forward pass sees the count its own caller asked for, at its start and at its end,
+    threads (documents what torch's OpenMP backend does: the count is per thread), every forward pass sees the count its
+    own caller asked for, at its start and at its end,
     in torch and in numba (the int8 embedder's loops)."""
     import numba
     import torch

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from api_server import ApiServer, no_server_paths
 from conftest import SAMPLES
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from api_server import ApiServer, free_port, no_server_paths
 from test_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401  (browser is a fixture)
 

@@ -1,4 +1,5 @@
 import pytest
+
 from ragapp.split import chunk_id, count_chars, split_text
 from ragapp.text import detect_language, sentence_spans
 

@@ -74,7 +74,7 @@ def test_follow_up_question_searches_with_the_previous_turn(app):
 
 
 def test_upload_ingest_list_delete(app):
-    note = "# Kestrel project\n\nThe Kestrel project's budget for 2025 is 4.2 million euros.\n".encode()
+    note = b"# Kestrel project\n\nThe Kestrel project's budget for 2025 is 4.2 million euros.\n"
     app.sidebar.file_uploader[0].set_value([("kestrel.md", note, "text/markdown"),
                                             ("../../escape.txt", b"outside", "text/plain"),
                                             ("big.txt", b"x " * 600_000, "text/plain"),

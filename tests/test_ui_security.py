@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_browser import CHROMEDRIVER, CHROMIUM, browser, free_port  # noqa: F401  (browser is a fixture)
+
 from ui.markdown import plain_markdown, safe_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,10 +195,9 @@ def test_a_rebound_or_foreign_page_cannot_drive_the_app(tmp_path, cache_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
+    from test_browser import chromium
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
-
-    from test_browser import chromium
 
     port = free_port()
     log = tmp_path / "ui.log"

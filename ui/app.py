@@ -25,12 +25,12 @@ except ImportError:  # run as a plain script without the project installed
     from ui.markdown import plain_markdown, safe_markdown
 
 from ragapp import RAG, Answer, Config, RagError, Turn
-from ragapp.knowledge import (ALLOWED_SUFFIXES, DOCUMENTS, create_knowledge_base, document_entry, is_upload, knowledge_bases,
-                              remove_entry, safe_name, save_upload)
 from ragapp.config import GENERATE_BACKENDS
-from ragapp.generate import build_generator
 from ragapp.display import shown_path
+from ragapp.generate import build_generator
+from ragapp.knowledge import ALLOWED_SUFFIXES, DOCUMENTS, KnowledgeBases, is_upload, safe_name, save_upload
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
+from ragapp.refusal import closest_passages
 from ragapp.runtime import prepare_environment
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
@@ -46,11 +46,15 @@ def load_config(path: str) -> Config:
 
 
 @st.cache_resource(show_spinner=False)
-def base_rag(index: str, config_path: str) -> RAG:
-    """The RAG whose embedder and generator every knowledge base shares (models load once)."""
+def knowledge(index: str, config_path: str) -> KnowledgeBases:
+    """The knowledge bases, sharing one embedder and chat model (models load once per process)."""
     config = load_config(config_path)
     prepare_environment(config.threads)
-    return RAG(index, config)
+    return KnowledgeBases(Path(config.ui.knowledge_root), config, default=Path(index))
+
+
+def default_index() -> str:
+    return os.environ.get("RAGAPP_INDEX", "data/index")
 
 
 @st.cache_resource(show_spinner=False)
@@ -61,14 +65,10 @@ def generator_for(config_path: str, backend: str, model: str, url: str, key_env:
                            config.cache_dir, config.models)
 
 
-@st.cache_resource(show_spinner=False)
 def open_kb(path: str, config_path: str, model: tuple[str, str, str, str] | None = None) -> RAG:
     """A knowledge base; `model` (backend, model, url, key env) picks the chat model, None the configured one."""
-    base = base_rag(os.environ.get("RAGAPP_INDEX", "data/index"), config_path)
-    generator = generator_for(config_path, *model) if model else base.generator
-    if Path(path).resolve() == base.path.resolve() and model is None:
-        return base
-    return RAG(path, base.config, embedder=base.embedder, generator=generator)
+    generator = generator_for(config_path, *model) if model else None
+    return knowledge(default_index(), config_path).open(Path(path), generator)
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
         st.info(answer.text, icon="ℹ️")
         if answer.hits:
             st.caption("The closest passages found were not enough to answer" + (f" ({plain_markdown(answer.reason)})." if answer.reason else "."))
-            for h in answer.hits[:3]:
+            for h in closest_passages(answer.hits):
                 with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.place)}"):
                     st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
     if answer.timings_ms:
@@ -123,11 +123,10 @@ def error_message(exc: Exception) -> str:
 # -- sidebar: knowledge bases, uploads, documents, settings ------------------------------------
 
 def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
-    root = Path(config.ui.knowledge_root)
-    default = Path(os.environ.get("RAGAPP_INDEX", "data/index"))
+    kbs = knowledge(default_index(), config_path)
     with st.sidebar:
         st.header("Knowledge base")
-        names = [str(b) for b in knowledge_bases(root, default)]
+        names = [str(b) for b in kbs.folders()]
         if (pending := st.session_state.pop("kb_pending", None)) in names:
             st.session_state["kb"] = pending  # a knowledge base just created: select it (before the widget exists)
         if st.session_state.get("kb") not in names:
@@ -137,7 +136,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             name = st.text_input("Name", key="kb_new_name")
             if st.button("Create", key="kb_create") and name:
                 try:
-                    st.session_state["kb_pending"] = str(create_knowledge_base(root, name))
+                    st.session_state["kb_pending"] = str(kbs.create(name))
                     st.rerun()
                 except ValueError as exc:
                     st.error(plain_markdown(str(exc)))
@@ -157,7 +156,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             st.write(line)
 
         st.subheader("Documents")
-        documents(rag, kb)
+        documents(rag, kb, kbs)
 
         st.subheader("Settings")
         settings = {
@@ -232,7 +231,7 @@ def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int, replace: bool = Fa
     st.session_state["ingest_summary"] = summary
 
 
-def documents(rag: RAG, kb: Path) -> None:
+def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
     docs = rag.documents()
     if not docs:
         st.caption("No documents yet.")
@@ -243,11 +242,12 @@ def documents(rag: RAG, kb: Path) -> None:
     target = st.selectbox("Document", sources, format_func=lambda s: Path(s).name, key="delete_choice")
     if st.button("Delete document", key="delete"):
         try:
-            rag.remove([target])
             if is_upload(kb, target):  # the entry in documents/ itself; a link's target is never removed
-                remove_entry(document_entry(kb, Path(target).resolve().relative_to((kb / DOCUMENTS).resolve()).as_posix()))
+                kbs.delete(rag, Path(target).resolve().relative_to((kb / DOCUMENTS).resolve()).as_posix())
+            else:
+                rag.remove([target])
             st.session_state["flash"] = ("ok", f"Deleted {Path(target).name}")
-        except (RagError, OSError) as exc:
+        except (RagError, OSError, LookupError) as exc:
             st.session_state["flash"] = ("error", error_message(exc))
         st.session_state.pop("ingest_summary", None)
         st.rerun()

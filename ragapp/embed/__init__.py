@@ -6,31 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
-
-import numpy as np
-
 from ragapp.config import Config
+from ragapp.embed.base import Embedder
 from ragapp.embed.sentence_transformers import SentenceTransformerEmbedder
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns text into L2-normalised float32 vectors."""
-
-    name: str
-
-    @property
-    def dimension(self) -> int: ...
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-    def embed_chunks(self, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def build_embedder(config: Config) -> Embedder:
@@ -45,11 +23,9 @@ def build_embedder(config: Config) -> Embedder:
 
 def embedding_record(embedder: Embedder) -> dict:
     """What the manifest records about the embedder an index is built with."""
-    spec = getattr(embedder, "spec", None)
-    return {"model": embedder.name, "backend": getattr(embedder, "backend", "sentence-transformers"),
-            "dimension": embedder.dimension, "query_prefix": getattr(spec, "query_prefix", ""),
-            "passage_prefix": getattr(spec, "passage_prefix", ""),
-            "sentence_vectors": getattr(embedder, "sentence_mode", "separate")}
+    return {"model": embedder.name, "backend": embedder.backend, "dimension": embedder.dimension,
+            "query_prefix": embedder.query_prefix, "passage_prefix": embedder.passage_prefix,
+            "sentence_vectors": embedder.sentence_mode}
 
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "build_embedder", "embedding_record"]

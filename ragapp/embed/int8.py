@@ -107,6 +107,10 @@ def quantize_rows(x: torch.Tensor) -> QuantizedRows:
 class Int8Linear(torch.nn.Module):
     """A linear layer in int8: weights per output channel, inputs per row; float32 out."""
 
+    qweight: torch.Tensor
+    scale: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         w = weight.detach().float()

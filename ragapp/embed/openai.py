@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ragapp import remote
 from ragapp.config import EmbedConfig, ModelsConfig
+from ragapp.embed.base import Embedder
 from ragapp.embed.sentence_transformers import sentence_vectors
 from ragapp.errors import ConfigError, ModelServerError
 from ragapp.models import E5_NAME, EmbedderSpec
@@ -18,7 +20,7 @@ from ragapp.models import E5_NAME, EmbedderSpec
 _PIECE = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+|[^\sA-Za-z0-9\u3400-\u9fff]")
 
 
-class OpenAIEmbedder(remote.ServerBacked):
+class OpenAIEmbedder(remote.ServerBacked, Embedder):
     """An embedding model behind an OpenAI-compatible `/v1/embeddings` endpoint."""
 
     setting = "embed"
@@ -33,10 +35,11 @@ class OpenAIEmbedder(remote.ServerBacked):
         lowered = config.model.lower()
         e5 = "e5" in lowered and "instruct" not in lowered
         self.spec = EmbedderSpec(config.model, self.url, "query: " if e5 else "", "passage: " if e5 else "")
+
         self._cache_dir, self._policy = cache_dir, policy or ModelsConfig()
-        self._client = None
+        self._client: Any = None
         self._dimension: int | None = None
-        self._tokenizer = None
+        self._tokenizer: Any = None
 
     @property
     def dimension(self) -> int:
@@ -68,6 +71,16 @@ class OpenAIEmbedder(remote.ServerBacked):
         vectors = np.concatenate(out) if out else np.zeros((0, self._dimension or 0), dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    @property
+    def query_prefix(self) -> str:
+        """e5's "query: " for an e5 model, else nothing."""
+        return self.spec.query_prefix
+
+    @property
+    def passage_prefix(self) -> str:
+        """e5's "passage: " for an e5 model, else nothing."""
+        return self.spec.passage_prefix
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for questions (with the model's query prefix)."""

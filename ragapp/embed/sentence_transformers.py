@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ragapp.config import EmbedConfig, ModelsConfig
+from ragapp.embed.base import Embedder
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, resolve_embedder
@@ -36,7 +38,7 @@ def span_vectors(tokens: np.ndarray, starts: np.ndarray, spans: Sequence[tuple[i
     return np.where(counts > 0, means / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
-class SentenceTransformerEmbedder(LoadsOnce):
+class SentenceTransformerEmbedder(LoadsOnce, Embedder):
     """Any sentence-transformers model: a packaged name, a local folder or a hub id.
 
     Light to construct; the model loads on first use (`warm_up`).
@@ -52,7 +54,7 @@ class SentenceTransformerEmbedder(LoadsOnce):
         self._threads = threads
         self._ingest_threads = ingest_threads or threads
         self._spec = spec
-        self._tokenizer = None
+        self._tokenizer: Any = None
         self._counted: dict[str, int] = {}  # token counts of short texts seen recently
         self.name = spec.name if spec else self.config.model
         self.backend = "sentence-transformers"
@@ -65,6 +67,16 @@ class SentenceTransformerEmbedder(LoadsOnce):
             self._spec = resolve_embedder(self.config.model, self._cache_dir, self._policy)
             self.name = self._spec.name
         return self._spec
+
+    @property
+    def query_prefix(self) -> str:
+        """What the model wants before a question (e5: "query: ")."""
+        return self.spec.query_prefix
+
+    @property
+    def passage_prefix(self) -> str:
+        """What the model wants before a passage (e5: "passage: ")."""
+        return self.spec.passage_prefix
 
     def _load(self):
         import torch
@@ -84,7 +96,7 @@ class SentenceTransformerEmbedder(LoadsOnce):
 
             if int8_supported():
                 inner = model[0].auto_model
-                quantize_encoder(getattr(inner, "encoder", inner))
+                quantize_encoder(getattr(inner, "encoder", inner))  # type: ignore[arg-type]
             else:  # the same vectors to within 0.002 in float32, only slower
                 warnings.warn("embed.dtype int8: this machine's torch has no int8 matrix product; embedding in float32",
                               RuntimeWarning, stacklevel=2)
@@ -187,7 +199,7 @@ class SentenceTransformerEmbedder(LoadsOnce):
             if len(self._counted) > _COUNT_CACHE:
                 self._counted = {}
             self._counted.update((t, n) for t, n in fresh.items() if len(t) <= _COUNT_CACHE_CHARS)
-        return [counts[t] for t in texts]
+        return [int(counts[t] or 0) for t in texts]
 
     def _count(self, texts: list[str]) -> list[int]:
         if self._tokenizer is None:

@@ -9,24 +9,12 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from dataclasses import replace
-from typing import Protocol, runtime_checkable
 
 from ragapp.config import GenerateConfig, ModelsConfig
-from ragapp.models import QWEN_NAME, SMOLLM_NAME
+from ragapp.generate.base import Generator
 from ragapp.generate.transformers import TransformersGenerator
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """A chat model: messages in, text out (whole or streamed)."""
-
-    name: str
-
-    def generate(self, messages: list[dict[str, str]]) -> str: ...
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]: ...
+from ragapp.models import QWEN_NAME, SMOLLM_NAME
 
 
 def auto_backend(model: str) -> str:

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError
+from ragapp.generate.base import Generator
 from ragapp.lazy import LoadsOnce
 from ragapp.models import gguf_file
 
 _PIP = 'pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 15 minutes on 2 cores)'
 
 
-class LlamaCppGenerator(LoadsOnce):
+class LlamaCppGenerator(LoadsOnce, Generator):
     """A GGUF chat model run by llama.cpp in this process. Greedy by default; loads on first use."""
 
     def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1) -> None:

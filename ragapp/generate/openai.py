@@ -9,13 +9,15 @@ do. The API key comes from the environment variable the settings name and never 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ragapp import remote
 from ragapp.config import GenerateConfig
 from ragapp.errors import ConfigError, ModelServerError
+from ragapp.generate.base import Generator
 
 
-class OpenAIGenerator(remote.ServerBacked):
+class OpenAIGenerator(remote.ServerBacked, Generator):
     """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
 
     setting = "generate"
@@ -29,7 +31,7 @@ class OpenAIGenerator(remote.ServerBacked):
         self.name = config.model
         self.backend = "openai"
         self.url = config.base_url.rstrip("/")
-        self._client = None
+        self._client: Any = None
 
     def generate(self, messages: list[dict[str, str]]) -> str:
         """The whole answer."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.errors import ModelNotAvailableError
+from ragapp.generate.base import Generator
 from ragapp.lazy import LoadsOnce
 from ragapp.models import resolve_generator
 from ragapp.runtime import torch_threads
 
 
-class TransformersGenerator(LoadsOnce):
+class TransformersGenerator(LoadsOnce, Generator):
     """Any causal LM transformers can load: packaged names, model folders, .gguf files, hub ids.
 
     The chat template comes from the model's tokenizer. Decoding is greedy by default, so the
@@ -28,7 +30,7 @@ class TransformersGenerator(LoadsOnce):
         self.backend = "transformers"
         self._cache_dir = cache_dir
         self._threads = threads
-        self._tokenizer = None
+        self._tokenizer: Any = None
         self._lock = threading.Lock()  # one generation at a time
 
     def _load(self):

@@ -9,14 +9,16 @@ Layout of an index directory:
 A GenerationWriter streams a new generation folder beside the current one, chunk by chunk (so
 memory does not grow with the input), fsyncs every file, then replaces manifest.json by rename. A
 crash at any moment leaves the previous manifest pointing at the previous, complete generation;
-readers never see a mix. Modules: manifest (manifest.json), folder (what a folder may hold), lock,
-dense (dense.faiss), reader, writer, scope (abort unless committed, for every writer), backend (the
-IndexBackend boundary); milvus and milvus_write keep an index in Milvus instead (`[index] backend =
+readers never see a mix. Modules: protocols (the IndexBackend / IndexReader / IndexWriter boundary), backend (which store),
+local (LocalIndex), manifest (manifest.json), folder (what a folder may hold), lock, dense
+(dense.faiss), chunkstore, reader (LocalReader), writer (GenerationWriter), scope (abort unless
+committed, for every writer); the milvus package keeps an index in Milvus instead (`[index] backend =
 "milvus"`).
 """
 
-from ragapp.index.backend import IndexBackend, IndexReader, IndexWriter, LocalIndex, open_backend
+from ragapp.index.backend import open_backend
 from ragapp.index.folder import LOCK, UPLOADS, check_index_folder, is_index_folder
+from ragapp.index.local import LocalIndex
 from ragapp.index.lock import write_lock
 from ragapp.index.manifest import (
     MANIFEST,
@@ -31,11 +33,12 @@ from ragapp.index.manifest import (
     rebuild_hint,
     text_hash,
 )
-from ragapp.index.reader import Index
+from ragapp.index.protocols import IndexBackend, IndexReader, IndexWriter
+from ragapp.index.reader import LocalReader
 from ragapp.index.writer import GenerationWriter
 
 __all__ = [
-    "GenerationWriter", "Index", "IndexBackend", "IndexReader", "IndexWriter", "LocalIndex", "FileRecord", "Manifest",
+    "GenerationWriter", "LocalReader", "IndexBackend", "IndexReader", "IndexWriter", "LocalIndex", "FileRecord", "Manifest",
     "LOCK", "MANIFEST", "PARTS", "READABLE_SCHEMAS", "SCHEMA_VERSION", "UPLOADS", "check_index_folder",
     "check_settings", "index_settings", "is_index_folder", "open_backend", "read_manifest", "rebuild_hint", "text_hash", "write_lock",
 ]

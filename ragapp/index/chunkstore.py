@@ -14,8 +14,8 @@ from typing import IO
 
 import numpy as np
 
+from ragapp.records import Chunk
 from ragapp.spool import Spool, load_npy, npy_spool
-from ragapp.types import Chunk
 
 FILES = ("chunks.jsonl", "chunk_offsets.npy", "chunk_hashes.npy")
 HASH_BYTES = 16  # text_hash is 32 hex characters

@@ -82,8 +82,8 @@ class DenseVectors:
 
     def __init__(self, folder: Path, dimension: int, rows: int, shape: dict | None = None) -> None:
         self.vectors = _mapped_floats(folder / FILE, dimension, rows)
-        pq = (shape or {}).get("type") == "pq"
-        self.pq = _PQCodes(folder, dimension, rows, shape["m"], shape["nbits"]) if pq else None
+        shape = shape or {}
+        self.pq = _PQCodes(folder, dimension, rows, shape["m"], shape["nbits"]) if shape.get("type") == "pq" else None
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -124,7 +124,7 @@ class _PQCodes:
         faiss.copy_array_to_vector(centroids.ravel(), flat.pq.centroids)
         flat.is_trained = True
         flat.add_sa_codes(np.ascontiguousarray(codes))
-        self.index = faiss.IndexPQFastScan(flat)
+        self.index = faiss.IndexPQFastScan(flat)  # type: ignore[arg-type]  # FAISS's stubs list only the (d, M, nbits) form
 
     def candidates(self, query: np.ndarray, k: int) -> np.ndarray:
         """The `k` rows the codes score highest, ascending (for reading the vectors in file order)."""

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ragapp import bm25
-from ragapp.index import chunkstore, dense
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from ragapp.index import chunkstore, dense
 from ragapp.spool import fsync_dir
 
 # 4: chunk records found by offset (chunk_offsets.npy, chunk_hashes.npy: an index opens without reading
@@ -37,7 +37,7 @@ def parts(schema_version: int, dense_index: dict | None = None) -> tuple[str, ..
         return _BASE_PARTS + bm25.COUNT_FILES
     if schema_version == 3:
         return PARTS
-    extra = {"ivf": dense.IVF_FILES, "pq": dense.PQ_FILES}.get((dense_index or {}).get("type"), ())
+    extra = {"ivf": dense.IVF_FILES, "pq": dense.PQ_FILES}.get(str((dense_index or {}).get("type")), ())
     return PARTS + chunkstore.FILES[1:] + extra
 
 
@@ -128,7 +128,7 @@ def _check(m: Manifest) -> None:
     """Values an attacker could use to make a reader open other files, or allocate without bound."""
     if not (isinstance(m.generation, int) and 0 < m.generation < 10**9 and m.directory == f"gen-{m.generation:06d}"):
         raise ValueError(f"generation folder {m.directory!r} is not gen-NNNNNN for generation {m.generation!r}")
-    if not isinstance(m.dense, dict) or (m.dense and not (m.schema_version >= 4 and _DENSE_KEYS.get(m.dense.get("type")) and all(
+    if not isinstance(m.dense, dict) or (m.dense and not (m.schema_version >= 4 and _DENSE_KEYS.get(str(m.dense.get("type"))) and all(
             isinstance(m.dense.get(k), int) and 0 < m.dense[k] < 1 << 24 for k in _DENSE_KEYS[m.dense["type"]]))):
         raise ValueError(f"dense index {m.dense!r}")
     if set(m.checksums) != set(parts(m.schema_version, m.dense)) or not all(isinstance(v, str) for v in m.checksums.values()):

@@ -20,8 +20,8 @@ from ragapp.errors import IndexCorruptError
 from ragapp.index.chunkstore import ChunkStore
 from ragapp.index.dense import DenseVectors
 from ragapp.index.manifest import Manifest, is_regular, read_manifest, rebuild_hint
+from ragapp.records import Chunk
 from ragapp.spool import load_npy
-from ragapp.types import Chunk
 
 _LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError, AttributeError, IndexError)
 VERIFY_MAX_BYTES = 64 << 20  # parts up to this size are checksummed at every open
@@ -46,7 +46,7 @@ def _legacy_starts(store: ChunkStore) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
 
 
-class Index:
+class LocalReader:
     """A loaded, read-only generation of a local index (implements `IndexReader`)."""
 
     def __init__(self, path: Path, manifest: Manifest, store: ChunkStore, dense: DenseVectors,
@@ -61,7 +61,7 @@ class Index:
         self._rows_by_text: dict[tuple[str, int], int] | None = None
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> Index:
+    def open(cls, path: str | Path, verify: bool = True) -> LocalReader:
         """Open the committed generation; with `verify`, check parts up to VERIFY_MAX_BYTES against
         their manifest checksums (and every part's size and structure always)."""
         path = Path(path)

@@ -16,10 +16,10 @@ from ragapp.index.chunkstore import ChunkStoreWriter
 from ragapp.index.dense import dense_shape, dense_spool, write_pq
 from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation
 from ragapp.index.manifest import MANIFEST, SCHEMA_VERSION, Manifest, read_manifest, write_manifest
-from ragapp.index.reader import Index
+from ragapp.index.reader import LocalReader
 from ragapp.index.scope import AbortUnlessCommitted
+from ragapp.records import Chunk
 from ragapp.spool import fsync_dir, fsync_file, npy_spool
-from ragapp.types import Chunk
 
 Mark = tuple[int, int]
 
@@ -42,27 +42,27 @@ class GenerationWriter(AbortUnlessCommitted):
     inside `with`) deletes the unfinished generation. Use while holding `write_lock`.
     """
 
-    def __init__(self, path: str | Path, dimension: int, bm25: dict, previous: Index | None = None) -> None:
+    def __init__(self, path: str | Path, dimension: int, bm25: dict, previous: LocalReader | None = None) -> None:
         self.path = Path(path)
         check_index_folder(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.previous_manifest = _previous(self.path)
-        self.old = previous
+        self.previous = previous
         self.generation = max(self.previous_manifest.generation if self.previous_manifest else 0,
                               highest_generation(self.path)) + 1
         self.directory = generation_name(self.generation)
-        self.gen = self.path / self.directory
+        self.folder = self.path / self.directory
         self.dimension = dimension
         self._done = self._made = False
         # (text hash, sentence spans) → (row, first sentence vector, sentence count) of the first such chunk
         self._texts: dict[tuple[str, int], tuple[int, int, int]] = {}
         try:
-            self.gen.mkdir()
+            self.folder.mkdir()
             self._made = True
-            self.chunks = ChunkStoreWriter(self.gen)
-            self.dense = dense_spool(self.gen, dimension)
-            self.sentences = npy_spool(self.gen / "sentences.npy", np.float16, dimension)
-            self.bm25 = BM25Writer(self.gen, previous.bm25.vocab if previous else None, bm25["k1"], bm25["b"], bm25["epsilon"])
+            self.chunks = ChunkStoreWriter(self.folder)
+            self.dense = dense_spool(self.folder, dimension)
+            self.sentences = npy_spool(self.folder / "sentences.npy", np.float16, dimension)
+            self.bm25 = BM25Writer(self.folder, previous.bm25.vocab if previous else None, bm25["k1"], bm25["b"], bm25["epsilon"])
         except OSError as exc:
             self._fail(exc)
 
@@ -144,7 +144,7 @@ class GenerationWriter(AbortUnlessCommitted):
         return manifest
 
     def _carry_over(self, drop: set[str]) -> None:
-        old = self.old
+        old = self.previous
         if old is None:
             return
         old.verify_all()  # large parts are checked only by size at open: check them before copying from them
@@ -162,14 +162,14 @@ class GenerationWriter(AbortUnlessCommitted):
         self.sentences.finish()
         self.dense_index = dense_shape(self.rows, self.dimension)
         if self.dense_index:
-            names += write_pq(self.gen, self.dimension, self.rows, self.dense_index)
+            names += write_pq(self.folder, self.dimension, self.rows, self.dense_index)
         for name in names:
-            fsync_file(self.gen / name)
-        fsync_dir(self.gen)
+            fsync_file(self.folder / name)
+        fsync_dir(self.folder)
         return names
 
     def _stamp(self, manifest: Manifest, names: list[str]) -> None:
-        from ragapp import __version__
+        from ragapp.version import __version__
 
         now = time.time()
         manifest.schema_version = SCHEMA_VERSION
@@ -181,7 +181,7 @@ class GenerationWriter(AbortUnlessCommitted):
         manifest.chunks = self.rows
         manifest.sentences = self.sentences.rows
         manifest.dense = self.dense_index
-        manifest.checksums = {name: file_sha256(self.gen / name) for name in names}
+        manifest.checksums = {name: file_sha256(self.folder / name) for name in names}
 
     def abort(self) -> None:
         """Delete the unfinished generation; the current one stays as it was."""
@@ -191,7 +191,7 @@ class GenerationWriter(AbortUnlessCommitted):
                 getattr(self, part).close()
         landed = _previous(self.path)
         if (landed is None or landed.directory != self.directory) and self._made:
-            shutil.rmtree(self.gen, ignore_errors=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _fail(self, exc: OSError) -> None:
         """A failed write (disk full, permissions): remove what was written and say so."""

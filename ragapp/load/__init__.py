@@ -14,8 +14,8 @@ from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
 from ragapp.load.text import SEGMENT_CHARS, text_pages
+from ragapp.records import Page
 from ragapp.sandbox import PageTimeout, run_parser
-from ragapp.types import Page
 
 __all__ = ["SUPPORTED_SUFFIXES", "SEGMENT_CHARS", "iter_pages", "load_file", "clean_text", "undouble",
            "drop_repeated_lines"]

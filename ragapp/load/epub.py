@@ -43,7 +43,7 @@ def spine(archive: zipfile.ZipFile) -> list[str]:
     base = posixpath.dirname(rootfile)
     items = {e.get("id"): e.get("href") for e in package.iter() if _local(e.tag) == "item"}
     order = [e.get("idref") for e in package.iter() if _local(e.tag) == "itemref"]
-    return [posixpath.normpath(posixpath.join(base, items[i])) for i in order if items.get(i)]
+    return [posixpath.normpath(posixpath.join(base, href)) for i in order if (href := items.get(i))]
 
 
 def _title(html: str) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Callable
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from ragapp.errors import ParseError
 from ragapp.load.clean import clean_text
@@ -17,12 +17,13 @@ _HEADERS = ("From", "To", "Cc", "Date", "Subject")
 _TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".csv", ".tsv", ".html", ".htm")
 
 
-def _text_of(part: EmailMessage) -> str:
+def _text_of(part: EmailMessage | MIMEPart) -> str:
     """A text part decoded (its declared charset, else UTF-8 with replacement), HTML as its visible text."""
     try:
         content = part.get_content()
     except (LookupError, ValueError, AssertionError):  # an unknown charset or a broken encoding
-        content = (part.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
     if isinstance(content, bytes):
         content = content.decode("utf-8", errors="replace")
     return html_to_text(content) if part.get_content_subtype() == "html" else content

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from ragapp.errors import ParseError
 
@@ -48,7 +49,7 @@ class OCR:
         import numpy as np
 
         pixels = np.asarray(image.convert("RGB"))[:, :, ::-1]  # the engine reads OpenCV's BGR order
-        result = self.engine(np.ascontiguousarray(pixels))
+        result: Any = self.engine(np.ascontiguousarray(pixels))  # RapidOCROutput: txts, boxes
         if not result.txts:
             return ""
         quads = [(q, t) for q, t in zip(deskewed(np.asarray(result.boxes, dtype=np.float64)), result.txts) if t.strip()]
@@ -81,12 +82,12 @@ def _vertical(box: Box) -> bool:
 def _widest_gap(boxes: list[Box], axis: int) -> tuple[float, int]:
     """The widest blank band between boxes along `axis` (0: x, 1: y) and where it falls in the sorted
     order: (-1, 0) when every box overlaps the next."""
-    ordered = sorted(boxes, key=lambda b: b[axis])
-    best, at, end = -1.0, 0, ordered[0][axis + 2]
-    for n, box in enumerate(ordered[1:], start=1):
-        if box[axis] - end > best:
-            best, at = box[axis] - end, n
-        end = max(end, box[axis + 2])
+    coords = [(float(b[axis]), float(b[axis + 2])) for b in sorted(boxes, key=lambda b: b[axis])]
+    best, at, end = -1.0, 0, coords[0][1]
+    for n, (start, stop) in enumerate(coords[1:], start=1):
+        if start - end > best:
+            best, at = start - end, n
+        end = max(end, stop)
     return (best, at) if best > 0 else (-1.0, 0)
 
 

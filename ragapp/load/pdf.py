@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from ragapp.load.clean import clean_text, drop_repeated_lines, is_garbled, undouble
 from ragapp.errors import ParseError
+from ragapp.load.clean import clean_text, drop_repeated_lines, is_garbled, undouble
 
 # A page with fewer characters of text than this is treated as a scan (a page number or a stamp
 # over an image is not the page's text).
@@ -94,7 +95,8 @@ class _Renderer:
 
     def __init__(self, path: str, limits: dict) -> None:
         self.path, self.limits = path, limits
-        self.doc = self.ocr = None
+        self.doc: Any = None  # pypdfium2's document and the OCR engine, made when a page first needs them
+        self.ocr: Any = None
 
     def ocr_page(self, number: int, garbled: bool) -> dict | None:
         """The page's OCR text as a record; an error record when a garbled page yields none; None for a blank page."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ragapp.errors import DocumentError, ParseError
 from ragapp.load.clean import clean_text
-from ragapp.types import Page
+from ragapp.records import Page
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))

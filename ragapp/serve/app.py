@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,17 +17,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
 from ragapp.conversation import Turn
-from ragapp.errors import (IndexCorruptError, IndexMismatchError, IndexNotFoundError, IndexUnavailableError, ModelNotAvailableError,
-                           ModelServerError, NoDocumentsError, RagError)
-from ragapp.knowledge import (DOCUMENTS, UploadBatch, UploadRefused, create_knowledge_base, document_entry, knowledge_base,
-                              knowledge_bases, remove_entry)
+from ragapp.errors import (
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    IndexUnavailableError,
+    ModelNotAvailableError,
+    ModelServerError,
+    NoDocumentsError,
+    RagError,
+)
+from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
 from ragapp.rag import RAG
-from ragapp.serve.jobs import Jobs
+from ragapp.records import Answer
 from ragapp.serve.guards import Guard
+from ragapp.serve.jobs import Jobs
 from ragapp.serve.public import PublicPaths
-from ragapp.serve.uploads import receive_upload
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
-from ragapp.types import Answer
+from ragapp.serve.uploads import receive_upload
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
            IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503}
@@ -40,40 +46,29 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
 
 
 class Server:
-    """What one process serves: the config, one embedder and chat model shared by every knowledge
-    base, a RAG per knowledge base, and the ingest jobs."""
+    """What one process serves: the config, the knowledge bases (one embedder and chat model shared by
+    all of them), the ingest jobs, and the uploads being received."""
 
     def __init__(self, config: Config, keys: frozenset[str]) -> None:
         self.config = config
         self.keys = keys
-        self.root = Path(config.ui.knowledge_root)
-        self.base = RAG(self.root / "index", config)
+        self.root = Path(config.serve.knowledge_root)
+        self.kbs = KnowledgeBases(self.root, config)
+        self.base = self.kbs.base
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))
         self.uploads = 0  # uploads being received (counted on the event loop's thread)
-        self._rags: dict[str, RAG] = {}
-        self._lock = threading.Lock()
 
     def rag(self, name: str) -> RAG:
         """The knowledge base `name` (404 when there is none)."""
         try:
-            folder = knowledge_base(self.root, name)
+            return self.kbs.open(self.kbs.named(name))
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
-        with self._lock:
-            if name not in self._rags:
-                self._rags[name] = RAG(folder, self.config, embedder=self.base.embedder, generator=self.base.generator)
-            return self._rags[name]
 
     def names(self) -> list[str]:
         """Every knowledge base's name (folders that are not one are left out)."""
-        names = []
-        for p in knowledge_bases(self.root, self.root / "index"):
-            try:
-                names.append(knowledge_base(self.root, p.name).name)
-            except LookupError:
-                continue
-        return names
+        return self.kbs.names()
 
     def batch(self, rag: RAG, replace: bool) -> UploadBatch:
         """A new upload into `rag`'s documents folder, under the [serve] limits."""
@@ -163,6 +158,7 @@ def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model:
         error = {"message": public.text(str(exc)), "type": type(exc).__name__, "code": status}
         yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
         return
+    assert stream.answer is not None  # set when the stream ends
     final = _completion(stream.answer, model, stream=True, public=public)
     final["id"], final["created"] = cid, created
     yield f"data: {json.dumps(final, ensure_ascii=False)}\n\n"
@@ -227,7 +223,7 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/knowledge_bases", status_code=201)
     async def create_kb(body: CreateKnowledgeBase) -> dict:
         try:
-            folder = create_knowledge_base(server.root, body.name)
+            folder = server.kbs.create(body.name)
         except ValueError as exc:
             raise HTTPException(400, f"{body.name!r}: {exc}") from exc
         return {"name": folder.name}
@@ -260,19 +256,14 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         the entry itself, never what a link points to."""
         rag = server.rag(name)
         try:
-            entry = document_entry(rag.path, document)
+            await run_in_threadpool(server.kbs.delete, rag, document)
         except LookupError as exc:
             raise HTTPException(404, f"no document {document!r} in {name!r}") from exc
-        sources = {d.source for d in rag.documents()} & {str(entry), str(entry.resolve())}
-        if not sources:
-            raise HTTPException(404, f"no document {document!r} in {name!r}")
-        await run_in_threadpool(rag.remove, sorted(sources))
-        remove_entry(entry)
         return {"deleted": document}
 
 
 def create_app(config: Config, keys: frozenset[str] = frozenset()) -> FastAPI:
-    """The HTTP API over the knowledge bases under [ui] knowledge_root."""
+    """The HTTP API over the knowledge bases under [serve] knowledge_root."""
     server = Server(config, keys)
 
     @asynccontextmanager

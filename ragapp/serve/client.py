@@ -14,7 +14,7 @@ def ask_server(url: str, knowledge_base: str, question: str, top_k: int | None, 
     """Print the answer as it streams, then its sources (or the whole answer as JSON)."""
     import openai
 
-    from ragapp.cli import print_sources
+    from ragapp.display import print_sources
 
     client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=key or "none", max_retries=0, timeout=600)
     extra = {"top_k": top_k} if top_k else {}

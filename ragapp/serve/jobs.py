@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ragapp.errors import RagError
-from ragapp.types import IngestReport
+from ragapp.records import IngestReport
 
 
 @dataclass

@@ -80,7 +80,7 @@ async def receive_upload(content_type: str, body: AsyncIterator[bytes], batch: U
     if kind != b"multipart/form-data" or not boundary:
         raise UploadRefused("send the files as multipart/form-data in the field 'files'", 415)
     receiver = _Receiver(batch)
-    parser = MultipartParser(boundary, receiver.callbacks())
+    parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     with batch:
         try:
             async for chunk in body:

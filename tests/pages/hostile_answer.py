@@ -9,7 +9,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ragapp.types import Answer, Chunk, Citation, Hit  # noqa: E402
+from ragapp.records import Answer, Chunk, Citation, Hit  # noqa: E402
 from ui.app import render_answer  # noqa: E402
 
 url = os.environ["PIXEL_URL"]

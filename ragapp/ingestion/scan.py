@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ragapp.errors import NoDocumentsError
 from ragapp.load import SUPPORTED_SUFFIXES
-from ragapp.types import FileFailure
+from ragapp.records import FileFailure
 
 _SKIPPED_NAMES = (".DS_Store", "Thumbs.db")
 

@@ -68,7 +68,7 @@ class Query:
     text: str
     language: str
     terms: tuple[str, ...]
-    vector: "np.ndarray"
+    vector: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class Hit:
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp search --json`: where, the text, and every stage's score."""
         c = self.chunk
-        return {"source": c.source, "page": c.page, "page_label": c.label, "place": c.place, "ocr": c.ocr, "start": c.start, "end": c.end, "chunk_id": c.id, "text": c.text,
+        return {"source": c.source, "page": c.page, "page_label": c.label, "place": c.place, "ocr": c.ocr, "start": c.start,
+                "end": c.end, "chunk_id": c.id, "text": c.text,
                 "support": self.support_text, "score": self.score, "bm25_rank": self.bm25_rank,
                 "bm25_score": self.bm25_score, "dense_rank": self.dense_rank, "dense_score": self.dense_score,
                 "fused_score": self.fused_score, "rerank_score": self.rerank_score}

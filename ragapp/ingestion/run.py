@@ -20,12 +20,12 @@ from ragapp.digest import file_sha256
 from ragapp.embed import Embedder, embedding_record
 from ragapp.errors import DocumentError, NoDocumentsError
 from ragapp.index import FileRecord, IndexBackend, IndexReader, IndexWriter, Manifest, check_settings, index_settings
+from ragapp.ingestion.feeder import Feeder, Progress
+from ragapp.ingestion.scan import Scan, file_size, is_under, scan
 from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
-from ragapp.pipeline.feeder import Feeder, Progress
-from ragapp.pipeline.scan import Scan, file_size, is_under, scan
+from ragapp.records import Chunk, FileFailure, IngestReport
 from ragapp.split import split_page
-from ragapp.tokenize import Tokenizer
-from ragapp.types import Chunk, FileFailure, IngestReport
+from ragapp.terms import Tokenizer
 
 Changed = list[tuple[Path, str, str]]  # (path, source, sha256)
 
@@ -103,8 +103,10 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
         warnings: list[FileFailure] = []
         ocr_pages: set[int | None] = set()
         try:
-            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds,
-                                     lambda m, s=source: warnings.append(FileFailure(s, m))):
+            def warn(message: str, source: str = source) -> None:
+                warnings.append(FileFailure(source, message))
+
+            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds, warn):
                 ocr_pages.update(c.page for c in chunks if c.ocr)
                 feeder.add(chunks)
         except DocumentError as exc:
@@ -122,7 +124,7 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
             removed: list[str]) -> None:
     """The new state becomes current in one commit: old rows of files that stay are carried over."""
-    manifest = old.manifest if old is not None else Manifest(**settings)
+    manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
     files.update(records)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
 from ragapp.embed import Embedder
 from ragapp.index import IndexReader, IndexWriter, text_hash
-from ragapp.tokenize import Tokenizer
-from ragapp.types import Chunk
+from ragapp.records import Chunk
+from ragapp.terms import Tokenizer
 
 # progress(stage, item, done, total): stage is "scan", "read", "embed" or "commit".
 Progress = Callable[[str, str, int, int], None]
@@ -34,7 +34,7 @@ class Feeder:
         self.queued = 0  # chunks ever queued
         self.written = 0  # chunks ever written
         self.file_start = 0  # number of the current file's first chunk
-        self.file_mark = None
+        self.file_mark: Hashable | None = None
 
     def begin_file(self) -> None:
         """The chunks added from now on are one file's, until the next begin_file."""
@@ -106,5 +106,6 @@ class Feeder:
                 self.writer.add(chunk, h, toks, *vectors)
             else:
                 row = self._old_row(h, chunk)
+                assert self.old is not None and row is not None  # a text neither new nor embedded now is an old row's
                 self.writer.add(chunk, h, toks, self.old.vector(row), self.old.chunk_sentence_vectors(row))
         self.stage["index"] += time.perf_counter() - t0 - (self.stage["embed"] - embed_before)

@@ -14,7 +14,8 @@ ENGLISH_STOPWORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
     "they this to was will with".split()
 )
-CHINESE_STOPWORDS = frozenset("的 了 是 在 和 与 及 或 也 都 而 就 被 把 之 其 这 那 个 为 于 对 中 上 下 吗 呢 吧 啊 什么 哪 哪些 哪个 谁 多少 怎么 如何 为什么 几".split())
+CHINESE_STOPWORDS = frozenset(("的 了 是 在 和 与 及 或 也 都 而 就 被 把 之 其 这 那 个 为 于 对 中 上 下 "
+                               "吗 呢 吧 啊 什么 哪 哪些 哪个 谁 多少 怎么 如何 为什么 几").split())
 
 
 class Tokenizer:

@@ -1,4 +1,4 @@
-"""Writing one ingest into ragapp's Milvus collections (layout and protocol: ragapp.index.milvus)."""
+"""Writing one ingest into ragapp's Milvus collections (the layout: layout.py)."""
 
 from __future__ import annotations
 
@@ -9,76 +9,32 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from ragapp.index.milvus import (
-    _BATCH,
-    _LAYOUT_KEY,
-    _OWNER_KEY,
-    _SETTINGS_KEY,
-    _STATE,
-    analyzer,
+from ragapp.index.manifest import Manifest, index_settings
+from ragapp.index.milvus.connection import MilvusCollections
+from ragapp.index.milvus.layout import (
+    BATCH,
     LAYOUT,
+    LAYOUT_KEY,
     MAX_TEXT_BYTES,
-    MilvusIndex,
-    MilvusReader,
-    _record,
+    OWNER_KEY,
+    SETTINGS_KEY,
+    STATE_ROW,
+    analyzer,
+    chunk_record,
     claim_alive,
+    collection_schemas,
     file_row,
     row_key,
     source_id,
     term_id,
     this_process,
 )
-from ragapp.index.manifest import Manifest, index_settings
+from ragapp.index.milvus.reader import MilvusReader
 from ragapp.index.scope import AbortUnlessCommitted
-from ragapp.types import Chunk
+from ragapp.records import Chunk
 
 _SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of the same text
 _SETTLE = 64  # Milvus Lite: writes between flushes (its queries slow down with unflushed rows; measured)
-
-
-_DENSE_PARAMS = {"HNSW": {"M": 16, "efConstruction": 200}, "IVF_FLAT": {"nlist": 1024}, "IVF_SQ8": {"nlist": 1024}}
-
-
-def _schemas(client, dimension: int, bm25: dict, dense_index: str, terms_analyzer: dict) -> dict:
-    """Schema and index parameters of each collection."""
-    from pymilvus import DataType, Function, FunctionType
-
-    def vector_index(field: str, kind: str, metric: str, params: dict | None = None):
-        ip = client.prepare_index_params()
-        ip.add_index(field, index_type=kind, metric_type=metric, params=params or {})
-        return ip
-
-    chunks = client.create_schema(auto_id=False)
-    chunks.add_field("pk", DataType.INT64, is_primary=True)
-    chunks.add_field("sid", DataType.INT64)
-    chunks.add_field("gen", DataType.INT64)
-    chunks.add_field("hash", DataType.VARCHAR, max_length=32)
-    chunks.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-    chunks.add_field("terms", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=terms_analyzer)
-    chunks.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-    chunks.add_field("dense", DataType.FLOAT_VECTOR, dim=dimension)
-    chunks.add_field("record", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
-    chunks.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["terms"],
-                                 output_field_names=["sparse"]))
-    sentences = client.create_schema(auto_id=False)
-    for name in ("pk", "sid", "gen"):
-        sentences.add_field(name, DataType.INT64, is_primary=name == "pk")
-    sentences.add_field("vector", DataType.FLOAT_VECTOR, dim=dimension)
-    files = client.create_schema(auto_id=False)
-    for name, kind in (("pk", DataType.INT64), ("gen", DataType.INT64), ("pending", DataType.INT64), ("retired", DataType.INT64),
-                       ("claimed_at", DataType.DOUBLE)):
-        files.add_field(name, kind, is_primary=name == "pk")
-    for name, length in (("source", 4096), ("record", 4096), ("owner", 512)):
-        files.add_field(name, DataType.VARCHAR, max_length=length)
-    files.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field in every collection
-    terms = client.create_schema(auto_id=False)
-    terms.add_field("pk", DataType.INT64, is_primary=True)
-    terms.add_field("df", DataType.INT64)
-    terms.add_field("v", DataType.FLOAT_VECTOR, dim=2)
-    chunk_index = vector_index("sparse", "SPARSE_INVERTED_INDEX", "BM25", {"bm25_k1": bm25["k1"], "bm25_b": bm25["b"]})
-    chunk_index.add_index("dense", index_type=dense_index, metric_type="IP", params=_DENSE_PARAMS.get(dense_index, {}))
-    return {"chunks": (chunks, chunk_index), "sentences": (sentences, vector_index("vector", "FLAT", "IP")),
-            "files": (files, vector_index("v", "FLAT", "L2")), "terms": (terms, vector_index("v", "FLAT", "L2"))}
 
 
 class MilvusWriter(AbortUnlessCommitted):
@@ -86,9 +42,9 @@ class MilvusWriter(AbortUnlessCommitted):
     writer's version as they come; `commit` makes each claimed file's new rows visible (one files row
     upsert each), then deletes its old rows."""
 
-    def __init__(self, backend: MilvusIndex, dimension: int, bm25: dict, previous: MilvusReader | None) -> None:
-        self.b, self.dimension, self.old = backend, dimension, previous
-        self.gen = time.time_ns() // 1000
+    def __init__(self, backend: MilvusCollections, dimension: int, bm25: dict, previous: MilvusReader | None) -> None:
+        self.backend, self.dimension, self.previous = backend, dimension, previous
+        self.version = time.time_ns() // 1000
         self.owner = this_process()
         self._texts: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._buffer: list[tuple[dict, np.ndarray]] = []
@@ -107,20 +63,20 @@ class MilvusWriter(AbortUnlessCommitted):
         self._create(bm25, drop)
 
     def _create(self, bm25: dict, drop: bool) -> None:
-        c = self.b.client()
-        schemas = _schemas(c, self.dimension, bm25, self.b.dense_index, self.analyzer)
-        for part, name in self.b.names.items():
+        c = self.backend.client()
+        schemas = collection_schemas(c, self.dimension, bm25, self.backend.dense_index, self.analyzer)
+        for part, name in self.backend.names.items():
             if drop:
-                self.b.call("drop_collection", c.drop_collection, name)
-            if not self.b.call("has_collection", c.has_collection, name):
+                self.backend.call("drop_collection", c.drop_collection, name)
+            if not self.backend.call("has_collection", c.has_collection, name):
                 schema, index = schemas[part]
                 # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
                 # local disk (memory-mapped) instead of in memory, the largest share of an index (README "On Milvus").
-                owner = {_OWNER_KEY: self.b.owner} if self.b.owner else {}
-                props = {"chunks": {_LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
-                self.b.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
-            self.b.loaded(part, again=True)
-        self.b.check_writable()
+                owner = {OWNER_KEY: self.backend.owner} if self.backend.owner else {}
+                props = {"chunks": {LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
+                self.backend.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
+            self.backend.loaded(part, again=True)
+        self.backend.check_writable()
 
     @property
     def rows(self) -> int:
@@ -130,18 +86,18 @@ class MilvusWriter(AbortUnlessCommitted):
     def claim(self, source: str) -> bool:
         """Take `source` for this writer; False when another live writer holds it."""
         sid = source_id(source)
-        found = self.b.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record", "owner", "claimed_at"])
+        found = self.backend.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record", "owner", "claimed_at"])
         row = found[0] if found else None
-        if row and row["pending"] not in (0, self.gen) and claim_alive(row, self.b.claim_timeout_s):
+        if row and row["pending"] not in (0, self.version) and claim_alive(row, self.backend.claim_timeout_s):
             return False
-        mine = file_row(source, row["gen"] if row else 0, self.gen, row["retired"] if row else 0, None, self.owner, time.time())
+        mine = file_row(source, row["gen"] if row else 0, self.version, row["retired"] if row else 0, None, self.owner, time.time())
         mine["record"] = row["record"] if row else ""
         self._upsert("files", [mine])
         self._settle("files")
-        again = self.b.query("files", f"pk == {sid}", ["pending"])
-        if not again or again[0]["pending"] != self.gen:
+        again = self.backend.query("files", f"pk == {sid}", ["pending"])
+        if not again or again[0]["pending"] != self.version:
             return False
-        if row and row["pending"] not in (0, self.gen):  # a dead writer's rows of this file go
+        if row and row["pending"] not in (0, self.version):  # a dead writer's rows of this file go
             self._delete(f"sid == {sid} and gen == {row['pending']}")
         self._claimed[sid] = source
         self._terms[sid] = Counter()
@@ -171,21 +127,22 @@ class MilvusWriter(AbortUnlessCommitted):
             raise ValueError(f"{chunk.source}: not claimed by this writer")
         self._terms[sid].update(set(tokens))
         self._seq += 1  # never reused, also after a rollback
-        row = {"pk": row_key(self.gen, self._seq), "sid": sid, "gen": self.gen, "hash": text_hash, "text": chunk.text, "terms": terms, "record": _record(chunk),
+        row = {"pk": row_key(self.version, self._seq), "sid": sid, "gen": self.version, "hash": text_hash, "text": chunk.text,
+               "terms": terms, "record": chunk_record(chunk),
                "dense": np.asarray(vector, np.float32).tolist()}
         self._buffer.append((row, np.asarray(sentence_vectors, np.float32)))
-        if len(self._buffer) >= _BATCH:
+        if len(self._buffer) >= BATCH:
             self._insert()
 
     def _insert(self) -> None:
         if not self._buffer:
             return
-        c = self.b.client()
-        self.b.call("insert", c.insert, self.b.names["chunks"], [r for r, _ in self._buffer])
-        sentences = [{"pk": row_key(r["pk"], i), "sid": r["sid"], "gen": self.gen, "vector": v.tolist()}
+        c = self.backend.client()
+        self.backend.call("insert", c.insert, self.backend.names["chunks"], [r for r, _ in self._buffer])
+        sentences = [{"pk": row_key(r["pk"], i), "sid": r["sid"], "gen": self.version, "vector": v.tolist()}
                      for r, vs in self._buffer for i, v in enumerate(vs)]
         if sentences:
-            self.b.call("insert", c.insert, self.b.names["sentences"], sentences)
+            self.backend.call("insert", c.insert, self.backend.names["sentences"], sentences)
         self._pks += [(r["pk"], len(vs)) for r, vs in self._buffer]
         self._buffer = []
         self._settle("chunks", "sentences")
@@ -193,7 +150,7 @@ class MilvusWriter(AbortUnlessCommitted):
     def _settle(self, *parts: str) -> None:
         """Milvus Lite queries scan its in-memory table, which grows with every write until a flush:
         flush every _SETTLE writes there (a server flushes on its own, and a flush is costly there)."""
-        if self.b.uri.startswith("http"):
+        if self.backend.uri.startswith("http"):
             return
         self._writes[parts[0]] = self._writes.get(parts[0], 0) + 1
         if self._writes[parts[0]] % _SETTLE == 0:
@@ -207,8 +164,8 @@ class MilvusWriter(AbortUnlessCommitted):
         """Forget every chunk added after `mark` (a file that failed half way through)."""
         self._insert()
         gone, self._pks = self._pks[mark:], self._pks[:mark]
-        for at in range(0, len(gone), _BATCH * 8):
-            part = gone[at : at + _BATCH * 8]
+        for at in range(0, len(gone), BATCH * 8):
+            part = gone[at : at + BATCH * 8]
             sentences = [row_key(pk, i) for pk, n in part for i in range(n)]
             self._delete_parts(f"pk in [{', '.join(str(pk) for pk, _ in part)}]", f"pk in [{', '.join(map(str, sentences))}]")
 
@@ -216,71 +173,71 @@ class MilvusWriter(AbortUnlessCommitted):
         self._delete_parts(where, where)
 
     def _delete_parts(self, chunks: str, sentences: str) -> None:
-        c = self.b.client()
-        self.b.call("delete", c.delete, self.b.names["chunks"], filter=chunks)
-        self.b.call("delete", c.delete, self.b.names["sentences"], filter=sentences)
+        c = self.backend.client()
+        self.backend.call("delete", c.delete, self.backend.names["chunks"], filter=chunks)
+        self.backend.call("delete", c.delete, self.backend.names["sentences"], filter=sentences)
 
     def _upsert(self, part: str, rows: list[dict]) -> None:
-        c = self.b.client()
-        for at in range(0, len(rows), _BATCH * 8):
-            self.b.call("upsert", c.upsert, self.b.names[part], rows[at : at + _BATCH * 8])
+        c = self.backend.client()
+        for at in range(0, len(rows), BATCH * 8):
+            self.backend.call("upsert", c.upsert, self.backend.names[part], rows[at : at + BATCH * 8])
 
     def _flush(self, *parts: str) -> None:
-        c = self.b.client()
+        c = self.backend.client()
         for part in parts:
-            self.b.call("flush", c.flush, self.b.names[part])
+            self.backend.call("flush", c.flush, self.backend.names[part])
 
     def commit(self, manifest: Manifest, drop: Collection[str] = ()) -> Manifest:
         """Make each new file visible (one row upsert each, after its rows are flushed), then delete
         the rows they replace and those of the documents in `drop` that left the index."""
         self._insert()
         self._flush("chunks", "sentences")
-        if self.b.settings() is None:
+        if self.backend.settings() is None:
             settings = index_settings(manifest.embedding, manifest.split,
                                       {**manifest.bm25, "milvus_terms": self.bm25_terms, "analyzer": self.analyzer})
-            self.b.call("alter_collection_properties", self.b.client().alter_collection_properties, self.b.name,
-                        {_SETTINGS_KEY: json.dumps(settings)})
-        held = {r["pk"]: r for r in self.b.rows_by_pk("files", sorted({source_id(s) for s in drop} | set(self._claimed)),
+            self.backend.call("alter_collection_properties", self.backend.client().alter_collection_properties, self.backend.name,
+                        {SETTINGS_KEY: json.dumps(settings)})
+        held = {r["pk"]: r for r in self.backend.rows_by_pk("files", sorted({source_id(s) for s in drop} | set(self._claimed)),
                                                       ["pk", "gen", "pending"])}
-        new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.gen]
+        new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.version]
         gone = [s for s in drop if s not in manifest.files]
         old_gen = {s: held.get(source_id(s), {}).get("gen", 0) for s in new + gone}
         self._count_terms(new, gone, old_gen, manifest.bm25)
         # The moment of commit, file by file: each row upsert makes one file's new version current.
-        self._upsert("files", [file_row(s, self.gen, 0, old_gen[s], manifest.files[s]) for s in new]
+        self._upsert("files", [file_row(s, self.version, 0, old_gen[s], manifest.files[s]) for s in new]
                      + [file_row(s, 0, 0, old_gen[s]) for s in gone if old_gen[s]])
         self._flush("files")
         self._delete_replaced([source_id(s) for s in new], [source_id(s) for s in gone])
         self._release(new, manifest)
-        self._upsert("files", [file_row("", time.time_ns() // 1000) | {"pk": _STATE}])
+        self._upsert("files", [file_row("", time.time_ns() // 1000) | {"pk": STATE_ROW}])
         self._flush("files")
         self._done = True
-        self._total = sum(r.chunks for r in self.b.manifest().files.values())
+        self._total = sum(r.chunks for r in self.backend.manifest().files.values())
         return manifest
 
     def _delete_replaced(self, new_ids: list[int], gone_ids: list[int]) -> None:
         """Rows of other versions of the new files; every row of the removed ones, then their files rows."""
         for at in range(0, len(new_ids), 4096):
-            self._delete(f"sid in [{', '.join(map(str, new_ids[at : at + 4096]))}] and gen != {self.gen}")
+            self._delete(f"sid in [{', '.join(map(str, new_ids[at : at + 4096]))}] and gen != {self.version}")
         for at in range(0, len(gone_ids), 4096):
             self._delete(f"sid in [{', '.join(map(str, gone_ids[at : at + 4096]))}]")
         self._flush("chunks", "sentences")
-        c = self.b.client()
+        c = self.backend.client()
         for at in range(0, len(gone_ids), 4096):
-            self.b.call("delete", c.delete, self.b.names["files"], filter=f"pk in [{', '.join(map(str, gone_ids[at : at + 4096]))}]")
+            self.backend.call("delete", c.delete, self.backend.names["files"], filter=f"pk in [{', '.join(map(str, gone_ids[at : at + 4096]))}]")
 
     def _release(self, committed: list[str], manifest: Manifest) -> None:
         """Committed files lose their retired mark; claimed files that were not committed (failed, or
         unchanged after all) lose this writer's rows and claim. A file whose row already names this
         writer's version (a commit cut short) keeps its rows."""
         done = {source_id(s) for s in committed}
-        rows = [file_row(s, self.gen, 0, 0, manifest.files[s]) for s in committed]
+        rows = [file_row(s, self.version, 0, 0, manifest.files[s]) for s in committed]
         rest = [sid for sid in self._claimed if sid not in done]
-        for found in self.b.rows_by_pk("files", rest, ["pk", "source", "gen", "pending", "retired", "record"]):
-            if found["gen"] == self.gen:
+        for found in self.backend.rows_by_pk("files", rest, ["pk", "source", "gen", "pending", "retired", "record"]):
+            if found["gen"] == self.version:
                 continue
-            self._delete(f"sid == {found['pk']} and gen == {self.gen}")
-            if found["pending"] == self.gen:
+            self._delete(f"sid == {found['pk']} and gen == {self.version}")
+            if found["pending"] == self.version:
                 rows.append({**file_row(found["source"], found["gen"], 0, found["retired"]), "record": found["record"]})
         self._upsert("files", rows)
 
@@ -288,7 +245,7 @@ class MilvusWriter(AbortUnlessCommitted):
         """Document frequencies move by the new files' rows and the rows they replace or remove
         (read-modify-write: two writers committing at the same moment can lose each other's counts;
         they only weight the reranker's term coverage and citations)."""
-        from ragapp.tokenize import Tokenizer
+        from ragapp.terms import Tokenizer
 
         delta: Counter = Counter()
         for s in new:
@@ -296,10 +253,10 @@ class MilvusWriter(AbortUnlessCommitted):
         tokenizer = Tokenizer(bm25["chinese"], bm25["stem"])
         for s in new + gone:
             if old_gen[s]:
-                for row in self.b.query("chunks", f"sid == {source_id(s)} and gen == {old_gen[s]}", ["text"]):
+                for row in self.backend.query("chunks", f"sid == {source_id(s)} and gen == {old_gen[s]}", ["text"]):
                     delta.subtract(set(tokenizer(row["text"])))
         ids = {term_id(t): d for t, d in delta.items() if d}
-        have = {r["pk"]: r["df"] for r in self.b.rows_by_pk("terms", list(ids), ["pk", "df"])}
+        have = {r["pk"]: r["df"] for r in self.backend.rows_by_pk("terms", list(ids), ["pk", "df"])}
         self._upsert("terms", [{"pk": k, "df": max(0, have.get(k, 0) + d), "v": [0.0, 0.0]} for k, d in ids.items()])
 
     def abort(self) -> None:
@@ -307,7 +264,7 @@ class MilvusWriter(AbortUnlessCommitted):
         self._done = True
         self._buffer = []
         try:
-            self._delete(f"gen == {self.gen}")
+            self._delete(f"gen == {self.version}")
             self._release([], Manifest(embedding={}, split={}, bm25={}))
         except Exception:  # the server may be what failed; the rows stay invisible either way
             pass
