@@ -35,7 +35,7 @@ KINDS = ("transformers", "transformers-1-thread", "llama-cpp", "llama-cpp-1-thre
 
 
 def _server(gguf: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    from test_llama_cpp import free_port
+    from helpers.net import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",

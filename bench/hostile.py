@@ -25,8 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pdfwriter import write_flate_pdf, write_pdf  # noqa: E402
-from privileges import without_file_override  # noqa: E402
+from helpers.pdfwriter import write_flate_pdf, write_pdf  # noqa: E402
+from helpers.privileges import without_file_override  # noqa: E402
 
 from bench.common import EVAL, machine  # noqa: E402
 
@@ -141,7 +141,7 @@ def build(folder: Path, quick: bool) -> dict[str, tuple[str, str | None]]:
 def _office_and_scans(folder: Path, items: dict, add) -> None:
     """Every file of ../shared/eval/ocr (copied into the temporary folder only), and broken Office,
     EPUB, e-mail and image files."""
-    from officefiles import encrypted_xlsx, write_docx, write_pptx, zip_bomb
+    from helpers.officefiles import encrypted_xlsx, write_docx, write_pptx, zip_bomb
     from PIL import Image
 
     scans = {"linn.pdf": ("scanned page, no text layer (OCR)", "How many notes does one LinnSequencer disk hold?"),

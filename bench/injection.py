@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pdfwriter import write_pdf  # noqa: E402
+from helpers.pdfwriter import write_pdf  # noqa: E402
 
 from bench.common import ROOT, machine  # noqa: E402
 

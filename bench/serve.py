@@ -22,7 +22,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from api_server import ApiServer  # noqa: E402
+from helpers.api_server import ApiServer  # noqa: E402
 
 from bench.common import ROOT, machine  # noqa: E402
 

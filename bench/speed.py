@@ -295,8 +295,8 @@ def _format_folders(rows: list[dict], root: Path) -> dict[str, Path]:
     from email.message import EmailMessage
 
     from docx import Document
+    from helpers.pdfwriter import write_pdf
     from openpyxl import Workbook
-    from pdfwriter import write_pdf
     from pptx import Presentation
 
     groups = [rows[i : i + 5] for i in range(0, len(rows), 5)]

@@ -133,3 +133,23 @@ class EchoGenerator(Generator):
 @pytest.fixture
 def echo_generator():
     return EchoGenerator
+
+
+TIERS = ("unit", "integration", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is in a tier (docs/contributing.md): one left out is an error, not a silent default."""
+    untiered = [item.nodeid for item in items if not any(item.get_closest_marker(t) for t in TIERS)]
+    if untiered:
+        raise pytest.UsageError("tests without a tier marker (unit, integration or slow):\n  " + "\n  ".join(untiered))
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A fresh headless Chromium (tests that use it are marked helpers.browser.needs_chromium)."""
+    from helpers.browser import chromium
+
+    driver = chromium(tmp_path / "chromium-profile")
+    yield driver
+    driver.quit()

@@ -5,7 +5,6 @@ Screenshots go to this test's output folder (and to $RAGAPP_SCREENSHOTS when set
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers.browser import needs_chromium
+from helpers.net import free_port
 
 from ragapp.prompt import FALLBACK
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.integration, needs_chromium]
 
 
 @pytest.fixture
@@ -52,27 +43,6 @@ def server(tmp_path, cache_dir):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
-
-
-def chromium(profile: Path, *extra: str):
-    """Debian's headless Chromium through its ChromeDriver, with a new profile and no background traffic."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                f"--user-data-dir={profile}", *extra):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-@pytest.fixture
-def browser(tmp_path):
-    driver = chromium(tmp_path / "chromium-profile")
-    yield driver
-    driver.quit()
 
 
 def shoot(driver, tmp_path, name):

@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 
 def ragapp(*args, cwd, cache_dir):
     env = {**os.environ, "RAGAPP_CACHE": cache_dir}

@@ -17,6 +17,8 @@ from ragapp import RAG
 from ragapp.errors import IndexLockedError, IndexWriteError
 from ragapp.index import LocalReader, write_lock
 
+pytestmark = pytest.mark.integration
+
 
 def state(path) -> tuple[int, frozenset[str]]:
     """What a reader sees: the generation and the chunk ids (opening verifies every checksum)."""

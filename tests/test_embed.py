@@ -11,6 +11,8 @@ from ragapp.config import Config
 from ragapp.embed import SentenceTransformerEmbedder
 from ragapp.embed.sentence_transformers import span_vectors
 
+pytestmark = pytest.mark.integration
+
 CHUNKS = ["The Normans settled in Normandy. Their language was French. Rollo signed a treaty with the king.",
           "长城是中国古代的军事防御工程。它东起山海关，西至嘉峪关。每年有很多游客参观。"]
 

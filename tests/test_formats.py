@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from officefiles import encrypted_xlsx, write_docx, write_eml, write_epub, write_pptx, write_xlsx, zip_bomb
+from helpers.officefiles import encrypted_xlsx, write_docx, write_eml, write_epub, write_pptx, write_xlsx, zip_bomb
 
 from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
@@ -170,6 +170,7 @@ def test_an_image_bomb_is_refused_not_decoded(tmp_path):
         load_file(path, limits=IngestConfig(render_max_pixels=25_000_000))
 
 
+@pytest.mark.integration
 def test_hostile_shared_pdfs_are_bounded_and_reported():
     """hugemono.pdf hides a 35000 x 35000 image in 11 KB, enormous.pdf a huge page: both render at the
     capped size within the memory limit; invalid.pdf is reported as broken."""
@@ -185,6 +186,7 @@ def test_hostile_shared_pdfs_are_bounded_and_reported():
     assert time.perf_counter() - t0 < 120
 
 
+@pytest.mark.integration
 def test_ocr_page_time_limit_skips_the_page_and_keeps_the_rest(tmp_path):
     from PIL import Image
 
@@ -202,6 +204,7 @@ def test_ocr_page_time_limit_skips_the_page_and_keeps_the_rest(tmp_path):
 
 # -- OCR quality on the shared scans and photos -----------------------------------------------------
 
+@pytest.mark.integration
 def test_ocr_reads_the_scanned_page_straight_skewed_and_rotated():
     truth = shared(SHARED_OCR, "linn.txt").read_text(encoding="utf-8")
     for name in ("linn.pdf", "skew.pdf", "rotated_skew.pdf"):
@@ -210,6 +213,7 @@ def test_ocr_reads_the_scanned_page_straight_skewed_and_rotated():
         assert cer(page.text, truth) < 0.05, name  # measured 0.028, 0.022, 0.021 (bench/formats.py)
 
 
+@pytest.mark.integration
 def test_ocr_reads_a_chinese_photo_and_vertical_columns_in_order():
     (label,) = load_file(shared(SHARED_OCR, "ch_en_num.jpg"))
     assert label.page is None and label.ocr
@@ -220,6 +224,7 @@ def test_ocr_reads_a_chinese_photo_and_vertical_columns_in_order():
     assert len(columns) == 3 and all(cer(c, e) <= 0.1 for c, e in zip(columns, expected)), columns
 
 
+@pytest.mark.integration
 def test_a_garbled_text_layer_is_read_by_ocr_not_indexed():
     (page,) = load_file(shared(SHARED_OCR, "truetype_font_nomapping.pdf"))
     assert page.ocr and page.text.strip() == "Phone"  # the text layer extracts as '"7+%-'
@@ -266,6 +271,7 @@ def formats_index(tmp_path_factory, config, embedder):
     return path, report, reasons
 
 
+@pytest.mark.integration
 def test_a_folder_of_every_format_goes_in_and_broken_files_are_named(formats_index):
     _, report, reasons = formats_index
     added = sorted(Path(p).name for p in report.added)
@@ -284,6 +290,7 @@ def test_a_folder_of_every_format_goes_in_and_broken_files_are_named(formats_ind
     ("How many notes does one LinnSequencer disk hold?", "One disk holds over 110,000 notes.", "linn.pdf", "page 1, OCR"),
     ("东北电气2018年第一季度的营业收入是多少元？", "营业收入为4,755,785.11元。", "季度报告扫描.pdf", "page 2, OCR"),
 ])
+@pytest.mark.integration
 def test_answers_cite_the_right_page_of_each_format(formats_index, config, embedder, echo_generator,
                                                     question, reply, source, place):
     """The model's answer (fixed here) is cited to the passage that supports it: the right file and page."""
@@ -297,6 +304,7 @@ def test_answers_cite_the_right_page_of_each_format(formats_index, config, embed
     assert top.to_dict()["place"] == place and top.to_dict()["ocr"] == place.endswith("OCR")
 
 
+@pytest.mark.integration
 def test_info_counts_documents_by_type_and_ocr_pages(formats_index, config, embedder):
     from ragapp import RAG
 

@@ -3,19 +3,21 @@ refusals, and one clear line for every failure (the real llama.cpp server is in 
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from openai_stub import Stub
+from helpers.net import free_port
+from helpers.openai_stub import Stub
 
 from ragapp import RAG
 from ragapp.config import Config, GenerateConfig
 from ragapp.errors import ModelServerError
 from ragapp.generate import build_generator
 from ragapp.prompt import FALLBACK
+
+pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "Documents: The sky is blue.\n\nQuestion: colour?"}]
 
@@ -34,12 +36,6 @@ def generator(url, **kw):
 def config_for(cache_dir, url, **kw) -> Config:
     return Config.load(None, cache_dir=cache_dir, generate__backend="openai", generate__base_url=url,
                        generate__model="glm4", **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ask_end_to_end_through_a_server(tmp_path, docs, stub, embedder, cache_dir):

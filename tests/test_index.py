@@ -50,6 +50,7 @@ def built(tmp_path_factory, config, embedder):
     return path
 
 
+@pytest.mark.integration
 def test_a_chunk_size_change_is_refused_on_ingest_and_on_open(built, docs, config, embedder, echo_generator):
     """Before: incremental ingest cut new files at the new size while the manifest kept the old one."""
     before = read_manifest(built)
@@ -65,6 +66,7 @@ def test_a_chunk_size_change_is_refused_on_ingest_and_on_open(built, docs, confi
     assert rebuilt.ingest([docs]).ok and read_manifest(built.parent / "copy").split["chunk_size"] == 120
 
 
+@pytest.mark.integration
 def test_a_manifest_damaged_after_opening_is_reported(tmp_path, built, config, embedder, echo_generator):
     """Before: one code path treated an unreadable manifest as "still current" and kept serving."""
     import shutil
@@ -80,6 +82,7 @@ def test_a_manifest_damaged_after_opening_is_reported(tmp_path, built, config, e
 
 # -- opening without reading, and the PQ codes of large indexes (issue 15) -------------------------
 
+@pytest.mark.integration
 def test_opening_reads_no_chunk_record_and_copies_no_vector(built, monkeypatch):
     """An index opens in the same time at any size: records are parsed when asked for, and the
     vectors and BM25 weights stay memory maps of the files."""
@@ -111,6 +114,7 @@ def _many_notes(folder):
     return folder
 
 
+@pytest.mark.integration
 def test_a_large_index_gets_pq_codes_whose_candidates_are_rescored_exactly(tmp_path, config, embedder, monkeypatch):
     import faiss
     import numpy as np
@@ -140,6 +144,7 @@ def test_a_large_index_gets_pq_codes_whose_candidates_are_rescored_exactly(tmp_p
     assert "143" in rag.search("What was the heron count at pond 20?", top_k=1)[0].chunk.text
 
 
+@pytest.mark.integration
 def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monkeypatch):
     import numpy as np
 
@@ -160,6 +165,7 @@ def test_pq_codes_of_another_shape_are_corrupt(tmp_path, config, embedder, monke
         LocalReader.open(path)
 
 
+@pytest.mark.integration
 def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp_path, built, config, embedder):
     """Indexes of 200,000+ chunks written before the PQ codes carry an IVF: they still open, and are
     searched exactly until the next ingest rewrites them."""
@@ -187,6 +193,7 @@ def test_an_index_written_with_the_earlier_ivf_opens_and_is_searched_exactly(tmp
     assert index.dense.pq is None and [r for r, _ in index.dense_top_n(q, 3)] == list(exact)
 
 
+@pytest.mark.integration
 def test_an_index_of_schema_3_still_opens_answers_and_is_upgraded_by_the_next_ingest(tmp_path, built, docs, config,
                                                                                       embedder, echo_generator):
     """Schema 3 had no offset or hash tables: the reader builds them in one pass over chunks.jsonl."""

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from privileges import without_file_override
+from helpers.privileges import without_file_override
 
 from ragapp import RAG
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError, NoDocumentsError
 from ragapp.index import LocalReader
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -3,27 +3,21 @@ the test on 127.0.0.1 with the packaged Qwen2.5 GGUF, asked through the openai b
 
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from helpers.net import free_port
 
 from ragapp import RAG
 from ragapp.config import Config, GenerateConfig
 from ragapp.errors import ModelServerError
 from ragapp.prompt import FALLBACK
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason='llama-cpp-python is not installed (pip install "ragapp[llama-cpp]"; .ci/run installs it)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                reason='llama-cpp-python is not installed (pip install "ragapp[llama-cpp]"; .ci/run installs it)')]
 
 
 def start_server(gguf, tmp_path, *extra):

@@ -1,6 +1,6 @@
 import pytest
 from conftest import SHARED_PDFS
-from pdfwriter import write_pdf
+from helpers.pdfwriter import write_pdf
 
 from ragapp.errors import DocumentError
 from ragapp.load import load_file

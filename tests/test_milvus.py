@@ -21,6 +21,8 @@ from ragapp.config import IndexConfig
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexUnavailableError, NotAnIndexError
 from ragapp.index.milvus import MilvusIndex, collection_name, source_id
 
+pytestmark = pytest.mark.integration
+
 pytest.importorskip("milvus_lite", reason="Milvus Lite is a test dependency: pip install -e '.[test]'")
 
 
@@ -234,8 +236,8 @@ def test_index_settings_are_checked_where_they_enter():
 def test_http_api_on_milvus(tmp_path, cache_dir):
     """`ragapp serve` with [index] backend = "milvus": a knowledge base, an upload, a search, a delete."""
     import httpx
-    from api_server import ApiServer
     from conftest import SAMPLES
+    from helpers.api_server import ApiServer
     from test_serve import upload
 
     root = tmp_path / "kbs"

@@ -8,6 +8,8 @@ from ragapp.errors import ModelNotAvailableError
 from ragapp.generate import TransformersGenerator
 from ragapp.models import package_dir
 
+pytestmark = pytest.mark.integration
+
 MESSAGES = [{"role": "system", "content": "answer"}, {"role": "user", "content": "长城 is long? 回答"}]
 
 

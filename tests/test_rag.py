@@ -6,6 +6,8 @@ from ragapp import RAG
 from ragapp.config import RerankConfig
 from ragapp.prompt import FALLBACK, build_prompt
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def sample_index(tmp_path_factory, config, embedder):

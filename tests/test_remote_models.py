@@ -2,12 +2,14 @@
 e5 embedder and a tiny real cross-encoder (see model_server.py for why not TEI or infinity here)."""
 
 import pytest
-from model_server import ModelServer
+from helpers.model_server import ModelServer
 
 from ragapp import RAG
 from ragapp.config import Config
 from ragapp.errors import IndexMismatchError, ModelServerError
 from ragapp.index import read_manifest
+
+pytestmark = pytest.mark.integration
 
 QUERIES = ["How long does Mars take to orbit the Sun?", "长城的总长度是多少？", "What does RuBisCO do?"]
 

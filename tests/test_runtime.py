@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
+
 from ragapp import RAG
+
+pytestmark = pytest.mark.integration
 
 
 def test_rag_does_not_write_the_environment(tmp_path, config, embedder, echo_generator):

@@ -37,6 +37,7 @@ def built(tmp_path, docs, config, embedder, echo_generator):
 
 # -- 1. data loss ----------------------------------------------------------------------------
 
+@pytest.mark.integration
 def test_ingest_refuses_a_folder_that_is_not_an_index(tmp_path, docs, cache_dir):
     home = tmp_path / "home"
     (home / "gen-ai-notes").mkdir(parents=True)
@@ -55,6 +56,7 @@ def test_ingest_refuses_a_folder_that_is_not_an_index(tmp_path, docs, cache_dir)
     assert [p.name for p in home.iterdir()] == ["manifest.json"]
 
 
+@pytest.mark.integration
 def test_commit_removes_only_generation_folders_ragapp_made(built, docs):
     path = built.path
     keep = {path / "gen-ai-notes" / "draft.md": "my notes", path / "gen-12" / "x.txt": "x",
@@ -76,6 +78,7 @@ def test_commit_removes_only_generation_folders_ragapp_made(built, docs):
     assert len(generations) == 2 and read_manifest(path).directory == generations[-1]
 
 
+@pytest.mark.integration
 def test_manifest_temp_file_is_created_exclusively(built, docs):
     victim = built.path.parent / "victim.txt"
     victim.write_text("precious", encoding="utf-8")
@@ -151,6 +154,7 @@ HOSTILE = ["parent directory", "absolute directory", "part outside", "device fil
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.integration
 def test_hostile_index_is_reported_corrupt_without_crashing(built, kind, cache_dir):
     _hostile(kind)(built.path, read_manifest(built.path))
     # In a child process: a crash or a hang in native code would show here as a signal or a timeout.
@@ -160,6 +164,7 @@ def test_hostile_index_is_reported_corrupt_without_crashing(built, kind, cache_d
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_hostile_bm25_counts_are_reported_when_an_ingest_reads_them(built, docs, cache_dir):
     """The counts are read only by an ingest that carries rows over (queries use the saved weights):
     there, an out-of-range term id is the same "corrupt, rebuild" line, not a crash."""
@@ -170,6 +175,7 @@ def test_hostile_bm25_counts_are_reported_when_an_ingest_reads_them(built, docs,
     assert "rebuild with: ragapp ingest --rebuild PATH --index" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_hostile_index_can_be_rebuilt(built, docs):
     _hostile("faiss of another type")(built.path, read_manifest(built.path))
     with pytest.raises(IndexCorruptError, match="dense.faiss is .* bytes, not the .* of .* vectors"):
@@ -197,6 +203,7 @@ def trojan(tmp_path, tiny_models):
     return folder, marker
 
 
+@pytest.mark.integration
 def test_model_folder_with_auto_map_is_refused_unless_allowed(trojan, tiny_models):
     from ragapp.rerank import CrossEncoderReranker
     from ragapp.terms import Tokenizer
@@ -212,6 +219,7 @@ def test_model_folder_with_auto_map_is_refused_unless_allowed(trojan, tiny_model
     assert not marker.exists()
 
 
+@pytest.mark.integration
 def test_generator_folder_with_auto_map_is_refused(tmp_path, tiny_models):
     import shutil
 
@@ -227,6 +235,7 @@ def test_generator_folder_with_auto_map_is_refused(tmp_path, tiny_models):
         TransformersGenerator(GenerateConfig(model=str(folder))).warm_up()
 
 
+@pytest.mark.integration
 def test_sentence_transformers_module_from_another_package_is_refused(tmp_path):
     from ragapp.config import EmbedConfig
     from ragapp.embed import SentenceTransformerEmbedder
@@ -240,6 +249,7 @@ def test_sentence_transformers_module_from_another_package_is_refused(tmp_path):
         SentenceTransformerEmbedder(EmbedConfig(model=str(folder))).warm_up()
 
 
+@pytest.mark.integration
 def test_hub_id_is_not_downloaded_unless_allowed(tmp_path, monkeypatch):
     from ragapp.models import model_folder
 
@@ -248,6 +258,7 @@ def test_hub_id_is_not_downloaded_unless_allowed(tmp_path, monkeypatch):
         model_folder("someone/some-model", ModelsConfig(), "chat model")
 
 
+@pytest.mark.integration
 def test_converted_model_cache_is_checked_by_hash(tmp_path):
     from ragapp.models import cached
 
@@ -284,6 +295,7 @@ def _hit(text, source):
     return Hit(split_text(text, source)[0], 1.0)
 
 
+@pytest.mark.integration
 def test_untrusted_text_never_becomes_a_control_token(cache_dir):
     """The packaged default model (Qwen): a file named like a chat-template injection, a document body,
     a question and an earlier turn full of control tokens add no control token to the prompt."""
@@ -344,6 +356,7 @@ def _split_seconds(text: str) -> float:
 
 
 @pytest.mark.parametrize("unit", [".", "!?", " ", "。，！？；：", "…", ".\n"], ids=["dots", "bangs", "spaces", "cjk", "ellipsis", "dot-lines"])
+@pytest.mark.integration
 def test_sentence_splitting_is_linear(unit):
     """Four times the input takes well under eight times as long (a quadratic split takes sixteen):
     a ratio, so a busy machine does not fail it; absolute times are bench/'s job."""
@@ -358,12 +371,13 @@ def test_sentence_splitting_is_linear(unit):
 
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory):
-    from pdfwriter import write_flate_pdf
+    from helpers.pdfwriter import write_flate_pdf
 
     return write_flate_pdf(tmp_path_factory.mktemp("bomb") / "bomb.pdf", "The bomb file has a harmless first page.",
                            expanded=1 << 30)
 
 
+@pytest.mark.integration
 def test_pdf_bomb_is_reported_and_the_folder_goes_in(tmp_path, bomb, config, embedder, echo_generator):
     import shutil
 
@@ -378,8 +392,9 @@ def test_pdf_bomb_is_reported_and_the_folder_goes_in(tmp_path, bomb, config, emb
     assert "Limit reached while decompressing" in report.warnings[0].reason
 
 
+@pytest.mark.integration
 def test_pdf_parse_time_and_size_limits(tmp_path):
-    from pdfwriter import write_flate_pdf, write_pdf
+    from helpers.pdfwriter import write_flate_pdf, write_pdf
 
     from ragapp.config import IngestConfig
     from ragapp.errors import DocumentError
@@ -397,9 +412,10 @@ def test_pdf_parse_time_and_size_limits(tmp_path):
         load_file(many, limits=IngestConfig(pdf_max_chars=100))
 
 
+@pytest.mark.integration
 def test_pdf_parser_out_of_memory_fails_the_file_not_a_page(tmp_path):
     """MemoryError is never swallowed as "skip this page": the file fails, named, with the reason."""
-    from pdfwriter import write_flate_pdf
+    from helpers.pdfwriter import write_flate_pdf
 
     from ragapp.config import IngestConfig
     from ragapp.errors import DocumentError
@@ -412,6 +428,7 @@ def test_pdf_parser_out_of_memory_fails_the_file_not_a_page(tmp_path):
 
 # -- 6. symlinks and unreadable folders ------------------------------------------------------
 
+@pytest.mark.integration
 def test_symlink_to_a_file_outside_the_folder_is_skipped_and_reported(tmp_path, docs, config, embedder, echo_generator):
     secret = tmp_path / "private" / "diary.txt"
     secret.parent.mkdir()
@@ -429,8 +446,9 @@ def test_symlink_to_a_file_outside_the_folder_is_skipped_and_reported(tmp_path, 
     assert [os.path.basename(p) for p in followed.ingest([docs]).added] == ["diary.txt"]
 
 
+@pytest.mark.integration
 def test_unreadable_subfolder_keeps_its_documents(tmp_path, docs, cache_dir):
-    from privileges import without_file_override
+    from helpers.privileges import without_file_override
 
     index = tmp_path / "index"
     env = {"RAGAPP_CACHE": cache_dir}
@@ -453,6 +471,7 @@ def test_unreadable_subfolder_keeps_its_documents(tmp_path, docs, cache_dir):
 
 # -- issue 25: what a parser child sees, HTML bounded, API keys ------------------------------------
 
+@pytest.mark.integration
 def test_html_is_parsed_in_the_sandbox_within_its_limits(tmp_path):
     """30 MB of HTML takes ~20x its size to parse: in the child, the memory and time limits bound it."""
     from ragapp.config import IngestConfig
@@ -475,6 +494,7 @@ def test_html_is_parsed_in_the_sandbox_within_its_limits(tmp_path):
     assert [p.text for p in load_file(small)] == ["Kept text."]
 
 
+@pytest.mark.integration
 def test_the_parser_child_gets_no_secret_from_the_environment(tmp_path, monkeypatch):
     """The real child parses the file; what it was started with is recorded on the way (Popen wrapped,
     not replaced) and read again from /proc while it runs."""

@@ -12,28 +12,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_server import ApiServer, no_server_paths
 from conftest import SAMPLES
+from helpers.api_server import ApiServer, no_server_paths, wait_for_job
+
+pytestmark = pytest.mark.integration
 
 KEY = "test-key-7f3a-0c91d2e4"
 FALLBACK = "I cannot answer from the given information."
-
-
-def wait_for(client: httpx.Client, job: str, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = client.get(f"/v1/jobs/{job}").json()
-        if state["status"] in ("done", "failed"):
-            return state
-        time.sleep(0.5)
-    raise AssertionError(f"job {job} still running after {timeout} s")
 
 
 def upload(client: httpx.Client, kb: str, paths: list[Path]) -> dict:
     files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
     r = client.post(f"/v1/knowledge_bases/{kb}/documents", files=files)
     assert r.status_code == 202, r.text
-    return wait_for(client, r.json()["job"])
+    return wait_for_job(client, r.json()["job"])
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +105,7 @@ def test_search_upload_delete_and_gone(api, tmp_path):
 
 
 def test_office_upload_is_searchable_with_its_slide(api, tmp_path):
-    from officefiles import write_pptx
+    from helpers.officefiles import write_pptx
 
     _, client = api
     deck = write_pptx(tmp_path / "review.pptx")
@@ -209,7 +201,7 @@ def test_clients_at_once_while_an_ingest_runs(api, tmp_path):
         t.start()
     for t in threads:
         t.join(timeout=600)
-    assert wait_for(client, job)["status"] == "done"
+    assert wait_for_job(client, job)["status"] == "done"
     after = {d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"]}
     assert not errors and len(latencies) == 24 and before <= after and any(s.endswith("kelp.md") for s in after)
     print(json.dumps({"requests": 24, "errors": 0, "p50_s": sorted(latencies)[12], "max_s": max(latencies)}))
@@ -247,7 +239,7 @@ def test_load_then_kill_9_during_an_ingest_job(tmp_path, cache_dir):
         t.start()
     for t in threads:
         t.join(timeout=1800)
-    assert wait_for(client, job)["status"] == "done"
+    assert wait_for_job(client, job)["status"] == "done"
     latencies.sort()
     print(json.dumps({"questions": len(latencies), "errors": len(errors), "p50_s": round(latencies[49], 2),
                       "p95_s": round(latencies[94], 2)}))

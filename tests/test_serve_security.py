@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import threading
 import time
@@ -14,22 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_server import ApiServer, free_port, no_server_paths
-from test_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401  (browser is a fixture)
+from helpers.api_server import ApiServer, no_server_paths, wait_for_job
+from helpers.browser import needs_chromium
+from helpers.net import free_port
 
 pytestmark = pytest.mark.integration
 
 NOTE = "Sea otters hold hands while they sleep so they do not drift apart.\n"
-
-
-def wait_for(client: httpx.Client, job: str, timeout: float = 600) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = client.get(f"/v1/jobs/{job}").json()
-        if state["status"] in ("done", "failed"):
-            return state
-        time.sleep(0.3)
-    raise AssertionError(f"job {job} still running after {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +36,7 @@ def keyless(tmp_path_factory, cache_dir):
     assert client.post("/v1/knowledge_bases", json={"name": "notes"}).status_code == 201
     r = client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("otters.md", NOTE.encode()))])
     assert r.status_code == 202, r.text
-    assert wait_for(client, r.json()["job"])["status"] == "done"
+    assert wait_for_job(client, r.json()["job"])["status"] == "done"
     yield server, client
     client.close()
     server.stop()
@@ -82,7 +72,7 @@ def test_an_upload_never_overwrites_unless_asked(keyless, tmp_path):
     assert r.status_code == 409 and "replace" in r.json()["error"]["message"]
     assert (documents(server) / "otters.md").read_text(encoding="utf-8") == NOTE
     r = client.post("/v1/knowledge_bases/notes/documents?replace=true", files=[("files", ("otters.md", NOTE.encode()))])
-    assert r.status_code == 202 and wait_for(client, r.json()["job"])["status"] == "done"
+    assert r.status_code == 202 and wait_for_job(client, r.json()["job"])["status"] == "done"
 
 
 @pytest.mark.parametrize("names, status, why", [
@@ -107,7 +97,7 @@ def test_delete_removes_the_link_never_its_target(keyless, tmp_path):
     diary.write_text("Dear diary, the secret garden key is under the blue stone.\n", encoding="utf-8")
     (documents(server) / "diary.txt").symlink_to(diary)
     r = client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("kelp.md", b"Kelp forests shelter otters.\n"))])
-    assert wait_for(client, r.json()["job"])["status"] == "done"
+    assert wait_for_job(client, r.json()["job"])["status"] == "done"
     names = [d["source"] for d in client.get("/v1/knowledge_bases/notes/documents").json()["data"]]
     assert "diary.txt" in names and "kelp.md" in names
     assert client.delete("/v1/knowledge_bases/notes/documents/diary.txt").json() == {"deleted": "diary.txt"}
@@ -168,7 +158,7 @@ def test_a_200_mb_upload_streams_to_disk_with_flat_memory(keyless):
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 202, r.text
     assert (documents(server) / "big.pdf").stat().st_size == blocks * len(block)
-    wait_for(client, r.json()["job"])
+    wait_for_job(client, r.json()["job"])
     print(json.dumps({"sent_mb": blocks * len(block) / 1e6, "rss_start_mb": samples[0], "rss_max_mb": max(samples)}))
     assert max(samples) - samples[0] < 30, samples
     assert client.delete("/v1/knowledge_bases/notes/documents/big.pdf").status_code in (200, 404)
@@ -254,9 +244,8 @@ class _Page(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                    reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)")
-def test_cross_site_upload_from_a_real_browser_writes_nothing(keyless, browser):  # noqa: F811
+@needs_chromium
+def test_cross_site_upload_from_a_real_browser_writes_nothing(keyless, browser):
     server, client = keyless
     _Page.target = server.url
     page = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Page)

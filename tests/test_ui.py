@@ -8,6 +8,8 @@ import pytest
 from ragapp.prompt import FALLBACK
 from ui.markdown import plain_markdown
 
+pytestmark = pytest.mark.integration
+
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 
 
@@ -133,7 +135,7 @@ def test_upload_names_cannot_escape(name, expected, tmp_path):
 def test_the_page_cannot_send_an_environment_variable_to_a_server_it_names(app, monkeypatch):
     """The settings take a server URL but no key variable: a URL the config does not pair with a key
     gets none (before, any variable, AWS_SECRET_ACCESS_KEY or RAGAPP_UI_PASSWORD, went to any URL typed in)."""
-    from openai_stub import Stub
+    from helpers.openai_stub import Stub
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
     server = Stub(needle="687")
@@ -149,7 +151,7 @@ def test_the_page_cannot_send_an_environment_variable_to_a_server_it_names(app, 
 
 
 def test_chat_model_chosen_in_the_settings_answers_and_is_named(app):
-    from openai_stub import Stub
+    from helpers.openai_stub import Stub
 
     server = Stub(needle="687")
     try:

@@ -14,13 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMEDRIVER, CHROMIUM, browser, free_port  # noqa: F401  (browser is a fixture)
+from helpers.browser import chromium, needs_chromium
+from helpers.net import free_port
 
 from ui.markdown import plain_markdown, safe_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
-needs_chromium = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                    reason="Debian chromium and chromium-driver are not installed (.ci/run installs them)")
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, log: Path, seconds: float = 120) -> None:
@@ -47,6 +46,7 @@ def listening(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.integration
 def test_safe_markdown_keeps_text_but_no_link_image_or_html():
     z = "\u200b"
     out = safe_markdown("**Ada** ![p](http://x.test/p.png) [a](https://x.test) <img src=x> www.x.test a@b.test\n- one")
@@ -76,6 +76,7 @@ def pixel_server():
 
 
 @needs_chromium
+@pytest.mark.integration
 def test_hostile_answer_loads_nothing_and_links_nowhere(tmp_path, pixel_server, browser):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -111,6 +112,7 @@ def test_hostile_answer_loads_nothing_and_links_nowhere(tmp_path, pixel_server, 
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_ragapp_ui_stops_on_sigterm(tmp_path):
     port = free_port()
     log = tmp_path / "ui.log"
@@ -127,6 +129,7 @@ def test_ragapp_ui_stops_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", port))
 
 
+@pytest.mark.integration
 def test_streamlit_run_directly_binds_localhost(tmp_path):
     port = free_port()
     log = tmp_path / "direct.log"
@@ -140,6 +143,7 @@ def test_streamlit_run_directly_binds_localhost(tmp_path):
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_ui_off_loopback_needs_a_password(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAGAPP_UI_PASSWORD"}
     result = subprocess.run([sys.executable, "-m", "ragapp.cli", "ui", "--host", "0.0.0.0", "--index", str(tmp_path / "kb")],
@@ -149,6 +153,7 @@ def test_ui_off_loopback_needs_a_password(tmp_path):
     assert not (tmp_path / "kb").exists()
 
 
+@pytest.mark.integration
 def test_password_gate(tmp_path, monkeypatch, cache_dir):
     from streamlit.testing.v1 import AppTest
 
@@ -166,6 +171,7 @@ def test_password_gate(tmp_path, monkeypatch, cache_dir):
     assert at.chat_input and not at.error
 
 
+@pytest.mark.integration
 def test_knowledge_base_never_over_someone_elses_folder(tmp_path):
     from ragapp.knowledge import create_knowledge_base, save_upload
 
@@ -187,6 +193,7 @@ def test_knowledge_base_never_over_someone_elses_folder(tmp_path):
 
 
 @needs_chromium
+@pytest.mark.integration
 def test_a_rebound_or_foreign_page_cannot_drive_the_app(tmp_path, cache_dir):
     """DNS rebinding, simulated in real Chromium by mapping rebind.attacker.example to 127.0.0.1: the
     page loads (Streamlit checks no Host) but the app refuses the session; through localhost it works.
@@ -195,7 +202,6 @@ def test_a_rebound_or_foreign_page_cannot_drive_the_app(tmp_path, cache_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_browser import chromium
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from helpers.net import free_port
 
 
 def no_server_paths(root: Path):
@@ -23,10 +24,15 @@ def no_server_paths(root: Path):
     return check
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def wait_for_job(client, job: str, timeout: float = 600) -> dict:
+    """The state of an ingest job once it is done or failed (AssertionError after `timeout` seconds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = client.get(f"/v1/jobs/{job}").json()
+        if state["status"] in ("done", "failed"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"job {job} still running after {timeout} s")
 
 
 class ApiServer:

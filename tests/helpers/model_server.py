@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 
-from openai_stub import LoopbackServer, send_json
+from helpers.openai_stub import LoopbackServer, send_json
 
 
 class ModelServer(LoopbackServer):
