@@ -7,7 +7,7 @@ and llama.cpp's OpenAI-compatible server over HTTP.
 
 Each backend runs in its own process so peak memory is its own (for the server: the server's peak
 plus the client's). Token counts use the model's own tokenizer for every backend. Prints the table
-the README quotes.
+docs/benchmarks.md quotes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Documents beyond text: OCR quality and speed, the PDF text layer (pypdf vs pypdfium2), and the
-memory the hostile scans take. Prints the tables the README quotes.
+memory the hostile scans take. Prints the tables docs/benchmarks.md quotes.
 
     python bench/formats.py            # all parts
     python bench/formats.py ocr        # CER on linn/skew/rotated_skew, the photo's lines, vertical text, pages/s

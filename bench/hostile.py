@@ -3,7 +3,7 @@
     python bench/hostile.py            # full sizes (a 500 MB text, a 5 MB single line, a 300-page PDF)
     python bench/hostile.py --quick    # smaller big files, for a quick look
 
-Prints a Markdown table (input, what ragapp did, searchable?) that the README quotes, and the
+Prints a Markdown table (input, what ragapp did, searchable?) that docs/benchmarks.md quotes, and the
 peak memory of the ingest process. Real PDFs from ../shared/eval/pdfs are referenced, not copied.
 """
 

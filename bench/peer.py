@@ -1,5 +1,5 @@
 """ragapp beside the hybrid retriever most users would build instead, in one run on the full SciFact
-corpus: ingest seconds, query p50/p95 and nDCG@10 of each. Prints the table the README quotes.
+corpus: ingest seconds, query p50/p95 and nDCG@10 of each. Prints the table docs/benchmarks.md quotes.
 
     pip install langchain-community langchain-classic langchain-text-splitters   # the peer, not a ragapp dependency
     python bench/peer.py

@@ -1,4 +1,4 @@
-"""Retrieval and answer quality on ../shared/eval. Prints the figures the README quotes.
+"""Retrieval and answer quality on ../shared/eval. Prints the figures docs/benchmarks.md quotes.
 
     python bench/quality.py retrieval   # SciFact: BM25, dense, fused, fused+rerank (nDCG@10, Recall@10)
     python bench/quality.py recall      # SQuAD extract + CMRC dev: Recall@5 of the gold paragraph

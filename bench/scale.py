@@ -1,5 +1,5 @@
 """An index of a million chunks: how it is made, how fast it opens and answers, and dense search
-exact vs PQ codes re-scored, BM25 numpy vs compiled. Prints the figures the README quotes.
+exact vs PQ codes re-scored, BM25 numpy vs compiled. Prints the figures docs/benchmarks.md quotes.
 
     python bench/scale.py build --chunks 1000000   # once: writes bench/out/indexes/synthetic-1000000
     python bench/scale.py open                     # open time and resident memory, in a fresh process

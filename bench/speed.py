@@ -1,4 +1,4 @@
-"""Speed and memory on this machine. Prints the figures the README quotes.
+"""Speed and memory on this machine. Prints the figures docs/benchmarks.md quotes.
 
     python bench/speed.py            # all parts
     python bench/speed.py bm25       # BM25 at 100k chunks: vectorised vs rank-bm25

@@ -69,9 +69,10 @@ def summary(report: IngestReport) -> str:
               help="Also read symlinked files whose target is outside the given folder (skipped and reported otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ingest_command(paths, index, config_path, embed_model, rebuild, no_wait, follow_symlinks, as_json) -> None:
-    """Add, update and remove documents (.txt, .md, .pdf, .html) under PATHS in the index.
+    """Add, update and remove documents under PATHS in the index: text, Markdown, HTML, PDF (scans by OCR),
+    Word, PowerPoint, Excel, CSV/TSV, EPUB, e-mail and images of pages.
 
-    Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (see README).
+    Exit codes: 0 all files ingested, 1 some files failed (listed), >1 nothing was written (docs/configuration.md).
     """
     rag = open_rag(index, config_path, embed__model=embed_model, ingest__follow_symlinks=follow_symlinks or None)
     report = run_ingest(rag, paths, rebuild=rebuild, wait=not no_wait)

@@ -1,7 +1,7 @@
 """BM25 served from a sparse matrix: rank-bm25's BM25Okapi scores, vectorised, and the owner of the
 BM25 files in an index generation.
 
-rank-bm25 scores every document in a Python loop (~240 ms a query at 100k chunks). Here the
+rank-bm25 scores every document in a Python loop (docs/benchmarks.md, "Speed"). Here the
 per-(term, document) weights are computed once, at ingest, into a CSC matrix saved beside the
 counts, so opening an index memory-maps them (as bm25s does: open time and memory do not grow with
 the corpus) and a query adds up one column slice per term: the same numbers (tests compare against

@@ -80,7 +80,7 @@ class _Group(click.Group):
 index_option = click.option("--index", "index", default=DEFAULT_INDEX, show_default=True, type=click.Path(file_okay=False),
                             help="Index directory.")
 config_option = click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, exists=True),
-                             help="TOML file with settings (see README).")
+                             help="TOML file with settings (docs/configuration.md).")
 
 
 @click.group(cls=_Group)

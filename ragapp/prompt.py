@@ -37,7 +37,7 @@ USER = {
     "en": "Documents:\n{context}\n\nBased only on the documents above, answer the question briefly and professionally. "
     "If the answer is not in them, say: " + FALLBACK["en"] + "\n\n{earlier}Question: {question}",
     # The refusal rule for Chinese lives in SYSTEM only: repeated here, Qwen2.5-0.5B refused 8 of 20
-    # answerable CMRC questions whose passage it had been given (2 of 20 without; bench probe, README).
+    # answerable CMRC questions whose passage it had been given (docs/benchmarks.md).
     "zh": "已知信息：\n{context}\n\n根据上述已知信息，简洁和专业的来回答用户的问题，不允许在答案中添加编造成分，"
     "答案请使用中文。\n\n{earlier}问题：{question}",
 }

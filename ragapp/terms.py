@@ -29,7 +29,7 @@ class Tokenizer:
         self._stemmer = None
         self._jieba = None
         if stem:
-            import Stemmer  # PyStemmer: the C Snowball stemmer, ~100x faster than pure-Python Porter
+            import Stemmer  # PyStemmer: the C Snowball stemmer, far faster than a pure-Python one
 
             self._stemmer = Stemmer.Stemmer("english")
         if chinese == "jieba":

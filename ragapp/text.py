@@ -10,8 +10,8 @@ _LATIN = re.compile(r"[A-Za-z]")
 # A sentence ends at Chinese end punctuation (with closing quotes), or at English end punctuation
 # followed by whitespace and something that starts a sentence. A single line break is not an end:
 # PDFs and hard-wrapped text break lines inside sentences (over-long "sentences" are cut at lines later).
-# Linear on any input: possessive runs, and a run of dots is only tried from its first dot (a
-# text of 16,000 dots took 3.5 s when every dot of the run started a new, failing attempt).
+# Linear on any input: possessive runs, and a run of dots is only tried from its first dot (trying
+# every dot of a run as a start made a text of dots quadratic; tests/test_security.py checks it).
 _SENTENCE_END = re.compile(
     r"[。！？；!?…]++[”’」』）)\"']*+"
     r"|(?<!\.)\.++[”’\"')\]]*+(?=\s++[\"'“‘(\[]?[A-Z0-9\u3400-\u9fff])"

@@ -124,7 +124,7 @@ class SentenceTransformerEmbedder(LoadsOnce, Embedder):
         import torch
 
         # One batch: the model's own modules called directly, the same numbers as `encode` without
-        # its batching and bookkeeping (2 ms of a 21 ms query here).
+        # its batching and bookkeeping, a tenth of a query's time (docs/benchmarks.md, "Speed").
         self.warm_up()
         with torch_threads(self._threads), torch.inference_mode():
             features = self._model.preprocess([self.spec.query_prefix + t for t in texts])

@@ -20,9 +20,9 @@ FILE = "dense.faiss"
 PQ_FILES = ("pq_centroids.npy", "pq_codes.npy")
 # What indexes of 200,000+ chunks held before the PQ codes: still accepted in a manifest, searched exactly.
 IVF_FILES = ("ivf_centroids.npy", "ivf_offsets.npy", "ivf_rows.npy", "ivf_vectors.npy")
-# From this many chunks an index gets PQ codes: at a million chunks an exact scan of the memory map
-# takes 113 ms a query on one thread, the codes' fast scan plus the exact re-score ~10 ms with
-# recall@10 0.99 against exact search (bench/scale.py; README "Ingest speed and index scale").
+# From this many chunks an index gets PQ codes: their fast scan plus an exact re-score of the best
+# candidates is a tenth of an exact scan's time at a million chunks, with nearly the same results
+# (docs/benchmarks.md, "Dense search: PQ codes + exact re-score"; python bench/scale.py recall).
 PQ_MIN_ROWS = 200_000
 PQ_BITS = 4  # FAISS's fast-scan kernel (SIMD lookup tables in registers) is for 4-bit codes
 PQ_TRAIN_ROWS = 1 << 16  # codebook training sample

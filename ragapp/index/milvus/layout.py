@@ -18,7 +18,7 @@ from ragapp.records import Chunk
 LAYOUT = "1"  # ragapp's Milvus layout, in the chunk collection's properties
 LAYOUT_KEY, SETTINGS_KEY, OWNER_KEY = "ragapp.layout", "ragapp.settings", "ragapp.owner"
 BM25_TERMS = ("ragapp", "jieba")
-# Milvus's vector indexes ragapp can ask for (DISKANN: a server only; see README "On Milvus" for sizes).
+# Milvus's vector indexes ragapp can ask for (DISKANN: a server only; sizes in docs/milvus.md).
 DENSE_INDEXES = ("HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "DISKANN", "AUTOINDEX")
 
 

@@ -18,7 +18,7 @@ from ragapp.records import Chunk
 _CACHE = 50_000  # rows kept by a reader's caches before they start again
 _FIELDS = ["text", "record", "hash", "dense"]  # what a search brings back of each row
 _RECENT = 256
-EF = 256  # HNSW search breadth at least (and 4x the hits asked): 98 % of the exact top 100 on SciFact, against 79-98 % at 100
+EF = 256  # HNSW search breadth at least (and 4x the hits asked): docs/milvus.md gives the recall it buys
 _PREFETCH = 40  # rows of the last searches whose sentence vectors are fetched together: the reranker's 30 and copies
 
 

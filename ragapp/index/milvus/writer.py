@@ -71,7 +71,7 @@ class MilvusWriter(AbortUnlessCommitted):
             if not self.backend.call("has_collection", c.has_collection, name):
                 schema, index = schemas[part]
                 # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
-                # local disk (memory-mapped) instead of in memory, the largest share of an index (README "On Milvus").
+                # local disk (memory-mapped) instead of in memory, the largest share of an index (docs/milvus.md).
                 owner = {OWNER_KEY: self.backend.owner} if self.backend.owner else {}
                 props = {"chunks": {LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
                 self.backend.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
