@@ -14,6 +14,7 @@ import threading
 import unicodedata
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from ragapp.config import Config
 from ragapp.index import UPLOADS, is_index_folder
@@ -108,7 +109,7 @@ class UploadBatch:
         self.min_free_bytes = min_free_bytes
         self.room = quota_bytes - _folder_bytes(self.folder) if quota_bytes else None
         self._parts: list[tuple[str, Path]] = []  # (clean name, temporary file)
-        self._file: object | None = None
+        self._file: IO[bytes] | None = None
         self._written = self._file_bytes = 0
 
     def begin(self, name: str) -> str:
@@ -131,9 +132,8 @@ class UploadBatch:
             raise UploadRefused(f"{name!r}: only {', '.join(ALLOWED_SUFFIXES)} files can be uploaded")
         if clean in {c for c, _ in self._parts}:
             raise UploadRefused(f"{name!r}: two files of this upload would both be saved as {clean!r}; send each name once")
+        self._check_name_taken(clean)
         target = self.folder / clean
-        if (target.exists() or target.is_symlink()) and not self.replace:
-            raise UploadRefused(f"{clean!r} is already in this knowledge base; upload it with replace to overwrite it", 409)
         if target.is_symlink() or target.exists() and not target.is_file():
             raise UploadRefused(f"{clean!r} exists in this knowledge base and is not a plain file; it is not replaced", 409)
         return clean
@@ -154,14 +154,14 @@ class UploadBatch:
         if self.min_free_bytes and shutil.disk_usage(self.folder).free - len(data) < self.min_free_bytes:
             raise UploadRefused(f"{name}: the disk would fall below {self.min_free_bytes / 1e6:.0f} MB free "
                                 "(serve.min_free_disk_mb); not saved", 507)
-        self._file.write(data)  # type: ignore[attr-defined]
+        self._file.write(data)
 
     def _close(self) -> None:
         if self._file is not None:
             f, self._file = self._file, None
-            f.flush()  # type: ignore[attr-defined]
-            os.fsync(f.fileno())  # type: ignore[attr-defined]
-            f.close()  # type: ignore[attr-defined]
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
 
     def commit(self) -> list[Path]:
         """Rename every file into place (all, or none if one fails); their paths."""
@@ -184,6 +184,7 @@ class UploadBatch:
         return done
 
     def _check_name_taken(self, clean: str) -> None:
+        """409 for a name already in the folder, unless the batch replaces."""
         target = self.folder / clean
         if not self.replace and (target.exists() or target.is_symlink()):
             raise UploadRefused(f"{clean!r} is already in this knowledge base; upload it with replace to overwrite it", 409)

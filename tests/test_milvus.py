@@ -154,9 +154,10 @@ def test_two_ingest_processes_share_one_collection(tmp_path, cache_dir, milvus_s
     env = {**os.environ, "RAGAPP_CACHE": cache_dir}
     cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(tmp_path / "index"),
            "--config", str(tmp_path / "ragapp.toml"), "--json"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
-    reports = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    reports = [json.loads(out) for out, _ in outputs]
     added = [set(r["added"]) for r in reports]
     files = {str(corpus / f"note_{i}.txt") for i in range(12)}
     # Every file written once, by one of them; what one left, the other wrote.
