@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ragapp.models.names import EmbedderSpec
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -47,3 +49,22 @@ class Embedder(Protocol):
     def warm_up(self) -> None:
         """Load the model now instead of on first use."""
         return None
+
+
+class PrefixesFromSpec:
+    """`query_prefix` and `passage_prefix` read from the embedder's resolved `spec` (e5's "query: " / "passage: ")."""
+
+    @property
+    def spec(self) -> EmbedderSpec:
+        """The resolved model location and prefixes."""
+        raise NotImplementedError
+
+    @property
+    def query_prefix(self) -> str:
+        """What the model wants before a question."""
+        return self.spec.query_prefix
+
+    @property
+    def passage_prefix(self) -> str:
+        """What the model wants before a passage."""
+        return self.spec.passage_prefix

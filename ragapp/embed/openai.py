@@ -12,7 +12,7 @@ import numpy as np
 
 from ragapp import remote
 from ragapp.config import EmbedConfig, ModelsConfig
-from ragapp.embed.base import Embedder
+from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.embed.sentence_transformers import sentence_vectors
 from ragapp.errors import ConfigError, ModelServerError
 from ragapp.models import E5_NAME, EmbedderSpec
@@ -20,7 +20,7 @@ from ragapp.models import E5_NAME, EmbedderSpec
 _PIECE = re.compile(r"[\u3400-\u9fff]|[A-Za-z0-9]+|[^\sA-Za-z0-9\u3400-\u9fff]")
 
 
-class OpenAIEmbedder(remote.ServerBacked, Embedder):
+class OpenAIEmbedder(remote.ServerBacked, PrefixesFromSpec, Embedder):
     """An embedding model behind an OpenAI-compatible `/v1/embeddings` endpoint."""
 
     setting = "embed"
@@ -34,7 +34,7 @@ class OpenAIEmbedder(remote.ServerBacked, Embedder):
         self.url = config.base_url.rstrip("/")
         lowered = config.model.lower()
         e5 = "e5" in lowered and "instruct" not in lowered
-        self.spec = EmbedderSpec(config.model, self.url, "query: " if e5 else "", "passage: " if e5 else "")
+        self._spec = EmbedderSpec(config.model, self.url, "query: " if e5 else "", "passage: " if e5 else "")
 
         self._cache_dir, self._policy = cache_dir, policy or ModelsConfig()
         self._client: Any = None
@@ -73,14 +73,9 @@ class OpenAIEmbedder(remote.ServerBacked, Embedder):
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
     @property
-    def query_prefix(self) -> str:
-        """e5's "query: " for an e5 model, else nothing."""
-        return self.spec.query_prefix
-
-    @property
-    def passage_prefix(self) -> str:
-        """e5's "passage: " for an e5 model, else nothing."""
-        return self.spec.passage_prefix
+    def spec(self) -> EmbedderSpec:
+        """The server's model and the e5 prefixes ragapp applies for it."""
+        return self._spec
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for questions (with the model's query prefix)."""

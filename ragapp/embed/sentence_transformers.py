@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ragapp.config import EmbedConfig, ModelsConfig
-from ragapp.embed.base import Embedder
+from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, resolve_embedder
@@ -38,7 +38,7 @@ def span_vectors(tokens: np.ndarray, starts: np.ndarray, spans: Sequence[tuple[i
     return np.where(counts > 0, means / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
 
 
-class SentenceTransformerEmbedder(LoadsOnce, Embedder):
+class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
     """Any sentence-transformers model: a packaged name, a local folder or a hub id.
 
     Light to construct; the model loads on first use (`warm_up`).
@@ -67,16 +67,6 @@ class SentenceTransformerEmbedder(LoadsOnce, Embedder):
             self._spec = resolve_embedder(self.config.model, self._cache_dir, self._policy)
             self.name = self._spec.name
         return self._spec
-
-    @property
-    def query_prefix(self) -> str:
-        """What the model wants before a question (e5: "query: ")."""
-        return self.spec.query_prefix
-
-    @property
-    def passage_prefix(self) -> str:
-        """What the model wants before a passage (e5: "passage: ")."""
-        return self.spec.passage_prefix
 
     def _load(self):
         import torch
