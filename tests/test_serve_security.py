@@ -263,3 +263,24 @@ def test_cross_site_upload_from_a_real_browser_writes_nothing(keyless, browser):
     time.sleep(1)
     assert (documents(server) / "otters.md").read_text(encoding="utf-8") == NOTE
     assert client.get("/v1/knowledge_bases/notes/documents").json()["data"] == listed
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused_before_its_body(tmp_path, cache_dir):
+    """With less free disk than [serve] min_free_disk_mb would leave, 507 from the Content-Length alone."""
+    (tmp_path / "kbs").mkdir()
+    config = tmp_path / "ragapp.toml"
+    free_mb = __import__("shutil").disk_usage(tmp_path).free // 1_000_000
+    config.write_text(f"[serve]\nmin_free_disk_mb = {free_mb - 1000}\nmax_request_mb = 5000\n", encoding="utf-8")  # 1 GB of room
+    server = ApiServer(tmp_path / "kbs", "", tmp_path / "serve.log", cache_dir, config=config)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.post("/v1/knowledge_bases", json={"name": "notes"}).status_code == 201
+            head = (f"POST /v1/knowledge_bases/notes/documents HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                    f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 3000000000\r\n\r\n")
+            status, _ = _raw_request(server.port, head)
+            assert " 507 " in status
+            small = client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("a.md", b"small\n"))])
+            assert small.status_code == 202
+        assert sorted(p.name for p in (tmp_path / "kbs" / "notes" / "documents").iterdir()) == ["a.md"]
+    finally:
+        server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -206,6 +207,9 @@ async def _upload(server: Server, rag: RAG, request: Request, replace: bool) -> 
     the body was read); at most [serve] max_concurrent_uploads at once."""
     if server.uploads >= server.config.serve.max_concurrent_uploads:
         raise HTTPException(429, f"{server.uploads} uploads are being received; try again when one has finished")
+    length, reserve = request.headers.get("content-length", ""), server.config.serve.min_free_disk_mb * 1_000_000
+    if length.isdigit() and shutil.disk_usage(rag.path).free - int(length) < reserve:
+        raise HTTPException(507, f"this upload would leave less than {reserve / 1e6:.0f} MB of free disk (serve.min_free_disk_mb)")
     server.uploads += 1
     try:
         return await receive_upload(request.headers.get("content-type", ""), request.stream(), server.batch(rag, replace))
