@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -284,14 +285,26 @@ class RAG:
 
 
 def _checked(component, protocol: type, what: str):
-    """`component` when it has every member of `protocol` (None stays None); TypeError naming the missing ones."""
-    if component is None or isinstance(component, protocol):
+    """`component` when it has every member of `protocol` (None stays None); TypeError naming the missing ones.
+    Looked up statically: isinstance() on a runtime protocol would call every property, and an embedder's
+    `dimension` loads its model (models load on first use, not when a RAG is made)."""
+    if component is None:
         return component
     members = set(protocol.__annotations__) | {n for n, v in vars(protocol).items()
                                                  if not n.startswith("_") and (callable(v) or isinstance(v, property))}
-    missing = sorted(m for m in members if not hasattr(component, m))
-    raise TypeError(f"{what} {type(component).__name__} lacks {', '.join(missing)} of ragapp.{protocol.__name__}; "
-                    f"subclass ragapp.{protocol.__name__} to inherit the defaults of its optional members")
+    missing = sorted(m for m in members if not _has(component, m))
+    if missing:
+        raise TypeError(f"{what} {type(component).__name__} lacks {', '.join(missing)} of ragapp.{protocol.__name__}; "
+                        f"subclass ragapp.{protocol.__name__} to inherit the defaults of its optional members")
+    return component
+
+
+def _has(component: object, name: str) -> bool:
+    try:
+        inspect.getattr_static(component, name)
+        return True
+    except AttributeError:
+        return False
 
 
 def _documents(manifest: Manifest) -> list[DocumentInfo]:

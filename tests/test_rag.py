@@ -128,3 +128,20 @@ def test_arguments_are_checked_where_they_enter(tmp_path, docs, config, embedder
         rag.ask("How long does Mars take to orbit the Sun?", language="fr")
     assert gen.calls == []
     assert len(rag.search("Mars", top_k=2)) == 2 and rag.ask("How long does Mars take to orbit the Sun?", top_k=1).answered
+
+
+def test_a_rag_over_shared_models_loads_no_model(tmp_path, config, echo_generator):
+    """Passing the models of another RAG (as the knowledge-base service does) checks their members
+    without calling them: nothing loads until the first question."""
+    base = RAG(tmp_path / "a", config)
+    other = RAG(tmp_path / "b", config, embedder=base.embedder, generator=base.generator)
+    assert other.embedder is base.embedder and not base.embedder.loaded and not base.generator.loaded
+
+    class NoStream:
+        name = "incomplete"
+
+        def generate(self, messages):
+            return ""
+
+    with pytest.raises(TypeError, match="lacks .*stream.* of ragapp.Generator; subclass ragapp.Generator"):
+        RAG(tmp_path / "c", config, generator=NoStream())

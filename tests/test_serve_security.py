@@ -107,7 +107,7 @@ def test_delete_removes_the_link_never_its_target(keyless, tmp_path):
     assert client.delete("/v1/knowledge_bases/notes/documents/kelp.md").status_code == 200
 
 
-def _raw_request(port: int, head: str, wait: float = 10) -> tuple[str, float]:
+def _raw_request(port: int, head: str, wait: float = 30) -> tuple[str, float]:
     """Send only the request line and headers (no body); the reply's status line and how soon it came."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
         t0 = time.perf_counter()
@@ -280,7 +280,7 @@ def test_an_upload_that_would_fill_the_disk_is_refused_before_its_body(tmp_path,
             status, _ = _raw_request(server.port, head)
             assert " 507 " in status
             small = client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("a.md", b"small\n"))])
-            assert small.status_code == 202
+            assert small.status_code == 202 and wait_for_job(client, small.json()["job"])["status"] == "done"
         assert sorted(p.name for p in (tmp_path / "kbs" / "notes" / "documents").iterdir()) == ["a.md"]
     finally:
         server.stop()
