@@ -1,8 +1,11 @@
-"""The in-process embedder's runtimes: int8 weights and sentence vectors pooled in the chunk's own pass."""
+"""The in-process embedder's runtimes: int8 weights, sentence vectors pooled in the chunk's own pass, questions without torch."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,12 +104,54 @@ def test_cached_token_counts_equal_fresh_ones(embedders):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
-def test_queries_encoded_by_the_modules_directly_equal_sentence_transformers_encode(embedders, dtype):
+def test_queries_encoded_by_the_modules_directly_equal_sentence_transformers_encode(dtype):
     """A query batch skips `encode`'s bookkeeping; the vectors must be the same numbers (mixed lengths:
     the padding is masked out of the mean)."""
-    embedder = embedders[dtype]
+    config = Config()
+    embedder = SentenceTransformerEmbedder(replace(config.embed, dtype=dtype, query_runtime="torch"), config.cache_dir)
     questions = ["Who signed a treaty with the king?", "长城东起哪里？", "x" * 3000]  # the last is cut at the model limit
     ours = embedder.embed_queries(questions)
     reference = embedder._encode(questions, embedder.spec.query_prefix)
     assert ours.shape == (3, 384) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(ours, reference, atol=2e-6)
+
+
+QUESTIONS = ["Who signed a treaty with the king?", "长城东起哪里？", "x" * 3000, "ATP synthase 在线粒体内膜上吗?", "a",
+             "  spaces\tand\nnew lines  ", "Ünïcödé ＦＵＬＬＷＩＤＴＨ ①②③ e\u0301"]
+
+
+@pytest.mark.parametrize("model", ["multilingual-e5-small", "all-MiniLM-L6-v2"])
+def test_questions_without_torch_are_the_float32_model_vectors(model):
+    """The numpy question encoder (no torch, no transformers) reproduces sentence-transformers in float32:
+    Chinese, English, Unicode folding, a question cut at the model's length limit, a lower-casing model."""
+    config = Config()
+    light = SentenceTransformerEmbedder(replace(config.embed, model=model, dtype="float32"), config.cache_dir)
+    reference = SentenceTransformerEmbedder(replace(config.embed, model=model, dtype="float32"), config.cache_dir)
+    ours = light.embed_queries(QUESTIONS)
+    assert light._light is not None and light._model is None  # answered without loading the torch model
+    expected = reference._encode(QUESTIONS, reference.spec.query_prefix)
+    np.testing.assert_allclose(ours, expected, atol=2e-6)
+    assert light.dimension == reference._torch_model().get_embedding_dimension()
+
+
+def test_questions_without_torch_match_an_int8_index_within_int8_rounding(embedders):
+    """An index embedded in int8 is asked with float32 question vectors: within the rounding int8 itself
+    brings (0.9988 at the lowest over 300 SciFact questions, docs/benchmarks.md "Cold start")."""
+    config = Config()
+    torch_int8 = SentenceTransformerEmbedder(replace(config.embed, query_runtime="torch"), config.cache_dir)
+    cos = (embedders["int8"].embed_queries(QUESTIONS) * torch_int8.embed_queries(QUESTIONS)).sum(axis=1)
+    assert cos.min() > 0.997, cos
+
+
+def test_a_model_of_another_shape_keeps_the_torch_path(tmp_path):
+    from ragapp.embed.light import unsupported
+
+    config = Config()
+    folder = Path(SentenceTransformerEmbedder(config.embed, config.cache_dir).spec.path)
+    assert unsupported(folder) is None
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("model.safetensors"))
+    assert unsupported(copy) == "no model.safetensors"
+    pooling = json.loads((copy / "1_Pooling" / "config.json").read_text())
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode": "cls"}))
+    assert unsupported(copy) == "pooling is not a mean of the token embeddings"

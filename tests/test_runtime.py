@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_rag_does_not_write_the_environment(tmp_path, config, embedder, echo_gen
     assert dict(os.environ) == before
 
 
-def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
+def test_query_and_ingest_encodes_keep_their_own_thread_counts(config):
     """Queries encode with 1 thread, ingest with 2 (both measured best); run together from two
     threads (documents what torch's OpenMP backend does: the count is per thread), every forward pass sees the count its
     own caller asked for, at its start and at its end,
@@ -28,8 +29,12 @@ def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
     import numba
     import torch
 
+    from ragapp.embed import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(replace(config.embed, query_runtime="torch"), config.cache_dir, config.threads,
+                                           ingest_threads=config.ingest_threads)
     seen: list[tuple[str, int]] = []
-    module = embedder._model[0]  # the transformer module: runs once per encoded batch
+    module = embedder._torch_model()[0]  # the transformer module: runs once per encoded batch
     record = lambda *_: seen.append((threading.current_thread().name, torch.get_num_threads(), numba.get_num_threads()))  # noqa: E731
     handles = [module.register_forward_pre_hook(record), module.register_forward_hook(record)]  # start and end
     texts = ["Otters hold hands while they sleep."] * 8
@@ -57,17 +62,22 @@ def test_query_and_ingest_encodes_keep_their_own_thread_counts(embedder):
     assert all(ours == numbas == wanted[name] for name, ours, numbas in seen), sorted(set(seen))
 
 
-def test_a_model_asked_for_by_several_threads_at_once_loads_once(config):
+@pytest.mark.parametrize("query_runtime", ["numpy", "torch"])
+def test_a_model_asked_for_by_several_threads_at_once_loads_once(config, monkeypatch, query_runtime):
     """Before, the embedder's warm_up had no lock: the first questions of an HTTP server's clients
-    could each load the model."""
+    could each load the model (the torch one, or the question encoder and its tokenizer)."""
+    import ragapp.embed.light as light
     from ragapp.embed import SentenceTransformerEmbedder
 
-    embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)
+    embedder = SentenceTransformerEmbedder(replace(config.embed, query_runtime=query_runtime), config.cache_dir)
     loads, real_load = [], embedder._load
-    embedder._load = lambda: loads.append(1) or real_load()
+    embedder._load = lambda: loads.append("model") or real_load()
+    real_tokenizer = light.load_tokenizer
+    monkeypatch.setattr("ragapp.embed.sentence_transformers.load_tokenizer", lambda f: loads.append("tokenizer") or real_tokenizer(f))
     threads = [threading.Thread(target=embedder.warm_up) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert embedder.loaded and len(loads) == 1 and embedder.embed_queries(["otters"]).shape == (1, 384)
+    assert embedder.loaded and embedder.embed_queries(["otters"]).shape == (1, 384)
+    assert loads == (["tokenizer"] if query_runtime == "numpy" else ["model"])

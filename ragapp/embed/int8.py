@@ -18,16 +18,13 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from ragapp.embed import erf
+
 _LANES = 16  # one AVX-512 register of float32: the row maximum kept per lane, so the loop vectorises
-# erf(x) as an odd/even rational function on [-4, 4] (Eigen's and XLA's float32 erf; |error| < 4e-7),
-# its coefficients as plain float32 globals (numba folds them in, and the loop vectorises).
-_A0, _A1, _A2, _A3, _A4, _A5, _A6 = (np.float32(c) for c in (
-    -2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
-    -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02))
-_B0, _B1, _B2, _B3, _B4 = (np.float32(c) for c in (
-    -1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
-    -1.42647390514189e-02))
-_ERF_EDGE = np.float32(4.0)  # erf is +-1 in float32 beyond
+# erf's coefficients as plain float32 globals (numba folds them in, and the loop vectorises).
+_A0, _A1, _A2, _A3, _A4, _A5, _A6 = (np.float32(c) for c in erf.NUMERATOR)
+_B0, _B1, _B2, _B3, _B4 = (np.float32(c) for c in erf.DENOMINATOR)
+_ERF_EDGE = np.float32(erf.EDGE)
 
 
 @njit(cache=True, nogil=True, fastmath=True, boundscheck=False)

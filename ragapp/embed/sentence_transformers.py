@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.embed.base import Embedder, PrefixesFromSpec
+from ragapp.embed.light import QueryEncoder, hidden_size, load_tokenizer, unsupported
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, resolve_embedder
@@ -41,7 +44,9 @@ def span_vectors(tokens: np.ndarray, starts: np.ndarray, spans: Sequence[tuple[i
 class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
     """Any sentence-transformers model: a packaged name, a local folder or a hub id.
 
-    Light to construct; the model loads on first use (`warm_up`).
+    Light to construct; the model loads on first use. Questions are encoded without torch
+    (`ragapp.embed.light`) when `[embed] query_runtime = "numpy"` and the model is BERT-shaped with mean
+    pooling (the packaged ones are); passages always through sentence-transformers.
     """
 
     def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
@@ -55,6 +60,9 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         self._ingest_threads = ingest_threads or threads
         self._spec = spec
         self._tokenizer: Any = None
+        self._light: QueryEncoder | None = None
+        self._light_why: str | None = None  # why questions go through torch (None: not decided yet)
+        self._light_lock = threading.RLock()  # the question encoder and the tokenizer it shares
         self._counted: dict[str, int] = {}  # token counts of short texts seen recently
         self.name = spec.name if spec else self.config.model
         self.backend = "sentence-transformers"
@@ -92,14 +100,49 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
                               RuntimeWarning, stacklevel=2)
         return model
 
+    def _light_reason(self) -> str:
+        """Why questions cannot skip torch ("" when they can); decided once, from configuration files."""
+        if self._light_why is None:
+            if self.config.query_runtime != "numpy":
+                self._light_why = f"query_runtime = {self.config.query_runtime!r}"
+            elif self.config.dtype == "bfloat16":
+                self._light_why = "dtype = 'bfloat16'"
+            else:
+                self._light_why = unsupported(self.spec.path) or ""
+        return self._light_why
+
+    def _query_encoder(self) -> QueryEncoder | None:
+        """The torch-free question encoder, loaded once; None when questions go through torch."""
+        if self._light is None and not self._light_reason():
+            with self._light_lock:
+                if self._light is None:
+                    self._light = QueryEncoder(self.spec.path, self.config.max_seq_length, self._counting_tokenizer())
+        return self._light
+
+    def _torch_model(self):
+        """The sentence-transformers model (loaded once, under LoadsOnce's lock)."""
+        LoadsOnce.warm_up(self)
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        """True once a question can be encoded without loading anything."""
+        return self._light is not None or self._model is not None
+
+    def warm_up(self) -> None:
+        """Load what encoding a question needs now: the torch-free encoder, or else the model."""
+        if self._query_encoder() is None:
+            self._torch_model()
+
     @property
     def dimension(self) -> int:
         """Vector size."""
-        self.warm_up()
-        return int(self._model.get_embedding_dimension())
+        if not self._light_reason():
+            return hidden_size(self.spec.path)
+        return int(self._torch_model().get_embedding_dimension())
 
     def _encode(self, texts: Sequence[str], prefix: str, threads: int | None = None) -> np.ndarray:
-        self.warm_up()
+        self._torch_model()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with torch_threads(threads or self._threads):
@@ -109,13 +152,16 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for questions (with the model's query prefix)."""
+        light = self._query_encoder()
+        if light is not None:
+            return light.encode([self.spec.query_prefix + t for t in texts])
         if not 0 < len(texts) <= self.config.batch_size:
             return self._encode(texts, self.spec.query_prefix)
         import torch
 
         # One batch: the model's own modules called directly, the same numbers as `encode` without
         # its batching and bookkeeping, a tenth of a query's time (docs/benchmarks.md, "Speed").
-        self.warm_up()
+        self._torch_model()
         with torch_threads(self._threads), torch.inference_mode():
             features = self._model.preprocess([self.spec.query_prefix + t for t in texts])
             vectors = self._model.forward(dict(features))["sentence_embedding"].float()
@@ -136,7 +182,7 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         encode = lambda batch: self._encode(batch, self.spec.passage_prefix, self._ingest_threads)  # noqa: E731
         if self.config.sentence_vectors == "separate":
             return encode(texts), sentence_vectors(encode, texts, sentences)
-        self.warm_up()
+        self._torch_model()
         chunk_vecs = np.zeros((len(texts), self.dimension), np.float32)
         per_chunk: list[np.ndarray] = [np.zeros((0, self.dimension), np.float32)] * len(texts)
         order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -191,15 +237,25 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
             self._counted.update((t, n) for t, n in fresh.items() if len(t) <= _COUNT_CACHE_CHARS)
         return [int(counts[t] or 0) for t in texts]
 
-    def _count(self, texts: list[str]) -> list[int]:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
+    def _counting_tokenizer(self) -> Any:
+        """The model's tokenizer without truncation, loaded once: its `tokenizer.json` read by the Rust
+        `tokenizers` library (no transformers import; the same counts, tested), else transformers'."""
+        with self._light_lock:
+            if self._tokenizer is None:
+                if (Path(self.spec.path) / "tokenizer.json").is_file():
+                    self._tokenizer = load_tokenizer(self.spec.path)
+                else:
+                    from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.spec.path, local_files_only=True, trust_remote_code=False)
-            backend = getattr(self._tokenizer, "backend_tokenizer", None)
-            if backend is not None:
-                backend.no_truncation()
-        fast = getattr(getattr(self._tokenizer, "backend_tokenizer", None), "encode_batch_fast", None)
+                    self._tokenizer = AutoTokenizer.from_pretrained(self.spec.path, local_files_only=True,
+                                                                    trust_remote_code=False)
+                    self._tokenizer.backend_tokenizer.no_truncation()
+            return self._tokenizer
+
+    def _count(self, texts: list[str]) -> list[int]:
+        tokenizer = self._counting_tokenizer()
+        fast = getattr(tokenizer, "encode_batch_fast", None) or getattr(getattr(tokenizer, "backend_tokenizer", None),
+                                                                       "encode_batch_fast", None)
         if fast is not None:
             return [len(e) for e in fast(texts, add_special_tokens=False)]
-        return [len(x) for x in self._tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]]
+        return [len(x) for x in tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]]

