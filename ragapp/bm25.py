@@ -15,11 +15,18 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from ragapp.spool import Spool, load_npy, npy_spool
+
+if TYPE_CHECKING:  # scipy loads only where a matrix is built: a query reads the plain arrays
+    from scipy import sparse
+
+# Up to this many rows a query's scores are summed by numpy's bincount (well under a millisecond) and the
+# compiled kernel is not loaded: numba's import and cached kernel cost a cold query about 0.3 s.
+_NUMPY_ROWS = 1 << 16
 
 # Counts (documents × terms, CSR) and vocabulary: what a later ingest carries rows over from.
 COUNT_FILES = ("bm25_data.npy", "bm25_indices.npy", "bm25_indptr.npy", "bm25_vocab.json")
@@ -31,6 +38,8 @@ _STEP = 1 << 24  # term entries relabelled at a time when unused terms are dropp
 
 
 def term_counts(docs: Sequence[Sequence[str]], vocab: dict[str, int]) -> sparse.csr_matrix:
+    from scipy import sparse
+
     """Documents × terms count matrix; new terms are appended to `vocab` in place."""
     rows = [term_row(tokens, vocab) for tokens in docs]
     indptr = np.concatenate([[0], np.cumsum([len(ids) for ids, _ in rows])]).astype(np.int64)
@@ -47,6 +56,8 @@ def term_row(tokens: Sequence[str], vocab: dict[str, int]) -> tuple[np.ndarray, 
 
 
 def bm25_weights(counts: sparse.csr_matrix, k1: float, b: float, epsilon: float) -> tuple[sparse.csc_matrix, np.ndarray]:
+    from scipy import sparse
+
     """Per-(document, term) BM25Okapi weights as a CSC matrix, and the idf of every term."""
     n_docs = counts.shape[0]
     if n_docs == 0 or counts.nnz == 0:
@@ -70,7 +81,7 @@ class BM25Index:
 
     def __init__(self, weights: sparse.csc_matrix | tuple[np.ndarray, np.ndarray, np.ndarray, int], idf: np.ndarray,
                  vocab: dict[str, int], counts: sparse.csr_matrix | Path) -> None:
-        if isinstance(weights, sparse.csc_matrix):
+        if not isinstance(weights, tuple):  # a scipy.sparse.csc_matrix
             weights = (weights.indptr, weights.indices, weights.data, weights.shape[0])
         colptr, rows, data, docs = weights
         self._docs: int = docs
@@ -122,11 +133,16 @@ class BM25Index:
 
     def top_n(self, query: Sequence[str], n: int) -> list[tuple[int, float]]:
         """Best `n` documents with a positive score, as (row, score), best first (equal scores: lower row first)."""
-        from ragapp.bm25_topk import top_n_columns
-
         counts = Counter(t for t in query if t in self.vocab)
         if not counts or len(self) == 0 or n <= 0:
             return []
+        if len(self) <= _NUMPY_ROWS:
+            scores = self.scores(query)
+            rows = np.flatnonzero(scores > 0)
+            order = np.lexsort((rows, -scores[rows]))[:n]
+            return [(int(rows[i]), float(scores[rows[i]])) for i in order]
+        from ragapp.bm25_topk import top_n_columns
+
         cols = np.fromiter((self.vocab[t] for t in counts), dtype=np.int64, count=len(counts))
         mults = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         rows, scores, ok = top_n_columns(self._colptr, self._rows, self._weights, cols, mults, len(self), n)
@@ -160,6 +176,8 @@ class BM25Index:
 
 
 def _load_counts(folder: Path, n_terms: int) -> sparse.csr_matrix:
+    from scipy import sparse
+
     indptr = load_npy(folder / "bm25_indptr.npy", np.int64)
     data = load_npy(folder / "bm25_data.npy", np.int32)
     indices = load_npy(folder / "bm25_indices.npy", np.int32)

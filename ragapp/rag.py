@@ -217,6 +217,8 @@ class RAG:
     def _answer_pieces(self, question: str, top_k: int, language: str | None, history: tuple[Turn, ...],
                        stream: AnswerStream) -> Iterator[str]:
         started, timings = time.perf_counter(), dict[str, float]()
+        if not self.generator.loaded:  # the chat model loads while the question is searched (errors show when it is used)
+            self._lexical.submit(self.generator.warm_up)
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)

@@ -4,7 +4,7 @@ A question is a few dozen tokens, so the numbers of one forward pass are small m
 numpy's BLAS does in milliseconds; what a cold `ragapp ask` paid was importing torch, transformers and
 sentence-transformers (about 7 s) to run them. This module reads the same folder the in-process
 embedder loads (`model.safetensors` through the safetensors library, only the word-embedding rows a
-question uses, `tokenizer.json` through the Rust `tokenizers` library) and computes the model's float32
+question uses, `tokenizer.json` segmented by `ragapp.embed.pieces` or the Rust `tokenizers` library) and computes the model's float32
 forward pass: the vectors of sentence-transformers in float32 to within rounding. An index embedded in
 int8 is queried with float32 question vectors: int8 rounding moves a question's vector by up to 0.0012
 in cosine whatever computes it (the same question alone or beside another in a batch), and the
@@ -16,15 +16,17 @@ reason from `unsupported()` and keep the torch path.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ragapp.embed.erf import gelu
+from ragapp.embed.pieces import UnigramPieces
 
 _WEIGHTS = "model.safetensors"
 _TOKENIZER = "tokenizer.json"
@@ -72,7 +74,7 @@ def unsupported(folder: str | Path) -> str | None:
 
 def load_tokenizer(folder: str | Path) -> Any:
     """The folder's `tokenizer.json` through the Rust `tokenizers` library, without truncation or padding
-    (about 1 s for the 250,000-piece XLM-R vocabulary: load it once per process)."""
+    (about 1 s for the 250,000-piece XLM-R vocabulary: `ragapp.embed.pieces` spares a question that)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(Path(folder) / _TOKENIZER))
@@ -134,8 +136,10 @@ class _Layer:
 class QueryEncoder:
     """Questions → unit vectors with a supported sentence-transformers folder (see `unsupported`)."""
 
-    def __init__(self, folder: str | Path, max_seq_length: int, tokenizer: Any = None) -> None:
-        """`tokenizer`: the folder's `tokenizer.json` already loaded (a `tokenizers.Tokenizer`; read here if None)."""
+    def __init__(self, folder: str | Path, max_seq_length: int, tokenizer: Callable[[], Any] | None = None,
+                 pieces: UnigramPieces | None = None) -> None:
+        """`tokenizer` gives the folder's `tokenizer.json` loaded (a `tokenizers.Tokenizer`, asked for when
+        first needed; read here if None); `pieces`, its compact Unigram copy, segments what it can."""
         from safetensors import safe_open
 
         root = Path(folder)
@@ -147,8 +151,9 @@ class QueryEncoder:
         self.lowercase = bool(st_config.get("do_lower_case", False))
         limit = min(int(st_config.get("max_seq_length") or config["max_position_embeddings"]), max_seq_length,
                     int(config["max_position_embeddings"]))
-        self.tokenizer = tokenizer or load_tokenizer(root)
-        self._limit = limit - self.tokenizer.num_special_tokens_to_add(False)
+        self._tokenizer = tokenizer or functools.cache(lambda: load_tokenizer(root))
+        self.pieces = pieces
+        self._limit = limit
         self._weights = safe_open(str(root / _WEIGHTS), framework="numpy")
         prefix = "bert." if "bert.embeddings.word_embeddings.weight" in self._weights.keys() else ""
         get = lambda name: self._weights.get_tensor(prefix + name).astype(np.float32, copy=False)  # noqa: E731
@@ -163,9 +168,12 @@ class QueryEncoder:
     def _token_ids(self, text: str) -> list[int]:
         """The model's input ids: truncated to its length limit, then its special tokens added (as
         sentence-transformers' tokenizer call does), from a tokenizer that does not truncate itself."""
-        encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        encoding.truncate(self._limit)
-        return self.tokenizer.post_process(encoding).ids
+        if self.pieces is not None and self.pieces.handles(text):
+            return self.pieces.model_ids(text, self._limit)
+        tokenizer = self._tokenizer()
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        encoding.truncate(max(self._limit - tokenizer.num_special_tokens_to_add(False), 0))
+        return tokenizer.post_process(encoding).ids
 
     def _embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
         words = np.concatenate([np.asarray(self._words[i : i + 1], dtype=np.float32) for i in ids])

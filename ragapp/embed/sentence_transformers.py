@@ -13,6 +13,7 @@ import numpy as np
 from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.embed.light import QueryEncoder, hidden_size, load_tokenizer, unsupported
+from ragapp.embed.pieces import UnigramPieces, cached_pieces
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, resolve_embedder
@@ -21,6 +22,7 @@ from ragapp.runtime import torch_threads
 Spans = Sequence[Sequence[tuple[int, int]]]
 _COUNT_CACHE = 1 << 16  # token counts kept (emptied when full) ...
 _COUNT_CACHE_CHARS = 2000  # ... of texts up to this long
+_PIECES_CHARS = 50_000  # counted in Python up to this much text (a prompt's passages), by the Rust tokenizer beyond
 
 
 def sentence_vectors(encode, texts: Sequence[str], sentences: Spans) -> np.ndarray:
@@ -116,8 +118,17 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         if self._light is None and not self._light_reason():
             with self._light_lock:
                 if self._light is None:
-                    self._light = QueryEncoder(self.spec.path, self.config.max_seq_length, self._counting_tokenizer())
+                    self._light = QueryEncoder(self.spec.path, self.config.max_seq_length, self._counting_tokenizer,
+                                               self._compact_pieces())
         return self._light
+
+    def _compact_pieces(self) -> UnigramPieces | None:
+        """The tokenizer's compact Unigram copy in the cache (None: another kind, or it cannot be made)."""
+        try:
+            return cached_pieces(Path(self.spec.path) / "tokenizer.json", self._cache_dir)
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"questions tokenised by the full tokenizer ({exc})", RuntimeWarning, stacklevel=2)
+            return None
 
     def _torch_model(self):
         """The sentence-transformers model (loaded once, under LoadsOnce's lock)."""
@@ -253,6 +264,9 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
             return self._tokenizer
 
     def _count(self, texts: list[str]) -> list[int]:
+        pieces = self._light.pieces if self._light is not None else None
+        if pieces is not None and sum(map(len, texts)) <= _PIECES_CHARS and all(map(pieces.handles, texts)):
+            return [len(pieces.encode(t)) for t in texts]  # a prompt's passages: no 1 s vocabulary load
         tokenizer = self._counting_tokenizer()
         fast = getattr(tokenizer, "encode_batch_fast", None) or getattr(getattr(tokenizer, "backend_tokenizer", None),
                                                                        "encode_batch_fast", None)
