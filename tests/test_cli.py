@@ -57,3 +57,33 @@ def test_python_m_ingest_is_the_same_command(tmp_path, cache_dir):
     assert json.loads(r.stdout)["added"] == [str(tmp_path / "notes" / "otters.md")] and "added 1" in r.stderr
     r = run("missing", "--index", "idx")
     assert r.returncode == 8 and r.stderr.strip() == "error: missing: no such file or directory"
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level packages a `python -X importtime` run imported."""
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+HEAVY = {"torch", "transformers", "sentence_transformers", "numba", "scipy", "sklearn", "pypdf", "openai", "fastapi"}
+
+
+def test_search_and_ask_on_a_default_index_import_neither_torch_nor_transformers(tmp_path, docs, cache_dir):
+    """A question's path is torch-free: the numpy question encoder, BM25 without numba, llama.cpp answering
+    (before, a cold `ragapp ask` spent ~7.5 s importing torch, transformers and sentence-transformers)."""
+    import importlib.util
+
+    index = str(tmp_path / "index")
+    assert ragapp("ingest", str(docs), "--index", index, cwd=tmp_path, cache_dir=cache_dir).returncode == 0
+    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
+    run = lambda *a: subprocess.run([sys.executable, "-X", "importtime", "-m", "ragapp.cli", *a, "--index", index],  # noqa: E731
+                                    cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    r = run("search", "长城有多长", "--json", "--top-k", "1")
+    assert r.returncode == 0 and "21196.18" in json.loads(r.stdout)[0]["support"]
+    assert not _imported(r.stderr) & HEAVY, sorted(_imported(r.stderr) & HEAVY)
+    r = run("--help")
+    assert not _imported(r.stderr) & (HEAVY | {"faiss", "numpy"})
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip('the ask half needs llama-cpp-python (pip install "ragapp[llama-cpp]"; .ci/run installs it)')
+    r = run("ask", "How long does Mars take to orbit the Sun?", "--json")
+    assert r.returncode == 0 and "687" in json.loads(r.stdout)["answer"], r.stdout[-500:]
+    assert not _imported(r.stderr) & HEAVY, sorted(_imported(r.stderr) & HEAVY)

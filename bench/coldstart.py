@@ -1,0 +1,167 @@
+"""A question from a cold shell, and the torch-free question encoder's vectors. Prints the figures
+docs/benchmarks.md ("Cold start") quotes.
+
+    python bench/coldstart.py cold [--before REF] [--runs 5]   # ragapp --help / search / ask, new processes
+    python bench/coldstart.py vectors                          # SciFact: cosines and nDCG@10, numpy vs torch
+
+`cold` runs each command as a new process on the bundled samples (indexed first into bench/out), the
+files in the page cache (one unmeasured run first), and reports the median wall time, the `ask --json`
+stages and each process's peak resident memory. `--before REF` runs the same commands with the code of
+a git commit (a worktree in bench/out) in the same run, side by side. `--drop-caches` also runs each
+once after dropping the page cache (needs root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import EVAL, OUT, jsonl, machine, ndcg_at, qrels  # noqa: E402
+
+QUESTION = "How long does Mars take to orbit the Sun?"
+
+
+def _run(code: Path, args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident MB and stdout of `python -m ragapp.cli ARGS` run from `code`'s tree."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", *args], cwd=code, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(code)}, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{args} from {code} exited {proc.returncode}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def _worktree(ref: str) -> Path:
+    where = OUT / f"worktree-{ref}"
+    if not where.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
+                       capture_output=True)
+    return where
+
+
+def _drop_caches() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def cold(args) -> None:
+    index = OUT / "indexes" / "samples"
+    env = dict(os.environ)
+    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
+    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    commands = {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", str(index)],
+                "ragapp ask": ["ask", QUESTION, "--index", str(index), "--json"]}
+    print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache), {machine()}")
+    print("| code | command | wall s (median) | min–max s | peak RSS MB |\n|---|---|---|---|---|")
+    stages: dict[str, list[dict]] = {}
+    for label, code in trees.items():
+        for name, argv in commands.items():
+            _run(code, argv, env)  # into the page cache
+            runs = [_run(code, argv, env) for _ in range(args.runs)]
+            walls = [r[0] for r in runs]
+            print(f"| {label} | `{name}` | {statistics.median(walls):.2f} | {min(walls):.2f}–{max(walls):.2f} | "
+                  f"{max(r[1] for r in runs):.0f} |")
+            if name == "ragapp ask":
+                stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
+    _stage_table(stages)
+    if args.drop_caches:
+        print("\nPage cache dropped before each run (one run each):")
+        for label, code in trees.items():
+            for name, argv in commands.items():
+                if not _drop_caches():
+                    print("cannot drop the page cache here (needs root and a writable /proc/sys/vm)")
+                    return
+                print(f"- {label}, `{name}`: {_run(code, argv, env)[0]:.2f} s")
+
+
+def _stage_table(stages: dict[str, list[dict]]) -> None:
+    """Where a cold ask's time goes: start-up (process start to the question), opening the index and
+    whatever loads before the question is embedded (the rest of `total_ms`), embedding the question,
+    retrieval and rerank, the model (load overlapping the search, prefill to the first token), decoding."""
+    print("\nA cold `ragapp ask`, median ms per stage (`--json` timings; start-up = wall − total):")
+    print("| code | start-up | open index, load embedder | embed question | retrieve + rerank | load model + prefill | decode | wall |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, runs in stages.items():
+        med = lambda key: statistics.median(r.get(key, 0.0) for r in runs)  # noqa: E731
+        start = statistics.median(r["wall_ms"] - r["total_ms"] for r in runs)
+        decode = statistics.median(r["generate_ms"] - r["model_first_token_ms"] for r in runs)
+        other = statistics.median(r["total_ms"] - r["embed_ms"] - r["retrieve_ms"] - r["rerank_ms"] - r["generate_ms"]
+                                  for r in runs)
+        print(f"| {label} | {start:.0f} | {other:.0f} | {med('embed_ms'):.0f} | {med('retrieve_ms') + med('rerank_ms'):.0f} | "
+              f"{med('model_first_token_ms'):.0f} | {decode:.0f} | {med('wall_ms'):.0f} |")
+
+
+def vectors(args) -> None:
+    """Every SciFact question through each runtime: cosines, and nDCG@10 on the SciFact index."""
+    import numpy as np
+
+    from bench.quality import build, rankings
+    from ragapp.config import Config
+    from ragapp.runtime import prepare_environment
+
+    prepare_environment(Config().threads)  # as the CLI does: 1 thread for a question
+
+    rows = jsonl(EVAL / "scifact" / "corpus.jsonl")
+    queries = {r["_id"]: r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")}
+    rel = qrels(EVAL / "scifact" / "qrels" / "test.tsv")
+    texts = list(queries.values())
+    rags = {rt: build("scifact", rows, config=Config.load(None, embed__query_runtime=rt)) for rt in ("numpy", "torch")}
+    fp32 = build("scifact", rows, config=Config.load(None, embed__query_runtime="torch", embed__dtype="float32")).embedder
+    ours = np.concatenate([rags["numpy"].embedder.embed_queries([t]) for t in texts])
+    int8 = np.concatenate([rags["torch"].embedder.embed_queries([t]) for t in texts])
+    int8_paired = np.concatenate([rags["torch"].embedder.embed_queries([t, texts[(i + 1) % len(texts)]])[:1]
+                                  for i, t in enumerate(texts)])
+    exact = np.concatenate([fp32.embed_queries([t]) for t in texts])
+    print(f"\nQuestion vectors, all {len(texts)} SciFact queries, {machine()}")
+    print("| compared | min cosine | 1st percentile | median | share ≥ 0.999 |\n|---|---|---|---|---|")
+    for name, a, b in (("numpy (float32) vs torch float32", ours, exact),
+                       ("numpy (float32) vs torch int8 (the default before)", ours, int8),
+                       ("torch int8 alone vs torch int8 beside another question", int8, int8_paired),
+                       ("torch float32 vs torch int8", exact, int8)):
+        cos = (a * b).sum(axis=1)
+        print(f"| {name} | {cos.min():.5f} | {np.percentile(cos, 1):.5f} | {np.median(cos):.6f} | {np.mean(cos >= 0.999):.1%} |")
+    print(f"\nSciFact test ({len(rel)} queries), the index embedded in int8, {machine()}")
+    print("| question encoder | BM25 | dense | fused | fused+rerank | search p50 ms (warm) |\n|---|---|---|---|---|---|")
+    for runtime, rag in rags.items():
+        sums: dict[str, float] = {}
+        for qid, relevant in rel.items():
+            for method, ranking in rankings(rag, queries[qid]).items():
+                sums[method] = sums.get(method, 0.0) + ndcg_at(ranking, relevant, 10)
+        times = []
+        for text in texts[:300]:
+            t0 = time.perf_counter()
+            rag.search(text)
+            times.append((time.perf_counter() - t0) * 1000)
+        cells = " | ".join(f"{sums[m] / len(rel):.3f}" for m in ("bm25", "dense", "fused", "fused+rerank"))
+        print(f"| {runtime} | {cells} | {statistics.median(times):.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["cold", "vectors"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", default=None, help="a git commit to run side by side (cold)")
+    parser.add_argument("--drop-caches", action="store_true", help="also one run each with the page cache dropped")
+    args = parser.parse_args()
+    {"cold": cold, "vectors": vectors}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
