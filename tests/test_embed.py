@@ -155,3 +155,34 @@ def test_a_model_of_another_shape_keeps_the_torch_path(tmp_path):
     pooling = json.loads((copy / "1_Pooling" / "config.json").read_text())
     (copy / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode": "cls"}))
     assert unsupported(copy) == "pooling is not a mean of the token embeddings"
+
+
+SHARED_EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
+
+
+def test_the_compact_unigram_segments_as_the_rust_tokenizer(tmp_path):
+    """`pieces.py` (the vocabulary copied once, segmented in Python) gives the ids of `tokenizers`: Chinese,
+    English, Unicode folding, unknown characters, and SciFact and CMRC texts where ../shared is present."""
+    import itertools
+
+    from ragapp.embed.light import load_tokenizer
+    from ragapp.embed.pieces import cached_pieces
+
+    config = Config()
+    folder = Path(SentenceTransformerEmbedder(config.embed, config.cache_dir).spec.path)
+    pieces = cached_pieces(folder / "tokenizer.json", tmp_path)
+    assert pieces is not None and (tmp_path / "models").is_dir()
+    rust = load_tokenizer(folder)
+    texts = [*QUESTIONS, *CHUNKS, "", "ＡＢＣ①②㍿ ﬁ", "🙂🤖 \u200b zero\u200dwidth", "\x00\x07ctl", "한국어 日本語 العربية"]
+    for name in ("scifact/corpus.jsonl", "cmrc2018_dev/corpus.jsonl"):
+        if (SHARED_EVAL / name).is_file():  # the shared data sits beside the clone in CI
+            with open(SHARED_EVAL / name, encoding="utf-8") as f:
+                texts += [json.loads(line)["text"] for line in itertools.islice(f, 300)]
+    assert all(pieces.encode(t) == rust.encode(t, add_special_tokens=False).ids for t in texts if pieces.handles(t))
+    assert pieces.model_ids("x" * 3000, 512) == rust.post_process(_cut(rust.encode("x" * 3000, add_special_tokens=False), 510)).ids
+    assert not pieces.handles("a <mask> here")  # added tokens are left to the Rust tokenizer
+
+
+def _cut(encoding, n):
+    encoding.truncate(n)
+    return encoding
