@@ -186,3 +186,17 @@ def test_the_compact_unigram_segments_as_the_rust_tokenizer(tmp_path):
 def _cut(encoding, n):
     encoding.truncate(n)
     return encoding
+
+
+def test_from_the_second_question_onnxruntime_runs_the_layers_with_the_same_vectors():
+    """A one-question command stays in numpy (no 0.35 s session to open); a process asking more switches
+    to the ONNX graph written from the same weights, and the vectors do not move."""
+    config = Config()
+    embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)
+    embedder.embed_queries(QUESTIONS[:1])
+    light = embedder._light
+    assert light is not None and light.fast_layers is None
+    through_onnx = embedder.embed_queries(QUESTIONS)
+    assert light.fast_layers is not None and embedder._model is None
+    light.fast_layers, embedder._fast_failed = None, True  # back to numpy for the comparison
+    np.testing.assert_allclose(through_onnx, embedder.embed_queries(QUESTIONS), atol=2e-6)

@@ -164,6 +164,9 @@ class QueryEncoder:
         self.layers = [_Layer(get, f"encoder.layer.{i}.", int(config["num_attention_heads"]), self._eps)
                        for i in range(int(config["num_hidden_layers"]))]
         self.dimension = int(config["hidden_size"])
+        # The same layers run faster by onnxruntime (`ragapp.embed.ort`), set by the embedder once a process
+        # asks a second question: embedded tokens (tokens, hidden) → their mean after the last layer.
+        self.fast_layers: Callable[[np.ndarray], np.ndarray] | None = None
 
     def _token_ids(self, text: str) -> list[int]:
         """The model's input ids: truncated to its length limit, then its special tokens added (as
@@ -186,8 +189,11 @@ class QueryEncoder:
         for row, text in enumerate(texts):
             ids = self._token_ids(text.lower() if self.lowercase else text)
             x = self._embed_tokens(ids)
-            for layer in self.layers:
-                x = layer(x)
-            mean = x.mean(axis=0)
+            if self.fast_layers is not None:
+                mean = self.fast_layers(x)
+            else:
+                for layer in self.layers:
+                    x = layer(x)
+                mean = x.mean(axis=0)
             out[row] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return out

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragapp.digest import DigestMemo
-from ragapp.models.cache import MEMO, cached
+from ragapp.models.cache import cached, remembered_sha256
 
 _UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character scores the rarest piece minus this
 _PIECES, _SCORES, _REST = "pieces.txt", "scores.npy", "tokenizer-rest.json"
@@ -29,9 +28,7 @@ _MAX_TOKENIZER_BYTES = 256 << 20
 def cached_pieces(tokenizer_json: Path, cache_dir: str | Path) -> UnigramPieces | None:
     """The compact copy of a Unigram `tokenizer.json`, made once into the model cache under the file's
     sha256 (None for another kind of tokenizer: the caller keeps the Rust one)."""
-    memo = DigestMemo(Path(cache_dir) / "models" / MEMO)
-    digest = memo.sha256(tokenizer_json)
-    memo.save()
+    digest = remembered_sha256(cache_dir, tokenizer_json)
 
     def build(out: Path) -> None:
         if tokenizer_json.stat().st_size > _MAX_TOKENIZER_BYTES:

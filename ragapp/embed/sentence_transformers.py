@@ -13,10 +13,12 @@ import numpy as np
 from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.embed.light import QueryEncoder, hidden_size, load_tokenizer, unsupported
+from ragapp.embed.ort import GRAPH, OnnxLayers, write_graph
 from ragapp.embed.pieces import UnigramPieces, cached_pieces
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
-from ragapp.models import EmbedderSpec, resolve_embedder
+from ragapp.models import EmbedderSpec, cached, resolve_embedder
+from ragapp.models.cache import remembered_sha256
 from ragapp.runtime import torch_threads
 
 Spans = Sequence[Sequence[tuple[int, int]]]
@@ -64,6 +66,8 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         self._tokenizer: Any = None
         self._light: QueryEncoder | None = None
         self._light_why: str | None = None  # why questions go through torch (None: not decided yet)
+        self._questions = 0  # questions encoded without torch: from the second on, through onnxruntime
+        self._fast_failed = False
         self._light_lock = threading.RLock()  # the question encoder and the tokenizer it shares
         self._counted: dict[str, int] = {}  # token counts of short texts seen recently
         self.name = spec.name if spec else self.config.model
@@ -141,9 +145,29 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         return self._light is not None or self._model is not None
 
     def warm_up(self) -> None:
-        """Load what encoding a question needs now: the torch-free encoder, or else the model."""
-        if self._query_encoder() is None:
+        """Load what encoding a question needs now: the torch-free encoder (and its onnxruntime layers,
+        for a process that will ask many), or else the model."""
+        light = self._query_encoder()
+        if light is None:
             self._torch_model()
+        else:
+            self._speed_up(light)
+
+    def _speed_up(self, light: QueryEncoder) -> None:
+        """Run the question encoder's layers through onnxruntime from now on (the same vectors, half the time);
+        made once per model into the cache. Without onnx or onnxruntime, numpy goes on (one warning)."""
+        with self._light_lock:
+            if light.fast_layers is not None or self._fast_failed:
+                return
+            try:
+                light.fast_layers = OnnxLayers(self._question_graph(), self._threads)
+            except (ImportError, OSError, ValueError, RuntimeError) as exc:  # onnxruntime's errors are RuntimeErrors
+                self._fast_failed = True
+                warnings.warn(f"questions stay in numpy: onnxruntime cannot run their layers ({exc})", RuntimeWarning, stacklevel=2)
+
+    def _question_graph(self) -> Path:
+        digest = remembered_sha256(self._cache_dir, Path(self.spec.path) / "model.safetensors")
+        return cached(self._cache_dir, f"question-layers-{digest[:24]}", lambda out: write_graph(self.spec.path, out)) / GRAPH
 
     @property
     def dimension(self) -> int:
@@ -165,6 +189,9 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         """Vectors for questions (with the model's query prefix)."""
         light = self._query_encoder()
         if light is not None:
+            if self._questions and light.fast_layers is None:
+                self._speed_up(light)
+            self._questions += len(texts)
             return light.encode([self.spec.query_prefix + t for t in texts])
         if not 0 < len(texts) <= self.config.batch_size:
             return self._encode(texts, self.spec.query_prefix)

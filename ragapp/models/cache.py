@@ -40,6 +40,14 @@ def memo_for(path: Path) -> DigestMemo:
     return DigestMemo(path.parent / MEMO)
 
 
+def remembered_sha256(cache_dir: str | Path, file: Path) -> str:
+    """sha256 of any file (a model folder's weights, a tokenizer), through the model cache's memo."""
+    memo = DigestMemo(Path(cache_dir) / "models" / MEMO)
+    digest = memo.sha256(file)
+    memo.save()
+    return digest
+
+
 def _folder_hashes(folder: Path, sha256=file_sha256) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != _HASHES}
