@@ -122,7 +122,7 @@ def vectors(args) -> None:
     queries = {r["_id"]: r["text"] for r in jsonl(EVAL / "scifact" / "queries.jsonl")}
     rel = qrels(EVAL / "scifact" / "qrels" / "test.tsv")
     texts = list(queries.values())
-    rags = {rt: build("scifact", rows, config=Config.load(None, embed__query_runtime=rt)) for rt in ("numpy", "torch")}
+    rags = {rt: build("scifact", rows, config=Config.load(None, embed__query_runtime=rt)) for rt in ("auto", "numpy", "torch")}
     fp32 = build("scifact", rows, config=Config.load(None, embed__query_runtime="torch", embed__dtype="float32")).embedder
     ours = np.concatenate([rags["numpy"].embedder.embed_queries([t]) for t in texts])
     int8 = np.concatenate([rags["torch"].embedder.embed_queries([t]) for t in texts])
@@ -138,7 +138,7 @@ def vectors(args) -> None:
         cos = (a * b).sum(axis=1)
         print(f"| {name} | {cos.min():.5f} | {np.percentile(cos, 1):.5f} | {np.median(cos):.6f} | {np.mean(cos >= 0.999):.1%} |")
     print(f"\nSciFact test ({len(rel)} queries), the index embedded in int8, {machine()}")
-    print("| question encoder | BM25 | dense | fused | fused+rerank | search p50 ms (warm) |\n|---|---|---|---|---|---|")
+    print("| `query_runtime` | BM25 | dense | fused | fused+rerank | search p50 ms (warm) |\n|---|---|---|---|---|---|")
     for runtime, rag in rags.items():
         sums: dict[str, float] = {}
         for qid, relevant in rel.items():

@@ -87,10 +87,11 @@ class EmbedConfig:
     # refusal signal, so not the default (docs/benchmarks.md). Shapes the index (recorded in the manifest).
     sentence_vectors: str = "separate"
     max_seq_length: int = 512
-    # How questions are encoded by the in-process model: "numpy" (no torch: a cold `ragapp ask` starts
-    # in seconds; float32, for BERT-shaped models with mean pooling, the others fall back to torch) or
-    # "torch" (sentence-transformers, in `dtype`). Figures: docs/benchmarks.md, "Cold start".
-    query_runtime: str = "numpy"
+    # How questions are encoded by the in-process model, for BERT-shaped models with mean pooling (the others
+    # use torch): "auto" (no torch: numpy for a process's first question, onnxruntime from the second, the
+    # same float32 vectors; a cold `ragapp ask` starts in seconds), "numpy" (numpy only), or "torch"
+    # (sentence-transformers, in `dtype`). Figures: docs/benchmarks.md, "Cold start".
+    query_runtime: str = "auto"
     # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of a server the
     # user runs (TEI, infinity, vLLM, Ollama, llama.cpp). The e5 "query: " / "passage: " prefixes are
     # applied by ragapp for e5 models either way. The manifest records backend and model.
@@ -107,7 +108,8 @@ class EmbedConfig:
                f"embed backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(self.batch_size > 0, f"embed batch_size must be greater than 0. Currently, it is {self.batch_size}")
         _check(self.dtype in ("float32", "bfloat16", "int8"), f"embed dtype must be int8, float32 or bfloat16, not {self.dtype!r}")
-        _check(self.query_runtime in ("numpy", "torch"), f"embed query_runtime must be numpy or torch, not {self.query_runtime!r}")
+        _check(self.query_runtime in ("auto", "numpy", "torch"),
+               f"embed query_runtime must be auto, numpy or torch, not {self.query_runtime!r}")
         _check(self.sentence_vectors in ("pooled", "separate"),
                f"embed sentence_vectors must be pooled or separate, not {self.sentence_vectors!r}")
 

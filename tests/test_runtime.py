@@ -62,22 +62,23 @@ def test_query_and_ingest_encodes_keep_their_own_thread_counts(config):
     assert all(ours == numbas == wanted[name] for name, ours, numbas in seen), sorted(set(seen))
 
 
-@pytest.mark.parametrize("query_runtime", ["numpy", "torch"])
+@pytest.mark.parametrize("query_runtime", ["auto", "torch"])
 def test_a_model_asked_for_by_several_threads_at_once_loads_once(config, monkeypatch, query_runtime):
     """Before, the embedder's warm_up had no lock: the first questions of an HTTP server's clients
-    could each load the model (the torch one, or the question encoder and its tokenizer)."""
-    import ragapp.embed.light as light
+    could each load the model (the torch one, or the question encoder and its onnxruntime layers)."""
+    import ragapp.embed.sentence_transformers as st
     from ragapp.embed import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder(replace(config.embed, query_runtime=query_runtime), config.cache_dir)
     loads, real_load = [], embedder._load
     embedder._load = lambda: loads.append("model") or real_load()
-    real_tokenizer = light.load_tokenizer
-    monkeypatch.setattr("ragapp.embed.sentence_transformers.load_tokenizer", lambda f: loads.append("tokenizer") or real_tokenizer(f))
+    for name in ("QueryEncoder", "OnnxLayers"):
+        real = getattr(st, name)
+        monkeypatch.setattr(st, name, lambda *a, _real=real, _name=name: loads.append(_name) or _real(*a))
     threads = [threading.Thread(target=embedder.warm_up) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert embedder.loaded and embedder.embed_queries(["otters"]).shape == (1, 384)
-    assert loads == (["tokenizer"] if query_runtime == "numpy" else ["model"])
+    assert loads == (["QueryEncoder", "OnnxLayers"] if query_runtime == "auto" else ["model"])

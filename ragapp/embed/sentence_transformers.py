@@ -49,8 +49,8 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
     """Any sentence-transformers model: a packaged name, a local folder or a hub id.
 
     Light to construct; the model loads on first use. Questions are encoded without torch
-    (`ragapp.embed.light`) when `[embed] query_runtime = "numpy"` and the model is BERT-shaped with mean
-    pooling (the packaged ones are); passages always through sentence-transformers.
+    (`ragapp.embed.light`, then `ragapp.embed.ort`) unless `[embed] query_runtime = "torch"`, when the model
+    is BERT-shaped with mean pooling (the packaged ones are); passages always through sentence-transformers.
     """
 
     def __init__(self, config: EmbedConfig | None = None, cache_dir: str = "", threads: int = 1,
@@ -109,7 +109,7 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
     def _light_reason(self) -> str:
         """Why questions cannot skip torch ("" when they can); decided once, from configuration files."""
         if self._light_why is None:
-            if self.config.query_runtime != "numpy":
+            if self.config.query_runtime == "torch":
                 self._light_why = f"query_runtime = {self.config.query_runtime!r}"
             elif self.config.dtype == "bfloat16":
                 self._light_why = "dtype = 'bfloat16'"
@@ -157,7 +157,7 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         """Run the question encoder's layers through onnxruntime from now on (the same vectors, half the time);
         made once per model into the cache. Without onnx or onnxruntime, numpy goes on (one warning)."""
         with self._light_lock:
-            if light.fast_layers is not None or self._fast_failed:
+            if light.fast_layers is not None or self._fast_failed or self.config.query_runtime != "auto":
                 return
             try:
                 light.fast_layers = OnnxLayers(self._question_graph(), self._threads)
