@@ -2,7 +2,8 @@
 docs/benchmarks.md ("Cold start") quotes.
 
     python bench/coldstart.py cold [--before REF] [--runs 5]   # ragapp --help / search / ask, new processes
-    python bench/coldstart.py vectors                          # SciFact: cosines and nDCG@10, numpy vs torch
+    python bench/coldstart.py serve [--before REF] [--runs 5]  # ragapp serve: its first answer from a cold start
+    python bench/coldstart.py vectors                          # SciFact: cosines, nDCG@10 and search p50 per runtime
 
 `cold` runs each command as a new process on the bundled samples (indexed first into bench/out), the
 files in the page cache (one unmeasured run first), and reports the median wall time, the `ask --json`
@@ -91,6 +92,57 @@ def cold(args) -> None:
                 print(f"- {label}, `{name}`: {_run(code, argv, env)[0]:.2f} s")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _chat(port: int, timeout_s: float = 300.0) -> tuple[float, str]:
+    """Seconds until `ragapp serve` on `port` answers the question (waiting for it to listen), and the answer."""
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"model": "samples", "messages": [{"role": "user", "content": QUESTION}]}).encode()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body,
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+                return time.perf_counter() - t0, json.load(reply)["choices"][0]["message"]["content"]
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)
+    raise SystemExit(f"ragapp serve on port {port} did not answer in {timeout_s} s")
+
+
+def serve(args) -> None:
+    """`ragapp serve` started cold: seconds from the process start to its first answer, then a second one."""
+    env = dict(os.environ)
+    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
+    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(OUT / "indexes" / "samples")], env)
+    print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs}, {machine()}")
+    print("| code | first answer s (from process start) | second answer s | answer |\n|---|---|---|---|")
+    for label, code in trees.items():
+        firsts, seconds, text = [], [], ""
+        for _ in range(args.runs):
+            port = _free_port()
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(port), "--knowledge-root",
+                                     str(OUT / "indexes")], cwd=code, env={**env, "PYTHONPATH": str(code)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _, text = _chat(port)
+                firsts.append(time.perf_counter() - t0)
+                seconds.append(_chat(port)[0])
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        print(f"| {label} | {statistics.median(firsts):.2f} | {statistics.median(seconds):.2f} | {text.strip()[:60]} |")
+
+
 def _stage_table(stages: dict[str, list[dict]]) -> None:
     """Where a cold ask's time goes: start-up (process start to the question), opening the index and
     whatever loads before the question is embedded (the rest of `total_ms`), embedding the question,
@@ -155,12 +207,12 @@ def vectors(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["cold", "vectors"])
+    parser.add_argument("part", choices=["cold", "serve", "vectors"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", default=None, help="a git commit to run side by side (cold)")
     parser.add_argument("--drop-caches", action="store_true", help="also one run each with the page cache dropped")
     args = parser.parse_args()
-    {"cold": cold, "vectors": vectors}[args.part](args)
+    {"cold": cold, "serve": serve, "vectors": vectors}[args.part](args)
 
 
 if __name__ == "__main__":

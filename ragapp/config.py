@@ -78,23 +78,19 @@ class EmbedConfig:
     # A packaged name (multilingual-e5-small, all-MiniLM-L6-v2), a sentence-transformers folder or a hub id.
     model: str = "multilingual-e5-small"
     batch_size: int = 16
-    # How the in-process model computes: "int8" (every linear layer of the encoder in int8, activations
-    # scaled per token), "float32", or "bfloat16" (fast only on CPUs with AMX or AMD Zen 4). Speed and
-    # quality of each: docs/benchmarks.md, "Ingest and scale".
+    # In-process: "int8" (linear layers in int8, activations scaled per token), "float32", or "bfloat16"
+    # (fast only with AMX or on AMD Zen 4). Speed and quality: docs/benchmarks.md, "Ingest and scale".
     dtype: str = "int8"
     # Sentence vectors for the reranker: "separate" (each sentence encoded on its own, a second pass) or
     # "pooled" from the chunk's own token embeddings in the same pass: a faster ingest but a weaker
     # refusal signal, so not the default (docs/benchmarks.md). Shapes the index (recorded in the manifest).
     sentence_vectors: str = "separate"
     max_seq_length: int = 512
-    # How questions are encoded by the in-process model, for BERT-shaped models with mean pooling (the others
-    # use torch): "auto" (no torch: numpy for a process's first question, onnxruntime from the second, the
-    # same float32 vectors; a cold `ragapp ask` starts in seconds), "numpy" (numpy only), or "torch"
-    # (sentence-transformers, in `dtype`). Figures: docs/benchmarks.md, "Cold start".
+    # Questions of BERT-shaped models without torch: "auto" (numpy, then onnxruntime from a process's second
+    # question), "numpy", or "torch" (sentence-transformers, in `dtype`). docs/benchmarks.md, "Cold start".
     query_runtime: str = "auto"
-    # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of a server the
-    # user runs (TEI, infinity, vLLM, Ollama, llama.cpp). The e5 "query: " / "passage: " prefixes are
-    # applied by ragapp for e5 models either way. The manifest records backend and model.
+    # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of the user's server
+    # (TEI, infinity, vLLM, Ollama, llama.cpp); ragapp adds e5's prefixes either way. Recorded in the manifest.
     backend: str = "sentence-transformers"
     base_url: str = ""
     api_key_env: str = ""
@@ -108,8 +104,7 @@ class EmbedConfig:
                f"embed backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(self.batch_size > 0, f"embed batch_size must be greater than 0. Currently, it is {self.batch_size}")
         _check(self.dtype in ("float32", "bfloat16", "int8"), f"embed dtype must be int8, float32 or bfloat16, not {self.dtype!r}")
-        _check(self.query_runtime in ("auto", "numpy", "torch"),
-               f"embed query_runtime must be auto, numpy or torch, not {self.query_runtime!r}")
+        _check(self.query_runtime in ("auto", "numpy", "torch"), f"embed query_runtime must be auto, numpy or torch, not {self.query_runtime!r}")
         _check(self.sentence_vectors in ("pooled", "separate"),
                f"embed sentence_vectors must be pooled or separate, not {self.sentence_vectors!r}")
 
@@ -181,8 +176,7 @@ class PromptConfig:
     max_chunks: int = 2
     # Sentences either side of each passage's supporting sentence to show the model; 0 = the whole chunk.
     window: int = 0
-    # Passages after the first that score below the refusal threshold (by the same calibration they do
-    # not hold the answer) are left out of the prompt: a shorter prompt, answered sooner.
+    # Passages after the first under the refusal threshold (by its calibration they lack the answer) stay out.
     drop_below_threshold: bool = True
 
 
@@ -213,8 +207,7 @@ class GenerateConfig:
     max_retries: int = 2
     # llama-cpp: context window in tokens.
     n_ctx: int = 4096
-    # Threads of the in-process chat model: 2 prefill and decode nearly twice as fast as 1 on two vCPUs
-    # (docs/benchmarks.md, "Chat backends").
+    # In-process chat model: 2 threads prefill and decode nearly twice as fast as 1 here ("Chat backends").
     threads: int = 2
 
     def __post_init__(self) -> None:
