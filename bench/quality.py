@@ -46,12 +46,15 @@ def add_embed_options(parser: argparse.ArgumentParser) -> None:
     """--dtype / --sentence-vectors: measure an embedder setting other than the default."""
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "int8"], default=None, help="embed.dtype to measure")
     parser.add_argument("--sentence-vectors", choices=["separate", "pooled"], default=None, help="embed.sentence_vectors")
+    parser.add_argument("--query-runtime", choices=["auto", "numpy", "torch"], default=None,
+                        help="embed.query_runtime (how questions are encoded; the index is the same)")
 
 
 def embed_variant(args, **more: object) -> tuple[Config, str]:
     """The config with the asked embedder settings (and `more` overrides), and the suffix its indexes get."""
     embed = {f"embed__{k}": v for k, v in (("dtype", args.dtype), ("sentence_vectors", args.sentence_vectors)) if v}
-    return Config.load(None, **embed, **more), "".join(f"-{v}" for v in embed.values())
+    runtime = {"embed__query_runtime": args.query_runtime} if getattr(args, "query_runtime", None) else {}
+    return Config.load(None, **embed, **runtime, **more), "".join(f"-{v}" for v in embed.values())
 
 
 def rankings(rag: RAG, text: str, depth: int = 100) -> dict[str, list[str]]:
