@@ -87,7 +87,7 @@ class EmbedConfig:
     sentence_vectors: str = "separate"
     max_seq_length: int = 512
     # Questions of BERT-shaped models without torch: "auto" (numpy, then onnxruntime from a process's second
-    # question), "numpy", or "torch" (sentence-transformers, in `dtype`). docs/benchmarks.md, "Cold start".
+    # question), "numpy", or "torch" (as dtype bfloat16 does: sentence-transformers). benchmarks.md, "Cold start".
     query_runtime: str = "auto"
     # "sentence-transformers" runs the model here; "openai" asks the /v1/embeddings API of the user's server
     # (TEI, infinity, vLLM, Ollama, llama.cpp); ragapp adds e5's prefixes either way. Recorded in the manifest.

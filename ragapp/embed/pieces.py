@@ -23,6 +23,8 @@ from ragapp.models.cache import cached, remembered_sha256
 _UNK_PENALTY = 10.0  # tokenizers' K_UNK_PENALTY: an unknown character scores the rarest piece minus this
 _PIECES, _SCORES, _REST = "pieces.txt", "scores.npy", "tokenizer-rest.json"
 _MAX_TOKENIZER_BYTES = 256 << 20
+_LONGEST_PIECE = 64  # characters; a vocabulary with longer pieces (XLM-R's longest: 16) is left to the Rust tokenizer,
+# which keeps the Viterbi search linear in the text (a crafted piece of 10,000 characters would not)
 
 
 def cached_pieces(tokenizer_json: Path, cache_dir: str | Path) -> UnigramPieces | None:
@@ -86,8 +88,9 @@ class UnigramPieces:
         self.prefix, self.suffix = around[: around.index(marker)], around[around.index(marker) + 1 :]
 
     def handles(self, text: str) -> bool:
-        """False when the text holds an added token (segmented by the real tokenizer instead)."""
-        return not any(token in text for token in self.added)
+        """False when the text holds an added token, or the vocabulary has overlong pieces (the real
+        tokenizer segments it instead)."""
+        return self.longest <= _LONGEST_PIECE and not any(token in text for token in self.added)
 
     def model_ids(self, text: str, limit: int) -> list[int]:
         """The model's input: the ids cut to fit `limit` with the special tokens around them, as a
