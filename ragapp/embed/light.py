@@ -99,7 +99,7 @@ class _Linear:
     """y = x Wᵀ + b in float32."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
-        self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).T)
+        self.weight_t = np.asarray(weight, dtype=np.float32).T  # a view: BLAS reads the transpose as it is, no copy
         self.bias = np.asarray(bias, dtype=np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
