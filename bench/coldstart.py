@@ -3,6 +3,7 @@ docs/benchmarks.md ("Cold start") quotes.
 
     python bench/coldstart.py cold [--before REF] [--runs 5]   # ragapp --help / search / ask, new processes
     python bench/coldstart.py serve [--before REF] [--runs 5]  # ragapp serve: its first answer from a cold start
+    python bench/coldstart.py ui [--before REF] [--runs 3]     # the chat app: its first answer from a new process
     python bench/coldstart.py vectors                          # SciFact: cosines, nDCG@10 and search p50 per runtime
 
 `cold` runs each command as a new process on the bundled samples (indexed first into bench/out), the
@@ -145,6 +146,35 @@ def serve(args) -> None:
         print(f"| {label} | {medians} | {text.strip()[:60]} |")
 
 
+_UI_SCRIPT = """
+import sys, time
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file(sys.argv[1], default_timeout=600)
+app.run()
+app.chat_input[0].set_value(sys.argv[2]).run()
+assert not app.exception and any("687" in m.value for m in app.markdown), [m.value for m in app.markdown]
+"""
+
+
+def ui(args) -> None:
+    """The chat app (its script under Streamlit's AppTest) in a new process: from the start to the first
+    answer on the page (start-up, the models' warm-up the page runs, the answer)."""
+    env = dict(os.environ)
+    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
+    index = OUT / "indexes" / "samples"
+    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    print(f"\nThe chat app's first answer from a new process, median of {args.runs}, {machine()}")
+    print("| code | first answer s (from process start) |\n|---|---|")
+    for label, code in trees.items():
+        walls = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", _UI_SCRIPT, str(code / "ui" / "app.py"), QUESTION], cwd=code, check=True,
+                           env={**env, "PYTHONPATH": str(code), "RAGAPP_INDEX": str(index)}, capture_output=True)
+            walls.append(time.perf_counter() - t0)
+        print(f"| {label} | {statistics.median(walls):.2f} |")
+
+
 def _stage_table(stages: dict[str, list[dict]]) -> None:
     """Where a cold ask's time goes: start-up (process start to the question), the rest of `total_ms`
     (opening the index, checking the models, building the prompt, citations), embedding the question,
@@ -213,12 +243,12 @@ def vectors(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["cold", "serve", "vectors"])
+    parser.add_argument("part", choices=["cold", "serve", "ui", "vectors"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", default=None, help="a git commit to run side by side (cold)")
     parser.add_argument("--drop-caches", action="store_true", help="also one run each with the page cache dropped")
     args = parser.parse_args()
-    {"cold": cold, "serve": serve, "vectors": vectors}[args.part](args)
+    {"cold": cold, "serve": serve, "ui": ui, "vectors": vectors}[args.part](args)
 
 
 if __name__ == "__main__":
