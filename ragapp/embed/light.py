@@ -17,7 +17,6 @@ reason from `unsupported()` and keep the torch path.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,17 +26,11 @@ import numpy as np
 
 from ragapp.embed.erf import gelu
 from ragapp.embed.pieces import UnigramPieces
+from ragapp.models.policy import read_config
 
 _WEIGHTS = "model.safetensors"
 _TOKENIZER = "tokenizer.json"
 _ST_MODULES = ("Transformer", "Pooling", "Normalize")
-_MAX_JSON_BYTES = 16 << 20
-
-
-def _json(file: Path) -> Any:
-    if file.stat().st_size > _MAX_JSON_BYTES:
-        raise ValueError(f"{file.name} is over {_MAX_JSON_BYTES >> 20} MB")
-    return json.loads(file.read_text(encoding="utf-8"))
 
 
 def _mean_pooling(pooling: dict) -> bool:
@@ -52,15 +45,15 @@ def unsupported(folder: str | Path) -> str | None:
     """Why this sentence-transformers folder cannot be run here (None: it can). Reads configuration only."""
     root = Path(folder)
     try:
-        modules = _json(root / "modules.json")
+        modules = read_config(root / "modules.json")
         kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
         if kinds[:2] != list(_ST_MODULES[:2]) or any(k not in _ST_MODULES for k in kinds):
             return f"modules {kinds} (needs Transformer, mean Pooling, optional Normalize)"
         if modules[0].get("path"):
             return "the transformer is in a subfolder"
-        if not _mean_pooling(_json(root / modules[1]["path"] / "config.json")):
+        if not _mean_pooling(read_config(root / modules[1]["path"] / "config.json")):
             return "pooling is not a mean of the token embeddings"
-        config = _json(root / "config.json")
+        config = read_config(root / "config.json")
         if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu" or \
                 config.get("position_embedding_type", "absolute") != "absolute":
             return f"model type {config.get('model_type')!r}, activation {config.get('hidden_act')!r} (needs BERT with GELU)"
@@ -85,7 +78,7 @@ def load_tokenizer(folder: str | Path) -> Any:
 
 def hidden_size(folder: str | Path) -> int:
     """The vector size of a supported folder (mean pooling keeps the model's hidden size)."""
-    return int(_json(Path(folder) / "config.json")["hidden_size"])
+    return int(read_config(Path(folder) / "config.json")["hidden_size"])
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -146,8 +139,8 @@ class QueryEncoder:
         reason = unsupported(root)
         if reason:
             raise ValueError(f"{root}: cannot encode without torch: {reason}")
-        config = _json(root / "config.json")
-        st_config = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
+        config = read_config(root / "config.json")
+        st_config = read_config(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
         self.lowercase = bool(st_config.get("do_lower_case", False))
         limit = min(int(st_config.get("max_seq_length") or config["max_position_embeddings"]), max_seq_length,
                     int(config["max_position_embeddings"]))

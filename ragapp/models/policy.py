@@ -15,9 +15,10 @@ _CONFIG_FILES = ("config.json", "tokenizer_config.json", "processor_config.json"
 _MAX_CONFIG_BYTES = 16 << 20
 
 
-def _json(file: Path):
+def read_config(file: Path):
+    """A model folder's JSON configuration file, refused (ValueError) past 16 MB."""
     if file.stat().st_size > _MAX_CONFIG_BYTES:
-        raise ValueError(f"over {_MAX_CONFIG_BYTES >> 20} MB")
+        raise ValueError(f"{file.name} is over {_MAX_CONFIG_BYTES >> 20} MB")
     return json.loads(file.read_text(encoding="utf-8"))
 
 
@@ -31,7 +32,7 @@ def check_model_folder(folder: Path, allow_custom: bool = False) -> None:
     folders = [folder]
     try:
         if (folder / "modules.json").is_file():
-            modules = _json(folder / "modules.json")
+            modules = read_config(folder / "modules.json")
             for module in modules if isinstance(modules, list) else [modules]:
                 kind = module.get("type") if isinstance(module, dict) else None
                 if not (isinstance(kind, str) and kind.startswith("sentence_transformers.")):
@@ -42,7 +43,7 @@ def check_model_folder(folder: Path, allow_custom: bool = False) -> None:
         for where in folders:
             for name in _CONFIG_FILES:
                 if (where / name).is_file():
-                    data = _json(where / name)
+                    data = read_config(where / name)
                     if isinstance(data, dict) and "auto_map" in data:
                         problems.append(f"{(where / name).relative_to(folder)} has an auto_map (code shipped with the model)")
     except (OSError, ValueError, RecursionError) as exc:
