@@ -21,7 +21,7 @@ _WHERE = {
     "IngestReport": "ragapp.records", "DocumentInfo": "ragapp.records", "IndexInfo": "ragapp.records",
     "Embedder": "ragapp.embed", "Generator": "ragapp.generate", "Reranker": "ragapp.rerank",
     "IndexBackend": "ragapp.index", "IndexReader": "ragapp.index", "IndexWriter": "ragapp.index",
-    "LocalIndex": "ragapp.index", "is_index_folder": "ragapp.index",
+    "LocalIndex": "ragapp.index", "is_index_folder": "ragapp.index", "FolderWatcher": "ragapp.watch",
     **{name: "ragapp.errors" for name in (
         "RagError", "ConfigError", "IndexNotFoundError", "IndexMismatchError", "IndexCorruptError",
         "ModelNotAvailableError", "DocumentError", "NoDocumentsError", "IndexLockedError", "IndexWriteError",
@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     from ragapp.rag import RAG, AnswerStream
     from ragapp.records import Answer, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
     from ragapp.rerank import Reranker
+    from ragapp.watch import FolderWatcher
 
 
 def __getattr__(name: str):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ragapp.answer import cite
 from ragapp.config import Config
@@ -26,6 +27,9 @@ from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
 from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
+
+if TYPE_CHECKING:
+    from ragapp.watch import FolderWatcher
 
 
 class AnswerStream:
@@ -124,17 +128,27 @@ class RAG:
 
     def ingest(self, paths: Sequence[str | Path], rebuild: bool = False, wait: bool = True,
                progress: Callable[[str, str, int, int], None] | None = None,
-               on_message: Callable[[str], None] | None = None) -> IngestReport:
-        """Add, update and remove documents under `paths`; only changed files are re-embedded."""
+               on_message: Callable[[str], None] | None = None, *, hold: Collection[str] = (),
+               rehash: Collection[str] = ()) -> IngestReport:
+        """Add, update and remove documents under `paths`; only changed files are re-embedded. Files in
+        `hold` (paths still being written) are left as they are this time; files in `rehash` are hashed
+        even when their size, mtime, ctime and inode are as recorded."""
         self.store.check_writable()  # before anything reads a manifest.json that may not be ragapp's
         return run(self.store, paths, self.embedder, self._tokenizer, self.config, rebuild=rebuild, wait=wait,
-                   progress=progress, on_message=on_message)
+                   progress=progress, on_message=on_message, hold=hold, rehash=rehash)
 
     def remove(self, sources: Sequence[str], wait: bool = True) -> IngestReport:
         """Drop documents (by the source path the index records) from the chunk store, FAISS and BM25."""
         if not sources:
             raise ValueError("no documents given to remove")
         return run(self.store, [], self.embedder, self._tokenizer, self.config, wait=wait, remove=list(sources))
+
+    def watch(self, folders: Sequence[str | Path], **options) -> FolderWatcher:
+        """A watcher that keeps this index in step with `folders` (ragapp.watch.FolderWatcher; options:
+        settle, max_wait, on_batch): call its `start()` (background thread) or `run()`."""
+        from ragapp.watch import FolderWatcher
+
+        return FolderWatcher(self, folders, **options)
 
     def documents(self) -> list[DocumentInfo]:
         """The indexed documents: source, chunks, size, sha256 and ingest time; [] without an index."""

@@ -197,6 +197,8 @@ class IngestReport:
     taken: list[str] = field(default_factory=list)
     chunks: int = 0
     chunks_added: int = 0
+    # Files whose content was hashed (the others' size, mtime, ctime and inode were as recorded).
+    hashed: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -217,6 +219,7 @@ class IngestReport:
             "taken": self.taken,
             "chunks": self.chunks,
             "chunks_added": self.chunks_added,
+            "hashed": self.hashed,
             "seconds": round(self.seconds, 2),
             "stage_seconds": {k: round(v, 2) for k, v in self.stage_seconds.items()},
         }

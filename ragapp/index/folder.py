@@ -12,9 +12,12 @@ from ragapp.index.manifest import MANIFEST, read_manifest
 LOCK = ".lock"
 # The Streamlit app keeps a knowledge base's uploads in <index>/documents/.
 UPLOADS = "documents"
+# A folder watcher's state (ragapp.watch writes it, the chat app and `ragapp info` read it).
+WATCH_STATUS = "watch.json"
 # Generation folders are the only things ragapp ever deletes, and only inside an index folder.
 _GENERATION = re.compile(r"gen-(\d{6}|[1-9]\d{6,8})")  # exactly what f"gen-{n:06d}" makes
 _MANIFEST_TMP = re.compile(r"\.manifest\.json\.[A-Za-z0-9_]+\.tmp")
+_WATCH_TMP = re.compile(r"\.watch\.json\.[A-Za-z0-9_]+\.tmp")
 
 
 def generation_name(generation: int) -> str:
@@ -33,8 +36,8 @@ def highest_generation(path: Path) -> int:
 
 
 def _is_ours(name: str) -> bool:
-    return (name in (MANIFEST, LOCK, UPLOADS) or _GENERATION.fullmatch(name) is not None
-            or _MANIFEST_TMP.fullmatch(name) is not None)
+    return (name in (MANIFEST, LOCK, UPLOADS, WATCH_STATUS) or _GENERATION.fullmatch(name) is not None
+            or _MANIFEST_TMP.fullmatch(name) is not None or _WATCH_TMP.fullmatch(name) is not None)
 
 
 def is_index_folder(path: str | Path) -> bool:

@@ -61,6 +61,17 @@ class FileRecord:
     ingested_at: float
     # Pages (or images) whose text was read by OCR.
     ocr_pages: int = 0
+    # The file's stat when it was hashed (0: not recorded, or too recent to trust): while size, mtime,
+    # ctime and inode are the same, the next ingest takes the hash as it is instead of reading the file.
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+
+    def same_stat(self, st: os.stat_result) -> bool:
+        """True when `st` is the stat recorded with the hash (ctime cannot be set back by a program, so
+        any write since shows)."""
+        return self.mtime_ns != 0 and (self.size, self.mtime_ns, self.ctime_ns, self.inode) == (
+            st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 @dataclass

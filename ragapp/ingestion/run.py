@@ -10,9 +10,10 @@ never extended with chunks cut, embedded or tokenised differently.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ragapp.config import BM25Config, Config
@@ -27,7 +28,18 @@ from ragapp.records import Chunk, FileFailure, IngestReport
 from ragapp.split import split_page
 from ragapp.terms import Tokenizer
 
-Changed = list[tuple[Path, str, str]]  # (path, source, sha256)
+Changed = list[tuple[Path, str, str, dict[str, int]]]  # (path, source, sha256, stat mark)
+_RACY_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one run was asked beyond its paths: documents to drop, files to leave as they are this time
+    (still being written), files to hash even when their stat is as recorded (a watcher saw them change)."""
+
+    remove: frozenset[str] = frozenset()
+    hold: frozenset[str] = frozenset()
+    rehash: frozenset[str] = frozenset()
 
 
 def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
@@ -66,27 +78,51 @@ def _check_request(found: Scan, known: Mapping[str, FileRecord], remove: Sequenc
         raise NoDocumentsError(f"no supported documents ({', '.join(SUPPORTED_SUFFIXES)}) under {', '.join(map(str, paths))}")
 
 
-def _plan(found: Scan, known: Mapping[str, FileRecord], remove: Sequence[str], report: IngestReport,
-          tell: Progress) -> tuple[Changed, list[str]]:
-    """Which files changed (by content hash), and which indexed documents leave the index."""
+def _stat_mark(st: os.stat_result) -> dict[str, int]:  # FileRecord's mtime_ns, ctime_ns and inode
+    """The stat kept with a file's hash, so the next ingest can skip hashing it; nothing for a file
+    written in the last second, whose next change could carry the same coarse timestamps (git's
+    "racy clean" rule): it is hashed again next time."""
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _RACY_NS:
+        return {}
+    return {"mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def _plan(found: Scan, known: Mapping[str, FileRecord], request: _Request, report: IngestReport,
+          tell: Progress) -> tuple[Changed, list[str], dict[str, FileRecord]]:
+    """Which files changed (by content hash; a file whose size, mtime, ctime and inode are as recorded
+    is not read), which indexed documents leave the index, and which unchanged files' records get
+    their current stat."""
     changed: Changed = []
+    refreshed: dict[str, FileRecord] = {}
     for n, file in enumerate(found.files, start=1):
         source = str(file)
         tell("scan", source, n, len(found.files))
+        if source in request.hold:
+            continue
+        record = known.get(source)
         try:
+            st = file.stat()
+            if record is not None and source not in request.rehash and record.same_stat(st):
+                report.unchanged.append(source)
+                continue
             digest = file_sha256(file)
         except OSError as exc:
             report.failed.append(FileFailure(source, f"cannot read ({exc.strerror or exc})"))
             continue
-        if source in known and known[source].sha256 == digest:
+        report.hashed += 1
+        mark = _stat_mark(st)
+        if record is not None and record.sha256 == digest:
             report.unchanged.append(source)
+            if mark and not record.same_stat(st):
+                refreshed[source] = replace(record, size=st.st_size, mtime_ns=mark["mtime_ns"], ctime_ns=mark["ctime_ns"],
+                                            inode=mark["inode"])
         else:
-            changed.append((file, source, digest))
+            changed.append((file, source, digest, mark))
     current = {str(f) for f in found.files}
-    # A document under a folder that could not be listed is not gone: it stays.
-    removed = [s for s in known if s not in current and (s in remove or (is_under(s, found.roots)
-                                                                      and not is_under(s, found.unreadable)))]
-    return changed, removed
+    # A document under a folder that could not be listed is not gone: it stays; so does a held one.
+    removed = [s for s in known if s not in current and s not in request.hold and (
+        s in request.remove or (is_under(s, found.roots) and not is_under(s, found.unreadable)))]
+    return changed, removed, refreshed
 
 
 def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, known: Mapping[str, FileRecord],
@@ -94,7 +130,7 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
     """Each changed file through load → split → embed → the writer; a file that fails half way is
     rolled back and the rest of the folder goes on; one another writer holds is left to it."""
     records: dict[str, FileRecord] = {}
-    for n, (file, source, digest) in enumerate(changed, start=1):
+    for n, (file, source, digest, mark) in enumerate(changed, start=1):
         tell("read", source, n, len(changed))
         if not feeder.writer.claim(source):
             report.taken.append(source)
@@ -116,17 +152,18 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
         report.warnings.extend(warnings)
         (report.updated if source in known else report.added).append(source)
         records[source] = FileRecord(sha256=digest, size=file_size(file), chunks=feeder.file_chunks(), ingested_at=time.time(),
-                                     ocr_pages=len(ocr_pages))
+                                     ocr_pages=len(ocr_pages), **mark)
     feeder.flush()
     return records
 
 
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
-            removed: list[str]) -> None:
+            removed: list[str], refreshed: dict[str, FileRecord]) -> None:
     """The new state becomes current in one commit: old rows of files that stay are carried over."""
     manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
+    files.update(refreshed)
     files.update(records)
     manifest.files = dict(sorted(files.items()))
     writer.commit(manifest, drop)
@@ -134,9 +171,11 @@ def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, di
 
 def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
         rebuild: bool = False, wait: bool = True, progress: Progress | None = None,
-        on_message: Callable[[str], None] | None = None, remove: Sequence[str] = ()) -> IngestReport:
+        on_message: Callable[[str], None] | None = None, remove: Sequence[str] = (), hold: Collection[str] = (),
+        rehash: Collection[str] = ()) -> IngestReport:
     """Bring `index` up to date with the files under `paths`, and drop the documents named in
-    `remove` (sources as the index records them)."""
+    `remove` (sources as the index records them). Files in `hold` (still being written) are neither
+    read nor removed this time; files in `rehash` are hashed even when their stat is as recorded."""
     started = time.perf_counter()
     report = IngestReport(stage_seconds={"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0})
     tell = progress or (lambda *a: None)
@@ -149,7 +188,8 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
             check_settings(old.manifest, settings, index.location)
         known = old.manifest.files if old is not None else {}
         _check_request(found, known, remove, paths, index.location)
-        changed, removed = _plan(found, known, remove, report, tell)
+        request = _Request(frozenset(remove), frozenset(map(str, hold)), frozenset(map(str, rehash)))
+        changed, removed, refreshed = _plan(found, known, request, report, tell)
         report.chunks = len(old) if old is not None else 0
         if old is not None and not changed and not removed:
             return _finished(report, started)
@@ -161,7 +201,7 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
                 return _finished(report, started)
             t0 = time.perf_counter()
             tell("commit", index.location, 0, 1)
-            _commit(writer, old, settings, records, removed)
+            _commit(writer, old, settings, records, removed, refreshed)
             report.stage_seconds["index"] += time.perf_counter() - t0
             tell("commit", index.location, 1, 1)
     report.removed = removed
