@@ -209,6 +209,37 @@ def serve(config_path, host, port, knowledge_root) -> None:
 
 
 @main.command()
+@click.option("--index", default=None, type=click.Path(file_okay=False), help=f"Index directory (default: {DEFAULT_INDEX}).")
+@click.option("--knowledge-root", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Serve every knowledge base under this folder instead (as `ragapp serve` does).")
+@config_option
+@click.option("--http", "http", is_flag=True, help="Streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --http. Anything but loopback needs API keys.")
+@click.option("--port", type=int, default=8765, show_default=True, help="With --http.")
+@click.option("--allow-ingest", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Offer the ingest_paths tool, for paths under this folder only (repeatable).")
+def mcp(index, knowledge_root, config_path, http, host, port, allow_ingest) -> None:
+    """Serve the documents to MCP clients (desktop assistants, editors, agents): ask, search, list_documents."""
+    from ragapp.config import Config
+    from ragapp.mcp_server import Shelf, build_server, run_http, run_stdio
+    from ragapp.runtime import prepare_environment
+    from ragapp.serve import api_keys
+
+    if index and knowledge_root:
+        raise click.UsageError("give --index or --knowledge-root, not both")
+    config = Config.load(config_path, serve__host=host, serve__port=port)
+    prepare_environment(config.threads)
+    keys = api_keys(config.serve, host) if http else frozenset()
+    server = build_server(Shelf(config, index=None if knowledge_root else (index or DEFAULT_INDEX), root=knowledge_root),
+                          allow_ingest)
+    if not http:
+        return run_stdio(server)
+    click.echo(f"ragapp MCP server on http://{host}:{port}/mcp ({'API keys required' if keys else 'no API key: loopback only'})",
+               err=True)
+    run_http(server, config, keys)
+
+
+@main.command()
 @index_option
 @config_option
 @click.option("--port", type=int, default=8501, show_default=True)
