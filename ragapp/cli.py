@@ -191,7 +191,9 @@ def info(index, config_path, as_json) -> None:
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--knowledge-root", default=None, type=click.Path(file_okay=False),
               help="Folder whose sub-folders are the knowledge bases (default: [serve] knowledge_root, data).")
-def serve(config_path, host, port, knowledge_root) -> None:
+@click.option("--watch", "watch", multiple=True, metavar="[KB=]FOLDER",
+              help="Keep knowledge base KB (default: index) in step with FOLDER while serving (repeatable).")
+def serve(config_path, host, port, knowledge_root, watch) -> None:
     """Start the HTTP API: OpenAI-compatible chat with citations, search, knowledge bases (docs at /docs)."""
     import uvicorn
 
@@ -204,7 +206,7 @@ def serve(config_path, host, port, knowledge_root) -> None:
     keys = api_keys(config.serve, config.serve.host)
     click.echo(f"ragapp API on http://{config.serve.host}:{config.serve.port} (docs at /docs; "
                f"{'API keys required' if keys else 'no API key: loopback only'})", err=True)
-    uvicorn.run(create_app(config, keys), host=config.serve.host, port=config.serve.port, log_level="warning",
+    uvicorn.run(create_app(config, keys, [_watched(item) for item in watch]), host=config.serve.host, port=config.serve.port, log_level="warning",
                 timeout_graceful_shutdown=5)
 
 
@@ -237,6 +239,22 @@ def mcp(index, knowledge_root, config_path, http, host, port, allow_ingest) -> N
     click.echo(f"ragapp MCP server on http://{host}:{port}/mcp ({'API keys required' if keys else 'no API key: loopback only'})",
                err=True)
     run_http(server, config, keys)
+
+
+def _watched(item: str) -> tuple[str, Path]:
+    """`KB=FOLDER` or `FOLDER` (the default knowledge base, "index") of `serve --watch`."""
+    from ragapp.knowledge import safe_name
+
+    name, sep, folder = item.partition("=")
+    name, folder = (name, folder) if sep and "/" not in name else ("index", item)
+    try:
+        if safe_name(name) != name:
+            raise ValueError("not a plain folder name")
+    except ValueError as exc:
+        raise click.BadParameter(f"{name!r}: {exc}", param_hint="--watch") from exc
+    if not Path(folder).is_dir():
+        raise click.BadParameter(f"{folder}: not a folder", param_hint="--watch")
+    return name, Path(folder)
 
 
 @main.command()

@@ -210,3 +210,31 @@ def test_ragapp_watch_batches_a_copy_of_1000_files_and_survives_sigkill_mid_sync
         assert 1 <= len(syncs) <= 3 and sum(int(re.search(r"added (\d+)", s)[1]) for s in syncs) == 1000, syncs
     finally:
         assert watch3.stop() == 0
+
+
+def test_ragapp_serve_watch_keeps_a_knowledge_base_in_step_and_reports_it(tmp_path, cache_dir):
+    import httpx
+    from helpers.api_server import ApiServer
+
+    folder, root = tmp_path / "shared notes", tmp_path / "kbs"
+    folder.mkdir()
+    root.mkdir()
+    (folder / "otters.md").write_text("Sea otters hold hands while they sleep.\n", encoding="utf-8")
+    key = "w" * 24
+    api = ApiServer(root, key, tmp_path / "serve.log", cache_dir, args=("--watch", f"notes={folder}"))
+    try:
+        client = httpx.Client(base_url=api.url, headers=api.headers, timeout=60)
+        state = lambda: client.get("/v1/knowledge_bases/notes/watch").json()["watch"]  # noqa: E731
+        _wait(lambda: (s := state()) and s["state"] == "idle" and s["batches"] == 1, 180, "the first sync")
+        (folder / "quux.md").write_text("Zorblax is the capital of the planet Quux.\n", encoding="utf-8")
+        _wait(lambda: state()["batches"] == 2, 30, "the new file's sync")
+        status = state()
+        assert status["alive"] and "added 1" in status["last"] and status["failures"] == []
+        assert str(tmp_path) not in json.dumps(status)  # server paths stay private
+        hits = client.post("/v1/search", json={"knowledge_base": "notes", "query": "capital of Quux", "top_k": 1}).json()["data"]
+        assert hits[0]["source"] == "quux.md" or hits[0]["source"].endswith("quux.md")
+        listed = {kb["name"]: kb for kb in client.get("/v1/knowledge_bases").json()["data"]}
+        assert listed["notes"]["documents"] == 2 and listed["notes"]["watch"]["state"] == "idle"
+    finally:
+        api.stop()
+    assert WatchStatus.read(root / "notes").state == "stopped"

@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ragapp.serve.jobs import Jobs
 from ragapp.serve.public import PublicPaths
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
 from ragapp.serve.uploads import receive_upload
+from ragapp.watch import FolderWatcher, WatchStatus
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
            IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503}
@@ -50,7 +51,7 @@ class Server:
     """What one process serves: the config, the knowledge bases (one embedder and chat model shared by
     all of them), the ingest jobs, and the uploads being received."""
 
-    def __init__(self, config: Config, keys: frozenset[str]) -> None:
+    def __init__(self, config: Config, keys: frozenset[str], watch: Sequence[tuple[str, Path]] = ()) -> None:
         self.config = config
         self.keys = keys
         self.root = Path(config.serve.knowledge_root)
@@ -59,6 +60,26 @@ class Server:
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))
         self.uploads = 0  # uploads being received (counted on the event loop's thread)
+        self.watchers = [self._watcher(name, [f for n, f in watch if n == name]) for name in dict.fromkeys(n for n, _ in watch)]
+
+    def _watcher(self, name: str, folders: list[Path]) -> FolderWatcher:
+        """A watcher of `folders` into the knowledge base `name` (made when there is none yet)."""
+        try:
+            folder = self.kbs.named(name)
+        except LookupError:
+            folder = self.kbs.create(name)
+        return FolderWatcher(self.kbs.open(folder), folders)
+
+    def watch_status(self, folder: Path) -> dict | None:
+        """The state of the watcher (this process's or another's) that keeps a knowledge base in step, with
+        paths as a client may see them; None when none ever watched it."""
+        status = WatchStatus.read(folder)
+        if status is None:
+            return None
+        return {**status.to_dict(), "alive": status.alive, "folders": [self.public.text(f) for f in status.folders],
+                "last": self.public.text(status.last), "failures": [{"path": self.public.name(f.get("path", "")),
+                                                                    "reason": self.public.text(str(f.get("reason", "")))}
+                                                                   for f in status.failures if isinstance(f, dict)]}
 
     def rag(self, name: str) -> RAG:
         """The knowledge base `name` (404 when there is none)."""
@@ -197,7 +218,8 @@ def _chat_routes(app: FastAPI, server: Server) -> None:
 def _kb_entry(server: Server, name: str) -> dict:
     """A knowledge base in the list: its name and document count, or why it cannot be read."""
     try:
-        return {"name": name, "documents": len(server.rag(name).documents())}
+        rag = server.rag(name)
+        return {"name": name, "documents": len(rag.documents()), "watch": server.watch_status(rag.path)}
     except RagError as exc:
         return {"name": name, "documents": None, "error": server.public.text(str(exc))}
 
@@ -250,6 +272,11 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         return {**data, "error": server.public.text(data["error"]),
                 "report": data["report"] and server.public.report(data["report"])}
 
+    @app.get("/v1/knowledge_bases/{name}/watch")
+    async def watch(name: str) -> dict:
+        """The folder watcher's state: folders, last sync, pending changes, the last sync's failures."""
+        return {"name": name, "watch": server.watch_status(server.rag(name).path)}
+
     @app.get("/v1/knowledge_bases/{name}/documents")
     async def documents(name: str) -> dict:
         return {"object": "list", "data": [server.public.record(d.to_dict()) for d in server.rag(name).documents()]}
@@ -266,13 +293,18 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         return {"deleted": document}
 
 
-def create_app(config: Config, keys: frozenset[str] = frozenset()) -> FastAPI:
-    """The HTTP API over the knowledge bases under [serve] knowledge_root."""
-    server = Server(config, keys)
+def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequence[tuple[str, Path]] = ()) -> FastAPI:
+    """The HTTP API over the knowledge bases under [serve] knowledge_root; each (name, folder) of `watch`
+    is kept in step with that knowledge base while the server runs."""
+    server = Server(config, keys, watch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        for watcher in server.watchers:
+            watcher.start()
         yield
+        for watcher in server.watchers:
+            watcher.stop()
         server.jobs.close()
 
     app = FastAPI(title="ragapp", version="0.1.0", description="Answers from your own documents, with citations.",
