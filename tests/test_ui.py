@@ -164,3 +164,35 @@ def test_chat_model_chosen_in_the_settings_answers_and_is_named(app):
         assert any(c.value.startswith(plain_markdown(f"openai: glm4 @ {server.url}") + " · ") for c in app.caption)
     finally:
         server.close()
+
+
+def test_the_sidebar_shows_a_watched_folder_with_its_state_and_failures(app, kb_root, embedder):
+    import time
+
+    from ragapp import RAG, FolderWatcher
+    from ragapp.config import Config
+
+    folder = kb_root / "field notes"
+    folder.mkdir()
+    (folder / "gulls.md").write_text("The lighthouse keeper counted 412 gulls.\n", encoding="utf-8")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf")
+    kb = kb_root / "watched"
+    watcher = FolderWatcher(RAG(kb, Config.load(kb_root / "ragapp.toml"), embedder=embedder), [folder])
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 120
+        while watcher.status().state != "idle":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        app.run()
+        app.sidebar.selectbox(key="kb").set_value(str(kb)).run()
+        assert not app.exception
+        assert "Watched folders" in [h.value for h in app.sidebar.subheader]
+        assert any("field notes" in m.value for m in app.sidebar.markdown)
+        caption = " ".join(c.value for c in app.sidebar.caption)
+        assert "idle" in caption and "last sync" in caption and "0 change(s) pending" in caption
+        assert any(plain_markdown("broken.pdf") in w.value for w in app.sidebar.warning)
+    finally:
+        watcher.stop()
+    app.run()
+    assert "stopped" in " ".join(c.value for c in app.sidebar.caption)

@@ -32,6 +32,7 @@ from ragapp.knowledge import ALLOWED_SUFFIXES, DOCUMENTS, KnowledgeBases, is_upl
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
 from ragapp.refusal import closest_passages
 from ragapp.runtime import prepare_environment
+from ragapp.watch import WatchStatus
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
 
@@ -157,6 +158,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
 
         st.subheader("Documents")
         documents(rag, kb, kbs)
+        watched_folders(kb)
 
         st.subheader("Settings")
         settings = {
@@ -171,6 +173,24 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             except RagError as exc:
                 st.error(plain_markdown(error_message(exc)))
     return rag, kb, settings
+
+
+@st.fragment(run_every="5s")
+def watched_folders(kb: Path) -> None:
+    """The folders a watcher (`ragapp watch`, `ragapp serve --watch`) keeps in step with this knowledge
+    base: last sync, pending changes, failures; refreshed every 5 s."""
+    status = WatchStatus.read(kb)
+    if status is None:
+        return
+    st.subheader("Watched folders")
+    for folder in status.folders:
+        st.write(f"📂 {plain_markdown(shown_path(folder, 60))}")
+    when = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else "not yet"
+    state = status.state if status.alive else "stopped (no watcher running)"
+    st.caption(f"{plain_markdown(state)} · last sync {when} · {status.pending} change(s) pending · {status.batches} sync(s)")
+    for failure in status.failures[:5]:
+        where = shown_path(str(failure.get("path", "")), 50)
+        st.warning(plain_markdown(f"{where + ': ' if where else ''}{failure.get('reason', '')}"))
 
 
 def server_key(config: Config, url: str) -> str:
