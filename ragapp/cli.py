@@ -174,6 +174,11 @@ def info(index, config_path, as_json) -> None:
     if built_with != rag.config.embed.model:
         rag = open_rag(index, config_path, embed__model=built_with)
     data = rag.info().to_dict()
+    from ragapp.watch import WatchStatus
+
+    watched = WatchStatus.read(rag.path)
+    if watched is not None:
+        data["watch"] = {**watched.to_dict(), "alive": watched.alive}
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=1))
         return

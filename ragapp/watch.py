@@ -1,4 +1,4 @@
-"""Watched folders: native file-system events (watchfiles) become incremental ingests.
+"""Watched folders: native file-system events (watchdog) become incremental ingests.
 
 A burst of changes (an editor's save, a copy of a thousand files, a `git checkout`) is gathered until
 the folders have been quiet for `settle` seconds, then synced in one ingest of the whole folders: the
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -40,7 +41,6 @@ class Ingests(Protocol):
 SETTLE_SECONDS = 1.0
 MAX_WAIT_SECONDS = 30.0
 RETRY_SECONDS = 30.0  # after a sync that failed as a whole (disk full, index locked by a stuck writer)
-_TICK_MS = 250  # how often the loop looks at the clock while changes wait to settle
 _MAX_STATUS_BYTES = 1 << 20
 
 
@@ -140,6 +140,7 @@ class FolderWatcher:
         self._status = WatchStatus([str(f) for f in self.folders], os.getpid(), time.time(), state="")
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()  # changed paths; "" wakes the loop to stop
         self._syncing = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -163,22 +164,23 @@ class FolderWatcher:
     def stop(self, timeout: float | None = 30.0) -> None:
         """Stop after the current sync (if any); waits for a thread started by `start`."""
         self._stop.set()
+        self._queue.put("")
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def run(self) -> None:
         """Sync once (catching up with changes made while nothing watched), then on every settled burst
-        of changes, until `stop`."""
-        import watchfiles
-
+        of changes, until `stop`. The observer starts first, so changes made during a sync are queued."""
+        observer = _observer(self.folders, self._wanted, self._queue.put)
         try:
             self._sync(0, set(), set())
             pending: dict[str, float] = {}  # path -> monotonic time of its last event
             first = retry_at = 0.0
-            for changes in watchfiles.watch(*self.folders, watch_filter=self._wanted, stop_event=self._stop,
-                                            rust_timeout=_TICK_MS, yield_on_timeout=True, debounce=_TICK_MS):
+            while not self._stop.is_set():
+                self._update(state="pending" if pending else "idle", pending=len(pending))
+                arrived = self._next(self._wait_for(pending, first, retry_at))
                 now = time.monotonic()
-                for _, path in changes:
+                for path in arrived:
                     pending[path] = now
                 first = first or (now if pending else 0.0)
                 if self._stop.is_set():
@@ -188,14 +190,35 @@ class FolderWatcher:
                     ok = self._sync(len(pending) - len(held), pending.keys() - held, held)
                     pending = {p: t for p, t in pending.items() if p in held or not ok}
                     first, retry_at = (now if pending else 0.0), (0.0 if ok else now + RETRY_SECONDS)
-                self._update(state="pending" if pending else "idle", pending=len(pending))
         finally:
+            observer.stop()
+            observer.join(10)
             self._update(state="stopped", pending=0)
+
+    def _wait_for(self, pending: dict[str, float], first: float, retry_at: float) -> float | None:
+        """Seconds until the pending changes are due (None: nothing pending, wait for an event)."""
+        if not pending:
+            return None
+        now = time.monotonic()
+        due = min(max(pending.values()) + self.settle, first + self.max_wait)
+        return max(0.01, max(due, retry_at) - now)
+
+    def _next(self, timeout: float | None) -> list[str]:
+        """The paths that changed: waits up to `timeout` for the first, then takes all that are queued."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        items = [item]
+        with contextlib.suppress(queue.Empty):
+            while len(items) < 100_000:
+                items.append(self._queue.get_nowait())
+        return [i for i in items if i]
 
     def _due(self, pending: dict[str, float], first: float, now: float) -> bool:
         return now - max(pending.values()) >= self.settle or now - first >= self.max_wait
 
-    def _wanted(self, change: object, path: str) -> bool:
+    def _wanted(self, path: str) -> bool:
         """Events worth waking for: not inside the index folder, not a hidden, swap or backup file, and a
         supported document or something that is no longer a file (a deleted or moved folder)."""
         p = Path(path)
@@ -257,3 +280,25 @@ def _write_json(path: Path, data: dict) -> None:
         if tmp:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+
+
+def _observer(folders: Sequence[Path], wanted: Callable[[str], bool], put: Callable[[str], None]):
+    """A started watchdog observer (inotify, FSEvents, ReadDirectoryChangesW) that puts every wanted path
+    that changed, was created, deleted or moved into `put`. Opening a file (ingest reads them) is no change."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    class Changes(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            for raw in (event.src_path, event.dest_path):
+                path = os.fsdecode(raw)
+                if path and wanted(path):
+                    put(path)
+
+    observer = Observer()
+    for folder in folders:
+        observer.schedule(Changes(), str(folder), recursive=True)
+    observer.start()
+    return observer

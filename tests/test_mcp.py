@@ -146,3 +146,29 @@ def test_streamable_http_on_loopback_with_a_key(index, cache_dir, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_the_documented_client_snippets_start_a_server(index, cache_dir):
+    """docs/mcp.md's configuration snippets, as a client would run them (the index path replaced)."""
+    import json
+    import re
+    import shutil
+
+    from conftest import ROOT
+
+    command = shutil.which("ragapp")
+    if command is None:
+        pytest.skip("the `ragapp` console script is not on PATH (pip install -e . puts it there)")
+    text = (ROOT / "docs" / "mcp.md").read_text(encoding="utf-8")
+    snippets = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    servers = [entry for s in snippets for group in s.values() for entry in group.values()]
+    assert len(servers) == 3 and all(entry["command"] == "ragapp" for entry in servers)
+
+    async def tools(args: list[str]) -> set[str]:
+        params = StdioServerParameters(command=command, args=args, env=_env(cache_dir))
+        async with Client(params) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    for entry in servers:
+        args = [str(index) if a.endswith("/data/index") else str(index.parent) if a.endswith("/data") else a for a in entry["args"]]
+        assert {"ask", "search", "list_documents"} <= anyio.run(tools, args), entry

@@ -168,9 +168,13 @@ def test_ragapp_watch_follows_new_edited_renamed_and_deleted_files(tmp_path, doc
     finally:
         code = watch.stop()
     assert code == 0 and watch.log.read_text().rstrip().endswith("stopped")
+    info = subprocess.run([sys.executable, "-m", "ragapp.cli", "info", "--index", str(index), "--json"], capture_output=True,
+                          text=True, env={**os.environ, "RAGAPP_CACHE": cache_dir}, cwd=tmp_path, timeout=300)
+    watched = json.loads(info.stdout)["watch"]
+    assert watched["state"] == "stopped" and not watched["alive"] and watched["folders"] == [str(docs)]
 
 
-def test_ragapp_watch_batches_a_copy_of_1000_files_and_survives_sigkill_mid_sync(tmp_path, cache_dir):
+def test_ragapp_watch_batches_a_copy_of_1000_files_and_survives_sigterm_and_sigkill_mid_sync(tmp_path, cache_dir):
     folder, index = tmp_path / "notes", tmp_path / "index"
     folder.mkdir()
     (folder / "first.md").write_text("The first note is about otters.\n", encoding="utf-8")
@@ -182,10 +186,20 @@ def test_ragapp_watch_batches_a_copy_of_1000_files_and_survives_sigkill_mid_sync
         (staging / f"n{n:04d}.txt").write_text(f"Note {n}: station {n % 37} logged {n * 13 % 997} millimetres of rain.\n",
                                                 encoding="utf-8")
     subprocess.run(["cp", "-r", f"{staging}/.", str(folder)], check=True)
-    # Killed while the copy is being synced: the index stays the one before, and a restart converges.
-    _wait(lambda: (s := WatchStatus.read(index)) is not None and s.state == "syncing" and s.batches == 1, 60, "the copy's sync")
+    def syncing(proc: WatchProcess, batches: int) -> bool:
+        s = WatchStatus.read(index)
+        return s is not None and s.pid == proc.proc.pid and s.state == "syncing" and s.batches == batches
+
+    # Stopped (SIGTERM) while the copy is being synced: the sync is abandoned, the index stays the one before.
+    _wait(lambda: syncing(watch, 1), 60, "the copy's sync")
     time.sleep(1.0)
-    watch.stop(signal.SIGKILL)
+    assert watch.stop(signal.SIGTERM) == 130 and "abandoned" in watch.log.read_text()
+    assert _sources(index) == {str(folder / "first.md")}
+    # Killed (SIGKILL) in the middle of the next try: the same, and a restart converges.
+    killed = WatchProcess(folder, index, tmp_path / "watch-killed.log", cache_dir)
+    _wait(lambda: syncing(killed, 0), 120, "the restarted sync")
+    time.sleep(1.0)
+    killed.stop(signal.SIGKILL)
     assert _sources(index) == {str(folder / "first.md")}
 
     again = WatchProcess(folder, index, tmp_path / "watch2.log", cache_dir)
