@@ -284,13 +284,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _observer(folders: Sequence[Path], wanted: Callable[[str], bool], put: Callable[[str], None]):
     """A started watchdog observer (inotify, FSEvents, ReadDirectoryChangesW) that puts every wanted path
-    that changed, was created, deleted or moved into `put`. Opening a file (ingest reads them) is no change."""
+    that changed, was created, deleted or moved into `put`."""
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
 
     class Changes(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:
-            if event.event_type in ("opened", "closed_no_write"):
+            # Opening a file is no change, and a folder's own "modified" comes with its entries' events.
+            if event.event_type in ("opened", "closed_no_write") or (event.is_directory and event.event_type == "modified"):
                 return
             for raw in (event.src_path, event.dest_path):
                 path = os.fsdecode(raw)
