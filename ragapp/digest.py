@@ -3,12 +3,12 @@ that spares hashing a file again while it is unchanged."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from ragapp.jsonfile import replace_json
 
 
 def file_sha256(path: str | Path) -> str:
@@ -49,19 +49,5 @@ class DigestMemo:
 
     def save(self) -> None:
         """Write the memo aside and rename it into place; a read-only cache just hashes again next time."""
-        if not self._changed:
-            return
-        tmp = ""
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(self._seen, out)
-            os.replace(tmp, self.file)
-            tmp, self._changed = "", False
-        except OSError:
-            pass
-        finally:
-            if tmp:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+        if self._changed and replace_json(self.file, self._seen):
+            self._changed = False

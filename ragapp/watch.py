@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -26,6 +25,7 @@ from typing import Protocol
 from ragapp.errors import NoDocumentsError, RagError
 from ragapp.index.folder import WATCH_STATUS, is_index_folder
 from ragapp.ingestion import is_skipped
+from ragapp.jsonfile import replace_json
 from ragapp.load import SUPPORTED_SUFFIXES
 from ragapp.records import IngestReport
 
@@ -262,24 +262,7 @@ class FolderWatcher:
             data = self._status.to_dict()
         # Only into a folder that is an index's (or will be): never beside another program's files.
         if data != before and self._status_file is not None and self._index_dir.is_dir() and is_index_folder(self._index_dir):
-            _write_json(self._status_file, data)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Aside and renamed into place, so a reader never sees half of it; an unwritable folder is left alone."""
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False)
-        os.replace(tmp, path)
-        tmp = ""
-    except OSError:
-        pass
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            replace_json(self._status_file, data)
 
 
 def _observer(folders: Sequence[Path], wanted: Callable[[str], bool], put: Callable[[str], None]):
