@@ -134,7 +134,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
         raise
     click.echo()
     answer = stream.answer
-    print_sources([c.to_dict() for c in answer.citations])
+    print_sources([c.to_dict() for c in answer.citations], answer.table.to_dict() if answer.table else None)
     click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
 
 

@@ -9,12 +9,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ragapp.config_serve import ServeConfig
+from ragapp.config_serve import check as _check
 from ragapp.errors import ConfigError
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -226,43 +223,23 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """`ragapp serve`: the HTTP API over the knowledge bases under `knowledge_root`."""
+class TablesConfig:
+    """Tables kept as SQL tables at ingest (ragapp.tables), and questions over them answered by a query
+    the chat model writes: checked, read-only, bounded in time and rows."""
 
-    host: str = "127.0.0.1"
-    # Knowledge bases are the index folders directly under this one (by default [ui] knowledge_root's too).
-    knowledge_root: str = "data"
-    port: int = 8000
-    # The NAME of the variable holding API keys (comma-separated; a key file adds more): needed beyond loopback.
-    api_keys_env: str = "RAGAPP_API_KEYS"
-    key_file: str = ""
-    # Host names besides 127.0.0.1, localhost and [::1] that requests may be sent to (a rebound DNS
-    # name is refused); with keys on all interfaces and none listed, any name is accepted.
-    allowed_hosts: tuple[str, ...] = ()
-    # Web pages (origins, "https://app.example.org") besides the server's own that may call the API.
-    allowed_origins: tuple[str, ...] = ()
-    max_request_kb: int = 1024  # JSON bodies
-    max_question_chars: int = 4000  # far above any question; the prompt budget is 350 tokens of passages
-    # Uploads: per file, per request (checked before the body is read), files per request, uploads at
-    # once, per knowledge base (0: no quota), and the free disk an upload may not eat into.
-    max_upload_mb: int = 200
-    max_request_mb: int = 1000
-    max_upload_files: int = 100
-    max_concurrent_uploads: int = 2
-    quota_mb: int = 0
-    min_free_disk_mb: int = 1024
+    enabled: bool = True
+    # The tables of the retrieval's best `hits` hits are candidates; the model sees `sample_rows` rows.
+    hits: int = 3
+    sample_rows: int = 3
+    timeout_s: float = 2.0
+    max_rows: int = 20
+    # Tries at a valid query (the second is told why the first failed).
+    attempts: int = 2
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
-        object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
-        _check(0 < self.port < 65536, f"port must be between 1 and 65535. Currently, it is {self.port}")
-        _check(min(self.max_request_kb, self.max_question_chars, self.max_upload_mb, self.max_request_mb,
-                   self.max_upload_files, self.max_concurrent_uploads) > 0, "serve limits must be greater than 0")
-        _check(self.quota_mb >= 0 and self.min_free_disk_mb >= 0, "serve quota_mb and min_free_disk_mb must be 0 or more")
-        _check(all(isinstance(h, str) and h and "/" not in h for h in self.allowed_hosts),
-               f"serve allowed_hosts are host names (no scheme or path). Currently, {list(self.allowed_hosts)}")
-        _check(all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in self.allowed_origins),
-               f"serve allowed_origins are origins like 'https://app.example.org'. Currently, {list(self.allowed_origins)}")
+        _check(self.hits > 0 and self.sample_rows >= 0 and self.max_rows > 0 and self.attempts > 0,
+               "tables hits, max_rows and attempts must be greater than 0, sample_rows 0 or more")
+        _check(self.timeout_s > 0, f"tables timeout_s must be greater than 0. Currently, it is {self.timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -338,6 +315,7 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)

@@ -20,11 +20,12 @@ from ragapp.generate import Generator, build_generator
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
-from ragapp.records import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query
+from ragapp.records import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
 from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_threshold
 from ragapp.rerank import Reranker, build_reranker
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
+from ragapp.tables import TableQA, sentence
 from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
 
@@ -68,6 +69,9 @@ class RAG:
             self.path = Path(index)
         else:
             self.store, self.path = index, Path(index.location)
+        # Tables are kept beside the index in its folder (ragapp.tables); a backend passed in has none.
+        self._tables = TableQA(self.path, self.config.tables) if isinstance(index, (str, Path)) and self.config.tables.enabled \
+            else None
         self.embedder = _checked(embedder, Embedder, "embedder") or build_embedder(self.config)
         self.generator = _checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
                                                                                        self.config.models)
@@ -135,13 +139,15 @@ class RAG:
         even when their size, mtime, ctime and inode are as recorded."""
         self.store.check_writable()  # before anything reads a manifest.json that may not be ragapp's
         return run(self.store, paths, self.embedder, self._tokenizer, self.config, rebuild=rebuild, wait=wait,
-                   progress=progress, on_message=on_message, hold=hold, rehash=rehash)
+                   progress=progress, on_message=on_message, hold=hold, rehash=rehash,
+                   tables=self.path if self._tables is not None else None)
 
     def remove(self, sources: Sequence[str], wait: bool = True) -> IngestReport:
         """Drop documents (by the source path the index records) from the chunk store, FAISS and BM25."""
         if not sources:
             raise ValueError("no documents given to remove")
-        return run(self.store, [], self.embedder, self._tokenizer, self.config, wait=wait, remove=list(sources))
+        return run(self.store, [], self.embedder, self._tokenizer, self.config, wait=wait, remove=list(sources),
+                   tables=self.path if self._tables is not None else None)
 
     def watch(self, folders: Sequence[str | Path], **options) -> FolderWatcher:
         """A watcher that keeps this index in step with `folders` (ragapp.watch.FolderWatcher; options:
@@ -237,10 +243,17 @@ class RAG:
         query = standalone_question(question, history)
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
 
-        def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=()) -> None:
+        def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None) -> None:
             timings["total_ms"] = (time.perf_counter() - started) * 1000
             stream.answer = Answer(text=text, answered=answered, language=lang, citations=list(citations),
-                                   hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model)
+                                   hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model, table=table)
+
+        table = self._table_answer(query, hits, lang, timings)
+        if table is not None:
+            text = sentence(table, lang)
+            finish(text, True, model=self.model_label, citations=[table.citation()], table=table)
+            yield text
+            return
 
         threshold = self.min_score(lang)
         reason = refusal_before_model(hits, threshold)
@@ -259,6 +272,16 @@ class RAG:
             yield held.text[held.emitted :]
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
         finish(held.text, True, model=self.model_label, citations=citations)
+
+    def _table_answer(self, query: str, hits: list[Hit], lang: str, timings: dict[str, float]) -> TableQuery | None:
+        """The answer of a query over the table the hits come from (ragapp.tables), or None."""
+        if self._tables is None or not hits:
+            return None
+        t0 = time.perf_counter()
+        files = {s: r.sha256 for s, r in self.index().manifest.files.items()}
+        found = self._tables.answer(query, hits, files, self.generator.generate, lang)
+        timings["table_ms"] = (time.perf_counter() - t0) * 1000
+        return found
 
     def _prompt(self, question: str, hits: list[Hit], lang: str, threshold: float | None,
                 earlier: tuple[str, str] | None) -> Prompt:

@@ -25,6 +25,17 @@ def place(source: str, page: int | None, label: str | None = None, ocr: bool = F
 
 
 @dataclass(frozen=True)
+class TableRows:
+    """Rows of one table as cells, as a loader read them (a long table comes in several parts)."""
+
+    # Which table of its page: "" for a sheet or CSV file, "table 2" for the second table of a page.
+    key: str
+    rows: tuple[tuple[str, ...], ...]
+    # The number of rows[0] in its table, counting from 1 (the header row, if any, is row 1).
+    first: int = 1
+
+
+@dataclass(frozen=True)
 class Page:
     """Text of one page (PDF page, slide, sheet, chapter), or of a text file or a segment of it (page is None)."""
 
@@ -37,6 +48,8 @@ class Page:
     label: str | None = None
     # True when the text was read by OCR from an image of the page.
     ocr: bool = False
+    # The page's tables as cells, when its loader read any (kept as SQL tables by ragapp.tables).
+    tables: tuple[TableRows, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,34 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class TableQuery:
+    """How a table answered: the query as run, the table (file, place, its SQL name), the rows that fed
+    the result (numbered as in the file) and the result itself."""
+
+    sql: str
+    source: str
+    page: int | None
+    label: str | None
+    place: str
+    table: str
+    rows: tuple[int, ...]
+    columns: tuple[str, ...]
+    result: tuple[tuple, ...]
+    # The first cited rows as "row N: column: value; ..." lines (the citation's quote).
+    quote: str = ""
+
+    def citation(self) -> Citation:
+        """The table's citation: the file, its page or sheet, the rows that fed the result."""
+        return Citation(source=self.source, page=self.page, start=0, end=0, score=1.0, chunk_id="", quote=self.quote,
+                        chunk_text=self.quote, span=(0, len(self.quote)), label=self.label)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (in `ragapp ask --json` and the HTTP API's replies)."""
+        return {"sql": self.sql, "source": self.source, "page": self.page, "place": self.place, "table": self.table,
+                "rows": list(self.rows), "columns": list(self.columns), "result": [list(r) for r in self.result]}
+
+
+@dataclass(frozen=True)
 class Answer:
     """The result of `RAG.ask`: an answer with citations, or the fallback with answered=False."""
 
@@ -159,6 +200,8 @@ class Answer:
     query: str = ""
     # Which backend and model answered ("" when no model was asked: a refusal before the model).
     model: str = ""
+    # Set when the answer came from a query over a table (ragapp.tables) rather than from passages.
+    table: TableQuery | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -170,6 +213,7 @@ class Answer:
             "query": self.query,
             "model": self.model,
             "citations": [c.to_dict() for c in self.citations],
+            "table_query": self.table.to_dict() if self.table is not None else None,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
 

@@ -98,6 +98,10 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
         st.caption(f"Searched for: {plain_markdown(answer.query)}")
     if answer.answered:
         st.markdown(safe_markdown(answer.text))
+        if answer.table is not None:
+            st.caption(f"Query over the table in {_where(answer.table.source, answer.table.place)}; "
+                       f"rows {', '.join(map(str, answer.table.rows[:20]))}")
+            st.code(answer.table.sql, language="sql")
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.place)}"):
                 st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))),

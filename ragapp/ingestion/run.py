@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ragapp.ingestion.scan import Scan, file_size, is_under, scan
 from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
 from ragapp.records import Chunk, FileFailure, IngestReport
 from ragapp.split import split_page
+from ragapp.tables.store import TableWriter
 from ragapp.terms import Tokenizer
 
 Changed = list[tuple[Path, str, str, dict[str, int]]]  # (path, source, sha256, stat mark)
@@ -48,9 +50,10 @@ def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
 
 
 def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
-               warn: Callable[[str], None]) -> Iterator[list[Chunk]]:
-    """The chunks of one file, a page (or streamed text segment) at a time. Every failure to read or
-    split the file comes out as a DocumentError naming it; a lost part of it goes to `warn`."""
+               warn: Callable[[str], None], tables: TableWriter | None) -> Iterator[list[Chunk]]:
+    """The chunks of one file, a page (or streamed text segment) at a time; the pages' tables go to
+    `tables`. Every failure to read or split the file comes out as a DocumentError naming it; a lost
+    part of it goes to `warn`."""
     split_cfg = config.split
     pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=config.ingest, on_warning=warn)
     while True:
@@ -61,6 +64,8 @@ def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dic
             if page is None:
                 return
             chunks = split_page(page, split_cfg.chunk_size, split_cfg.chunk_overlap, count_tokens)
+            if tables is not None and page.tables:
+                tables.add(page)
         except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
             raise
         except Exception as exc:  # a parser bug on one file must not stop the folder
@@ -126,9 +131,10 @@ def _plan(found: Scan, known: Mapping[str, FileRecord], request: _Request, repor
 
 
 def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, known: Mapping[str, FileRecord],
-            report: IngestReport, tell: Progress) -> dict[str, FileRecord]:
-    """Each changed file through load → split → embed → the writer; a file that fails half way is
-    rolled back and the rest of the folder goes on; one another writer holds is left to it."""
+            report: IngestReport, tell: Progress, tables: TableWriter | None) -> dict[str, FileRecord]:
+    """Each changed file through load → split → embed → the writer (its tables → `tables`); a file
+    that fails half way is rolled back and the rest of the folder goes on; one another writer holds
+    is left to it."""
     records: dict[str, FileRecord] = {}
     for n, (file, source, digest, mark) in enumerate(changed, start=1):
         tell("read", source, n, len(changed))
@@ -136,17 +142,23 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
             report.taken.append(source)
             continue
         feeder.begin_file()
+        if tables is not None:
+            tables.begin_file(source, digest)
         warnings: list[FileFailure] = []
         ocr_pages: set[int | None] = set()
         try:
             def warn(message: str, source: str = source) -> None:
                 warnings.append(FileFailure(source, message))
 
-            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds, warn):
+            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds, warn, tables):
                 ocr_pages.update(c.page for c in chunks if c.ocr)
                 feeder.add(chunks)
+            if tables is not None:
+                tables.end_file()
         except DocumentError as exc:
             feeder.drop_file()
+            if tables is not None:
+                tables.drop_file()
             report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
             continue
         report.warnings.extend(warnings)
@@ -158,24 +170,30 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
 
 
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
-            removed: list[str], refreshed: dict[str, FileRecord]) -> None:
-    """The new state becomes current in one commit: old rows of files that stay are carried over."""
+            removed: list[str], refreshed: dict[str, FileRecord], tables: TableWriter | None) -> None:
+    """The new state becomes current in one commit: old rows of files that stay are carried over. The
+    run's tables are made durable just before, and those of files no longer indexed dropped after."""
     manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
     files.update(refreshed)
     files.update(records)
     manifest.files = dict(sorted(files.items()))
+    if tables is not None:
+        tables.commit()
     writer.commit(manifest, drop)
+    if tables is not None:
+        tables.collect({s: r.sha256 for s, r in manifest.files.items()})
 
 
 def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
         rebuild: bool = False, wait: bool = True, progress: Progress | None = None,
         on_message: Callable[[str], None] | None = None, remove: Sequence[str] = (), hold: Collection[str] = (),
-        rehash: Collection[str] = ()) -> IngestReport:
+        rehash: Collection[str] = (), tables: Path | None = None) -> IngestReport:
     """Bring `index` up to date with the files under `paths`, and drop the documents named in
     `remove` (sources as the index records them). Files in `hold` (still being written) are neither
-    read nor removed this time; files in `rehash` are hashed even when their stat is as recorded."""
+    read nor removed this time; files in `rehash` are hashed even when their stat is as recorded.
+    With `tables` (a folder), the documents' tables are kept there too (ragapp.tables)."""
     started = time.perf_counter()
     report = IngestReport(stage_seconds={"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0})
     tell = progress or (lambda *a: None)
@@ -193,20 +211,33 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
         report.chunks = len(old) if old is not None else 0
         if old is not None and not changed and not removed:
             return _finished(report, started)
-        with index.writer(embedder.dimension, settings["bm25"], old) as writer:
+        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _tables(tables) as table_writer:
             feeder = Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), report.stage_seconds, tell)
-            records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell)
+            records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell, table_writer)
             report.chunks_added = feeder.embedded
             if old is not None and not records and not removed:
                 return _finished(report, started)
             t0 = time.perf_counter()
             tell("commit", index.location, 0, 1)
-            _commit(writer, old, settings, records, removed, refreshed)
+            _commit(writer, old, settings, records, removed, refreshed, table_writer)
             report.stage_seconds["index"] += time.perf_counter() - t0
             tell("commit", index.location, 1, 1)
     report.removed = removed
     report.chunks = writer.rows
     return _finished(report, started)
+
+
+@contextmanager
+def _tables(folder: Path | None) -> Iterator[TableWriter | None]:
+    """The run's table writer (None without a folder); closed at the end, what it did not commit rolled back."""
+    if folder is None:
+        yield None
+        return
+    writer = TableWriter(folder)
+    try:
+        yield writer
+    finally:
+        writer.close()
 
 
 def _finished(report: IngestReport, started: float) -> IngestReport:

@@ -14,7 +14,7 @@ from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
 from ragapp.load.text import SEGMENT_CHARS, text_pages
-from ragapp.records import Page
+from ragapp.records import Page, TableRows
 from ragapp.sandbox import PageTimeout, run_parser
 
 __all__ = ["SUPPORTED_SUFFIXES", "SEGMENT_CHARS", "iter_pages", "load_file", "clean_text", "undouble",
@@ -58,7 +58,7 @@ def parsed_pages(path: Path, source: str, limits: IngestConfig | None = None,
                 elif "text" in record and record["text"].strip():
                     pages += 1
                     yield Page(source, record.get("page"), record["text"], int(record.get("offset", 0)),
-                               _label(record.get("label")), bool(record.get("ocr")))
+                               _label(record.get("label")), bool(record.get("ocr")), _tables(record.get("tables")))
             start = 0
         except PageTimeout as exc:
             timeouts += 1
@@ -77,6 +77,16 @@ def _label(label: object) -> str | None:
     if not isinstance(label, str):
         return None
     return " ".join(clean_text(label).split())[:LABEL_CHARS] or None
+
+
+def _tables(tables: object) -> tuple[TableRows, ...]:
+    """The tables a parser sent with a page, as cells of text (anything else in the record is dropped)."""
+    if not isinstance(tables, list):
+        return ()
+    return tuple(TableRows(str(t.get("key", ""))[:LABEL_CHARS],
+                           tuple(tuple(str(c) for c in row) for row in t.get("rows", ()) if isinstance(row, list)),
+                           int(t.get("first", 1)))
+                 for t in tables if isinstance(t, dict))
 
 
 def _why_empty(suffix: str, skipped: int, limits: IngestConfig) -> str:

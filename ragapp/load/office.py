@@ -32,13 +32,21 @@ def _open(path: str, limits: dict, opener: Callable, what: str):
 
 # -- Word ---------------------------------------------------------------------------------------
 
-def _docx_blocks(container) -> Iterator[str]:
-    """The text blocks of a document body or table cell, in order."""
+def _table_record(rows: list[list[str]], number: int) -> dict:
+    """A table's cells as a page record carries them (see ragapp.records.TableRows)."""
+    return {"key": f"table {number}", "rows": rows, "first": 1}
+
+
+def _docx_blocks(container, tables: list[dict] | None = None) -> Iterator[str]:
+    """The text blocks of a document body or table cell, in order; the body's tables' cells go to
+    `tables` (a merged cell filled into every grid cell it spans)."""
     from docx.table import Table
 
     for item in container.iter_inner_content():
         if isinstance(item, Table):
             yield table_text([cell_text(c.text) for c in _unique_cells(row)] for row in item.rows)
+            if tables is not None:
+                tables.append(_table_record([[cell_text(c.text) for c in row.cells] for row in item.rows], len(tables) + 1))
             continue
         text = item.text.strip()
         if not text:
@@ -77,30 +85,33 @@ def parse_docx(path: str, limits: dict, emit: Emit, start_page: int = 1) -> None
     from docx import Document
 
     doc = _open(path, limits, Document, "Word")
-    blocks = list(_docx_blocks(doc)) + _docx_margins(doc)
+    tables: list[dict] = []
+    blocks = list(_docx_blocks(doc, tables)) + _docx_margins(doc)
     text = clean_text("\n\n".join(b for b in blocks if b.strip()))
     if text.strip():
-        emit({"page": None, "text": text})
+        emit({"page": None, "text": text, "tables": tables})
 
 
 # -- PowerPoint ---------------------------------------------------------------------------------
 
-def _shape_texts(shapes) -> Iterator[str]:
-    """Text of shapes top to bottom, left to right; groups are entered."""
+def _shape_texts(shapes, tables: list[dict]) -> Iterator[str]:
+    """Text of shapes top to bottom, left to right; groups are entered; tables' cells go to `tables`."""
     ordered = sorted(shapes, key=lambda s: ((s.top or 0), (s.left or 0)))
     for shape in ordered:
         if getattr(shape, "shapes", None) is not None:  # a group
-            yield from _shape_texts(shape.shapes)
+            yield from _shape_texts(shape.shapes, tables)
         elif shape.has_text_frame and shape.text_frame.text.strip():
             yield shape.text_frame.text.strip()
         elif getattr(shape, "has_table", False) and shape.has_table:
-            yield table_text([cell_text(c.text) for c in row.cells] for row in shape.table.rows)
+            rows = [[cell_text(c.text) for c in row.cells] for row in shape.table.rows]
+            tables.append(_table_record(rows, len(tables) + 1))
+            yield table_text(rows)
 
 
-def _slide_text(slide) -> str:
+def _slide_text(slide, tables: list[dict]) -> str:
     title = slide.shapes.title
     parts = [title.text_frame.text.strip()] if title is not None and title.has_text_frame else []
-    parts += [t for t in _shape_texts(s for s in slide.shapes if title is None or s.shape_id != title.shape_id)]
+    parts += [t for t in _shape_texts((s for s in slide.shapes if title is None or s.shape_id != title.shape_id), tables)]
     if slide.has_notes_slide:
         notes = slide.notes_slide.notes_text_frame
         if notes is not None and notes.text.strip():
@@ -117,9 +128,10 @@ def parse_pptx(path: str, limits: dict, emit: Emit, start_page: int = 1) -> None
     if count > limits["pdf_max_pages"]:
         raise ParseError(f"{count} slides, over the limit of {limits['pdf_max_pages']} (ingest.pdf_max_pages)")
     for number, slide in enumerate(deck.slides, start=1):
-        text = _slide_text(slide)
+        tables: list[dict] = []
+        text = _slide_text(slide, tables)
         if text.strip():
-            emit({"page": number, "text": text})
+            emit({"page": number, "text": text, "tables": tables})
 
 
 # -- Excel --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from ragapp.errors import ParseError
 from ragapp.load.clean import clean_text, drop_repeated_lines, is_garbled, undouble
+from ragapp.load.pdftables import page_tables
 
 # A page with fewer characters of text than this is treated as a scan (a page number or a stamp
 # over an image is not the page's text).
@@ -85,7 +86,7 @@ def parse(path: str, limits: dict, emit: Callable[[dict], None], start_page: int
         elif garbled:
             record = {"page": number, "error": "garbled text layer (fonts without a Unicode mapping); OCR is off"}
         else:
-            record = {"page": number, "text": text} if text.strip() else None
+            record = {"page": number, "text": text, "tables": page_tables(text)} if text.strip() else None
         if record:  # a blank page is no loss
             emit(record)
 

@@ -67,12 +67,15 @@ def table_text(rows: Iterable[Sequence[str]]) -> str:
 
 
 class RowRecords:
-    """Collects a table's lines and emits them as page records of ROWS_PER_RECORD rows, with offsets."""
+    """Collects a table's lines and emits them as page records of ROWS_PER_RECORD rows, with offsets
+    and the rows' cells (numbered from 1 as in the sheet or file, for ragapp.tables)."""
 
     def __init__(self, emit: Callable[[dict], None], page: int | None, label: str | None) -> None:
         self.emit, self.page, self.label = emit, page, label
         self.table = TableLines()
         self.lines: list[str] = []
+        self.cells: list[list[str]] = []
+        self.first = 1  # the number of cells[0]
         self.offset = 0
 
     def add(self, row: Sequence[str]) -> None:
@@ -80,17 +83,19 @@ class RowRecords:
         line = self.table.line(row)
         if line:
             self.lines.append(line)
-        if len(self.lines) >= ROWS_PER_RECORD:
+        self.cells.append(list(row))
+        if len(self.cells) >= ROWS_PER_RECORD:
             self.flush()
 
     def flush(self) -> None:
         """Emit the rows collected so far."""
-        if not self.lines:
-            return
-        text = clean_text("\n".join(self.lines) + "\n")
-        self.emit({"page": self.page, "label": self.label, "text": text, "offset": self.offset})
-        self.offset += len(text)
-        self.lines = []
+        if self.lines:
+            text = clean_text("\n".join(self.lines) + "\n")
+            self.emit({"page": self.page, "label": self.label, "text": text, "offset": self.offset,
+                       "tables": [{"key": "", "rows": self.cells, "first": self.first}]})
+            self.offset += len(text)
+        self.first += len(self.cells)
+        self.lines, self.cells = [], []
 
 
 def _parse_delimited(path: str, emit: Callable[[dict], None], delimiter: str | None) -> None:

@@ -152,7 +152,8 @@ def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]
 
 def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -> dict:
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-            "answered": answer.answered, "citations": [public.record(c.to_dict()) for c in answer.citations]}
+            "answered": answer.answered, "citations": [public.record(c.to_dict()) for c in answer.citations],
+            "table_query": public.record(answer.table.to_dict()) if answer.table is not None else None}
     if stream:
         return {**base, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

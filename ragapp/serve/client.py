@@ -38,10 +38,11 @@ def ask_server(url: str, knowledge_base: str, question: str, top_k: int | None, 
         raise ModelServerError(f"nothing answers at {url} ({exc}); start it with: ragapp serve") from exc
     if as_json:
         click.echo(json.dumps({"answer": "".join(text), "answered": final.get("answered"),
-                               "citations": final.get("citations", [])}, ensure_ascii=False, indent=1))
+                               "citations": final.get("citations", []), "table_query": final.get("table_query")},
+                              ensure_ascii=False, indent=1))
         return
     click.echo()
-    print_sources(final.get("citations", []))
+    print_sources(final.get("citations", []), final.get("table_query"))
 
 
 def _message(exc) -> str:
