@@ -320,7 +320,8 @@ class RAG:
                          ragapp_version=m.ragapp_version, chunks=m.chunks, sentences=m.sentences, embedding=m.embedding,
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
                          min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,
-                         updated_at=m.updated_at, documents=_documents(m))
+                         updated_at=m.updated_at, documents=_documents(m),
+                         tables=len(self._tables.tables({s: r.sha256 for s, r in m.files.items()})) if self._tables else 0)
 
 
 def _checked(component, protocol: type, what: str):

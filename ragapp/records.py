@@ -305,6 +305,8 @@ class IndexInfo:
     created_at: float
     updated_at: float
     documents: list[DocumentInfo] = field(default_factory=list)
+    # Tables kept as SQL tables for questions over them (ragapp.tables).
+    tables: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp info --json` (documents keyed by source)."""

@@ -116,6 +116,22 @@ def test_office_upload_is_searchable_with_its_slide(api, tmp_path):
     assert client.delete("/v1/knowledge_bases/notes/documents/review.pptx").json() == {"deleted": "review.pptx"}
 
 
+def test_a_table_question_is_answered_by_a_query_shown_in_the_reply(api, openai_client, tmp_path):
+    from helpers.officefiles import SALES_CSV
+
+    _, client = api
+    sheet = tmp_path / "sales.csv"
+    sheet.write_text(SALES_CSV, encoding="utf-8")
+    assert upload(client, "notes", [sheet])["report"]["added"]
+    reply = openai_client.chat.completions.create(model="notes", messages=[
+        {"role": "user", "content": "How many rows have growth above 5%?"}])
+    query = reply.model_extra["table_query"]
+    assert reply.choices[0].message.content.startswith("The answer is 3,") and query["source"] == "sales.csv"
+    assert query["sql"].startswith("SELECT COUNT(*)") and query["rows"] == [2, 4, 8]
+    assert reply.model_extra["citations"][0]["quote"].startswith("row 2: Quarter: 2023 Q1")
+    assert client.delete("/v1/knowledge_bases/notes/documents/sales.csv").json() == {"deleted": "sales.csv"}
+
+
 def test_bad_input_gets_one_json_error_shape(api):
     server, client = api
     anonymous = httpx.Client(base_url=server.url, timeout=30)

@@ -21,10 +21,18 @@ ALIAS = "t"
 # A text column's values are listed in the prompt when the first DISTINCT_SCAN rows hold at most DISTINCT_SHOWN.
 DISTINCT_SCAN = 10_000
 DISTINCT_SHOWN = 12
+# A name the model wrote is read as a column when it is this close (difflib's ratio) to exactly one.
+CLOSE_NAME = 0.8
 _SQL_BLOCK = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.S | re.I)
+# A run of text with non-ASCII characters outside quotes and operators: a column name the model left bare.
+_BARE_RUN = re.compile(r"[^\s'\"(),=<>!;*+\-]*[^\x00-\x7f][^\s'\"(),=<>!;*+\-]*")
 _SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.I)
 _SYSTEM = ("You write one SQLite query that answers the question from the table t below. Use only table t and "
            "its columns, in double quotes. Numbers are stored as numbers (a percentage as 5.37 for 5.37%). "
+           "To give a value of a row, select that column; use COUNT only to count rows. For example, with "
+           "CREATE TABLE t (\"City\" TEXT, \"Visitors\" REAL), \"How many visitors did Oslo have?\" is "
+           "SELECT \"Visitors\" FROM t WHERE \"City\" = 'Oslo', and \"How many cities had over 1000 visitors?\" is "
+           "SELECT COUNT(*) FROM t WHERE \"Visitors\" > 1000. "
            "Reply with the SQL query only. If the table cannot answer the question, reply NONE.")
 _SENTENCE = {
     "en": ("The answer is {value}, from {n} row(s) of {file}.", "The answer ({n} row(s) of {file}): {value}."),
@@ -54,7 +62,7 @@ def _plain(value: object) -> str:
 def value_text(value: object) -> str:
     """A result value as a person writes it (12,345; 5.37; text as it is)."""
     if isinstance(value, float):
-        return f"{value:,.0f}" if value.is_integer() else f"{value:,.6g}" if abs(value) < 1e15 else str(value)
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.4f}".rstrip("0").rstrip(".")
     if isinstance(value, int):
         return f"{value:,}"
     return "" if value is None else str(value)
@@ -140,7 +148,8 @@ class TableQA:
             if sql is None:
                 return None  # the model says the table cannot answer
             try:
-                checked = _check_columns(check_query(sql, ALIAS, table.name), table)
+                checked = _check_columns(check_query(quote_columns(sql, table), ALIAS, table.name), table)
+                check_grounded(checked, question)
                 result = run_query(conn, checked, self.config.timeout_s, self.config.max_rows)
             except QueryRefused as exc:
                 error = str(exc)
@@ -149,18 +158,24 @@ class TableQA:
                 error = "it returned no rows (match text values exactly as the column's values are written)"
                 continue
             rows = self._cited(conn, checked)
-            return TableQuery(sql.strip(), table.source, table.page, table.label, table.place, table.name, rows,
+            if rows == ():
+                # Nothing matched the query's filter: a zero or an empty sum from a name the table does
+                # not hold is no answer (the ordinary path answers or refuses).
+                return None
+            rows = rows or ()
+            return TableQuery(checked, table.source, table.page, table.label, table.place, table.name, rows,
                               result.columns, result.rows, self._quote(conn, table, rows))
         return None
 
-    def _cited(self, conn: sqlite3.Connection, sql: str) -> tuple[int, ...]:
+    def _cited(self, conn: sqlite3.Connection, sql: str) -> tuple[int, ...] | None:
+        """The numbers of the rows that fed the query's result; None when the query is too involved to say."""
         query = cited_rows_query(sql)
         if query is None:
-            return ()
+            return None
         try:
             return tuple(int(r[0]) for r in run_query(conn, query, self.config.timeout_s, 200).rows if r[0] is not None)
         except QueryRefused:
-            return ()
+            return None
 
     def _quote(self, conn: sqlite3.Connection, table: TableInfo, rows: Sequence[int], shown: int = 3) -> str:
         """The first cited rows as "row N: column: value; ..." lines, and how many more there are."""
@@ -177,9 +192,36 @@ class TableQA:
         return "\n".join(lines)
 
 
+def quote_columns(sql: str, table: TableInfo) -> str:
+    """The query with the table's column names that hold spaces or other non-word characters quoted where
+    the model wrote them bare (`Long Gun` → `"Long Gun"`; a bare run of non-ASCII text close to one such
+    name, `地区指标基准值（公顷/处）`, as that name); string literals are left as they are."""
+    names = sorted((c.name for c in table.columns if not re.fullmatch(r"\w+", c.name)), key=len, reverse=True)
+    if not names:
+        return sql
+    bare = re.compile("|".join(r'(?<![\w"])' + re.escape(n) + r'(?![\w"])' for n in names))
+
+    def fix(text: str) -> str:
+        text = bare.sub(lambda m: quote(m.group(0)), text)
+        return _BARE_RUN.sub(lambda m: quote(close) if (close := _close_column(m.group(0), table)) in names else m.group(0),
+                             text)
+
+    parts = re.split(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")", sql)  # odd parts: string literals and quoted names
+    return "".join(p if k % 2 else fix(p) for k, p in enumerate(parts))
+
+
+def _close_column(name: str, table: TableInfo) -> str | None:
+    """The one column whose name is close to `name` (a model's misspelling), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(name, [c.name for c in table.columns], n=2, cutoff=CLOSE_NAME)
+    return found[0] if len(found) == 1 else None
+
+
 def _check_columns(sql: str, table: TableInfo) -> str:
-    """The query with a double-quoted name that is no column read as a string (as SQLite itself reads
-    it); QueryRefused when it names, unquoted, a column the table does not have (a model's invention)."""
+    """The query with a double-quoted name that is no column, inside a condition, read as a string (as
+    SQLite itself reads it); QueryRefused when it selects a name that is no column (a constant is not
+    an answer from the table) or names one, unquoted, that the table does not have."""
     from sqlglot import exp, parse_one
 
     tree = parse_one(sql, read="sqlite")
@@ -189,12 +231,31 @@ def _check_columns(sql: str, table: TableInfo) -> str:
         name = column.name.lower()
         if name in known or name in aliases:
             continue
-        if column.this.args.get("quoted") and not column.table:
+        if column.this.args.get("quoted") and not column.table and column.find_ancestor(exp.Where, exp.Having, exp.Join):
             column.replace(exp.Literal.string(column.name))
+            continue
+        close = _close_column(column.name, table)
+        if close is not None:
+            column.set("this", exp.to_identifier(close, quoted=True))
             continue
         raise QueryRefused(f'table t has no column "{column.name}"; its columns: '
                            + ", ".join(f'"{c.name}"' for c in table.columns))
+    if isinstance(tree, exp.Select) and not any(e.find(exp.Column, exp.Star) for e in tree.expressions):
+        raise QueryRefused("it selects constants, not columns of table t")
     return tree.sql(dialect="sqlite")
+
+
+def check_grounded(sql: str, question: str) -> None:
+    """QueryRefused when a text the query filters on is not written in the question: the model put in a
+    name the question does not ask about ("1 Year Fixed Rate" for "the 10 Year Fixed Rate")."""
+    from sqlglot import exp, parse_one
+
+    asked = question.lower()
+    for condition in parse_one(sql, read="sqlite").find_all(exp.Where, exp.Having):
+        for literal in condition.find_all(exp.Literal):
+            text = literal.this.strip("%").lower() if literal.is_string else ""
+            if text and text not in asked:
+                raise QueryRefused(f"it filters on '{literal.this}', which the question does not name")
 
 
 def sentence(query: TableQuery, language: str) -> str:

@@ -194,7 +194,8 @@ class TableWriter:
 
     def collect(self, files: Mapping[str, str]) -> None:
         """Drop every table whose (source, sha256) is not in `files` (the committed index's), then close."""
-        self.conn.execute("BEGIN")
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
         rows = self.conn.execute(f"SELECT name, source, sha256 FROM {CATALOG}").fetchall()
         self._drop((name,) for name, source, sha in rows if files.get(source) != sha)
         self.conn.execute("COMMIT")

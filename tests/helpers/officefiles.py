@@ -7,6 +7,18 @@ import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
+# Revenue by quarter and region: a small sheet for the table questions (tests/test_tables.py, test_serve.py).
+SALES_CSV = """Quarter,Region,Revenue,Growth
+2023 Q1,North,"1,200",5.2%
+2023 Q1,South,950,3.1%
+2023 Q2,North,"1,350",6.0%
+2023 Q2,South,"1,010",2.4%
+2023 Q3,North,"1,420",4.8%
+2023 Q3,South,990,-1.2%
+2023 Q4,North,"1,600",7.5%
+2023 Q4,South,"1,120",4.0%
+"""
+
 
 def write_docx(path: Path) -> Path:
     """A contract: heading, paragraphs, a list, a fee table, a header and footer on every page."""
