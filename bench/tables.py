@@ -21,6 +21,8 @@ from common import EVAL, OUT, machine  # noqa: E402
 from table_data import QUESTIONS, build  # noqa: E402
 
 from ragapp import RAG, Config  # noqa: E402
+from ragapp.tables.ask import sql_of  # noqa: E402
+from ragapp.tables.sql import QueryRefused, check_query  # noqa: E402
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
@@ -40,10 +42,29 @@ def correct(answer: str, gold: object) -> bool:
     return any(abs(n - value) <= max(0.01, abs(value) * 0.005) for n in numbers(answer))
 
 
+def valid_sql(reply: str) -> bool:
+    """The model's reply holds one SELECT that parses (before ragapp's repairs and column checks)."""
+    sql = sql_of(reply)
+    try:
+        return sql is not None and bool(check_query(sql, "t", "t"))
+    except QueryRefused:
+        return False
+
+
 def ask_all(rag: RAG, data: dict, questions: list) -> list[dict]:
+    replies: list[str] = []
+    generate = rag.generator.generate
+
+    def recorded(messages: list[dict]) -> str:  # the table path's calls (the ordinary path streams)
+        reply = generate(messages)
+        replies.append(reply)
+        return reply
+
+    rag.generator.generate = recorded  # type: ignore[method-assign]
     rows = []
     for lang, file, question, gold_of in questions:
         gold = gold_of(data[file]) if gold_of is not None else None
+        replies.clear()
         t0 = time.perf_counter()
         answer = rag.ask(question)
         table = answer.table
@@ -51,7 +72,9 @@ def ask_all(rag: RAG, data: dict, questions: list) -> list[dict]:
                      "answered": answer.answered, "seconds": time.perf_counter() - t0,
                      "right": answer.answered and gold is not None and correct(answer.text, gold),
                      "refused_ok": gold is None and not answer.answered,
-                     "query": table.sql if table else None, "table_file": Path(table.source).name if table else None})
+                     "query": table.sql if table else None, "table_file": Path(table.source).name if table else None,
+                     "first_reply": replies[0] if replies else None,
+                     "valid_sql": valid_sql(replies[0]) if replies else None})
     return rows
 
 
@@ -61,8 +84,10 @@ def summary(name: str, rows: list[dict]) -> None:
         answerable = [r for r in part if r["gold"] is not None]
         probes = [r for r in part if r["gold"] is None]
         queried = [r for r in answerable if r["query"]]
+        tried = [r for r in answerable if r["valid_sql"] is not None]
         right_table = [r for r in queried if r["table_file"] == r["file"]]
         print(f"| {name} | {lang} | {len(answerable)} | **{sum(r['right'] for r in answerable) / max(1, len(answerable)):.2f}** | "
+              f"{sum(bool(r['valid_sql']) for r in tried) / max(1, len(tried)):.2f} | "
               f"{len(queried) / max(1, len(answerable)):.2f} | {len(right_table) / max(1, len(queried)):.2f} | "
               f"{sum(r['right'] for r in queried) / max(1, len(queried)):.2f} | "
               f"{sum(r['refused_ok'] for r in probes)} of {len(probes)} | "
@@ -82,8 +107,8 @@ def main() -> None:
     for name, enabled in (("table path", True), ("ordinary path", False)):
         rag = RAG(index, Config.load(tables__enabled=enabled))
         results[name] = ask_all(rag, data, questions)
-    print("| path | lang | answerable | accuracy | a query answered | right table | query right | probes refused | median s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| path | lang | answerable | accuracy | valid SQL | a query answered | right table | query right | probes refused | median s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         summary(name, rows)
     (OUT / "tables-results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1, default=str), encoding="utf-8")

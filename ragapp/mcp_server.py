@@ -129,7 +129,8 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
         rag = shelf.rag(knowledge_base)
         answer: Answer = await _call(lambda: rag.ask(question, top_k=top_k))
         return {"answered": answer.answered, "answer": answer.text, "language": answer.language,
-                "citations": _citations(rag.path.name, answer), "reason": answer.reason}
+                "citations": _citations(rag.path.name, answer), "reason": answer.reason,
+                "table_query": answer.table.to_dict() if answer.table is not None else None}
 
     @server.tool(annotations=_READ_ONLY)
     async def search(query: Annotated[str, Field(min_length=1, max_length=4000, description="Words or a question to look for.")],

@@ -248,7 +248,7 @@ class RAG:
             stream.answer = Answer(text=text, answered=answered, language=lang, citations=list(citations),
                                    hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model, table=table)
 
-        table = self._table_answer(query, hits, lang, timings)
+        table = self._table_answer(query, hits, timings)
         if table is not None:
             text = sentence(table, lang)
             finish(text, True, model=self.model_label, citations=[table.citation()], table=table)
@@ -273,13 +273,13 @@ class RAG:
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
         finish(held.text, True, model=self.model_label, citations=citations)
 
-    def _table_answer(self, query: str, hits: list[Hit], lang: str, timings: dict[str, float]) -> TableQuery | None:
+    def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""
         if self._tables is None or not hits:
             return None
         t0 = time.perf_counter()
         files = {s: r.sha256 for s, r in self.index().manifest.files.items()}
-        found = self._tables.answer(query, hits, files, self.generator.generate, lang)
+        found = self._tables.answer(query, hits, files, self.generator.generate)
         timings["table_ms"] = (time.perf_counter() - t0) * 1000
         return found
 

@@ -173,6 +173,8 @@ class TableQuery:
     result: tuple[tuple, ...]
     # The first cited rows as "row N: column: value; ..." lines (the citation's quote).
     quote: str = ""
+    # True when the query returned more rows than `[tables] max_rows` (the result holds the first ones).
+    truncated: bool = False
 
     def citation(self) -> Citation:
         """The table's citation: the file, its page or sheet, the rows that fed the result."""
@@ -182,7 +184,8 @@ class TableQuery:
     def to_dict(self) -> dict:
         """JSON-ready form (in `ragapp ask --json` and the HTTP API's replies)."""
         return {"sql": self.sql, "source": self.source, "page": self.page, "place": self.place, "table": self.table,
-                "rows": list(self.rows), "columns": list(self.columns), "result": [list(r) for r in self.result]}
+                "rows": list(self.rows), "columns": list(self.columns), "result": [list(r) for r in self.result],
+                "truncated": self.truncated}
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,22 @@ def test_the_sidebar_shows_a_watched_folder_with_its_state_and_failures(app, kb_
         watcher.stop()
     app.run()
     assert "stopped" in " ".join(c.value for c in app.sidebar.caption)
+
+
+def test_a_table_answer_shows_its_query_and_rows(app, kb_root, embedder):
+    from helpers.officefiles import SALES_CSV
+
+    from ragapp import RAG
+    from ragapp.config import Config
+
+    kb = kb_root / "sheets"
+    (kb / "documents").mkdir(parents=True)
+    (kb / "documents" / "sales.csv").write_text(SALES_CSV, encoding="utf-8")
+    RAG(kb, Config.load(kb_root / "ragapp.toml"), embedder=embedder).ingest([kb / "documents"])
+    app.run()
+    app.sidebar.selectbox(key="kb").set_value(str(kb)).run()
+    ask(app, "How many rows have growth above 5%?")
+    assert any(m.value.startswith("The answer is 3,") for m in app.markdown)
+    assert [c.value for c in app.code] and app.code[0].value.startswith("SELECT COUNT(*)")
+    assert any(c.value.startswith("Query over the table in") and c.value.endswith("rows 2, 4, 8") for c in app.caption)
+    assert app.expander[0].label.startswith("[1] sales\\.csv")

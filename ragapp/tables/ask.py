@@ -34,9 +34,10 @@ _SYSTEM = ("You write one SQLite query that answers the question from the table 
            "SELECT \"Visitors\" FROM t WHERE \"City\" = 'Oslo', and \"How many cities had over 1000 visitors?\" is "
            "SELECT COUNT(*) FROM t WHERE \"Visitors\" > 1000. "
            "Reply with the SQL query only. If the table cannot answer the question, reply NONE.")
+# (one value, several values, where: with the count of rows that fed it, without, "and more" for a cut list)
 _SENTENCE = {
-    "en": ("The answer is {value}, from {n} row(s) of {file}.", "The answer ({n} row(s) of {file}): {value}."),
-    "zh": ("答案是 {value}（依据{file}中的 {n} 行）。", "答案（依据{file}中的 {n} 行）：{value}。"),
+    "en": ("The answer is {value}, from {where}.", "The answer ({where}): {value}.", "{n} row(s) of {file}", "{file}", "; …"),
+    "zh": ("答案是 {value}（依据{where}）。", "答案（依据{where}）：{value}。", "{file}中的 {n} 行", "{file}", "；……"),
 }
 
 Ask = Callable[[list[dict[str, str]]], str]
@@ -135,7 +136,7 @@ class TableQA:
         names = ", ".join(quote(c.name) for c in table.columns)
         return conn.execute(f"SELECT {names} FROM {quote(table.name)} LIMIT ?", (self.config.sample_rows,)).fetchall()
 
-    def answer(self, question: str, hits: Sequence[Hit], files: Mapping[str, str], ask: Ask, language: str) -> TableQuery | None:
+    def answer(self, question: str, hits: Sequence[Hit], files: Mapping[str, str], ask: Ask) -> TableQuery | None:
         """A TableQuery answering `question` from a table, or None (no table fits, no valid query, no result)."""
         table = self.choose(question, hits, self.tables(files))
         conn = self._conn()
@@ -164,7 +165,7 @@ class TableQA:
                 return None
             rows = rows or ()
             return TableQuery(checked, table.source, table.page, table.label, table.place, table.name, rows,
-                              result.columns, result.rows, self._quote(conn, table, rows))
+                              result.columns, result.rows, self._quote(conn, table, rows), result.truncated)
         return None
 
     def _cited(self, conn: sqlite3.Connection, sql: str) -> tuple[int, ...] | None:
@@ -260,10 +261,10 @@ def check_grounded(sql: str, question: str) -> None:
 
 def sentence(query: TableQuery, language: str) -> str:
     """The result stated in one sentence, with the file and place it came from."""
-    one, many = _SENTENCE["zh" if language == "zh" else "en"]
+    one, many, counted, uncounted, more = _SENTENCE["zh" if language == "zh" else "en"]
     file = Path(query.source).name + (f" ({query.place})" if query.place else "")
-    n = len(query.rows) or "?"
+    where = (counted if query.rows else uncounted).format(n=len(query.rows), file=file)
     if len(query.result) == 1 and len(query.result[0]) == 1:
-        return one.format(value=value_text(query.result[0][0]), n=n, file=file)
+        return one.format(value=value_text(query.result[0][0]), where=where)
     values = "; ".join(" / ".join(value_text(v) for v in row) for row in query.result)
-    return many.format(value=values, n=n, file=file)
+    return many.format(value=values + (more if query.truncated else ""), where=where)

@@ -44,8 +44,8 @@ def number(text: str) -> tuple[float, str] | None:
     text = text.strip()
     match = _NUMBER.fullmatch(text)
     if match is None:
-        value = chinese_numeral(text) if len(text) > 1 or text in _DIGITS else None
-        return (float(value), "") if value is not None else None
+        numeral = chinese_numeral(text) if len(text) > 1 or text in _DIGITS else None
+        return (float(numeral), "") if numeral is not None else None
     value = float(match["num"].replace(",", ""))
     if match["scale"]:
         value *= _SCALES[match["scale"]]
