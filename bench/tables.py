@@ -86,11 +86,14 @@ def summary(name: str, rows: list[dict]) -> None:
         queried = [r for r in answerable if r["query"]]
         tried = [r for r in answerable if r["valid_sql"] is not None]
         right_table = [r for r in queried if r["table_file"] == r["file"]]
+        if tried:
+            query_columns = (f"{sum(bool(r['valid_sql']) for r in tried) / len(tried):.2f} | {len(queried) / len(answerable):.2f} | "
+                             f"{len(right_table) / max(1, len(queried)):.2f} | "
+                             f"{sum(r['right'] for r in queried) / max(1, len(queried)):.2f}")
+        else:
+            query_columns = "– | – | – | –"
         print(f"| {name} | {lang} | {len(answerable)} | **{sum(r['right'] for r in answerable) / max(1, len(answerable)):.2f}** | "
-              f"{sum(bool(r['valid_sql']) for r in tried) / max(1, len(tried)):.2f} | "
-              f"{len(queried) / max(1, len(answerable)):.2f} | {len(right_table) / max(1, len(queried)):.2f} | "
-              f"{sum(r['right'] for r in queried) / max(1, len(queried)):.2f} | "
-              f"{sum(r['refused_ok'] for r in probes)} of {len(probes)} | "
+              f"{query_columns} | {sum(r['refused_ok'] for r in probes)} of {len(probes)} | "
               f"{statistics.median(r['seconds'] for r in part):.2f} |")
 
 
