@@ -14,9 +14,6 @@ def check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-_check = check
-
-
 @dataclass(frozen=True)
 class ServeConfig:
     """`ragapp serve`: the HTTP API over the knowledge bases under `knowledge_root`."""
@@ -47,11 +44,11 @@ class ServeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
-        _check(0 < self.port < 65536, f"port must be between 1 and 65535. Currently, it is {self.port}")
-        _check(min(self.max_request_kb, self.max_question_chars, self.max_upload_mb, self.max_request_mb,
+        check(0 < self.port < 65536, f"port must be between 1 and 65535. Currently, it is {self.port}")
+        check(min(self.max_request_kb, self.max_question_chars, self.max_upload_mb, self.max_request_mb,
                    self.max_upload_files, self.max_concurrent_uploads) > 0, "serve limits must be greater than 0")
-        _check(self.quota_mb >= 0 and self.min_free_disk_mb >= 0, "serve quota_mb and min_free_disk_mb must be 0 or more")
-        _check(all(isinstance(h, str) and h and "/" not in h for h in self.allowed_hosts),
+        check(self.quota_mb >= 0 and self.min_free_disk_mb >= 0, "serve quota_mb and min_free_disk_mb must be 0 or more")
+        check(all(isinstance(h, str) and h and "/" not in h for h in self.allowed_hosts),
                f"serve allowed_hosts are host names (no scheme or path). Currently, {list(self.allowed_hosts)}")
-        _check(all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in self.allowed_origins),
+        check(all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in self.allowed_origins),
                f"serve allowed_origins are origins like 'https://app.example.org'. Currently, {list(self.allowed_origins)}")
