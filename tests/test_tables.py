@@ -233,3 +233,22 @@ def test_a_query_is_repaired_only_where_that_is_unambiguous_and_must_ask_what_th
     with pytest.raises(QueryRefused, match="1 Year Fixed Rate"):
         check_grounded("SELECT a FROM t9 WHERE b = '1 Year Fixed Rate'", "What is the 10 Year Fixed Rate annual rate?")
     assert sql_of("Here it is:\n```sql\nSELECT 1;\n```") == "SELECT 1" and sql_of("NONE") is None
+
+
+@pytest.mark.unit
+def test_a_title_above_the_header_is_not_the_header(tmp_path):
+    from ragapp.load.tables import table_text
+
+    rows = (("Fines issued in 2024", "", ""), ("", "", ""), ("Supplier", "Fine (EUR)", "Paid"), ("Acme", "4,500", "yes"),
+            ("Borealis", "1,200", "no"))
+    _write(tmp_path, "f.xlsx", "h", [Page("f.xlsx", 1, "x", label="2024", tables=(TableRows("", rows),))])
+    one_column = (("Name",), ("Alice",), ("Bob",))
+    _write(tmp_path, "n.csv", "h", [Page("n.csv", None, "x", tables=(TableRows("", one_column),))])
+    conn = connect_readonly(tmp_path / TABLES_FILE)
+    fines, names = catalog(conn, {"f.xlsx": "h", "n.csv": "h"})
+    assert [c.name for c in fines.columns] == ["Supplier", "Fine (EUR)", "Paid"] and fines.rows == 2
+    assert [c.name for c in names.columns] == ["Name"] and names.rows == 2
+    assert conn.execute(f'SELECT SUM("Fine (EUR)") FROM "{fines.name}"').fetchone() == (5700.0,)
+    assert table_text(rows).splitlines() == ["Fines issued in 2024", "Supplier | Fine (EUR) | Paid",
+                                             "Supplier: Acme; Fine (EUR): 4,500; Paid: yes",
+                                             "Supplier: Borealis; Fine (EUR): 1,200; Paid: no"]

@@ -45,7 +45,8 @@ def row_line(header: Sequence[str], row: Sequence[str]) -> str:
 
 
 class TableLines:
-    """A table's lines: its first non-empty row is the header, each further row "header: value" pairs."""
+    """A table's lines: its first row with more than its first cell filled is the header (rows above it,
+    a sheet's title, stay plain lines), each further row "header: value" pairs."""
 
     def __init__(self) -> None:
         self.header: list[str] | None = None
@@ -55,7 +56,8 @@ class TableLines:
         if not any(row):
             return ""
         if self.header is None:
-            self.header = list(row)
+            if any(row[1:]):
+                self.header = list(row)
             return " | ".join(v for v in row if v)
         return row_line(self.header, row)
 

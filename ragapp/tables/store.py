@@ -82,7 +82,8 @@ class _Builder:
 
     def __init__(self, conn: sqlite3.Connection, info: dict) -> None:
         self.conn, self.info = conn, info
-        self.header: list[str] | None = None
+        self.header: list[str] | None = None  # [] when the columns get made names
+        self.titles: list[tuple[int, list[str]]] = []  # rows above the header with only their first cell filled
         self.pending: list[tuple[int, list[str]]] = []
         self.columns: list[Column] = []
         self.rows = 0
@@ -91,9 +92,15 @@ class _Builder:
     def add(self, row: int, cells: Sequence[str]) -> None:
         if not any(not is_empty(c) for c in cells):
             return
-        if self.header is None and not _looks_like_data(cells):
-            self.header = list(cells)
-            return
+        if self.header is None:
+            single = all(is_empty(c) for c in cells[1:])
+            if single and not _looks_like_data(cells):
+                self.titles.append((row, list(cells)))  # a sheet's title, or a one-column table's header
+                return
+            if not _looks_like_data(cells):
+                self.header = list(cells)
+                return
+            self.header = self.titles[-1][1] if self.titles and single else []
         self.pending.append((row, list(cells)))
         if not self.columns and len(self.pending) >= SAMPLE_ROWS:
             self._create()
@@ -124,6 +131,8 @@ class _Builder:
 
     def finish(self) -> bool:
         """Write what is left and the catalog row; False for a table without a data row."""
+        if self.header is None and self.titles:  # one column of text: its first row is the header
+            self.header, self.pending = self.titles[0][1], self.titles[1:]
         if not self.pending and not self.columns:
             return False
         if not self.columns:
