@@ -106,7 +106,9 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
             with st.expander(f"[{n}] {_where(c.source, c.place)}"):
                 st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))),
                             unsafe_allow_html=True)
-                st.caption(f"{plain_markdown(shown_path(c.source))} · characters {c.start}–{c.end} · score {c.score:.3f}")
+                span = (f"rows {', '.join(map(str, answer.table.rows[:20]))}" if answer.table is not None and n == 1
+                        else f"characters {c.start}–{c.end} · score {c.score:.3f}")
+                st.caption(f"{plain_markdown(shown_path(c.source))} · {span}")
     else:
         st.info(answer.text, icon="ℹ️")
         if answer.hits:
