@@ -142,6 +142,9 @@ def _argmin(rows: list[dict], key: str, name: str) -> str:
 
 
 N, L, M, P, U = "nics_checks.xlsx", "home_loan_rates.csv", "季度报告主要数据.csv", "利润表.csv", "停车区用地指标.xlsx"
+# The PDF each spreadsheet was written from (bench/tables.py --from-pdfs).
+PDF_OF = {N: "en_table_nics_checks_1p.pdf", L: "en_table_loan_rates_2p.pdf", M: "zh_quarterly_report_tables_22p.pdf",
+          P: "zh_quarterly_report_tables_22p.pdf", U: "zh_landuse_standard_table_1p.pdf"}
 # (language, file, question, gold from the file's rows); a gold of None marks a question the tables cannot answer.
 QUESTIONS: list[tuple[str, str, str, Gold | None]] = [
     ("en", N, "What is the total number of permit checks across all states in the NICS table?", lambda r: sum(_col(r, "Permit"))),

@@ -3,7 +3,10 @@ read-only) against the ordinary path (passages → the model) on the same index 
 the packaged model. The set: bench/table_data.py (spreadsheets written from the shared eval PDFs'
 tables, gold answers computed from their rows in Python).
 
-    python bench/tables.py [--limit N]
+    python bench/tables.py [--limit N] [--from-pdfs]
+
+--from-pdfs asks the same questions of the original PDFs instead of the spreadsheets written from
+them (PDF tables as ragapp reads them from the text layer: docs/tables.md says which qualify).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -18,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EVAL, OUT, machine  # noqa: E402
-from table_data import QUESTIONS, build  # noqa: E402
+from table_data import PDF_OF, QUESTIONS, build  # noqa: E402
 
 from ragapp import RAG, Config  # noqa: E402
 from ragapp.tables.ask import sql_of  # noqa: E402
@@ -51,7 +55,7 @@ def valid_sql(reply: str) -> bool:
         return False
 
 
-def ask_all(rag: RAG, data: dict, questions: list) -> list[dict]:
+def ask_all(rag: RAG, data: dict, questions: list, names: dict[str, str]) -> list[dict]:
     replies: list[str] = []
     generate = rag.generator.generate
 
@@ -68,7 +72,7 @@ def ask_all(rag: RAG, data: dict, questions: list) -> list[dict]:
         t0 = time.perf_counter()
         answer = rag.ask(question)
         table = answer.table
-        rows.append({"lang": lang, "file": file, "question": question, "gold": gold, "answer": answer.text,
+        rows.append({"lang": lang, "file": names.get(file, file), "question": question, "gold": gold, "answer": answer.text,
                      "answered": answer.answered, "seconds": time.perf_counter() - t0,
                      "right": answer.answered and gold is not None and correct(answer.text, gold),
                      "refused_ok": gold is None and not answer.answered,
@@ -100,22 +104,30 @@ def summary(name: str, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
+    parser.add_argument("--from-pdfs", action="store_true", help="ask the original PDFs instead of the spreadsheets")
     args = parser.parse_args()
     docs, index = OUT / "tables-docs", OUT / "tables-index"
     data = build(EVAL, docs)
+    names: dict[str, str] = {}
+    if args.from_pdfs:  # copies in bench/out (never in the repository)
+        docs, index, names = OUT / "tables-pdfs", OUT / "tables-pdf-index", PDF_OF
+        docs.mkdir(parents=True, exist_ok=True)
+        for pdf in set(PDF_OF.values()):
+            shutil.copyfile(EVAL / "pdfs" / pdf, docs / pdf)
     report = RAG(index).ingest([docs])
     print(f"ingest: {report.chunks} chunks, {report.seconds:.1f} s; {machine()}", file=sys.stderr)
     questions = QUESTIONS[: args.limit] if args.limit else QUESTIONS
     results = {}
     for name, enabled in (("table path", True), ("ordinary path", False)):
         rag = RAG(index, Config.load(tables__enabled=enabled))
-        results[name] = ask_all(rag, data, questions)
+        results[name] = ask_all(rag, data, questions, names)
     print("| path | lang | answerable | accuracy | valid SQL | a query answered | right table | query right | probes refused | median s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         summary(name, rows)
-    (OUT / "tables-results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-    print(f"per question: {OUT / 'tables-results.json'}", file=sys.stderr)
+    out = OUT / ("tables-pdf-results.json" if args.from_pdfs else "tables-results.json")
+    out.write_text(json.dumps(results, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    print(f"per question: {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ def _write(folder: Path, source: str, sha: str, pages: list[Page]) -> None:
     for page in pages:
         writer.add(page)
     writer.end_file()
-    writer.commit()
     writer.close()
 
 
@@ -61,13 +60,16 @@ def test_store_types_header_fill_down_row_numbers_and_stale_tables(tmp_path):
     assert catalog(conn, {"s.xlsx": "bbb"}) == []  # a table of another version of the file is not used
     writer = TableWriter(tmp_path)
     writer.begin_file("s.xlsx", "bbb")
-    writer.add(pages[0])
+    writer.add(Page("s.xlsx", 1, "x", label="收入", tables=(TableRows("", (rows[0],) + rows[1:2] * 300),)))
+    assert catalog(conn, {"s.xlsx": "bbb"}) == []  # written (past the first 200 rows), not complete: not read
     writer.drop_file()  # a file that failed half way leaves nothing
-    writer.commit()
     writer.collect({"s.xlsx": "aaa"})
-    assert len(catalog(conn, {"s.xlsx": "aaa"})) == 1
-    TableWriter(tmp_path).collect({})  # the document left the index: its tables go
-    assert catalog(conn, {"s.xlsx": "aaa"}) == []
+    assert [t.rows for t in catalog(conn, {"s.xlsx": "aaa"})] == [3]
+    assert conn.execute("SELECT COUNT(*) FROM ragapp_tables").fetchone() == (1,)
+    writer = TableWriter(tmp_path)
+    writer.forget(["s.xlsx"])  # the document left the index: its tables go
+    writer.collect({})
+    assert conn.execute("SELECT COUNT(*) FROM ragapp_tables").fetchone() == (0,)
 
 
 @pytest.fixture
@@ -195,7 +197,6 @@ _MILLION = textwrap.dedent("""
     for page in iter_pages(path, max_bytes=None):
         writer.add(page)
     writer.end_file()
-    writer.commit()
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     print(peak // 1024)  # MB: this process (the table writer) or the sandboxed parser, whichever is larger
 """)
@@ -209,7 +210,7 @@ def test_a_million_row_sheet_is_stored_in_bounded_memory(tmp_path):
                              timeout=900, check=True)
         peaks[rows] = int(out.stdout.split()[-1])
         conn = sqlite3.connect(tmp_path / str(rows) / TABLES_FILE)
-        assert conn.execute("SELECT rows FROM ragapp_tables").fetchone()[0] == rows
+        assert conn.execute("SELECT rows, complete FROM ragapp_tables").fetchone() == (rows, 1)
     assert peaks[1_000_000] < peaks[100_000] + 60, peaks  # ten times the rows, (nearly) the same memory
 
 

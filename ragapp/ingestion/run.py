@@ -171,18 +171,17 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
 
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
             removed: list[str], refreshed: dict[str, FileRecord], tables: TableWriter | None) -> None:
-    """The new state becomes current in one commit: old rows of files that stay are carried over. The
-    run's tables are made durable just before, and those of files no longer indexed dropped after."""
+    """The new state becomes current in one commit: old rows of files that stay are carried over. Then
+    the tables of files this run replaced or removed go (ragapp.tables.store)."""
     manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
     files.update(refreshed)
     files.update(records)
     manifest.files = dict(sorted(files.items()))
-    if tables is not None:
-        tables.commit()
     writer.commit(manifest, drop)
     if tables is not None:
+        tables.forget(removed)
         tables.collect({s: r.sha256 for s, r in manifest.files.items()})
 
 
@@ -229,7 +228,7 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
 
 @contextmanager
 def _tables(folder: Path | None) -> Iterator[TableWriter | None]:
-    """The run's table writer (None without a folder); closed at the end, what it did not commit rolled back."""
+    """The run's table writer (None without a folder), closed at the end."""
     if folder is None:
         yield None
         return

@@ -1,11 +1,13 @@
 """The owner of `<index>/tables.sqlite`: every table ingest read as cells, kept as a typed SQLite
 table with its source, page and row numbers, and the catalog that says which is which.
 
-Tables are kept per (source, sha256) of the file they came from. An ingest writes the tables of the
-files it reads in one transaction, committed before the index's own commit, and afterwards drops
-every table whose (source, sha256) the index no longer lists. Readers use only tables whose
-(source, sha256) the committed index lists, so a crash at any moment leaves what queries see
-consistent with the index, and the next ingest tidies up.
+Tables are kept per (source, sha256) of the file they came from, and a reader uses only complete
+tables whose (source, sha256) the committed index lists. So writes need no transaction as long as an
+ingest: a file's tables are written in short transactions while it is read (never holding the file
+locked for long, so two ingest processes of a Milvus knowledge base do not wait on each other), marked
+complete when the file is done, and those of a file's earlier versions dropped after the index
+commits. A crash at any moment leaves what queries see consistent with the index; the next ingest
+of that file tidies up.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +24,13 @@ from ragapp.tables.cells import column_type, is_empty, number, typed
 
 TABLES_FILE = "tables.sqlite"
 CATALOG = "ragapp_tables"
-# Rows read before a table's header and column types are decided (the rest stream through).
+# Rows read before a table's header and column types are decided (the rest stream through), and rows
+# written per transaction.
 SAMPLE_ROWS = 200
-INSERT_BATCH = 500
+INSERT_BATCH = 5000
 NAME_CHARS = 60
 _CATALOG_SQL = (f"CREATE TABLE IF NOT EXISTS {CATALOG} (id INTEGER PRIMARY KEY, name TEXT UNIQUE, source TEXT, "
-                "sha256 TEXT, page INTEGER, label TEXT, key TEXT, columns TEXT, rows INTEGER)")
+                "sha256 TEXT, page INTEGER, label TEXT, key TEXT, columns TEXT, rows INTEGER, complete INTEGER)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,18 @@ def _looks_like_data(row: Sequence[str]) -> bool:
     return bool(values) and sum(number(c) is not None for c in values) * 2 > len(values)
 
 
+@contextmanager
+def _writing(conn: sqlite3.Connection):
+    """One short write transaction (BEGIN IMMEDIATE: the write lock is taken at once, or waited for)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def quote(name: str) -> str:
     """An SQL identifier in double quotes."""
     return '"' + name.replace('"', '""') + '"'
@@ -88,6 +104,7 @@ class _Builder:
         self.columns: list[Column] = []
         self.rows = 0
         self.last_label = ""
+        self.name = ""  # the SQL table's, once created
 
     def add(self, row: int, cells: Sequence[str]) -> None:
         if not any(not is_empty(c) for c in cells):
@@ -108,12 +125,21 @@ class _Builder:
             self._insert()
 
     def _create(self) -> None:
+        """Decide the columns; create the table and its catalog row (incomplete until the file is done)."""
         width = max([len(self.header or [])] + [len(c) for _, c in self.pending])
         names = _names(self.header or [], width)
         self.columns = [Column(n, *column_type([c[k] if k < len(c) else "" for _, c in self.pending]))
                         for k, n in enumerate(names)]
         cols = ", ".join(f"{quote(c.name)} {c.kind if c.kind != 'DATE' else 'TEXT'}" for c in self.columns)
-        self.conn.execute(f'CREATE TABLE {quote(self.info["name"])} ("_row" INTEGER, {cols})')
+        described = json.dumps([[c.name, c.kind, c.unit] for c in self.columns], ensure_ascii=False)
+        info = self.info
+        with _writing(self.conn):
+            self.name = f"t{self.conn.execute(f'SELECT COALESCE(MAX(id), 0) + 1 FROM {CATALOG}').fetchone()[0]}"
+            self.conn.execute(f"INSERT INTO {CATALOG} (id, name, source, sha256, page, label, key, columns, rows, complete) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0)", (int(self.name[1:]), self.name, info["source"],
+                                                                        info["sha256"], info["page"], info["label"],
+                                                                        info["key"], described))
+            self.conn.execute(f'CREATE TABLE {quote(self.name)} ("_row" INTEGER, {cols})')
 
     def _insert(self) -> None:
         width = len(self.columns)
@@ -125,46 +151,39 @@ class _Builder:
             self.last_label = cells[0]
             rows.append((row, *(typed(c, col.kind) for c, col in zip(cells, self.columns))))
         marks = ", ".join("?" * (width + 1))
-        self.conn.executemany(f"INSERT INTO {quote(self.info['name'])} VALUES ({marks})", rows)
+        with _writing(self.conn):
+            self.conn.executemany(f"INSERT INTO {quote(self.name)} VALUES ({marks})", rows)
+            self.conn.execute(f"UPDATE {CATALOG} SET rows = rows + ? WHERE name = ?", (len(rows), self.name))
         self.rows += len(rows)
         self.pending = []
 
-    def finish(self) -> bool:
-        """Write what is left and the catalog row; False for a table without a data row."""
+    def finish(self) -> str | None:
+        """Write what is left; the table's name, or None for a table without a data row."""
         if self.header is None and self.titles:  # one column of text: its first row is the header
             self.header, self.pending = self.titles[0][1], self.titles[1:]
         if not self.pending and not self.columns:
-            return False
+            return None
         if not self.columns:
             self._create()
         self._insert()
-        columns = json.dumps([[c.name, c.kind, c.unit] for c in self.columns], ensure_ascii=False)
-        info = self.info
-        self.conn.execute(f"INSERT INTO {CATALOG} (id, name, source, sha256, page, label, key, columns, rows) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (info["id"], info["name"], info["source"], info["sha256"],
-                                                                 info["page"], info["label"], info["key"], columns, self.rows))
-        return True
+        return self.name
 
 
 class TableWriter:
-    """Writes the tables of the files one ingest reads (one transaction; see the module's docstring).
-    Used under the index's write lock: one writer at a time."""
+    """Writes the tables of the files one ingest reads (see the module's docstring)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(folder / TABLES_FILE, isolation_level=None, timeout=30)
         self.conn.execute(_CATALOG_SQL)
-        self.conn.execute("BEGIN")
-        self.next_id = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {CATALOG}").fetchone()[0]
         self.builders: dict[tuple, _Builder] = {}
         self.file: tuple[str, str] | None = None
-        self.written = 0
+        self.touched: set[str] = set()
 
     def begin_file(self, source: str, sha256: str) -> None:
-        """The tables added from now on are this file's (any left from a run that did not finish are dropped)."""
-        self.conn.execute("SAVEPOINT file")
-        self._drop(self.conn.execute(f"SELECT name FROM {CATALOG} WHERE source = ? AND sha256 = ?", (source, sha256)))
+        """The tables added from now on are this file's."""
         self.file, self.builders = (source, sha256), {}
+        self.touched.add(source)
 
     def add(self, page: Page) -> None:
         """A page's tables (rows of a long sheet may come over several pages of the same key)."""
@@ -176,42 +195,43 @@ class TableWriter:
         builder = self.builders.get(key)
         if builder is None:
             assert self.file is not None
-            info = {"id": self.next_id, "name": f"t{self.next_id}", "source": self.file[0], "sha256": self.file[1],
-                    "page": page.page, "label": page.label, "key": table.key}
-            self.next_id += 1
+            info = {"source": self.file[0], "sha256": self.file[1], "page": page.page, "label": page.label, "key": table.key}
             builder = self.builders[key] = _Builder(self.conn, info)
         for n, cells in enumerate(table.rows, start=table.first):
             builder.add(n, cells)
 
     def end_file(self) -> int:
-        """Finish the file's tables; how many were kept."""
-        kept = sum(b.finish() for b in self.builders.values())
-        self.conn.execute("RELEASE file")
-        self.written += kept
+        """Finish the file's tables and mark them complete (replacing any of the same file and content
+        an earlier run left); how many were kept."""
+        assert self.file is not None
+        names = [n for n in (b.finish() for b in self.builders.values()) if n is not None]
+        with _writing(self.conn):
+            earlier = self.conn.execute(f"SELECT name FROM {CATALOG} WHERE source = ? AND sha256 = ?", self.file).fetchall()
+            self._drop((n,) for (n,) in earlier if n not in names)
+            self.conn.executemany(f"UPDATE {CATALOG} SET complete = 1 WHERE name = ?", [(n,) for n in names])
         self.builders, self.file = {}, None
-        return kept
+        return len(names)
 
     def drop_file(self) -> None:
         """Forget the current file's tables."""
-        self.conn.execute("ROLLBACK TO file")
-        self.conn.execute("RELEASE file")
+        with _writing(self.conn):
+            self._drop((b.name,) for b in self.builders.values() if b.name)
         self.builders, self.file = {}, None
 
-    def commit(self) -> None:
-        """Make the run's tables durable (before the index commits: see the module's docstring)."""
-        self.conn.execute("COMMIT")
-
     def collect(self, files: Mapping[str, str]) -> None:
-        """Drop every table whose (source, sha256) is not in `files` (the committed index's), then close."""
-        if not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-        rows = self.conn.execute(f"SELECT name, source, sha256 FROM {CATALOG}").fetchall()
-        self._drop((name,) for name, source, sha in rows if files.get(source) != sha)
-        self.conn.execute("COMMIT")
+        """After the index commits: drop the tables of the files this run read or removed whose content
+        the index (`files`, source → sha256) no longer holds; then close."""
+        with _writing(self.conn):
+            rows = self.conn.execute(f"SELECT name, source, sha256 FROM {CATALOG}").fetchall()
+            self._drop((name,) for name, source, sha in rows if source in self.touched and files.get(source) != sha)
         self.close()
 
+    def forget(self, sources: Iterable[str]) -> None:
+        """Sources this run removes from the index (their tables go at `collect`)."""
+        self.touched.update(sources)
+
     def close(self) -> None:
-        """Close the connection (an open transaction is rolled back)."""
+        """Close the connection."""
         self.conn.close()
 
     def _drop(self, names: Iterable[tuple[str]]) -> None:
@@ -223,7 +243,8 @@ class TableWriter:
 def catalog(conn: sqlite3.Connection, files: Mapping[str, str]) -> list[TableInfo]:
     """The stored tables whose (source, sha256) `files` lists (the committed index's documents)."""
     try:
-        rows = conn.execute(f"SELECT name, source, sha256, page, label, key, columns, rows FROM {CATALOG} ORDER BY id").fetchall()
+        rows = conn.execute(f"SELECT name, source, sha256, page, label, key, columns, rows FROM {CATALOG} WHERE complete = 1 "
+                            "ORDER BY id").fetchall()
     except sqlite3.OperationalError:  # a store without a catalog yet
         return []
     return [TableInfo(name, source, sha, page, label, key, tuple(Column(*c) for c in json.loads(columns)), count)
