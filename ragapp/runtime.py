@@ -12,7 +12,9 @@ their own counts, so setting it before each encode is safe and needs no lock.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,6 +32,26 @@ def prepare_environment(threads: int) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    keep_freed_memory()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_KEEP_BELOW = 32 << 20  # glibc's largest mmap threshold on 64-bit
+_KEEP_FREE = 256 << 20  # freed memory at the top of the heap kept for reuse, at most (a batch uses well under 100 MB)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks up to 32 MB in the heap for reuse instead of returning them to the
+    system: an embedding batch allocates and frees activations of a few MB per layer, and getting fresh
+    pages for each cost 1.3 million page faults per 300 SciFact chunks on the AMD machine (docs/benchmarks.md,
+    "Ingest on the AMD machine"). A process setting, so entry points call it; False where there is no glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE))
+    except (OSError, AttributeError):  # a libc without mallopt (musl)
+        return False
 
 
 @contextmanager
@@ -39,11 +61,13 @@ def torch_threads(threads: int) -> Iterator[None]:
     import numba
     import torch
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    # numba first: its OpenMP layer, started by the first numba call of a process, sets the calling thread's
+    # OpenMP count to all its threads, which is torch's count too (a query thread saw 2; tests/test_runtime.py).
     wanted = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     yield
 
 

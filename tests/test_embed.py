@@ -111,7 +111,8 @@ def test_queries_encoded_by_the_modules_directly_equal_sentence_transformers_enc
     embedder = SentenceTransformerEmbedder(replace(config.embed, dtype=dtype, query_runtime="torch"), config.cache_dir)
     questions = ["Who signed a treaty with the king?", "长城东起哪里？", "x" * 3000]  # the last is cut at the model limit
     ours = embedder.embed_queries(questions)
-    reference = embedder._encode(questions, embedder.spec.query_prefix)
+    reference = embedder._torch_model().encode([embedder.spec.query_prefix + q for q in questions],
+                                               normalize_embeddings=True, convert_to_numpy=True)
     assert ours.shape == (3, 384) and np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(ours, reference, atol=2e-6)
 
@@ -140,7 +141,8 @@ def test_questions_without_torch_match_an_int8_index_within_int8_rounding(embedd
     config = Config()
     torch_int8 = SentenceTransformerEmbedder(replace(config.embed, query_runtime="torch"), config.cache_dir)
     cos = (embedders["int8"].embed_queries(QUESTIONS) * torch_int8.embed_queries(QUESTIONS)).sum(axis=1)
-    assert cos.min() > 0.997, cos
+    assert np.delete(cos, 2).min() > 0.998, cos
+    assert cos[2] > 0.995, cos  # 3,000 x's cut at 512 tokens: 0.9968 on the AMD machine, 0.997+ on the Intel one
 
 
 def test_a_model_of_another_shape_keeps_the_torch_path(tmp_path):

@@ -34,9 +34,11 @@ def test_query_and_ingest_encodes_keep_their_own_thread_counts(config):
     embedder = SentenceTransformerEmbedder(replace(config.embed, query_runtime="torch"), config.cache_dir, config.threads,
                                            ingest_threads=config.ingest_threads)
     seen: list[tuple[str, int]] = []
-    module = embedder._torch_model()[0]  # the transformer module: runs once per encoded batch
+    # Questions through the sentence-transformers module, passages through the packed encoder's first layer:
+    # each runs once per encoded batch.
+    modules = [embedder._torch_model()[0], embedder._passage_encoder().layers[0]]
     record = lambda *_: seen.append((threading.current_thread().name, torch.get_num_threads(), numba.get_num_threads()))  # noqa: E731
-    handles = [module.register_forward_pre_hook(record), module.register_forward_hook(record)]  # start and end
+    handles = [h for m in modules for h in (m.register_forward_pre_hook(record), m.register_forward_hook(record))]
     texts = ["Otters hold hands while they sleep."] * 8
 
     def queries() -> None:

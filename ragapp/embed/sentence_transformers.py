@@ -14,6 +14,7 @@ from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.embed.light import QueryEncoder, hidden_size, load_tokenizer, unsupported
 from ragapp.embed.ort import GRAPH, OnnxLayers, write_graph
+from ragapp.embed.packed import PassageEncoder
 from ragapp.embed.pieces import UnigramPieces, cached_pieces
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
@@ -65,6 +66,8 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         self._spec = spec
         self._tokenizer: Any = None
         self._light: QueryEncoder | None = None
+        self._packed: PassageEncoder | None = None
+        self._packed_decided = False  # and None: passages go through sentence-transformers
         self._light_why: str | None = None  # why questions go through torch (None: not decided yet)
         self._questions = 0  # questions encoded without torch: from the second on, through onnxruntime
         self._fast_failed = False
@@ -176,11 +179,29 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
             return hidden_size(self.spec.path)
         return int(self._torch_model().get_embedding_dimension())
 
+    def _passage_encoder(self) -> PassageEncoder | None:
+        """The int8 encoder of packed passages (`ragapp.embed.packed`), loaded once; None when passages
+        go through sentence-transformers (another dtype, pooled sentence vectors, another model shape, or
+        no int8 product on this machine)."""
+        with self._light_lock:
+            if not self._packed_decided:
+                from ragapp.embed.int8 import int8_supported
+
+                if self.config.dtype == "int8" and self.config.sentence_vectors == "separate" and \
+                        unsupported(self.spec.path) is None and int8_supported():
+                    self._packed = PassageEncoder(self.spec.path, self.config.max_seq_length, self._counting_tokenizer())
+                self._packed_decided = True
+            return self._packed
+
     def _encode(self, texts: Sequence[str], prefix: str, threads: int | None = None) -> np.ndarray:
-        self._torch_model()
+        packed = self._passage_encoder()
+        if packed is None:
+            self._torch_model()
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with torch_threads(threads or self._threads):
+            if packed is not None:
+                return packed.encode([prefix + t for t in texts])
             vectors = self._model.encode([prefix + t for t in texts], batch_size=self.config.batch_size,
                                          normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
