@@ -27,31 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import EVAL, OUT, jsonl, machine, ndcg_at, qrels  # noqa: E402
+from bench.common import EVAL, OUT, jsonl, machine, ndcg_at, qrels, run_cli, worktree  # noqa: E402
 
 QUESTION = "How long does Mars take to orbit the Sun?"
-
-
-def _run(code: Path, args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident MB and stdout of `python -m ragapp.cli ARGS` run from `code`'s tree."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", *args], cwd=code, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(code)}, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"{args} from {code} exited {proc.returncode}")
-    return seconds, usage.ru_maxrss / 1024, out
-
-
-def _worktree(ref: str) -> Path:
-    where = OUT / f"worktree-{ref}"
-    if not where.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
-                       capture_output=True)
-    return where
 
 
 def _drop_caches() -> bool:
@@ -66,8 +44,8 @@ def _drop_caches() -> bool:
 def cold(args) -> None:
     index = OUT / "indexes" / "samples"
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
-    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
+    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
     commands = {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", str(index)],
                 "ragapp ask": ["ask", QUESTION, "--index", str(index), "--json"]}
     print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache), {machine()}")
@@ -75,8 +53,8 @@ def cold(args) -> None:
     stages: dict[str, list[dict]] = {}
     for label, code in trees.items():
         for name, argv in commands.items():
-            _run(code, argv, env)  # into the page cache
-            runs = [_run(code, argv, env) for _ in range(args.runs)]
+            run_cli(code, argv, env)  # into the page cache
+            runs = [run_cli(code, argv, env) for _ in range(args.runs)]
             walls = [r[0] for r in runs]
             print(f"| {label} | `{name}` | {statistics.median(walls):.2f} | {min(walls):.2f}–{max(walls):.2f} | "
                   f"{max(r[1] for r in runs):.0f} |")
@@ -90,7 +68,7 @@ def cold(args) -> None:
                 if not _drop_caches():
                     print("cannot drop the page cache here (needs root and a writable /proc/sys/vm)")
                     return
-                print(f"- {label}, `{name}`: {_run(code, argv, env)[0]:.2f} s")
+                print(f"- {label}, `{name}`: {run_cli(code, argv, env)[0]:.2f} s")
 
 
 def _free_port() -> int:
@@ -122,8 +100,8 @@ def _chat(port: int, timeout_s: float = 300.0) -> tuple[float, str]:
 def serve(args) -> None:
     """`ragapp serve` started cold: seconds from the process start to its first answer, then a second one."""
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
-    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(OUT / "indexes" / "samples")], env)
+    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
+    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(OUT / "indexes" / "samples")], env)
     print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs}, {machine()}")
     print("| code | first answer s (from process start) | second answer s | third answer s | answer |\n|---|---|---|---|---|")
     for label, code in trees.items():
@@ -160,9 +138,9 @@ def ui(args) -> None:
     """The chat app (its script under Streamlit's AppTest) in a new process: from the start to the first
     answer on the page (start-up, the models' warm-up the page runs, the answer)."""
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": _worktree(args.before)} if args.before else {})}
+    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
     index = OUT / "indexes" / "samples"
-    _run(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
     print(f"\nThe chat app's first answer from a new process, median of {args.runs}, {machine()}")
     print("| code | first answer s (from process start) |\n|---|---|")
     for label, code in trees.items():

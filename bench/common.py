@@ -8,6 +8,8 @@ import os
 import platform
 import re
 import resource
+import subprocess
+import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -125,3 +127,26 @@ def search_latencies(rag, queries: list[str]) -> tuple[list[float], dict[str, li
         for k in stages:
             stages[k].append(timings[k])
     return total, stages
+
+
+def run_cli(code: Path, args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident MB and stdout of `python -m ragapp.cli ARGS` run from `code`'s tree."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", *args], cwd=code, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env={**env, "PYTHONPATH": str(code)}, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{args} from {code} exited {proc.returncode}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def worktree(ref: str) -> Path:
+    """A checkout of git commit `ref` under bench/out, to run its code beside this tree's."""
+    where = OUT / f"worktree-{ref}"
+    if not where.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref], check=True,
+                       capture_output=True)
+    return where
