@@ -197,6 +197,9 @@ def main() -> None:
                         help="for `answers`: sets or set:kind to run, e.g. cmrc2018_dev,squad2_extract:squad-impossible")
     add_embed_options(parser)
     args = parser.parse_args()
+    from ragapp.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does before an ingest
     parts = ["tokenizers", "recall", "retrieval", "answers"] if args.part == "all" else [args.part]
     for part in parts:
         globals()[part](args)
