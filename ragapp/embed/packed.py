@@ -31,6 +31,12 @@ BATCH_TOKENS = 2048  # rows of one batch: fastest here with freed memory kept (`
 SCORE_BYTES = 5 << 19  # attention scores computed at a time: in the cache, faster than torch's fused kernel here
 
 
+def _norm(weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.nn.LayerNorm:
+    norm = torch.nn.LayerNorm(weight.shape[0], eps=eps)
+    norm.weight.data, norm.bias.data = weight, bias
+    return norm
+
+
 class _Layer(torch.nn.Module):
     """One BERT encoder layer over packed rows; attention over the rows padded per sequence."""
 
@@ -40,14 +46,12 @@ class _Layer(torch.nn.Module):
         self.qkv = Int8Linear(torch.cat([get(f"{prefix}attention.self.{n}.weight") for n in names]),
                               torch.cat([get(f"{prefix}attention.self.{n}.bias") for n in names]))
         self.attention_out = Int8Linear(get(f"{prefix}attention.output.dense.weight"), get(f"{prefix}attention.output.dense.bias"))
-        self.ln1 = torch.nn.LayerNorm(self.qkv.scale.shape[0] // 3, eps=eps)
-        self.ln1.weight.data, self.ln1.bias.data = get(f"{prefix}attention.output.LayerNorm.weight"), get(f"{prefix}attention.output.LayerNorm.bias")
+        self.ln1 = _norm(get(f"{prefix}attention.output.LayerNorm.weight"), get(f"{prefix}attention.output.LayerNorm.bias"), eps)
         dense = torch.nn.Linear(1, 1)
         dense.weight.data, dense.bias.data = get(f"{prefix}intermediate.dense.weight"), get(f"{prefix}intermediate.dense.bias")
         self.ffn_in = GeluInt8(dense)
         self.ffn_out = Int8Linear(get(f"{prefix}output.dense.weight"), get(f"{prefix}output.dense.bias"))
-        self.ln2 = torch.nn.LayerNorm(self.ln1.normalized_shape, eps=eps)
-        self.ln2.weight.data, self.ln2.bias.data = get(f"{prefix}output.LayerNorm.weight"), get(f"{prefix}output.LayerNorm.bias")
+        self.ln2 = _norm(get(f"{prefix}output.LayerNorm.weight"), get(f"{prefix}output.LayerNorm.bias"), eps)
         self.heads = heads
 
     def forward(self, x: torch.Tensor, layout: _Layout) -> torch.Tensor:
@@ -115,8 +119,7 @@ class PassageEncoder:
             self._words = get("embeddings.word_embeddings.weight")
             self._positions, self._type = get("embeddings.position_embeddings.weight"), get("embeddings.token_type_embeddings.weight")[0]
             eps = float(config.get("layer_norm_eps", 1e-12))
-            self._ln = torch.nn.LayerNorm(self._type.shape[0], eps=eps)
-            self._ln.weight.data, self._ln.bias.data = get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias")
+            self._ln = _norm(get("embeddings.LayerNorm.weight"), get("embeddings.LayerNorm.bias"), eps)
             self.layers = [_Layer(get, f"encoder.layer.{i}.", int(config["num_attention_heads"]), eps)
                            for i in range(int(config["num_hidden_layers"]))]
         self.dimension = int(config["hidden_size"])
@@ -139,7 +142,7 @@ class PassageEncoder:
         start = 0
         with torch.inference_mode():
             while start < len(order):
-                end = start + max(1, BATCH_TOKENS // len(ids[order[start]]))
+                end = start + max(1, BATCH_TOKENS // max(1, len(ids[order[start]])))
                 rows = order[start:end]
                 out[rows] = self._batch([ids[i] for i in rows]).numpy()
                 start = end
