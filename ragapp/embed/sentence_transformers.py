@@ -6,7 +6,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,13 +14,15 @@ from ragapp.config import EmbedConfig, ModelsConfig
 from ragapp.embed.base import Embedder, PrefixesFromSpec
 from ragapp.embed.light import QueryEncoder, hidden_size, load_tokenizer, unsupported
 from ragapp.embed.ort import GRAPH, OnnxLayers, write_graph
-from ragapp.embed.packed import PassageEncoder
 from ragapp.embed.pieces import UnigramPieces, cached_pieces
 from ragapp.errors import ModelNotAvailableError
 from ragapp.lazy import LoadsOnce
 from ragapp.models import EmbedderSpec, cached, resolve_embedder
 from ragapp.models.cache import remembered_sha256
 from ragapp.runtime import torch_threads
+
+if TYPE_CHECKING:  # torch: imported when passages are encoded, never for a question
+    from ragapp.embed.packed import PassageEncoder
 
 Spans = Sequence[Sequence[tuple[int, int]]]
 _COUNT_CACHE = 1 << 16  # token counts kept (emptied when full) ...
@@ -186,6 +188,7 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
         with self._light_lock:
             if not self._packed_decided:
                 from ragapp.embed.int8 import int8_supported
+                from ragapp.embed.packed import PassageEncoder
 
                 if self.config.dtype == "int8" and self.config.sentence_vectors == "separate" and \
                         unsupported(self.spec.path) is None and int8_supported():
