@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
+# The index and ingestion packages (numpy and more) are imported where used: `ragapp --help` lists the
+# `watch` command, which imports this module (0.17 s of numpy otherwise; docs/benchmarks.md "Cold start").
 from ragapp.errors import NoDocumentsError, RagError
-from ragapp.index.folder import WATCH_STATUS, is_index_folder
-from ragapp.ingestion import is_skipped
 from ragapp.jsonfile import replace_json
 from ragapp.load import SUPPORTED_SUFFIXES
 from ragapp.records import IngestReport
@@ -103,6 +103,8 @@ class WatchStatus:
     @classmethod
     def read(cls, index_folder: str | Path) -> WatchStatus | None:
         """The status a watcher left in an index folder; None when there is none or it is not one."""
+        from ragapp.index.folder import WATCH_STATUS
+
         path = Path(index_folder) / WATCH_STATUS
         try:
             with open(path, "rb") as f:
@@ -135,6 +137,8 @@ class FolderWatcher:
         if not 0 < settle <= max_wait:
             raise ValueError(f"settle must be above 0 and at most max_wait; got settle={settle}, max_wait={max_wait}")
         self.rag, self.settle, self.max_wait, self.on_batch = rag, settle, max_wait, on_batch
+        from ragapp.index.folder import WATCH_STATUS
+
         self._index_dir = Path(rag.path).resolve()
         self._status_file = self._index_dir / WATCH_STATUS if write_status else None
         self._status = WatchStatus([str(f) for f in self.folders], os.getpid(), time.time(), state="")
@@ -221,6 +225,8 @@ class FolderWatcher:
     def _wanted(self, path: str) -> bool:
         """Events worth waking for: not inside the index folder, not a hidden, swap or backup file, and a
         supported document or something that is no longer a file (a deleted or moved folder)."""
+        from ragapp.ingestion import is_skipped
+
         p = Path(path)
         if p == self._index_dir or self._index_dir in p.parents:
             return False
@@ -260,6 +266,8 @@ class FolderWatcher:
             for name, value in changes.items():
                 setattr(self._status, name, value)
             data = self._status.to_dict()
+        from ragapp.index.folder import is_index_folder
+
         # Only into a folder that is an index's (or will be): never beside another program's files.
         if data != before and self._status_file is not None and self._index_dir.is_dir() and is_index_folder(self._index_dir):
             replace_json(self._status_file, data)
