@@ -65,6 +65,20 @@ def unsupported(folder: str | Path) -> str | None:
     return None
 
 
+def folder_settings(root: Path, max_seq_length: int, how: str) -> tuple[dict, bool, int]:
+    """A supported folder's model configuration, whether its texts are lower-cased, and its length limit in
+    tokens (the least of sentence-transformers' own, `max_seq_length` and the position table); ValueError
+    naming the folder and the reason for another kind (`how`: what could not be done with it)."""
+    reason = unsupported(root)
+    if reason:
+        raise ValueError(f"{root}: cannot encode {how}: {reason}")
+    config = read_config(root / "config.json")
+    st_config = read_config(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
+    positions = int(config["max_position_embeddings"])
+    limit = min(int(st_config.get("max_seq_length") or positions), max_seq_length, positions)
+    return config, bool(st_config.get("do_lower_case", False)), limit
+
+
 def load_tokenizer(folder: str | Path) -> Any:
     """The folder's `tokenizer.json` through the Rust `tokenizers` library, without truncation or padding
     (about 1 s for the 250,000-piece XLM-R vocabulary: `ragapp.embed.pieces` spares a question that)."""
@@ -136,14 +150,7 @@ class QueryEncoder:
         from safetensors import safe_open
 
         root = Path(folder)
-        reason = unsupported(root)
-        if reason:
-            raise ValueError(f"{root}: cannot encode without torch: {reason}")
-        config = read_config(root / "config.json")
-        st_config = read_config(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
-        self.lowercase = bool(st_config.get("do_lower_case", False))
-        limit = min(int(st_config.get("max_seq_length") or config["max_position_embeddings"]), max_seq_length,
-                    int(config["max_position_embeddings"]))
+        config, self.lowercase, limit = folder_settings(root, max_seq_length, "without torch")
         self._tokenizer = tokenizer or functools.cache(lambda: load_tokenizer(root))
         self.pieces = pieces
         self._limit = limit

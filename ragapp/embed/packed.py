@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from ragapp.embed.int8 import GeluInt8, Int8Linear
-from ragapp.embed.light import unsupported
-from ragapp.models.policy import read_config
+from ragapp.embed.light import folder_settings
 
 BATCH_TOKENS = 2048  # rows of one batch: fastest here with freed memory kept (`runtime.keep_freed_memory`)
 SCORE_BYTES = 5 << 19  # attention scores computed at a time: they stay in the cache
@@ -104,14 +103,7 @@ class PassageEncoder:
         from safetensors import safe_open
 
         root = Path(folder)
-        reason = unsupported(root)
-        if reason:
-            raise ValueError(f"{root}: cannot encode passages without sentence-transformers: {reason}")
-        config = read_config(root / "config.json")
-        st_config = read_config(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
-        self.lowercase = bool(st_config.get("do_lower_case", False))
-        self.limit = min(int(st_config.get("max_seq_length") or config["max_position_embeddings"]), max_seq_length,
-                         int(config["max_position_embeddings"]))
+        config, self.lowercase, self.limit = folder_settings(root, max_seq_length, "passages without sentence-transformers")
         self._tokenizer = tokenizer
         with safe_open(str(root / "model.safetensors"), framework="pt") as weights:
             prefix = "bert." if "bert.embeddings.word_embeddings.weight" in weights.keys() else ""
