@@ -72,6 +72,8 @@ class RAG:
         # Tables are kept beside the index in its folder (ragapp.tables); a backend passed in has none.
         self._tables = TableQA(self.path, self.config.tables) if isinstance(index, (str, Path)) and self.config.tables.enabled \
             else None
+        # Where pages' characters sit (ragapp.show) is kept in the same folder, for either backend.
+        self._pages = self.path if isinstance(index, (str, Path)) else None
         self.embedder = _checked(embedder, Embedder, "embedder") or build_embedder(self.config)
         self.generator = _checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
                                                                                        self.config.models)
@@ -140,14 +142,14 @@ class RAG:
         self.store.check_writable()  # before anything reads a manifest.json that may not be ragapp's
         return run(self.store, paths, self.embedder, self._tokenizer, self.config, rebuild=rebuild, wait=wait,
                    progress=progress, on_message=on_message, hold=hold, rehash=rehash,
-                   tables=self.path if self._tables is not None else None)
+                   tables=self.path if self._tables is not None else None, pages=self._pages)
 
     def remove(self, sources: Sequence[str], wait: bool = True) -> IngestReport:
         """Drop documents (by the source path the index records) from the chunk store, FAISS and BM25."""
         if not sources:
             raise ValueError("no documents given to remove")
         return run(self.store, [], self.embedder, self._tokenizer, self.config, wait=wait, remove=list(sources),
-                   tables=self.path if self._tables is not None else None)
+                   tables=self.path if self._tables is not None else None, pages=self._pages)
 
     def watch(self, folders: Sequence[str | Path], **options) -> FolderWatcher:
         """A watcher that keeps this index in step with `folders` (ragapp.watch.FolderWatcher; options:

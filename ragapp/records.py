@@ -25,6 +25,21 @@ def place(source: str, page: int | None, label: str | None = None, ocr: bool = F
 
 
 @dataclass(frozen=True)
+class Box:
+    """A rectangle on a page in page-relative units: 0..10000 from the top-left corner of the page as
+    shown (rotation applied), across and down."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def to_dict(self) -> dict:
+        """JSON-ready form, as fractions of the page's width and height."""
+        return {"x0": self.x0 / 10_000, "y0": self.y0 / 10_000, "x1": self.x1 / 10_000, "y1": self.y1 / 10_000}
+
+
+@dataclass(frozen=True)
 class TableRows:
     """Rows of one table as cells, as a loader read them (a long table comes in several parts)."""
 
@@ -50,6 +65,8 @@ class Page:
     ocr: bool = False
     # The page's tables as cells, when its loader read any (kept as SQL tables by ragapp.tables).
     tables: tuple[TableRows, ...] = ()
+    # Where each character of `text` sits on the page (ragapp.load.geometry's encoding), when known.
+    geometry: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,8 @@ class Citation:
     span: tuple[int, int] = (0, 0)
     label: str | None = None
     ocr: bool = False
+    # Where the quote sits on its page, one box per line of text (ragapp.show); () when not known.
+    boxes: tuple[Box, ...] = ()
 
     @property
     def place(self) -> str:
@@ -154,6 +173,7 @@ class Citation:
             "end": self.end,
             "quote": self.quote,
             "score": round(self.score, 6),
+            "boxes": [b.to_dict() for b in self.boxes],
         }
 
 

@@ -48,16 +48,18 @@ def child_environment(parent: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in parent.items() if k in _CHILD_ENV or k.startswith("LC_")}
 
 
-def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_page: int = 1) -> Iterator[dict]:
+def run_parser(parser: str, path: str, source: str, limits: IngestConfig, start_page: int = 1,
+               options: dict | None = None) -> Iterator[dict]:
     """Records from the child parser `parser` ("module:function" in ragapp.load) for the file at
-    `path`; raises DocumentError naming `source` when the child fails, times out or runs out of
-    memory, and PageTimeout when OCR of one page overruns."""
+    `path` (JSON-ready `options` go to it as keywords); raises DocumentError naming `source` when the
+    child fails, times out or runs out of memory, and PageTimeout when OCR of one page overruns."""
     proc = subprocess.Popen([sys.executable, "-m", "ragapp.sandbox"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, close_fds=True, env=child_environment(dict(os.environ)))
     try:
         limit = limits.pdf_memory_mb << 20
         resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
-        request = {"parser": parser, "path": path, "limits": asdict(limits), "start_page": start_page}
+        request = {"parser": parser, "path": path, "limits": asdict(limits), "start_page": start_page,
+                   "options": options or {}}
         assert proc.stdin is not None and proc.stdout is not None  # both are pipes
         proc.stdin.write(json.dumps(request).encode() + b"\n")
         proc.stdin.close()
@@ -175,7 +177,8 @@ def main() -> None:
         return _raw({"fatal": f"unknown parser {request.get('parser')!r}"})
     try:
         parse = getattr(importlib.import_module(module), name)
-        parse(request["path"], request["limits"], _emit_to(request["limits"]), int(request.get("start_page", 1)))
+        parse(request["path"], request["limits"], _emit_to(request["limits"]), int(request.get("start_page", 1)),
+              **request.get("options", {}))
     except ParseError as exc:
         return _raw({"fatal": str(exc)[:500]})
     except MemoryError:

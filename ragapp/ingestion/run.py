@@ -22,12 +22,12 @@ from ragapp.digest import file_sha256
 from ragapp.embed import Embedder, embedding_record
 from ragapp.errors import DocumentError, NoDocumentsError
 from ragapp.index import FileRecord, IndexBackend, IndexReader, IndexWriter, Manifest, check_settings, index_settings
+from ragapp.ingestion.beside import Beside
 from ragapp.ingestion.feeder import Feeder, Progress
 from ragapp.ingestion.scan import Scan, file_size, is_under, scan
 from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
 from ragapp.records import Chunk, FileFailure, IngestReport
 from ragapp.split import split_page
-from ragapp.tables.store import TableWriter
 from ragapp.terms import Tokenizer
 
 Changed = list[tuple[Path, str, str, dict[str, int]]]  # (path, source, sha256, stat mark)
@@ -50,9 +50,9 @@ def bm25_settings(config: BM25Config, tokenizer: Tokenizer) -> dict:
 
 
 def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dict[str, float],
-               warn: Callable[[str], None], tables: TableWriter | None) -> Iterator[list[Chunk]]:
-    """The chunks of one file, a page (or streamed text segment) at a time; the pages' tables go to
-    `tables`. Every failure to read or split the file comes out as a DocumentError naming it; a lost
+               warn: Callable[[str], None], beside: Beside) -> Iterator[list[Chunk]]:
+    """The chunks of one file, a page (or streamed text segment) at a time; the pages' tables and
+    geometry go to `beside`. Every failure to read or split the file comes out as a DocumentError naming it; a lost
     part of it goes to `warn`."""
     split_cfg = config.split
     pages = iter_pages(file, source, int(config.ingest.max_file_mb * 1e6), limits=config.ingest, on_warning=warn)
@@ -64,8 +64,7 @@ def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dic
             if page is None:
                 return
             chunks = split_page(page, split_cfg.chunk_size, split_cfg.chunk_overlap, count_tokens)
-            if tables is not None and page.tables:
-                tables.add(page)
+            beside.add(page)
         except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
             raise
         except Exception as exc:  # a parser bug on one file must not stop the folder
@@ -131,8 +130,8 @@ def _plan(found: Scan, known: Mapping[str, FileRecord], request: _Request, repor
 
 
 def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, known: Mapping[str, FileRecord],
-            report: IngestReport, tell: Progress, tables: TableWriter | None) -> dict[str, FileRecord]:
-    """Each changed file through load → split → embed → the writer (its tables → `tables`); a file
+            report: IngestReport, tell: Progress, beside: Beside) -> dict[str, FileRecord]:
+    """Each changed file through load → split → embed → the writer (its tables and pages → `beside`); a file
     that fails half way is rolled back and the rest of the folder goes on; one another writer holds
     is left to it."""
     records: dict[str, FileRecord] = {}
@@ -142,23 +141,20 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
             report.taken.append(source)
             continue
         feeder.begin_file()
-        if tables is not None:
-            tables.begin_file(source, digest)
+        beside.begin_file(source, digest)
         warnings: list[FileFailure] = []
         ocr_pages: set[int | None] = set()
         try:
             def warn(message: str, source: str = source) -> None:
                 warnings.append(FileFailure(source, message))
 
-            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds, warn, tables):
+            for chunks in _chunks_of(file, source, config, count_tokens, report.stage_seconds, warn, beside):
                 ocr_pages.update(c.page for c in chunks if c.ocr)
                 feeder.add(chunks)
-            if tables is not None:
-                tables.end_file()
+            beside.end_file()
         except DocumentError as exc:
             feeder.drop_file()
-            if tables is not None:
-                tables.drop_file()
+            beside.drop_file()
             report.failed.append(FileFailure(source, str(exc).removeprefix(f"{source}: ")))
             continue
         report.warnings.extend(warnings)
@@ -170,9 +166,9 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
 
 
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
-            removed: list[str], refreshed: dict[str, FileRecord], tables: TableWriter | None) -> None:
+            removed: list[str], refreshed: dict[str, FileRecord], beside: Beside) -> None:
     """The new state becomes current in one commit: old rows of files that stay are carried over. Then
-    the tables of files this run replaced or removed go (ragapp.tables.store)."""
+    the tables and pages of files this run replaced or removed go."""
     manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
@@ -180,19 +176,18 @@ def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, di
     files.update(records)
     manifest.files = dict(sorted(files.items()))
     writer.commit(manifest, drop)
-    if tables is not None:
-        tables.forget(removed)
-        tables.collect({s: r.sha256 for s, r in manifest.files.items()})
+    beside.after_commit(removed, {s: r.sha256 for s, r in manifest.files.items()})
 
 
 def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
         rebuild: bool = False, wait: bool = True, progress: Progress | None = None,
         on_message: Callable[[str], None] | None = None, remove: Sequence[str] = (), hold: Collection[str] = (),
-        rehash: Collection[str] = (), tables: Path | None = None) -> IngestReport:
+        rehash: Collection[str] = (), tables: Path | None = None, pages: Path | None = None) -> IngestReport:
     """Bring `index` up to date with the files under `paths`, and drop the documents named in
     `remove` (sources as the index records them). Files in `hold` (still being written) are neither
     read nor removed this time; files in `rehash` are hashed even when their stat is as recorded.
-    With `tables` (a folder), the documents' tables are kept there too (ragapp.tables)."""
+    With `tables` (a folder), the documents' tables are kept there too (ragapp.tables); with `pages`, where
+    their pages' characters sit (ragapp.show)."""
     started = time.perf_counter()
     report = IngestReport(stage_seconds={"parse": 0.0, "split": 0.0, "embed": 0.0, "index": 0.0})
     tell = progress or (lambda *a: None)
@@ -210,15 +205,15 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
         report.chunks = len(old) if old is not None else 0
         if old is not None and not changed and not removed:
             return _finished(report, started)
-        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _tables(tables) as table_writer:
+        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _beside(tables, pages) as beside:
             feeder = Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), report.stage_seconds, tell)
-            records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell, table_writer)
+            records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell, beside)
             report.chunks_added = feeder.embedded
             if old is not None and not records and not removed:
                 return _finished(report, started)
             t0 = time.perf_counter()
             tell("commit", index.location, 0, 1)
-            _commit(writer, old, settings, records, removed, refreshed, table_writer)
+            _commit(writer, old, settings, records, removed, refreshed, beside)
             report.stage_seconds["index"] += time.perf_counter() - t0
             tell("commit", index.location, 1, 1)
     report.removed = removed
@@ -227,16 +222,13 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
 
 
 @contextmanager
-def _tables(folder: Path | None) -> Iterator[TableWriter | None]:
-    """The run's table writer (None without a folder), closed at the end."""
-    if folder is None:
-        yield None
-        return
-    writer = TableWriter(folder)
+def _beside(tables: Path | None, pages: Path | None) -> Iterator[Beside]:
+    """The run's stores beside the index, closed at the end."""
+    beside = Beside(tables, pages)
     try:
-        yield writer
+        yield beside
     finally:
-        writer.close()
+        beside.close()
 
 
 def _finished(report: IngestReport, started: float) -> IngestReport:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ragapp.config import IngestConfig
 from ragapp.errors import DocumentError
 from ragapp.load.clean import clean_text, drop_repeated_lines, undouble
+from ragapp.load.geometry import from_text
 from ragapp.load.text import SEGMENT_CHARS, text_pages
 from ragapp.records import Page, TableRows
 from ragapp.sandbox import PageTimeout, run_parser
@@ -58,7 +59,8 @@ def parsed_pages(path: Path, source: str, limits: IngestConfig | None = None,
                 elif "text" in record and record["text"].strip():
                     pages += 1
                     yield Page(source, record.get("page"), record["text"], int(record.get("offset", 0)),
-                               _label(record.get("label")), bool(record.get("ocr")), _tables(record.get("tables")))
+                               _label(record.get("label")), bool(record.get("ocr")), _tables(record.get("tables")),
+                               from_text(record.get("boxes")))
             start = 0
         except PageTimeout as exc:
             timeouts += 1

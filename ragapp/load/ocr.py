@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ragapp.errors import ParseError
+from ragapp.load.geometry import line_boxes
 
 INSTALL = "pip install rapidocr onnxruntime"
 # Pages are rendered at 200 dpi (PDF units are 1/72 inch): enough for 9-point text, and the
@@ -46,15 +47,26 @@ class OCR:
 
     def read(self, image) -> str:
         """The text of a PIL image, one line per detected text line, in reading order."""
+        return "\n".join(text for text, _ in self.read_lines(image))
+
+    def read_lines(self, image) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """The text lines of a PIL image in reading order, each with its box in the image's pixels (the
+        bounding box of the line as detected, before the page's slant is taken out for ordering)."""
         import numpy as np
 
         pixels = np.asarray(image.convert("RGB"))[:, :, ::-1]  # the engine reads OpenCV's BGR order
         result: Any = self.engine(np.ascontiguousarray(pixels))  # RapidOCROutput: txts, boxes
         if not result.txts:
-            return ""
-        quads = [(q, t) for q, t in zip(deskewed(np.asarray(result.boxes, dtype=np.float64)), result.txts) if t.strip()]
-        boxes = [(float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max()), t) for q, t in quads]
-        return "\n".join(t for *_, t in reading_order(boxes, float(image.size[0]), float(image.size[1])))
+            return []
+        quads = np.asarray(result.boxes, dtype=np.float64)
+        drawn: dict[int, tuple[float, float, float, float]] = {}
+        boxes: list[Box] = []
+        for quad, level, text in zip(quads, deskewed(quads), result.txts):
+            if text.strip():
+                box = (float(level[:, 0].min()), float(level[:, 1].min()), float(level[:, 0].max()), float(level[:, 1].max()), text)
+                drawn[id(box)] = (float(quad[:, 0].min()), float(quad[:, 1].min()), float(quad[:, 0].max()), float(quad[:, 1].max()))
+                boxes.append(box)
+        return [(b[4], drawn[id(b)]) for b in reading_order(boxes, float(image.size[0]), float(image.size[1]))]
 
 
 Box = tuple[float, float, float, float, str]  # x0, y0, x1, y1, text
@@ -153,9 +165,10 @@ def parse_image(path: str, limits: dict, emit: Callable[[dict], None], start_pag
         for number in range(start_page, frames + 1):
             image.seek(number - 1)
             emit({"working": number})
-            text = ocr.read(_bounded(image, limits["render_max_pixels"]))
+            frame = _bounded(image, limits["render_max_pixels"])
+            text, boxes = line_boxes(ocr.read_lines(frame), frame.width, frame.height)
             if text.strip():
-                emit({"page": number if frames > 1 else None, "text": text, "ocr": True})
+                emit({"page": number if frames > 1 else None, "text": text, "ocr": True, "boxes": boxes})
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, EOFError) as exc:
         raise ParseError(f"unreadable image ({type(exc).__name__}: {exc})") from exc
 

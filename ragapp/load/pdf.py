@@ -86,27 +86,54 @@ def parse(path: str, limits: dict, emit: Callable[[dict], None], start_page: int
         elif garbled:
             record = {"page": number, "error": "garbled text layer (fonts without a Unicode mapping); OCR is off"}
         else:
-            record = {"page": number, "text": text, "tables": page_tables(text)} if text.strip() else None
+            record = {"page": number, "text": text, "tables": page_tables(text),
+                      "boxes": renderer.text_boxes(number, text)} if text.strip() else None
         if record:  # a blank page is no loss
             emit(record)
 
 
 class _Renderer:
-    """Pages rendered with pypdfium2 at a bounded size and read by OCR (both loaded at first use)."""
+    """The file opened with pypdfium2 (at first use): where a text layer's characters sit, and pages
+    rendered at a bounded size and read by OCR (the engine loaded when a page first needs it)."""
 
     def __init__(self, path: str, limits: dict) -> None:
         self.path, self.limits = path, limits
-        self.doc: Any = None  # pypdfium2's document and the OCR engine, made when a page first needs them
+        self.pdf: Any = None  # pypdfium2's document; False when pdfium cannot open the file
         self.ocr: Any = None
+
+    @property
+    def doc(self) -> Any:
+        import pypdfium2
+
+        if self.pdf is None:
+            self.pdf = pypdfium2.PdfDocument(self.path)
+        return self.pdf
+
+    def text_boxes(self, number: int, text: str) -> str | None:
+        """The page's character boxes (ragapp.load.geometry), or None where pdfium cannot place them: the
+        text is kept either way, only its citations fall back to the text view."""
+        import pypdfium2
+
+        from ragapp.load.geometry import text_layer_boxes
+
+        try:
+            page = self.doc[number - 1]
+            try:
+                return text_layer_boxes(page, text)
+            finally:
+                page.close()
+        except (pypdfium2.PdfiumError, ValueError, IndexError):
+            return None
 
     def ocr_page(self, number: int, garbled: bool) -> dict | None:
         """The page's OCR text as a record; an error record when a garbled page yields none; None for a blank page."""
         import pypdfium2
 
+        from ragapp.load.geometry import line_boxes
         from ragapp.load.ocr import OCR, render_scale
 
-        if self.doc is None:
-            self.doc, self.ocr = pypdfium2.PdfDocument(self.path), OCR(self.limits["ocr_threads"])
+        if self.ocr is None:
+            self.ocr = OCR(self.limits["ocr_threads"])
         try:
             page = self.doc[number - 1]
             try:
@@ -116,7 +143,7 @@ class _Renderer:
                 page.close()
         except pypdfium2.PdfiumError as exc:
             return {"page": number, "error": f"cannot render the page for OCR ({exc})"[:300]}
-        text = self.ocr.read(image)
+        text, boxes = line_boxes(self.ocr.read_lines(image), image.width, image.height)
         if not text.strip():
             return {"page": number, "error": "garbled text layer, and OCR found no text"} if garbled else None
-        return {"page": number, "text": text, "ocr": True}
+        return {"page": number, "text": text, "ocr": True, "boxes": boxes}
