@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ragapp.display import print_sources, shown_path
+from ragapp.display import print_pages, print_sources, show_pages, shown_path
 from ragapp.errors import RagError
 
 DEFAULT_INDEX = "data/index"
@@ -107,9 +107,15 @@ def main() -> None:
                                             "--index then names the knowledge base by its folder name.")
 @click.option("--api-key-env", default="RAGAPP_API_KEYS", show_default=True,
               help="With --server: NAME of the environment variable holding the key (the first, if several).")
+@click.option("--show", is_flag=True, help="Write each cited page as a PNG with the quote boxed, and print its path.")
+@click.option("--show-dir", default=None, type=click.Path(file_okay=False),
+              help="Where --show writes the pages (default: a ragapp-pages folder in the temporary directory).")
 def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_key_env, embed_model, as_json, server,
-        api_key_env) -> None:
+        api_key_env, show, show_dir) -> None:
     """Answer QUESTION from the indexed documents, with numbered citations."""
+    if server and show:
+        raise click.UsageError("--show draws pages from a local index; with --server, fetch "
+                               "/v1/knowledge_bases/{kb}/documents/{name}/pages/{n}.png (docs/http-api.md)")
     if server:
         from ragapp.serve.client import ask_server
 
@@ -120,7 +126,11 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
                generate__api_key_env=llm_key_env, embed__model=embed_model)
     if as_json:
         answer = rag.ask(question, top_k=top_k)
-        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+        data = answer.to_dict()
+        if show:
+            for cited, shown in zip(data["citations"], show_pages(rag, answer.citations, show_dir)):
+                cited["page_png"], cited["page_notice"] = shown or (None, "")
+        click.echo(json.dumps(data, ensure_ascii=False, indent=1))
         return
     stream = rag.ask_stream(question, top_k=top_k)
     printed = False
@@ -135,6 +145,8 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
     click.echo()
     answer = stream.answer
     print_sources([c.to_dict() for c in answer.citations], answer.table.to_dict() if answer.table else None)
+    if show:
+        print_pages(show_pages(rag, answer.citations, show_dir))
     click.echo(f"({answer.timings_ms.get('total_ms', 0) / 1000:.1f} s)", err=True)
 
 

@@ -31,3 +31,38 @@ def print_sources(citations: list[dict], table_query: dict | None = None) -> Non
         span = f"rows {', '.join(map(str, table_query['rows'][:20]))}" if table_query and n == 1 else \
             f"chars {c['start']}-{c['end']}"
         click.echo(f"  [{n}] {where} ({span}): \"{quote}\"")
+
+
+def show_pages(rag, citations: list, folder: str | None = None) -> list[tuple[str, str] | None]:
+    """Each citation's page drawn with its quote boxed (RAG.page_image), written as a PNG into `folder`
+    (default: ragapp-pages in the temporary directory); (path, notice) each, None where a citation has
+    no page (a text file, a table's rows)."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from ragapp.show import drawable
+
+    out = Path(folder) if folder else Path(tempfile.gettempdir()) / "ragapp-pages"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[tuple[str, str] | None] = []
+    for c in citations:
+        if not drawable(c.source) or c.end <= c.start:
+            paths.append(None)
+            continue
+        shown = rag.page_image(c.source, c.page, c.start, c.end)
+        tag = hashlib.sha256(f"{c.source}\0{c.page}\0{c.start}\0{c.end}".encode()).hexdigest()[:8]
+        path = out / f"{Path(c.source).stem[:60]}-p{c.page or 1}-{tag}.png"
+        path.write_bytes(shown.png)
+        paths.append((str(path), shown.notice))
+    return paths
+
+
+def print_pages(paths: list[tuple[str, str] | None]) -> None:
+    """The pictures `show_pages` wrote, numbered as the sources are (with a notice where the page is
+    shown otherwise than asked: changed since indexed, scaled down)."""
+    if any(paths):
+        click.echo("\nPages:")
+    for n, shown in enumerate(paths, start=1):
+        if shown:
+            click.echo(f"  [{n}] {shown_path(shown[0])}" + (f"  ({shown[1]})" if shown[1] else ""))

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,16 +20,18 @@ from ragapp.generate import Generator, build_generator
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
-from ragapp.records import Answer, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
+from ragapp.records import Answer, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
 from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_threshold
 from ragapp.rerank import Reranker, build_reranker
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
+from ragapp.show.store import has_pages
 from ragapp.tables import TableQA, sentence
 from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
 
 if TYPE_CHECKING:
+    from ragapp.show import PageImage, PageView
     from ragapp.watch import FolderWatcher
 
 
@@ -74,6 +76,7 @@ class RAG:
             else None
         # Where pages' characters sit (ragapp.show) is kept in the same folder, for either backend.
         self._pages = self.path if isinstance(index, (str, Path)) else None
+        self._view: PageView | None = None
         self.embedder = _checked(embedder, Embedder, "embedder") or build_embedder(self.config)
         self.generator = _checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
                                                                                        self.config.models)
@@ -246,8 +249,9 @@ class RAG:
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
 
         def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None) -> None:
+            citations = [self._placed(c) for c in citations]
             timings["total_ms"] = (time.perf_counter() - started) * 1000
-            stream.answer = Answer(text=text, answered=answered, language=lang, citations=list(citations),
+            stream.answer = Answer(text=text, answered=answered, language=lang, citations=citations,
                                    hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model, table=table)
 
         table = self._table_answer(query, hits, timings)
@@ -306,6 +310,34 @@ class RAG:
                 yield shown
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
 
+    # -- citations on their pages ---------------------------------------------------------------
+
+    def _page_view(self) -> PageView | None:
+        """Where citations are drawn on their pages (None for a backend passed in: it keeps no pages)."""
+        from ragapp.show import PageView
+
+        if self._pages is None:
+            return None
+        if self._view is None:
+            self._view = PageView(self._pages, self.config.ingest)
+        return self._view
+
+    def _placed(self, citation: Citation) -> Citation:
+        """The citation with its boxes on the page, when the index recorded where its text sits."""
+        view = self._page_view()
+        if view is None or citation.end <= citation.start:
+            return citation
+        record = self.index().manifest.files.get(citation.source)
+        return replace(citation, boxes=view.boxes(citation.source, record, citation.page, citation.start, citation.end))
+
+    def page_image(self, source: str, page: int | None, start: int = 0, end: int = 0, width: int = 900) -> PageImage:
+        """Page `page` of an indexed document as a PNG `width` pixels wide, with characters start..end of
+        its text boxed (a citation's `start`, `end`); LookupError for a document the index does not list."""
+        view = self._page_view()
+        if view is None:
+            raise LookupError("this index keeps no pages (a backend passed in)")
+        return view.image(source, self.index().manifest.files.get(source), page, start, end, width)
+
     # -- inspection ----------------------------------------------------------------------------
 
     @property
@@ -323,7 +355,8 @@ class RAG:
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
                          min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,
                          updated_at=m.updated_at, documents=_documents(m),
-                         tables=len(self._tables.tables({s: r.sha256 for s, r in m.files.items()})) if self._tables else 0)
+                         tables=len(self._tables.tables({s: r.sha256 for s, r in m.files.items()})) if self._tables else 0,
+                         pages=self._pages is not None and has_pages(self._pages))
 
 
 def _checked(component, protocol: type, what: str):

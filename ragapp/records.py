@@ -330,6 +330,8 @@ class IndexInfo:
     documents: list[DocumentInfo] = field(default_factory=list)
     # Tables kept as SQL tables for questions over them (ragapp.tables).
     tables: int = 0
+    # Whether the index keeps where its pages' text sits (ragapp.show): citations drawn on their pages.
+    pages: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp info --json` (documents keyed by source)."""
@@ -341,5 +343,7 @@ class IndexInfo:
             types[suffix] = types.get(suffix, 0) + 1
         data["types"] = dict(sorted(types.items()))
         data["ocr_pages"] = sum(d.ocr_pages for d in self.documents)
+        if not self.pages:
+            data["pages"] = "not kept: citations are shown as text; `ragapp ingest --rebuild` adds the pages"
         data["files"] = {d.source: {k: v for k, v in d.to_dict().items() if k != "source"} for d in self.documents}
         return data

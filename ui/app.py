@@ -8,7 +8,6 @@ The knowledge base to open first comes from RAGAPP_INDEX and the settings from R
 from __future__ import annotations
 
 import hmac
-import html
 import os
 import sys
 import time
@@ -19,9 +18,11 @@ from pathlib import Path
 import streamlit as st
 
 try:
+    from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
 
 from ragapp import RAG, Answer, Config, RagError, Turn
@@ -79,20 +80,13 @@ def _where(source: str, place: str) -> str:
     return plain_markdown(Path(source).name + (f", {place}" if place else ""))
 
 
-def highlighted(text: str, span: tuple[int, int] | None) -> str:
-    """HTML of a passage with its supporting sentence marked (one block, so Markdown leaves it alone)."""
-    a, b = span if span else (0, 0)
-    parts = [html.escape(text[:a]), f"<mark>{html.escape(text[a:b])}</mark>" if b > a else "", html.escape(text[b:])]
-    return '<div class="ragapp-quote">' + "".join(parts).replace("\n", "<br>") + "</div>"
-
-
 def render_scores(answer: Answer) -> None:
     rows = [{"#": n, "source": _where(h.chunk.source, h.chunk.place), "bm25 rank": h.bm25_rank, "dense rank": h.dense_rank,
              "fused": h.fused_score, "rerank": h.rerank_score} for n, h in enumerate(answer.hits, start=1)]
     st.dataframe(rows, hide_index=True)
 
 
-def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
+def render_answer(question: str, answer: Answer, show_scores: bool, rag: RAG | None = None) -> None:
     """An answer with its numbered citations, or a calm refusal with the closest passages."""
     if answer.query and answer.query != question.strip():
         st.caption(f"Searched for: {plain_markdown(answer.query)}")
@@ -104,11 +98,7 @@ def render_answer(question: str, answer: Answer, show_scores: bool) -> None:
             st.code(answer.table.sql, language="sql")
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.place)}"):
-                st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))),
-                            unsafe_allow_html=True)
-                span = (f"rows {', '.join(map(str, answer.table.rows[:20]))}" if answer.table is not None and n == 1
-                        else f"characters {c.start}–{c.end} · score {c.score:.3f}")
-                st.caption(f"{plain_markdown(shown_path(c.source))} · {span}")
+                render_citation(rag, n, c, answer.table, plain_markdown(shown_path(c.source)))
     else:
         st.info(answer.text, icon="ℹ️")
         if answer.hits:
@@ -290,7 +280,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
             if "error" in entry:
                 st.error(plain_markdown(entry["error"]))
             else:
-                render_answer(entry["question"], entry["answer"], settings["show_scores"])
+                render_answer(entry["question"], entry["answer"], settings["show_scores"], rag)
     if not rag.documents():
         st.info("This knowledge base has no documents yet: upload some in the sidebar.", icon="📄")
     question = st.chat_input("Ask a question about your documents")
@@ -318,7 +308,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
                 box.markdown(safe_markdown(text) + "▌")
             box.empty()
             entry["answer"] = stream.answer
-            render_answer(question, stream.answer, settings["show_scores"])
+            render_answer(question, stream.answer, settings["show_scores"], rag)
         except Exception as exc:  # one readable line in the page, never a traceback
             entry["error"] = error_message(exc)
             st.error(plain_markdown(entry["error"]))

@@ -72,8 +72,9 @@ def _image_frame(path: str, number: int, width: int, max_pixels: int) -> tuple[A
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow raises DecompressionBombError past twice this
     try:
         image = Image.open(path)
-        if number > getattr(image, "n_frames", 1):
-            raise ParseError(f"the image has {image.n_frames} frames, not a frame {number}")
+        frames = getattr(image, "n_frames", 1)
+        if number > frames:
+            raise ParseError(f"the image has {frames} frames, not a frame {number}")
         image.seek(number - 1)
         frame = ImageOps.exif_transpose(image).convert("RGB")  # upright, as OCR read it
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, EOFError) as exc:

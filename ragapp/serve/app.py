@@ -33,6 +33,7 @@ from ragapp.rag import RAG
 from ragapp.records import Answer
 from ragapp.serve.guards import Guard
 from ragapp.serve.jobs import Jobs
+from ragapp.serve.pages import cited, page_routes
 from ragapp.serve.public import PublicPaths
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
 from ragapp.serve.uploads import receive_upload
@@ -152,7 +153,7 @@ def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]
 
 def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -> dict:
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-            "answered": answer.answered, "citations": [public.record(c.to_dict()) for c in answer.citations],
+            "answered": answer.answered, "citations": [cited(c, model, public) for c in answer.citations],
             "table_query": public.record(answer.table.to_dict()) if answer.table is not None else None}
     if stream:
         return {**base, "object": "chat.completion.chunk",
@@ -320,4 +321,5 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
 
     _chat_routes(app, server)
     _kb_routes(app, server)
+    page_routes(app, server)
     return app

@@ -156,13 +156,14 @@ def notice_image(message: str, width: int = 900) -> PageImage:
     from PIL import Image, ImageDraw, ImageFont
 
     width = max(width, 240)
-    font = ImageFont.load_default(size=max(12, width // 45))
-    lines = textwrap.wrap(message, width=max(20, int(width / (font.size * 0.55))))
-    height = int(font.size * 1.5 * len(lines) + font.size * 3)
+    size = max(12, width // 45)
+    font = ImageFont.load_default(size=size)
+    lines = textwrap.wrap(message, width=max(20, int(width / (size * 0.55))))
+    height = int(size * 1.5 * len(lines) + size * 3)
     image = Image.new("RGB", (width, height), (250, 245, 230))
     draw = ImageDraw.Draw(image)
     for n, line in enumerate(lines):
-        draw.text((font.size * 1.5, font.size * 1.5 + n * font.size * 1.5), line, fill=(90, 60, 0), font=font)
+        draw.text((size * 1.5, size * 1.5 + n * size * 1.5), line, fill=(90, 60, 0), font=font)
     out = io.BytesIO()
     image.save(out, format="PNG")
     return PageImage(out.getvalue(), width, height, notice=message)

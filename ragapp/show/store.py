@@ -93,8 +93,9 @@ def read_page(folder: Path, source: str, sha256: str, page: int | None) -> PageG
         return None
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        row = conn.execute("SELECT chars, ocr, boxes FROM pages WHERE source = ? AND sha256 = ? AND page = ?",
-                           (source, sha256, _key(page))).fetchone()
+        # Page 1 of a one-page image is its only page, stored without a number.
+        row = conn.execute("SELECT chars, ocr, boxes FROM pages WHERE source = ? AND sha256 = ? AND page IN (?, ?) "
+                           "ORDER BY page DESC", (source, sha256, _key(page), 0 if _key(page) == 1 else _key(page))).fetchone()
     except sqlite3.DatabaseError:  # a store without the table yet, or not ours
         return None
     finally:

@@ -1,0 +1,57 @@
+"""A citation on its page over HTTP: the page as a PNG with the quote boxed, and the link to it that
+every citation in a chat or search reply carries (the boxes themselves are in the citation)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ragapp.records import Citation
+from ragapp.show import drawable
+
+if TYPE_CHECKING:
+    from ragapp.serve.app import Server
+    from ragapp.serve.public import PublicPaths
+
+_HIGHLIGHT = re.compile(r"(\d{1,9})-(\d{1,9})")
+
+
+def cited(citation: Citation, kb: str, public: PublicPaths) -> dict:
+    """A citation as a reply carries it: the source made public, its boxes, and where its page is drawn."""
+    data = public.record(citation.to_dict())
+    if drawable(citation.source) and citation.end > citation.start:
+        data["page_image"] = (f"/v1/knowledge_bases/{quote(kb, safe='')}/documents/{quote(data['source'])}/pages/"
+                              f"{citation.page or 1}.png?highlight={citation.start}-{citation.end}")
+    return data
+
+
+def page_routes(app: FastAPI, server: Server) -> None:
+    """GET /v1/knowledge_bases/{name}/documents/{document}/pages/{n}.png?highlight=START-END&width=W."""
+
+    @app.get("/v1/knowledge_bases/{name}/documents/{document:path}/pages/{page}.png")
+    async def page_png(name: str, document: str, page: int, highlight: str = "", width: int = 900) -> Response:
+        """Page `page` of a document of the knowledge base, drawn `width` pixels wide with characters
+        START-END of its text boxed (a citation's start and end). A notice in the X-Ragapp-Notice
+        header (and in the picture, when there is no page to show) says why it is shown otherwise."""
+        rag = server.rag(name)
+        match = _HIGHLIGHT.fullmatch(highlight) if highlight else None
+        if highlight and match is None:
+            raise HTTPException(400, f"highlight must be START-END (character offsets). Currently, it is {highlight!r}")
+        if not 16 <= width <= 4000 or page < 1:
+            raise HTTPException(400, f"width must be 16..4000 and the page 1 or more. Currently, width={width}, page={page}")
+        source = next((d.source for d in rag.documents() if server.public.name(d.source) == document), None)
+        if source is None:
+            raise HTTPException(404, f"no document {document!r} in {name!r}")
+        if not drawable(source):
+            raise HTTPException(404, "pages are drawn for PDFs and images; this document's citations are text")
+        start, end = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        shown = await run_in_threadpool(rag.page_image, source, page, start, end, width)
+        headers = {"Cache-Control": "private, max-age=60"}
+        if shown.notice:
+            headers["X-Ragapp-Notice"] = server.public.text(shown.notice).encode("ascii", "replace").decode()
+        return Response(shown.png, media_type="image/png", headers=headers)

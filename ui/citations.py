@@ -1,0 +1,63 @@
+"""A citation in the chat page: its page drawn with the quote boxed (PDFs, scans, images), the quote in
+its passage as text under it (copyable), and the original file to open at that page."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import streamlit as st
+
+from ragapp import RAG
+from ragapp.display import shown_path
+from ragapp.records import Citation, TableQuery
+from ragapp.show import drawable
+
+# The original is offered for download up to this size (Streamlit sends it with the page).
+MAX_DOWNLOAD_BYTES = 50_000_000
+PAGE_WIDTH = 900
+
+
+def highlighted(text: str, span: tuple[int, int] | None) -> str:
+    """HTML of a passage with its supporting sentence marked (one block, so Markdown leaves it alone)."""
+    a, b = span if span else (0, 0)
+    parts = [html.escape(text[:a]), f"<mark>{html.escape(text[a:b])}</mark>" if b > a else "", html.escape(text[b:])]
+    return '<div class="ragapp-quote">' + "".join(parts).replace("\n", "<br>") + "</div>"
+
+
+def render_citation(rag: RAG | None, n: int, c: Citation, table: TableQuery | None, caption: str) -> None:
+    """One citation's body: its page with the quote boxed when the document has pages to draw, then the
+    quote in its passage, where it is, and the file itself."""
+    if rag is not None and drawable(c.source) and c.end > c.start:
+        _page(rag, n, c)
+    st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))), unsafe_allow_html=True)
+    span = (f"rows {', '.join(map(str, table.rows[:20]))}" if table is not None and n == 1
+            else f"characters {c.start}–{c.end} · score {c.score:.3f}")
+    st.caption(f"{caption} · {span}")
+
+
+def _page(rag: RAG, n: int, c: Citation) -> None:
+    try:
+        shown = rag.page_image(c.source, c.page, c.start, c.end, PAGE_WIDTH)
+    except (LookupError, ValueError, OSError) as exc:  # the answer stays; the page says why it is missing
+        st.warning(f"The page cannot be shown: {exc}")
+        return
+    if shown.notice:
+        st.warning(shown.notice)
+    st.image(shown.png, caption=f"[{n}] the quote boxed on its page" if shown.boxes else f"[{n}] the page",
+             width="stretch")
+    _download(c)
+
+
+def _download(c: Citation) -> None:
+    """The original file, named with the page to open (a PDF reader opens `file.pdf#page=N` there)."""
+    path = Path(c.source)
+    try:
+        if path.stat().st_size > MAX_DOWNLOAD_BYTES:
+            st.caption(f"The file: {shown_path(c.source)} (page {c.page or 1})")
+            return
+        data = path.read_bytes()
+    except OSError:
+        return
+    st.download_button(f"Open the file (page {c.page or 1})", data, file_name=path.name, key=f"open-{id(c)}",
+                       mime="application/pdf" if path.suffix.lower() == ".pdf" else None)
