@@ -321,5 +321,5 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
 
     _chat_routes(app, server)
     _kb_routes(app, server)
-    page_routes(app, server)
+    page_routes(app, server.rag, server.public)
     return app

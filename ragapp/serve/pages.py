@@ -4,6 +4,7 @@ every citation in a chat or search reply carries (the boxes themselves are in th
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ from ragapp.records import Citation
 from ragapp.show import drawable
 
 if TYPE_CHECKING:
-    from ragapp.serve.app import Server
+    from ragapp.rag import RAG
     from ragapp.serve.public import PublicPaths
 
 _HIGHLIGHT = re.compile(r"(\d{1,9})-(\d{1,9})")
@@ -30,7 +31,7 @@ def cited(citation: Citation, kb: str, public: PublicPaths) -> dict:
     return data
 
 
-def page_routes(app: FastAPI, server: Server) -> None:
+def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths) -> None:
     """GET /v1/knowledge_bases/{name}/documents/{document}/pages/{n}.png?highlight=START-END&width=W."""
 
     @app.get("/v1/knowledge_bases/{name}/documents/{document:path}/pages/{page}.png")
@@ -38,13 +39,13 @@ def page_routes(app: FastAPI, server: Server) -> None:
         """Page `page` of a document of the knowledge base, drawn `width` pixels wide with characters
         START-END of its text boxed (a citation's start and end). A notice in the X-Ragapp-Notice
         header (and in the picture, when there is no page to show) says why it is shown otherwise."""
-        rag = server.rag(name)
+        rag = rag_of(name)
         match = _HIGHLIGHT.fullmatch(highlight) if highlight else None
         if highlight and match is None:
             raise HTTPException(400, f"highlight must be START-END (character offsets). Currently, it is {highlight!r}")
         if not 16 <= width <= 4000 or page < 1:
             raise HTTPException(400, f"width must be 16..4000 and the page 1 or more. Currently, width={width}, page={page}")
-        source = next((d.source for d in rag.documents() if server.public.name(d.source) == document), None)
+        source = next((d.source for d in rag.documents() if public.name(d.source) == document), None)
         if source is None:
             raise HTTPException(404, f"no document {document!r} in {name!r}")
         if not drawable(source):
@@ -53,5 +54,5 @@ def page_routes(app: FastAPI, server: Server) -> None:
         shown = await run_in_threadpool(rag.page_image, source, page, start, end, width)
         headers = {"Cache-Control": "private, max-age=60"}
         if shown.notice:
-            headers["X-Ragapp-Notice"] = server.public.text(shown.notice).encode("ascii", "replace").decode()
+            headers["X-Ragapp-Notice"] = public.text(shown.notice).encode("ascii", "replace").decode()
         return Response(shown.png, media_type="image/png", headers=headers)
