@@ -91,3 +91,64 @@ def test_upload_ask_cite_refuse_in_chromium(server, browser, tmp_path):
     assert notice.is_displayed()
     assert not browser.find_elements(By.CSS_SELECTOR, "div[data-testid='stException']")
     shoot(browser, tmp_path, "ui-refusal.png")
+
+
+def _scan(path: Path, lines: list[str]) -> Path:
+    """A picture of text (as a phone or scanner gives): black lines on white, read by OCR at ingest."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (1400, 400), "white")
+    font = ImageFont.load_default(size=48)
+    for n, line in enumerate(lines):
+        ImageDraw.Draw(image).text((60, 80 + n * 110), line, fill="black", font=font)
+    image.save(path)
+    return path
+
+
+def test_a_citation_shows_its_page_with_the_quote_boxed_for_a_pdf_and_a_scan(server, browser, tmp_path):
+    """The answer on page 2 of a PDF and on a scanned picture: the citation opens the page, and the
+    highlight's colour lies where pdfium (the PDF) and the drawn line (the scan) put the quoted text."""
+    from helpers.boxes import highlight_share, pdfium_boxes
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 300)
+    pdf = shutil.copy(Path(__file__).resolve().parent.parent / "data" / "samples" / "en" / "photosynthesis.pdf", tmp_path)
+    scan = _scan(tmp_path / "bridge.png", ["The Harbour Gate bridge opened", "to traffic in the spring of 1931."])
+    browser.get(server)
+    upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid='stSidebar'] input[type='file']")))
+    upload.send_keys(f"{pdf}\n{scan}")
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Ingest']]"))).click()
+    wait.until(ec.presence_of_element_located((By.XPATH, "//*[@data-testid='stSidebar']//td[contains(., 'bridge.png')]")))
+
+    def ask_and_open(question: str, source: str):
+        box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "textarea[data-testid='stChatInputTextArea']")))
+        box.send_keys(question)
+        box.send_keys(Keys.ENTER)
+        summary = wait.until(ec.presence_of_element_located(
+            (By.XPATH, f"(//div[@data-testid='stChatMessage'])[last()]//summary[contains(., '{source}')]")))
+        summary.click()
+        expander = summary.find_element(By.XPATH, "./ancestor::div[@data-testid='stExpander']")
+        return wait.until(lambda _: next((i for i in expander.find_elements(By.CSS_SELECTOR, "img") if i.size["height"] > 100), None))
+
+    def shown(img) -> bytes:
+        """The picture as the browser got it (its own URL on the app's server), once it is on screen."""
+        assert img.is_displayed() and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+        return urllib.request.urlopen(img.get_attribute("src"), timeout=30).read()
+
+    page = ask_and_open("Where does the Calvin cycle take place?", "photosynthesis.pdf, page 2")
+    truth = pdfium_boxes(str(pdf), 2, "The Calvin cycle takes place in the stroma of the chloroplast.")
+    assert truth is not None
+    x0, y0, x1, y1 = truth[0]
+    assert highlight_share(shown(page), (x0 / 1e4, y0 / 1e4, x1 / 1e4, y1 / 1e4)) > 0.3
+    assert highlight_share(shown(page), (0, 0, 1, 0.08)) < 0.001  # the page's title is not boxed
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", page)
+    shoot(browser, tmp_path, "ui-citation-on-its-page.png")
+
+    picture = ask_and_open("When did the Harbour Gate bridge open to traffic?", "bridge.png")
+    assert highlight_share(shown(picture), (0.05, 0.5, 0.5, 0.6)) > 0.3  # the second drawn line
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", picture)
+    assert not browser.find_elements(By.CSS_SELECTOR, "div[data-testid='stException']")
+    shoot(browser, tmp_path, "ui-citation-on-a-scan.png")

@@ -65,6 +65,23 @@ def test_chat_answer_carries_citations(openai_client):
     assert {"page", "start", "end", "score"} <= set(citation)
 
 
+def test_a_pdf_citation_carries_its_boxes_and_its_page_is_drawn_with_them(api, openai_client):
+    from helpers.boxes import highlight_share
+
+    _, client = api
+    reply = openai_client.chat.completions.create(model="notes", messages=[{"role": "user", "content": "Where does the Calvin cycle take place?"}])
+    cited = [c for c in reply.model_extra["citations"] if c["source"].endswith("photosynthesis.pdf")]
+    assert cited and cited[0]["page"] == 2 and cited[0]["boxes"], reply.model_extra["citations"]
+    c, box = cited[0], cited[0]["boxes"][0]
+    assert c["page_image"] == f"/v1/knowledge_bases/notes/documents/photosynthesis.pdf/pages/2.png?highlight={c['start']}-{c['end']}"
+    page = client.get(c["page_image"] + "&width=700")
+    assert page.status_code == 200 and page.headers["content-type"] == "image/png" and "x-ragapp-notice" not in page.headers
+    assert highlight_share(page.content, (box["x0"], box["y0"], box["x1"], box["y1"])) > 0.4
+    assert client.get("/v1/knowledge_bases/notes/documents/photosynthesis.pdf/pages/2.png?highlight=9-x").status_code == 400
+    assert client.get("/v1/knowledge_bases/notes/documents/solar_system.md/pages/1.png").status_code == 404
+    assert client.get("/v1/knowledge_bases/notes/documents/..%2F..%2Fetc%2Fpasswd/pages/1.png").status_code == 404
+
+
 def test_chat_streams_like_openai_and_ends_with_citations(openai_client):
     stream = openai_client.chat.completions.create(model="notes", stream=True,
                                                    messages=[{"role": "user", "content": "长城的总长度是多少？"}])
