@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.common import EVAL, OUT, machine  # noqa: E402
 from helpers.boxes import iou, pdfium_boxes  # noqa: E402
+
+from bench.common import EVAL, OUT, machine  # noqa: E402
 
 OCR_FILES = ("linn.pdf", "skew.pdf", "rotated_skew.pdf")
 
@@ -110,10 +111,10 @@ def _index() -> Path:
 def speed(args) -> None:
     from ragapp import Config
     from ragapp.index import read_manifest
+    from ragapp.load import iter_pages
     from ragapp.runtime import prepare_environment
     from ragapp.show import PageView
     from ragapp.split import count_chars, split_page
-    from ragapp.load import iter_pages
 
     config = Config()
     prepare_environment(config.threads)

@@ -2,6 +2,7 @@
 earlier commit in the same run. Prints the figures docs/benchmarks.md ("Ingest on the AMD machine") quotes.
 
     python bench/ingest_speed.py [--docs 1000] [--before REF] [--runs 2]   # whole process, stages, peak memory
+    python bench/ingest_speed.py --folder DIR [--before REF]                # the same for any folder (e.g. PDFs)
     python bench/ingest_speed.py floor [--docs 1000]                        # tokens, and the int8 products alone
 
 Runs alternate between the trees (this, before, this, before, ...) so a slower minute of the host falls on
@@ -33,7 +34,9 @@ def _corpus(docs: int) -> Path:
 
 
 def whole(args) -> None:
-    folder = _corpus(args.docs)
+    folder = Path(args.folder).resolve() if args.folder else _corpus(args.docs)
+    what = f"the {sum(1 for p in folder.iterdir() if p.is_file())} files of {folder.name}" if args.folder else \
+        f"{args.docs} SciFact abstracts"
     trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
     results: dict[str, list[tuple[float, float, dict]]] = {name: [] for name in trees}
@@ -47,7 +50,7 @@ def whole(args) -> None:
             results[name].append((seconds, peak, json.loads(out)))
             print(f"  {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
     report = next(iter(results.values()))[0][2]
-    print(f"\n`ragapp ingest` of {args.docs} SciFact abstracts ({report['chunks']} chunks), new process each, "
+    print(f"\n`ragapp ingest` of {what} ({report['chunks']} chunks), new process each, "
           f"{args.runs} runs alternating; {machine()}")
     stages = list(report["stage_seconds"])
     print("| code | whole process s (median; runs) | " + " | ".join(f"{s} s" for s in stages) + " | chunks/s overall | peak MB |")
@@ -114,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", nargs="?", default="whole", choices=["whole", "floor"])
     parser.add_argument("--docs", type=int, default=1000)
+    parser.add_argument("--folder", help="ingest this folder instead of SciFact abstracts")
     parser.add_argument("--before", help="also run the code of this git commit, alternating")
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()

@@ -138,17 +138,23 @@ def test_a_citation_shows_its_page_with_the_quote_boxed_for_a_pdf_and_a_scan(ser
         assert img.is_displayed() and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
         return urllib.request.urlopen(img.get_attribute("src"), timeout=30).read()
 
+    def show_exchange() -> None:
+        """The last question at the top of the window, its answer and the cited page under it."""
+        question = browser.find_elements(By.CSS_SELECTOR, "div[data-testid='stChatMessage']")[-2]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", question)
+
+    browser.set_window_size(1280, 1400)
     page = ask_and_open("Where does the Calvin cycle take place?", "photosynthesis.pdf, page 2")
     truth = pdfium_boxes(str(pdf), 2, "The Calvin cycle takes place in the stroma of the chloroplast.")
     assert truth is not None
     x0, y0, x1, y1 = truth[0]
     assert highlight_share(shown(page), (x0 / 1e4, y0 / 1e4, x1 / 1e4, y1 / 1e4)) > 0.3
     assert highlight_share(shown(page), (0, 0, 1, 0.08)) < 0.001  # the page's title is not boxed
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", page)
+    show_exchange()
     shoot(browser, tmp_path, "ui-citation-on-its-page.png")
 
     picture = ask_and_open("When did the Harbour Gate bridge open to traffic?", "bridge.png")
     assert highlight_share(shown(picture), (0.05, 0.5, 0.5, 0.6)) > 0.3  # the second drawn line
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", picture)
+    show_exchange()
     assert not browser.find_elements(By.CSS_SELECTOR, "div[data-testid='stException']")
     shoot(browser, tmp_path, "ui-citation-on-a-scan.png")

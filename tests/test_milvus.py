@@ -59,6 +59,9 @@ def test_ask_cite_update_delete_in_both_languages(tmp_path, docs, config, embedd
     assert zh.answered and zh.language == "zh" and zh.citations[0].source.endswith("长城.txt") and "21196.18" in zh.citations[0].quote
     pdf = rag.search("Which enzyme fixes carbon dioxide in the Calvin cycle?", top_k=1)[0]
     assert pdf.chunk.source.endswith("photosynthesis.pdf") and pdf.chunk.page == 2
+    on_page = RAG(tmp_path / "index", cfg, embedder=embedder, generator=echo_generator(needle="stroma"))
+    cited = on_page.ask("Where does the Calvin cycle take place?").citations[0]
+    assert cited.page == 2 and cited.boxes and on_page.page_image(cited.source, 2, cited.start, cited.end).notice == ""
 
     tea = docs / "zh" / "茶.md"
     tea.unlink()

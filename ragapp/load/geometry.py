@@ -87,51 +87,51 @@ def _same_line(line: list[int], y0: int, y1: int, x0: int) -> bool:
 
 # -- text-layer pages (the child) -----------------------------------------------------------------
 
-def _placed_chars(textpage: Any, to_page: Any) -> tuple[str, list[tuple[int, int, int, int]]]:
+def _placed_chars(textpage: Any, page: Any) -> tuple[str, np.ndarray]:
     """pdfium's characters of a page that it draws (no generated spaces), NFKC-normalised one by one (a
-    ligature "ﬁ" becomes "f", "i" with one box), with their boxes in page-relative units."""
+    ligature "ﬁ" becomes "f", "i" with one box), and their boxes (n x 4) in page-relative units."""
     from ctypes import c_double
 
+    import numpy as np
     import pypdfium2.raw as pdfium_c
 
     chars: list[str] = []
-    boxes: list[tuple[int, int, int, int]] = []
+    corners: list[tuple[float, float, float, float]] = []
     left, right, bottom, top = c_double(), c_double(), c_double(), c_double()
     for i in range(pdfium_c.FPDFText_CountChars(textpage)):
         code = pdfium_c.FPDFText_GetUnicode(textpage, i)
-        if not code or pdfium_c.FPDFText_IsGenerated(textpage, i) == 1 or chr(code).isspace():
+        if code <= 32 or chr(code).isspace() or pdfium_c.FPDFText_IsGenerated(textpage, i) == 1:
             continue
         if not pdfium_c.FPDFText_GetCharBox(textpage, i, left, right, bottom, top):
             continue
-        box = to_page(left.value, bottom.value, right.value, top.value)
-        for ch in unicodedata.normalize("NFKC", chr(code)):
+        corner = (left.value, bottom.value, right.value, top.value)
+        for ch in chr(code) if code < 128 else unicodedata.normalize("NFKC", chr(code)):
             if not ch.isspace():
                 chars.append(ch)
-                boxes.append(box)
-    return "".join(chars), boxes
+                corners.append(corner)
+    return "".join(chars), _to_page(page, np.asarray(corners, dtype=np.float64).reshape(-1, 4))
 
 
-def _page_transform(page: Any):
-    """A function from PDF user space to page-relative units of the page as shown (pdfium's own
-    mapping at rotation 0, which applies the page's /Rotate and crop box)."""
+def _to_page(page: Any, corners: np.ndarray) -> np.ndarray:
+    """Boxes (left, bottom, right, top in PDF user space) in page-relative units of the page as shown:
+    pdfium's own mapping at rotation 0 (which applies the page's /Rotate and crop box), taken at three
+    points and applied to all."""
     from ctypes import c_int
 
+    import numpy as np
     import pypdfium2.raw as pdfium_c
 
-    def device(x: float, y: float) -> tuple[int, int]:
+    def device(x: float, y: float) -> np.ndarray:
         dx, dy = c_int(), c_int()
         pdfium_c.FPDF_PageToDevice(page, 0, 0, SCALE, SCALE, 0, x, y, dx, dy)
-        return dx.value, dy.value
+        return np.array([dx.value, dy.value], dtype=np.float64)
 
-    (ox, oy), (ax, ay), (bx, by) = device(0, 0), device(1000, 0), device(0, 1000)
-    xx, xy, yx, yy = (ax - ox) / 1000, (ay - oy) / 1000, (bx - ox) / 1000, (by - oy) / 1000
-
-    def to_page(left: float, bottom: float, right: float, top: float) -> tuple[int, int, int, int]:
-        xs = [ox + xx * x + yx * y for x, y in ((left, bottom), (right, top))]
-        ys = [oy + xy * x + yy * y for x, y in ((left, bottom), (right, top))]
-        return (_clip(min(xs)), _clip(min(ys)), _clip(max(xs)), _clip(max(ys)))
-
-    return to_page
+    origin = device(0, 0)
+    along_x, along_y = (device(1000, 0) - origin) / 1000, (device(0, 1000) - origin) / 1000
+    a = origin + np.outer(corners[:, 0], along_x) + np.outer(corners[:, 1], along_y)  # (left, bottom)
+    b = origin + np.outer(corners[:, 2], along_x) + np.outer(corners[:, 3], along_y)  # (right, top)
+    boxes = np.concatenate([np.minimum(a, b), np.maximum(a, b)], axis=1)
+    return np.clip(np.rint(boxes), 0, SCALE).astype(np.uint16)
 
 
 def _clip(v: float) -> int:
@@ -145,12 +145,13 @@ def text_layer_boxes(page: Any, text: str) -> str:
 
     textpage = page.get_textpage()
     try:
-        placed, placed_boxes = _placed_chars(textpage, _page_transform(page))
+        placed, placed_boxes = _placed_chars(textpage, page)
     finally:
         textpage.close()
     boxes = np.full((len(text), 4), NONE, dtype=np.uint16)
-    for i, j in align(text, placed).items():
-        boxes[i] = placed_boxes[j]
+    pairs = align(text, placed)
+    if pairs:
+        boxes[np.fromiter(pairs.keys(), dtype=np.int64)] = placed_boxes[np.fromiter(pairs.values(), dtype=np.int64)]
     return to_text(encode(boxes))
 
 

@@ -15,7 +15,7 @@ from ragapp.load.ocr import IMAGE_SUFFIXES
 
 # The highlight: a translucent amber fill and a darker outline, visible on white, grey and photo pages.
 HIGHLIGHT = (255, 196, 0)
-HIGHLIGHT_ALPHA = 110
+HIGHLIGHT_ALPHA = 110  # of 255
 OUTLINE = (214, 120, 0)
 # A box is drawn a little larger than the glyphs it covers, so the letters sit inside it.
 PAD = 0.004
@@ -84,16 +84,22 @@ def _image_frame(path: str, number: int, width: int, max_pixels: int) -> tuple[A
 
 
 def highlighted(image: Any, boxes: Sequence[Sequence[int]]) -> Any:
-    """The image with each box (page-relative, 0..10000) filled in translucent amber and outlined."""
+    """The image with each box (page-relative, 0..10000) filled in translucent amber and outlined (only
+    the boxes' pixels are blended: the rest of the page is copied as it is)."""
     from PIL import Image, ImageDraw
 
     if not boxes:
         return image
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
     w, h = image.size
     for box in boxes:
         x0, y0, x1, y1 = (int(v) / SCALE for v in box[:4])
-        rect = [(x0 - PAD) * w, (y0 - PAD) * h, (x1 + PAD) * w, (y1 + PAD) * h]
-        draw.rectangle(rect, fill=(*HIGHLIGHT, HIGHLIGHT_ALPHA), outline=(*OUTLINE, 255), width=max(1, w // 500))
-    return Image.alpha_composite(image.convert("RGBA"), layer).convert("RGB")
+        rect = (max(0, int((x0 - PAD) * w)), max(0, int((y0 - PAD) * h)), min(w, int((x1 + PAD) * w) + 1),
+                min(h, int((y1 + PAD) * h) + 1))
+        if rect[2] <= rect[0] or rect[3] <= rect[1]:
+            continue
+        region = image.crop(rect)
+        image.paste(Image.blend(region, Image.new("RGB", region.size, HIGHLIGHT), HIGHLIGHT_ALPHA / 255), rect[:2])
+        draw.rectangle((rect[0], rect[1], rect[2] - 1, rect[3] - 1), outline=OUTLINE, width=max(1, w // 500))
+    return image

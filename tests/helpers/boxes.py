@@ -20,12 +20,13 @@ def pdfium_boxes(path: str, page: int, text: str) -> list[tuple[int, int, int, i
     hold `text` exactly once (spaces and NFKC forms aside)."""
     import pypdfium2 as pdfium
 
-    from ragapp.load.geometry import _page_transform, _placed_chars
+    from ragapp.load.geometry import _placed_chars
 
     doc = pdfium.PdfDocument(path)
     p = doc[page - 1]
     tp = p.get_textpage()
-    placed, boxes = _placed_chars(tp, _page_transform(p))
+    placed, placed_boxes = _placed_chars(tp, p)
+    boxes = placed_boxes.tolist()
     tp.close()
     wanted = "".join(c for c in unicodedata.normalize("NFKC", text) if not c.isspace())
     at = placed.find(wanted)
