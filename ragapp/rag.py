@@ -20,7 +20,7 @@ from ragapp.generate import Generator, build_generator
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
-from ragapp.records import Answer, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
+from ragapp.records import Answer, Box, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
 from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_threshold
 from ragapp.rerank import Reranker, build_reranker
 from ragapp.retrieve import hybrid_search
@@ -324,11 +324,14 @@ class RAG:
 
     def _placed(self, citation: Citation) -> Citation:
         """The citation with its boxes on the page, when the index recorded where its text sits."""
+        return replace(citation, boxes=self.page_boxes(citation.source, citation.page, citation.start, citation.end))
+
+    def page_boxes(self, source: str, page: int | None, start: int, end: int) -> tuple[Box, ...]:
+        """Where characters start..end of an indexed page sit on it, one box per line; () when not known."""
         view = self._page_view()
-        if view is None or citation.end <= citation.start:
-            return citation
-        record = self.index().manifest.files.get(citation.source)
-        return replace(citation, boxes=view.boxes(citation.source, record, citation.page, citation.start, citation.end))
+        if view is None or end <= start:
+            return ()
+        return view.boxes(source, self.index().manifest.files.get(source), page, start, end)
 
     def page_image(self, source: str, page: int | None, start: int = 0, end: int = 0, width: int = 900) -> PageImage:
         """Page `page` of an indexed document as a PNG `width` pixels wide, with characters start..end of

@@ -77,6 +77,9 @@ def test_a_pdf_citation_carries_its_boxes_and_its_page_is_drawn_with_them(api, o
     page = client.get(c["page_image"] + "&width=700")
     assert page.status_code == 200 and page.headers["content-type"] == "image/png" and "x-ragapp-notice" not in page.headers
     assert highlight_share(page.content, (box["x0"], box["y0"], box["x1"], box["y1"])) > 0.4
+    hit = client.post("/v1/search", json={"knowledge_base": "notes", "query": "Which enzyme fixes carbon dioxide?",
+                                          "top_k": 1}).json()["data"][0]
+    assert hit["source"] == "photosynthesis.pdf" and hit["boxes"] and "/pages/2.png?highlight=" in hit["page_image"]
     assert client.get("/v1/knowledge_bases/notes/documents/photosynthesis.pdf/pages/2.png?highlight=9-x").status_code == 400
     assert client.get("/v1/knowledge_bases/notes/documents/solar_system.md/pages/1.png").status_code == 404
     assert client.get("/v1/knowledge_bases/notes/documents/..%2F..%2Fetc%2Fpasswd/pages/1.png").status_code == 404

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -31,6 +32,9 @@ def test_geometry_round_trips_and_groups_characters_into_lines():
     assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes_for(back, 2, 9)] == [(200, 1000, 340, 1100), (100, 1200, 240, 1300)]
     with pytest.raises(ValueError, match="11 characters"):
         decode(encode(boxes[:11]), 12)
+    bomb = zlib.compress(bytes(1 << 26))  # 64 MB of zeros in 65 KB: read no further than the page's size
+    with pytest.raises(ValueError, match="geometry for more than 12 characters"):
+        decode(bomb, 12)
 
 
 @pytest.mark.unit

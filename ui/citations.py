@@ -13,7 +13,7 @@ from ragapp.display import shown_path
 from ragapp.records import Citation, TableQuery
 from ragapp.show import drawable
 
-# The original is offered for download up to this size (Streamlit sends it with the page).
+# The original is offered for download up to this size (Streamlit holds it in memory while sending it).
 MAX_DOWNLOAD_BYTES = 50_000_000
 PAGE_WIDTH = 900
 
@@ -50,14 +50,13 @@ def _page(rag: RAG, n: int, c: Citation) -> None:
 
 
 def _download(c: Citation) -> None:
-    """The original file, named with the page to open (a PDF reader opens `file.pdf#page=N` there)."""
+    """The original file (read only when the button is clicked), with the page to open it at."""
     path = Path(c.source)
     try:
         if path.stat().st_size > MAX_DOWNLOAD_BYTES:
             st.caption(f"The file: {shown_path(c.source)} (page {c.page or 1})")
             return
-        data = path.read_bytes()
     except OSError:
         return
-    st.download_button(f"Open the file (page {c.page or 1})", data, file_name=path.name, key=f"open-{id(c)}",
-                       mime="application/pdf" if path.suffix.lower() == ".pdf" else None)
+    st.download_button(f"Open the file (page {c.page or 1})", path.read_bytes, file_name=path.name,
+                       key=f"open-{id(c)}", mime="application/pdf" if path.suffix.lower() == ".pdf" else None)

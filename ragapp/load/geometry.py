@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 SCALE = 10_000  # Box's units
 NONE = 0xFFFF
+# No page holds more characters than a whole file may (ingest.pdf_max_chars' default).
+MAX_CHARS = 50_000_000
 # Characters matched in a row before a resynchronised alignment is trusted (see `align`).
 _GRAM = 6
 # How far ahead in the text a lost alignment looks for the next run it can place.
@@ -43,9 +45,12 @@ def decode(blob: bytes, chars: int) -> np.ndarray:
     """The boxes of a page of `chars` characters; ValueError when the blob does not hold that many."""
     import numpy as np
 
-    raw = zlib.decompress(blob, bufsize=chars * 8 + 64)
+    if not 0 <= chars <= MAX_CHARS:
+        raise ValueError(f"a page of {chars} characters")
+    raw = zlib.decompressobj().decompress(blob, chars * 8 + 1)  # bounded: a stored blob is not trusted to be small
     if len(raw) != chars * 8:
-        raise ValueError(f"geometry for {len(raw) // 8} characters, the page has {chars}")
+        more = "more than " if len(raw) > chars * 8 else ""
+        raise ValueError(f"geometry for {more}{len(raw) // 8} characters, the page has {chars}")
     steps = np.frombuffer(raw, dtype="<u2").reshape(4, chars)
     return np.cumsum(steps, axis=1, dtype=np.uint16).T
 

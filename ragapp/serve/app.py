@@ -33,7 +33,7 @@ from ragapp.rag import RAG
 from ragapp.records import Answer
 from ragapp.serve.guards import Guard
 from ragapp.serve.jobs import Jobs
-from ragapp.serve.pages import cited, page_routes
+from ragapp.serve.pages import cited, hit_entry, page_routes
 from ragapp.serve.public import PublicPaths
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
 from ragapp.serve.uploads import receive_upload
@@ -214,7 +214,7 @@ def _chat_routes(app: FastAPI, server: Server) -> None:
         if len(body.query) > server.config.serve.max_question_chars:
             raise HTTPException(413, f"the query is {len(body.query)} characters; the limit is {server.config.serve.max_question_chars}")
         hits = await run_in_threadpool(rag.search, body.query, body.top_k)
-        return {"object": "list", "data": [server.public.record(h.to_dict()) for h in hits]}
+        return {"object": "list", "data": [hit_entry(h, body.knowledge_base, rag, server.public) for h in hits]}
 
 
 def _kb_entry(server: Server, name: str) -> dict:

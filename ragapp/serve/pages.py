@@ -12,7 +12,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ragapp.records import Citation
+from ragapp.records import Citation, Hit
 from ragapp.show import drawable
 
 if TYPE_CHECKING:
@@ -26,9 +26,25 @@ def cited(citation: Citation, kb: str, public: PublicPaths) -> dict:
     """A citation as a reply carries it: the source made public, its boxes, and where its page is drawn."""
     data = public.record(citation.to_dict())
     if drawable(citation.source) and citation.end > citation.start:
-        data["page_image"] = (f"/v1/knowledge_bases/{quote(kb, safe='')}/documents/{quote(data['source'])}/pages/"
-                              f"{citation.page or 1}.png?highlight={citation.start}-{citation.end}")
+        data["page_image"] = _link(kb, data["source"], citation.page, citation.start, citation.end)
     return data
+
+
+def hit_entry(hit: Hit, kb: str, rag: RAG, public: PublicPaths) -> dict:
+    """A search hit as a reply carries it: the source made public, and its supporting sentence's boxes and
+    page link (as a citation's)."""
+    data = public.record(hit.to_dict())
+    if hit.support is not None:
+        c = hit.chunk
+        start, end = c.start + hit.support[0], c.start + hit.support[1]
+        data["boxes"] = [b.to_dict() for b in rag.page_boxes(c.source, c.page, start, end)]
+        if drawable(c.source):
+            data["page_image"] = _link(kb, data["source"], c.page, start, end)
+    return data
+
+
+def _link(kb: str, name: str, page: int | None, start: int, end: int) -> str:
+    return f"/v1/knowledge_bases/{quote(kb, safe='')}/documents/{quote(name)}/pages/{page or 1}.png?highlight={start}-{end}"
 
 
 def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths) -> None:

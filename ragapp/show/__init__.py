@@ -124,6 +124,8 @@ class PageView:
         mark = (source, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         digest = self._hashes.get(mark)
         if digest is None:
+            if len(self._hashes) > CACHE_PAGES:
+                self._hashes.clear()
             try:
                 digest = self._hashes[mark] = file_sha256(source)
             except OSError:
