@@ -64,8 +64,9 @@ def _sentences(path: Path):
 
 
 def boxes(args) -> None:
-    files = sorted((EVAL / "pdfs").glob("*.pdf")) + [EVAL / "ocr" / n for n in OCR_FILES]
+    files = [p for p in sorted((EVAL / "pdfs").glob("*.pdf")) + [EVAL / "ocr" / n for n in OCR_FILES] if args.only in p.name]
     rows: dict[str, dict[str, list]] = {}
+    worst: list[tuple[float, str, int, str]] = []
     for path in files:
         t0 = time.perf_counter()
         for page, rotated, text, drawn in _sentences(path):
@@ -79,6 +80,8 @@ def boxes(args) -> None:
             truth = None if page.ocr else pdfium_boxes(str(path), page.page, text)
             if truth is not None:
                 row["ious"].append(iou(drawn, truth))
+                if row["ious"][-1] < 0.9:
+                    worst.append((row["ious"][-1], path.name, page.page, " ".join(text.split())[:80]))
         print(f"  {path.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     print(f"\nEvery sentence (8+ characters) of the shared PDFs, boxes against pdfium's character boxes; {machine()}")
     print("| pages | files | sentences | with a box | compared with pdfium | IoU mean | IoU ≥ 0.9 |")
@@ -88,8 +91,8 @@ def boxes(args) -> None:
         good = sum(v >= 0.9 for v in ious)
         print(f"| {kind} | {len(row['files'])} | {n} | {sum(row['boxed']) / n:.3f} | {len(ious)} | "
               f"{statistics.mean(ious) if ious else float('nan'):.3f} | {good / len(ious) if ious else float('nan'):.3f} |")
-    worst = [(v, k) for k, row in rows.items() for v in row["ious"] if v < 0.9]
-    print(f"\n{len(worst)} compared sentences under 0.9 IoU")
+    print(f"\n{len(worst)} compared sentences under 0.9 IoU" + "".join(f"\n  {v:.3f} {name} p{page}: {text}"
+                                                                     for v, name, page, text in sorted(worst)))
 
 
 def _index() -> Path:
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("part", choices=["boxes", "speed"])
     parser.add_argument("--n", type=int, default=60, help="citations drawn by `speed`")
     parser.add_argument("--width", type=int, default=900)
+    parser.add_argument("--only", default="", help="`boxes`: only files whose name holds this")
     args = parser.parse_args()
     {"boxes": boxes, "speed": speed}[args.part](args)
 

@@ -5,10 +5,12 @@ native code) costs one failed file, never the ingest or the machine.
 The parent starts `python -m ragapp.sandbox`, lowers the child's address-space limit with
 prlimit before the child has read anything, sends one JSON request on stdin and reads one JSON
 record per line back. The child imports only the parser it needs: a function
-`parse(path, limits, emit, start_page)` in a module of ragapp.load, which emits records
+`parse(path, limits, emit, start_page, **options)` in a module of ragapp.load, which emits records
   {"page": n | None, "text": str, "label": str | None, "ocr": bool}   a page of text
   {"page": n, "error": str}                                             a page that was skipped
   {"working": n}                                                        OCR of page n begins
+(a page's record may carry "boxes", where its characters sit: ragapp.load.geometry; the page drawer
+ragapp.load.render emits {"png", "width", "height", "capped"} instead)
 and raises ParseError for a file it cannot read.
 """
 

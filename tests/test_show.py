@@ -45,6 +45,13 @@ def test_alignment_survives_a_dropped_hyphen_a_ligature_and_blocks_read_in_anoth
     assert drawn[pairs[text.index("Second")]] == "S" and pairs[text.index("Second")] == drawn.index("Second")
     assert pairs[text.index("known")] == drawn.index("known")
     assert len(pairs) >= len(text.replace(" ", "").replace("\n", "")) - 1  # all but the hyphen pdfium does not draw
+    ligature = align("It is deﬁned here.", "Itisdefinedhere.")  # pypdf kept "ﬁ", pdfium's letters are NFKC'd
+    assert ligature[6] == 4 and ligature["It is deﬁned here.".index("n")] == "Itisdefinedhere.".index("n")
+    # A row whose dates repeat down the page, read by pypdf in another order: each row lands on its own.
+    rows = ["12/11/2015 Boeing Long Beach 36", "12/11/2015 Boeing Huntington 76", "12/11/2015 Acme Irvine 12"]
+    text, drawn = "\n".join(rows[::-1]), "".join(r.replace(" ", "") for r in rows)
+    pairs = align(text, drawn)
+    assert pairs[text.index("Irvine")] == drawn.index("Irvine") and pairs[text.index("Huntington")] == drawn.index("Huntington")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 
 Text and Markdown are streamed here (ragapp.load.text); every other format is parsed in a
 sandboxed child process (ragapp.sandbox) by its module: text (html), pdf, office (docx, pptx, xlsx),
-tables (csv, tsv), epub, mail (eml) and ocr (images, and PDF pages without a usable text layer).
+tables (csv, tsv), epub, mail (eml) and ocr (images, and PDF pages without a usable text layer). PDF
+and OCR pages also record where their characters sit (geometry), and a cited page is drawn in the same
+child (render).
 """
 
 from __future__ import annotations

@@ -27,8 +27,12 @@ NONE = 0xFFFF
 MAX_CHARS = 50_000_000
 # Characters matched in a row before a resynchronised alignment is trusted (see `align`).
 _GRAM = 6
-# How far ahead in the text a lost alignment looks for the next run it can place.
+# How far ahead in the text a lost alignment looks for the next run it can place; how many places of
+# a repeated run it weighs, and over how many characters it checks that each goes on agreeing.
 _LOOKAHEAD = 64
+_CANDIDATES = 32
+_CONFIRM = 64
+_TRUSTED = 3  # grams after the first that agree before a resynchronisation is taken at once
 
 
 def encode(boxes: np.ndarray) -> bytes:
@@ -167,8 +171,14 @@ def align(text: str, placed: str) -> dict[int, int]:
     two read in another order), the next `_GRAM` characters of the text are looked up in `placed`
     (nearest occurrence after the current place first) and the walk resumes there. Linear in practice,
     where difflib's matcher takes seconds on a dense page."""
-    where = [i for i, ch in enumerate(text) if not ch.isspace()]
-    mine = "".join(unicodedata.normalize("NFKC", text[i])[:1] for i in where)
+    where: list[int] = []  # the text's index of each character of `mine` (a ligature gives two)
+    parts: list[str] = []
+    for i, ch in enumerate(text):
+        for x in (ch if ch < "\x80" else unicodedata.normalize("NFKC", ch)):
+            if not x.isspace():
+                parts.append(x)
+                where.append(i)
+    mine = "".join(parts)
     grams: dict[str, list[int]] = {}
     for j in range(len(placed) - _GRAM + 1):
         grams.setdefault(placed[j:j + _GRAM], []).append(j)
@@ -176,10 +186,10 @@ def align(text: str, placed: str) -> dict[int, int]:
     i = j = 0
     while i < len(mine):
         if j < len(placed) and mine[i] == placed[j]:
-            out[where[i]] = j
+            out.setdefault(where[i], j)
             i, j = i + 1, j + 1
             continue
-        found = _resync(mine, i, j, grams)
+        found = _resync(mine, i, j, grams, len(placed))
         if found is None:
             i += 1
         else:
@@ -187,15 +197,37 @@ def align(text: str, placed: str) -> dict[int, int]:
     return out
 
 
-def _resync(mine: str, i: int, j: int, grams: dict[str, list[int]]) -> tuple[int, int] | None:
+def _resync(mine: str, i: int, j: int, grams: dict[str, list[int]], drawn: int) -> tuple[int, int] | None:
     """The nearest place where the text from `i` on (skipping at most `_LOOKAHEAD` characters) is found in
-    the drawn characters again: forward of `j` first, else anywhere."""
+    the drawn characters again and goes on agreeing there. Where its next characters occur more than once
+    (a table's repeated dates, a formula's bracket pdfium does not draw before a common word), the
+    occurrence that agrees longest wins, then the nearest after `j`; a run that agrees with nothing after
+    it is taken only when no skip does better."""
+    best: tuple[int, int, int] | None = None  # (agreement, i, position)
     for skip in range(min(_LOOKAHEAD, len(mine) - i)):
         spots = grams.get(mine[i + skip:i + skip + _GRAM])
-        if spots:
-            ahead = [p for p in spots if p >= j]
-            return i + skip, (min(ahead) if ahead else min(spots, key=lambda p: abs(p - j)))
-    return None
+        if not spots:
+            continue
+        near = sorted(spots, key=lambda p: (p < j, abs(p - j)))[:_CANDIDATES]
+        score, at = max((_agreeing(mine, i + skip, grams, p, drawn), -n) for n, p in enumerate(near))
+        if best is None or score > best[0]:
+            best = (score, i + skip, near[-at])
+        if score >= _TRUSTED:
+            break
+    return None if best is None else (best[1], best[2])
+
+
+def _agreeing(mine: str, i: int, grams: dict[str, list[int]], p: int, drawn: int) -> int:
+    """How many of the text's next grams continue in step from drawn position `p` (of `drawn` characters),
+    up to the first that does not; running off the end of either counts as agreeing to the end."""
+    agreed = 0
+    for k in range(_GRAM, _CONFIRM, _GRAM):
+        if i + k + _GRAM > len(mine) or p + k + _GRAM > drawn:
+            return _TRUSTED
+        if p + k not in grams.get(mine[i + k:i + k + _GRAM], ()):
+            break
+        agreed += 1
+    return agreed
 
 
 # -- OCR pages (the child) ------------------------------------------------------------------------
