@@ -14,8 +14,9 @@ LOCK = ".lock"
 UPLOADS = "documents"
 # A folder watcher's state (ragapp.watch writes it, the chat app and `ragapp info` read it).
 WATCH_STATUS = "watch.json"
-# Tables kept as SQL tables (ragapp.tables.store owns the file), and SQLite's journal beside it.
-TABLES = ("tables.sqlite", "tables.sqlite-journal")
+# Tables kept as SQL tables (ragapp.tables.store owns the file), where pages' characters sit
+# (ragapp.show.store), and SQLite's journals beside them.
+STORES = ("tables.sqlite", "tables.sqlite-journal", "pages.sqlite", "pages.sqlite-journal")
 # Generation folders are the only things ragapp ever deletes, and only inside an index folder.
 _GENERATION = re.compile(r"gen-(\d{6}|[1-9]\d{6,8})")  # exactly what f"gen-{n:06d}" makes
 _MANIFEST_TMP = re.compile(r"\.manifest\.json\.[A-Za-z0-9_]+\.tmp")
@@ -38,7 +39,7 @@ def highest_generation(path: Path) -> int:
 
 
 def _is_ours(name: str) -> bool:
-    return (name in (MANIFEST, LOCK, UPLOADS, WATCH_STATUS, *TABLES) or _GENERATION.fullmatch(name) is not None
+    return (name in (MANIFEST, LOCK, UPLOADS, WATCH_STATUS, *STORES) or _GENERATION.fullmatch(name) is not None
             or _MANIFEST_TMP.fullmatch(name) is not None or _WATCH_TMP.fullmatch(name) is not None)
 
 
