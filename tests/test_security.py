@@ -508,7 +508,13 @@ def test_the_parser_child_gets_no_secret_from_the_environment(tmp_path, monkeypa
 
     def recording(*args, **kwargs):
         proc = real(*args, **kwargs)
-        started.append(dict(line.split("=", 1) for line in Path(f"/proc/{proc.pid}/environ").read_text().split("\0") if "=" in line))
+        environ = ""
+        for _ in range(200):  # the kernel shows a new program's environment once its exec has set it up
+            environ = Path(f"/proc/{proc.pid}/environ").read_text()
+            if environ:
+                break
+            time.sleep(0.01)
+        started.append(dict(line.split("=", 1) for line in environ.split("\0") if "=" in line))
         return proc
 
     monkeypatch.setattr(ragapp.sandbox.subprocess, "Popen", recording)
