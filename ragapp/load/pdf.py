@@ -98,15 +98,23 @@ class _Renderer:
 
     def __init__(self, path: str, limits: dict) -> None:
         self.path, self.limits = path, limits
-        self.pdf: Any = None  # pypdfium2's document; False when pdfium cannot open the file
+        self.pdf: Any = None  # pypdfium2's document, opened at first use
+        self.broken = ""  # why pdfium cannot open the file, once it has tried
         self.ocr: Any = None
 
     @property
     def doc(self) -> Any:
+        """The document (PdfiumError, once per file, when pdfium cannot open what pypdf could)."""
         import pypdfium2
 
+        if self.broken:
+            raise pypdfium2.PdfiumError(self.broken)
         if self.pdf is None:
-            self.pdf = pypdfium2.PdfDocument(self.path)
+            try:
+                self.pdf = pypdfium2.PdfDocument(self.path)
+            except pypdfium2.PdfiumError as exc:
+                self.broken = str(exc) or "pdfium cannot open the file"
+                raise
         return self.pdf
 
     def text_boxes(self, number: int, text: str) -> str | None:
