@@ -6,13 +6,13 @@ import json
 import math
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
 import time
-import unicodedata
 from pathlib import Path
+
+from ragapp.evaluate.scoring import contains_answer, normalise_answer  # noqa: E402,F401 - the benches' metric
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = Path(os.environ.get("RAGAPP_EVAL", ROOT.parent / "shared" / "eval"))
@@ -76,22 +76,6 @@ def recall_at(ranking: list[str], relevant: dict[str, int], k: int = 10) -> floa
     """Share of relevant documents found in the top k."""
     rel = {d for d, r in relevant.items() if r > 0}
     return len(rel & set(ranking[:k])) / len(rel) if rel else 0.0
-
-
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def normalise_answer(text: str) -> str:
-    """Lower case, NFKC, no punctuation or whitespace (SQuAD/CMRC style matching)."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return _PUNCT.sub("", text)
-
-
-def contains_answer(answer: str, golds: list[str]) -> bool:
-    """True when a normalised gold answer occurs in the normalised answer."""
-    a = normalise_answer(answer)
-    return any(normalise_answer(g) and normalise_answer(g) in a for g in golds)
 
 
 def machine() -> str:

@@ -83,6 +83,30 @@ config_option = click.option("--config", "config_path", default=None, type=click
                              help="TOML file with settings (docs/configuration.md).")
 
 
+
+
+def model_options(command):
+    """The chat model options `ask` and `eval` share."""
+    for option in reversed([
+        click.option("--model", "--llm-model", "model", default=None,
+                     help="Chat model: a packaged name, a folder, a .gguf or hub id; with --llm-url, the server's model name."),
+        click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "openai"]), default=None,
+                     help="Where the chat model runs (default: the config's [generate] backend)."),
+        click.option("--llm-url", default=None, help="Base URL of an OpenAI-compatible server (implies --llm-backend "
+                                                    "openai), e.g. http://127.0.0.1:11434/v1 for Ollama."),
+        click.option("--llm-key-env", default=None, help="NAME of the environment variable holding the server's API key."),
+        click.option("--embed-model", default=None, help="Embedding model the index was built with.")]):
+        command = option(command)
+    return command
+
+
+def open_with_model(index: str, config_path: str | None, model, llm_backend, llm_url, llm_key_env, embed_model):
+    """A RAG with the chat model the options name."""
+    backend = llm_backend or ("openai" if llm_url else None)
+    return open_rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
+                    generate__api_key_env=llm_key_env, embed__model=embed_model)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="ragapp")
 def main() -> None:
@@ -94,14 +118,7 @@ def main() -> None:
 @index_option
 @config_option
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Passages to consider and show.")
-@click.option("--model", "--llm-model", "model", default=None,
-              help="Chat model: a packaged name, a folder, a .gguf or hub id; with --llm-url, the server's model name.")
-@click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "openai"]), default=None,
-              help="Where the chat model runs (default: the config's [generate] backend).")
-@click.option("--llm-url", default=None, help="Base URL of an OpenAI-compatible server (implies --llm-backend openai), "
-                                             "e.g. http://127.0.0.1:11434/v1 for Ollama.")
-@click.option("--llm-key-env", default=None, help="NAME of the environment variable holding the server's API key.")
-@click.option("--embed-model", default=None, help="Embedding model the index was built with.")
+@model_options
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.option("--server", default=None, help="Ask a running `ragapp serve` (warm models) instead of loading them here; "
                                             "--index then names the knowledge base by its folder name.")
@@ -121,9 +138,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
 
         ask_server(server, Path(index).name, question, top_k, os.environ.get(api_key_env, "").split(",")[0].strip(), as_json)
         return
-    backend = llm_backend or ("openai" if llm_url else None)
-    rag = open_rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
-               generate__api_key_env=llm_key_env, embed__model=embed_model)
+    rag = open_with_model(index, config_path, model, llm_backend, llm_url, llm_key_env, embed_model)
     if as_json:
         answer = rag.ask(question, top_k=top_k)
         data = answer.to_dict()
@@ -200,6 +215,36 @@ def info(index, config_path, as_json) -> None:
     click.echo("documents:")
     for source, rec in files.items():
         click.echo(f"  {shown_path(source)}  ({rec['chunks']} chunks)")
+
+
+@main.command(name="eval")
+@index_option
+@config_option
+@click.option("--questions", type=click.IntRange(4, 2000), default=50, show_default=True,
+              help="Questions to write from the documents (a quarter of them probes that must be refused).")
+@click.option("--set", "set_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Run this saved or hand-written test set (JSONL) instead of writing one.")
+@click.option("--compare", is_flag=True, help="Show each figure against the last run of the same set.")
+@click.option("--apply", is_flag=True, help="Put the threshold fitted on this knowledge base in force for it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which chunks and documents are drawn.")
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_command(index, config_path, questions, set_file, compare, apply, seed, model, llm_backend, llm_url, llm_key_env,
+                 embed_model, as_json) -> None:
+    """How far to trust the answers on this knowledge base: write a test set from its documents, run it,
+    fit the refusal threshold on it (docs/evaluate.md)."""
+    from ragapp.evaluate import report_lines
+
+    rag = open_with_model(index, config_path, model, llm_backend, llm_url, llm_key_env, embed_model)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not as_json:
+            click.echo(f"\r{stage}: {done}/{total}   ", nl=False, err=True)
+
+    report = rag.evaluate(questions, set_path=set_file, apply=apply, seed=seed, progress=progress)
+    if not compare:
+        report.previous = None
+    click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if as_json else "\n".join(["", *report_lines(report)]))
 
 
 @main.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragapp.answer import cite
+from ragapp.components import checked
 from ragapp.config import Config
 from ragapp.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.embed import Embedder, build_embedder, embedding_record
@@ -29,8 +29,10 @@ from ragapp.show.store import has_pages
 from ragapp.tables import TableQA, sentence
 from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
+from ragapp.threshold import Threshold, read_fitted
 
 if TYPE_CHECKING:
+    from ragapp.evaluate import EvalReport
     from ragapp.show import PageImage, PageView
     from ragapp.watch import FolderWatcher
 
@@ -77,8 +79,8 @@ class RAG:
         # Where pages' characters sit (ragapp.show) is kept in the same folder, for either backend.
         self._pages = self.path if isinstance(index, (str, Path)) else None
         self._view: PageView | None = None
-        self.embedder = _checked(embedder, Embedder, "embedder") or build_embedder(self.config)
-        self.generator = _checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
+        self.embedder = checked(embedder, Embedder, "embedder") or build_embedder(self.config)
+        self.generator = checked(generator, Generator, "generator") or build_generator(self.config.generate, self.config.cache_dir,
                                                                                        self.config.models)
         self._custom_reranker = reranker
         self._reranker: Reranker | None = reranker
@@ -129,9 +131,22 @@ class RAG:
                 self._reranker = build_reranker(self.config.rerank, self._tokenizer, self.config.threads, self.config.models)
             return self._reranker
 
+    def threshold(self, language: str = "en") -> Threshold:
+        """The refusal threshold on the best rerank score in force for `language`, and where it came
+        from (configured, fitted on this knowledge base by `ragapp eval --apply`, or global)."""
+        fitted = read_fitted(self._pages, self.embedder.name, self.config.rerank.kind)
+        return refusal_threshold(self.config.rerank, self.reranker(), self.embedder.name, language, fitted)
+
     def min_score(self, language: str = "en") -> float | None:
         """Refusal threshold on the best rerank score (None: never refuse before asking the model)."""
-        return refusal_threshold(self.config.rerank, self.reranker(), self.embedder.name, language)
+        return self.threshold(language).value
+
+    def evaluate(self, questions: int = 50, **options) -> EvalReport:
+        """How far to trust this knowledge base's answers: a test set written from its documents (or
+        `set_path`'s), run, and the refusal threshold fitted on it (ragapp.evaluate.evaluate's options)."""
+        from ragapp.evaluate import evaluate
+
+        return evaluate(self, questions, **options)
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -187,16 +202,19 @@ class RAG:
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         return Query(text=text, language=detect_language(text), terms=terms, vector=vector)
 
-    def _search(self, text: str, top_k: int, timings: dict[str, float]) -> list[Hit]:
+    def _search(self, text: str, top_k: int, timings: dict[str, float], exclude: Collection[str] = ()) -> list[Hit]:
         if not text.strip():
             return []
         index = self.index()
         terms = tuple(self.tokenizer()(text))
-        bm25 = self._lexical.submit(index.bm25_top_n, terms, self.config.retrieve.candidates, text)
+        # Passages of excluded documents are dropped from each list, which is read deeper to make up for them.
+        n = self.config.retrieve.candidates * (2 if exclude else 1)
+        bm25 = self._lexical.submit(index.bm25_top_n, terms, n, text)
         query = self._query(text, terms, timings)
         t0 = time.perf_counter()
-        hits = hybrid_search(index, query, self.config.retrieve, bm25=bm25.result(),
-                             limit=max(top_k, self.config.rerank.candidates))  # what any reranker reads
+        hits = hybrid_search(index, query, self.config.retrieve, candidates=n, bm25=bm25.result(),
+                             limit=max(top_k, self.config.rerank.candidates),  # what any reranker reads
+                             keep=(lambda row: index.chunk(row).source not in exclude) if exclude else None)
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         with self._model_lock:
@@ -204,9 +222,10 @@ class RAG:
         timings["rerank_ms"] = (time.perf_counter() - t0) * 1000
         return hits[:top_k]
 
-    def search(self, query: str, top_k: int | None = None) -> list[Hit]:
-        """Ranked chunks after fusion and reranking, with every stage's score. No LLM call."""
-        return self._search(query, self._top_k(top_k), {})
+    def search(self, query: str, top_k: int | None = None, *, exclude: Collection[str] = ()) -> list[Hit]:
+        """Ranked chunks after fusion and reranking, with every stage's score. No LLM call. `exclude`:
+        sources to leave out of this search (nothing is removed from the index)."""
+        return self._search(query, self._top_k(top_k), {}, frozenset(exclude))
 
     def _top_k(self, top_k: int | None) -> int:
         """The configured top_k for None; anything else must be a positive int (0 is not "the default")."""
@@ -217,36 +236,39 @@ class RAG:
         return top_k
 
     def ask(self, question: str, top_k: int | None = None, language: str | None = None,
-            history: Sequence[Turn] = ()) -> Answer:
+            history: Sequence[Turn] = (), **options) -> Answer:
         """A grounded answer with citations, or the fallback sentence with answered=False.
 
         `language` forces the answer language ("en"/"zh"; default: the question's). `history` holds
         the earlier turns of a conversation, so a follow-up like "and who succeeded him?" searches
-        together with the previous question (the searched text is `Answer.query`)."""
-        stream = self.ask_stream(question, top_k, language, history)
+        together with the previous question (the searched text is `Answer.query`). Options as `ask_stream`'s."""
+        stream = self.ask_stream(question, top_k, language, history, **options)
         for _ in stream:
             pass
         assert stream.answer is not None
         return stream.answer
 
     def ask_stream(self, question: str, top_k: int | None = None, language: str | None = None,
-                   history: Sequence[Turn] = ()) -> AnswerStream:
-        """Like `ask`, but yields the answer text as it is generated; the Answer is on `.answer` at the end."""
+                   history: Sequence[Turn] = (), *, exclude: Collection[str] = (),
+                   min_score: float | None = None) -> AnswerStream:
+        """Like `ask`, but yields the answer text as it is generated; the Answer is on `.answer` at the end.
+        `exclude`: sources this question's search leaves out; `min_score`: a refusal threshold for this
+        question only (None: the one in force, `threshold()`)."""
         top_k = self._top_k(top_k)  # checked here, where the call enters, not when the stream is read
         if language not in (None, "auto", "en", "zh"):
             raise ValueError(f"language must be 'en', 'zh', 'auto' or None. Currently, the language is {language!r}")
         stream = AnswerStream(iter(()))
-        stream._pieces = self._answer_pieces(question, top_k, language, tuple(history), stream)
+        stream._pieces = self._answer_pieces(question, top_k, language, tuple(history), stream, frozenset(exclude), min_score)
         return stream
 
     def _answer_pieces(self, question: str, top_k: int, language: str | None, history: tuple[Turn, ...],
-                       stream: AnswerStream) -> Iterator[str]:
+                       stream: AnswerStream, exclude: frozenset[str], min_score: float | None) -> Iterator[str]:
         started, timings = time.perf_counter(), dict[str, float]()
         if not self.generator.loaded:  # the chat model loads while the question is searched (errors show when it is used)
             self._lexical.submit(self.generator.warm_up)
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
-        hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings)
+        hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings, exclude)
 
         def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None) -> None:
             citations = [self._placed(c) for c in citations]
@@ -261,8 +283,9 @@ class RAG:
             yield text
             return
 
-        threshold = self.min_score(lang)
-        reason = refusal_before_model(hits, threshold)
+        gate = self.threshold(lang) if min_score is None else Threshold(min_score, "asked for this question")
+        threshold = gate.value
+        reason = refusal_before_model(hits, threshold, gate.origin)
         if reason:
             finish(fallback(lang), False, reason)
             yield fallback(lang)
@@ -356,33 +379,11 @@ class RAG:
         return IndexInfo(index=self.store.location, generation=m.generation, schema_version=m.schema_version,
                          ragapp_version=m.ragapp_version, chunks=m.chunks, sentences=m.sentences, embedding=m.embedding,
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
-                         min_score={lang: self.min_score(lang) for lang in ("en", "zh")}, created_at=m.created_at,
+                         min_score={lang: self.min_score(lang) for lang in ("en", "zh")},
+                         min_score_origin={lang: self.threshold(lang).origin for lang in ("en", "zh")}, created_at=m.created_at,
                          updated_at=m.updated_at, documents=_documents(m),
                          tables=len(self._tables.tables({s: r.sha256 for s, r in m.files.items()})) if self._tables else 0,
                          pages=self._pages is not None and has_pages(self._pages))
-
-
-def _checked(component, protocol: type, what: str):
-    """`component` when it has every member of `protocol` (None stays None); TypeError naming the missing ones.
-    Looked up statically: isinstance() on a runtime protocol would call every property, and an embedder's
-    `dimension` loads its model (models load on first use, not when a RAG is made)."""
-    if component is None:
-        return component
-    members = set(protocol.__annotations__) | {n for n, v in vars(protocol).items()
-                                                 if not n.startswith("_") and (callable(v) or isinstance(v, property))}
-    missing = sorted(m for m in members if not _has(component, m))
-    if missing:
-        raise TypeError(f"{what} {type(component).__name__} lacks {', '.join(missing)} of ragapp.{protocol.__name__}; "
-                        f"subclass ragapp.{protocol.__name__} to inherit the defaults of its optional members")
-    return component
-
-
-def _has(component: object, name: str) -> bool:
-    try:
-        inspect.getattr_static(component, name)
-        return True
-    except AttributeError:
-        return False
 
 
 def _documents(manifest: Manifest) -> list[DocumentInfo]:

@@ -332,6 +332,8 @@ class IndexInfo:
     tables: int = 0
     # Whether the index keeps where its pages' text sits (ragapp.show): citations drawn on their pages.
     pages: bool = False
+    # Per language: where the refusal threshold in force came from (configured, fitted by ragapp eval, global).
+    min_score_origin: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp info --json` (documents keyed by source)."""

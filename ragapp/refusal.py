@@ -2,8 +2,9 @@
 model is asked, which passages reach the prompt, and whether what a model said is a refusal (then the
 answer is the exact fallback sentence, with the closest passages shown beside it by the faces).
 
-The thresholds are fitted per embedding model and question language by bench/calibrate.py on
-../shared/eval (docs/benchmarks.md, "Refusal threshold calibration").
+The global thresholds are fitted per embedding model and question language by bench/calibrate.py on
+../shared/eval (docs/benchmarks.md, "Refusal threshold calibration"); `ragapp eval --apply` fits one
+on a knowledge base's own documents (ragapp.evaluate), which then takes their place for it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ragapp.config import RerankConfig
 from ragapp.prompt import FALLBACK
 from ragapp.records import Hit
 from ragapp.rerank import Reranker, SentenceReranker, final_score
+from ragapp.threshold import FittedThreshold, Threshold
 
 # The 5th percentile of answerable questions' best sentence-reranker score, on questions the
 # end-to-end evaluation does not use, per embedding model and language.
@@ -25,23 +27,28 @@ CALIBRATED_MIN_SCORE: dict[str, dict[str, float]] = {
 CLOSEST_SHOWN = 3
 
 
-def refusal_threshold(config: RerankConfig, reranker: Reranker, embedding_model: str, language: str) -> float | None:
+def refusal_threshold(config: RerankConfig, reranker: Reranker, embedding_model: str, language: str,
+                      fitted: FittedThreshold | None = None) -> Threshold:
     """The best rerank score below which a question is refused before any model call: the
-    configured `min_score`, else the calibrated one for the sentence reranker, else None (never)."""
+    configured `min_score`, else the one `ragapp eval --apply` fitted on this knowledge base, else the
+    calibrated one for the sentence reranker, else None (never)."""
     if config.min_score is not None:
-        return config.min_score
-    if isinstance(reranker, SentenceReranker):
-        return CALIBRATED_MIN_SCORE.get(embedding_model, {}).get(language)
-    return None
+        return Threshold(config.min_score, "set in the configuration (rerank.min_score)")
+    if fitted is not None and language in fitted.values:
+        return Threshold(fitted.values[language], fitted.origin(language))
+    if isinstance(reranker, SentenceReranker) and language in CALIBRATED_MIN_SCORE.get(embedding_model, {}):
+        return Threshold(CALIBRATED_MIN_SCORE[embedding_model][language],
+                         "global, calibrated on SQuAD 2.0 / CMRC 2018 for this embedding model")
+    return Threshold(None, "none: no threshold is known for this reranker and embedding model")
 
 
-def refusal_before_model(hits: Sequence[Hit], threshold: float | None) -> str:
+def refusal_before_model(hits: Sequence[Hit], threshold: float | None, origin: str = "") -> str:
     """Why a question is refused without asking the model ("" when it is not)."""
     if not hits:
         return "no matching passages"
     best = final_score(hits[0])
     if threshold is not None and best < threshold:
-        return f"best passage scored {best:.3f}, below the threshold {threshold:.3f}"
+        return f"best passage scored {best:.3f}, below the threshold {threshold:.3f}" + (f" ({origin})" if origin else "")
     return ""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,14 +54,18 @@ def _in_order(index: IndexReader, fused: dict[int, float]) -> Iterator[tuple[int
 
 
 def hybrid_search(index: IndexReader, query: Query, config: RetrieveConfig, candidates: int | None = None,
-                  bm25: Sequence[tuple[int, float]] | None = None, limit: int | None = None) -> list[Hit]:
+                  bm25: Sequence[tuple[int, float]] | None = None, limit: int | None = None,
+                  keep: Callable[[int], bool] | None = None) -> list[Hit]:
     """Fused candidates, best first, each with its BM25 and dense rank and score; deduplicated by chunk
     text. `bm25`: the BM25 top `candidates` if already found (RAG looks them up while it embeds the
-    query); `limit`: at most this many hits, 1 or more (the reranker reads only its candidates)."""
+    query); `limit`: at most this many hits, 1 or more (the reranker reads only its candidates);
+    `keep`: only rows it accepts take part (a search that leaves some documents out)."""
     n = candidates or config.candidates
     if bm25 is None:
         bm25 = index.bm25_top_n(query.terms, n, text=query.text)
     dense = index.dense_top_n(query.vector, n)
+    if keep is not None:
+        bm25, dense = [p for p in bm25 if keep(p[0])], [p for p in dense if keep(p[0])]
     if config.fusion == "rrf":
         fused = reciprocal_rank_fusion([[i for i, _ in bm25], [i for i, _ in dense]], config.rrf_k,
                                        [config.bm25_weight, config.dense_weight])

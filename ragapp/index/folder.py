@@ -15,8 +15,8 @@ UPLOADS = "documents"
 # A folder watcher's state (ragapp.watch writes it, the chat app and `ragapp info` read it).
 WATCH_STATUS = "watch.json"
 # Tables kept as SQL tables (ragapp.tables.store owns the file), where pages' characters sit
-# (ragapp.show.store), and SQLite's journals beside them.
-STORES = ("tables.sqlite", "tables.sqlite-journal", "pages.sqlite", "pages.sqlite-journal")
+# (ragapp.show.store), SQLite's journals beside them, and the test set and fitted threshold of ragapp eval.
+STORES = ("tables.sqlite", "tables.sqlite-journal", "pages.sqlite", "pages.sqlite-journal", "eval")
 # Generation folders are the only things ragapp ever deletes, and only inside an index folder.
 _GENERATION = re.compile(r"gen-(\d{6}|[1-9]\d{6,8})")  # exactly what f"gen-{n:06d}" makes
 _MANIFEST_TMP = re.compile(r"\.manifest\.json\.[A-Za-z0-9_]+\.tmp")
