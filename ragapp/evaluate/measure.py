@@ -57,9 +57,13 @@ class ItemResult:
 
 
 def _holds_gold(hit: Hit, item: TestItem) -> bool:
+    """The hit is the gold passage: in the item's document and page, holding its sentence (or, for an
+    item that names no sentence, one of its answers)."""
     chunk = hit.chunk
     same_place = chunk.source == item.source and (item.page is None or chunk.page == item.page)
-    return same_place and bool(item.sentence) and normalise_answer(item.sentence) in normalise_answer(chunk.text)
+    if item.sentence:
+        return same_place and normalise_answer(item.sentence) in normalise_answer(chunk.text)
+    return same_place and contains_answer(chunk.text, list(item.answers))
 
 
 def gold_rank(hits: Sequence[Hit], item: TestItem) -> int | None:
@@ -143,7 +147,7 @@ def figures(results: Sequence[ItemResult], thresholds: dict[str, float | None]) 
 
     asked = [r for r in results if r.item.expect == "answer"]
     probes = [r for r in results if r.item.expect == "refuse"]
-    golden = [r for r in asked if r.item.sentence]
+    golden = [r for r in asked if r.item.source and (r.item.sentence or r.item.answers)]
     judged = [r for r in asked if r.right is not None]
     answered = [r for r in asked if not refused(r)]
     cited = [r for r in answered if r.cited_right is not None]

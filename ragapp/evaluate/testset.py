@@ -35,7 +35,9 @@ class TestItem:
     source: str = ""  # the document the question was written from ("" when not known)
     page: int | None = None
     sentence: str = ""  # the sentence that answers it
-    origin: str = "user"  # "written" (by ragapp eval) | "user" (hand-written) | "feedback" (the chat app, the HTTP API)
+    # "written": for the set's hidden split, asked with its hidden documents left out (ragapp eval's own
+    # questions, or a benchmark's) | "user" (hand-written) | "feedback" (the chat app, the HTTP API)
+    origin: str = "user"
     verdict: str = ""  # feedback: "good" | "bad" | "should_refuse"
     reference: str = ""  # feedback: the answer the verdict was given on
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])

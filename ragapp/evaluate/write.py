@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import PurePath
 
 from ragapp.evaluate.scoring import answer_tokens, normalise_answer
@@ -22,7 +22,7 @@ DROP_RULES = {
     "not a question": "too short or too long to be a question (3 to 40 words; 6 to 80 Chinese characters)",
     "answer not in its sentence": "the answer (at most 12 words or 30 characters) is in no sentence of its chunk",
     "answer in the question": "the question already holds its answer",
-    "copy of the sentence": "the question repeats 80 % or more of the sentence's words",
+    "copy of the sentence": "the question repeats 80 % or more of the sentence's words besides the answer's",
     "duplicate": "the same question was written before",
 }
 _SYSTEM = {
@@ -83,12 +83,12 @@ def _one_pass(index: IndexReader, rng: random.Random, sources: Sequence[str] | N
                 del queues[kind]
 
 
-def answer_sentence(chunk: Chunk, rng: random.Random) -> str:
-    """A sentence of the chunk long enough to hold a fact ("" when it has none)."""
+def answer_sentence(chunk: Chunk, rng: random.Random, used: Collection[str] = ()) -> str:
+    """A sentence of the chunk long enough to hold a fact, not one in `used` ("" when it has none)."""
     lang = detect_language(chunk.text)
     spans = chunk.sentences or ((0, len(chunk.text)),)
     fit = [chunk.text[a:b].strip() for a, b in spans if _MIN_SENTENCE[lang] <= len(chunk.text[a:b].strip()) <= _MAX_SENTENCE]
-    fit = [s for s in fit if sum(c.isalpha() for c in s) >= len(s) / 2]  # not a row of figures
+    fit = [s for s in fit if sum(c.isalpha() for c in s) >= len(s) / 2 and s not in used]  # not a row of figures
     return rng.choice(fit) if fit else ""
 
 
@@ -163,7 +163,7 @@ def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: 
         return "", "", "answer not in its sentence"
     if norm_answer in normalise_answer(question):
         return "", "", "answer in the question"
-    words = set(answer_tokens(sentence))
+    words = set(answer_tokens(sentence)) - set(answer_tokens(answer))
     if words and len(words & set(answer_tokens(question))) >= 0.8 * len(words):
         return "", "", "copy of the sentence"
     if normalise_answer(question) in seen:
@@ -191,13 +191,15 @@ def write_items(chunks: Iterator[Chunk], count: int, generate: Callable[[list[di
     each dropped reply counted in `dropped` under the rule it broke."""
     items: list[TestItem] = []
     seen: set[str] = set()
+    used: set[str] = set()
     tries = 0
     for chunk in chunks:
         if len(items) >= count or tries >= (max_tries or 3 * count):
             break
-        sentence = answer_sentence(chunk, rng)
+        sentence = answer_sentence(chunk, rng, used)
         if not sentence:
             continue
+        used.add(sentence)
         lang = detect_language(chunk.text)
         span = answer_span(sentence, lang, rng)
         tries += 1
