@@ -124,6 +124,26 @@ def test_search_upload_delete_and_gone(api, tmp_path):
     assert not any(h["source"].endswith("otters.md") for h in hits)
 
 
+def test_feedback_lands_in_the_test_set_and_an_eval_job_runs_it(api):
+    """The chat app's verdict buttons through HTTP, then `ragapp eval` as a job with the packaged model."""
+    _, client = api
+    kept = client.post("/v1/knowledge_bases/notes/feedback", json={
+        "question": "What is the capital of Mars?", "answer": "Olympus Mons", "verdict": "should_refuse"})
+    assert kept.status_code == 201 and kept.json()["expect"] == "refuse"
+    assert client.post("/v1/knowledge_bases/notes/feedback", json={"question": "Q?", "verdict": "great"}).status_code == 422
+    assert client.get("/v1/knowledge_bases/nowhere/eval").status_code == 404
+    job = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 4, "seed": 3})
+    assert job.status_code == 202
+    state = wait_for_job(client, job.json()["job"])
+    assert state["status"] == "done" and state["kind"] == "eval", state
+    report = state["report"]
+    mine = [r for r in report["results"] if r["question"] == "What is the capital of Mars?"]
+    assert mine and mine[0]["expect"] == "refuse" and mine[0]["origin"] == "feedback"  # run with the written ones
+    assert report["writer"].startswith("llama-cpp") and report["set_path"] == "notes/eval/testset.jsonl"
+    assert "too_small" in report and report["figures"]["all"]["global"]["probes"] >= 1
+    assert client.get("/v1/knowledge_bases/notes/eval").json()["results"] == report["results"]
+
+
 def test_office_upload_is_searchable_with_its_slide(api, tmp_path):
     from helpers.officefiles import write_pptx
 

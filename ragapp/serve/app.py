@@ -31,6 +31,7 @@ from ragapp.errors import (
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
 from ragapp.rag import RAG
 from ragapp.records import Answer
+from ragapp.serve.evaluation import eval_routes
 from ragapp.serve.guards import Guard
 from ragapp.serve.jobs import Jobs
 from ragapp.serve.pages import cited, hit_entry, page_routes
@@ -271,8 +272,8 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         if found is None:
             raise HTTPException(404, f"no job {job_id!r}")
         data = found.to_dict()
-        return {**data, "error": server.public.text(data["error"]),
-                "report": data["report"] and server.public.report(data["report"])}
+        public = server.public.report if found.kind == "ingest" else server.public.everywhere
+        return {**data, "error": server.public.text(data["error"]), "report": data["report"] and public(data["report"])}
 
     @app.get("/v1/knowledge_bases/{name}/watch")
     async def watch(name: str) -> dict:
@@ -322,4 +323,5 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
     _chat_routes(app, server)
     _kb_routes(app, server)
     page_routes(app, server.rag, server.public)
+    eval_routes(app, server.rag, server.jobs, server.public)
     return app

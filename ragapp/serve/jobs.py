@@ -1,5 +1,5 @@
-"""Background ingest jobs: one at a time (ingest is CPU-bound and the index takes one writer), each with
-its progress and its report, kept by the app that made them."""
+"""Background jobs (ingest, eval): one at a time (both are CPU-bound and an ingest takes the index's one
+writer), each with its progress and its report, kept by the app that made them."""
 
 from __future__ import annotations
 
@@ -9,35 +9,42 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ragapp.errors import RagError
-from ragapp.records import IngestReport
+
+
+class Report(Protocol):
+    """What a job's work returns (an IngestReport, an EvalReport)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
 class Job:
-    """One ingest of uploaded files into a knowledge base."""
+    """One ingest of uploaded files into a knowledge base, or one test of it."""
 
     id: str
     knowledge_base: str
+    kind: str = "ingest"  # "ingest" | "eval"
     status: str = "queued"  # queued | running | done | failed
     stage: str = ""
     done: int = 0
     total: int = 0
-    report: IngestReport | None = None
+    report: Report | None = None
     error: str = ""
     created_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict:
         """JSON-ready form served at /v1/jobs/{id}."""
-        return {"id": self.id, "knowledge_base": self.knowledge_base, "status": self.status,
+        return {"id": self.id, "knowledge_base": self.knowledge_base, "kind": self.kind, "status": self.status,
                 "progress": {"stage": self.stage, "done": self.done, "total": self.total},
                 "report": self.report.to_dict() if self.report else None, "error": self.error,
                 "created_at": self.created_at}
 
 
 class Jobs:
-    """Runs ingest jobs on one worker thread; the event loop never waits for them."""
+    """Runs jobs on one worker thread; the event loop never waits for them."""
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
@@ -45,10 +52,11 @@ class Jobs:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragapp-ingest")
 
-    def submit(self, knowledge_base: str, work: Callable[[Callable[[str, str, int, int], None]], IngestReport]) -> Job:
+    def submit(self, knowledge_base: str, work: Callable[[Callable[[str, str, int, int], None]], Report],
+               kind: str = "ingest") -> Job:
         """Queue `work(progress)`; returns the job at once."""
         with self._lock:
-            job = Job(id=f"job-{next(self._ids)}", knowledge_base=knowledge_base)
+            job = Job(id=f"job-{next(self._ids)}", knowledge_base=knowledge_base, kind=kind)
             self._jobs[job.id] = job
         self._pool.submit(self._run, job, work)
         return job

@@ -57,3 +57,14 @@ class PublicPaths:
             if isinstance(out.get(key), list):
                 out[key] = [{"path": self.name(f["path"]), "reason": self.text(f["reason"])} for f in out[key]]
         return out
+
+    def everywhere(self, data: Any) -> Any:
+        """Any JSON-ready value with every path in its strings made public (an eval report's sources,
+        passages and reasons)."""
+        if isinstance(data, str):
+            return self.name(data) if data.startswith("/") and "\n" not in data and " " not in data else self.text(data)
+        if isinstance(data, dict):
+            return {k: self.everywhere(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.everywhere(v) for v in data]
+        return data
