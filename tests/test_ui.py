@@ -215,3 +215,56 @@ def test_a_table_answer_shows_its_query_and_rows(app, kb_root, embedder):
     assert [c.value for c in app.code] and app.code[0].value.startswith("SELECT COUNT(*)")
     assert any(c.value.startswith("Query over the table in") and c.value.endswith("rows 2, 4, 8") for c in app.caption)
     assert app.expander[0].label.startswith("[1] sales\\.csv")
+
+
+def test_verdicts_under_an_answer_become_test_cases(app, kb_root):
+    from ragapp.evaluate import read_set, set_path
+
+    ask(app, "How long does Mars take to orbit the Sun?")
+    app.button(key=f"verdict-good-{kb_root / 'index'}-0").click().run()
+    assert not app.exception
+    assert any(c.value.startswith("Kept as a test case (👍)") for c in app.caption)
+    ask(app, "What is the population of Lisbon?")
+    app.button(key=f"verdict-should_refuse-{kb_root / 'index'}-1").click().run()
+    items = read_set(set_path(kb_root / "index")).items[-2:]
+    assert [(i.question, i.verdict, i.expect) for i in items] == [
+        ("How long does Mars take to orbit the Sun?", "good", "answer"), ("What is the population of Lisbon?", "should_refuse", "refuse")]
+    assert "687" in items[0].reference and items[0].source.endswith("solar_system.md")
+
+
+def test_the_check_page_shows_the_scores_with_both_thresholds_and_applies_the_fitted_one(app, kb_root, embedder, echo_generator,
+                                                                                       tmp_path):
+    import json
+
+    from ragapp import RAG
+    from ragapp.config import Config
+    from ragapp.evaluate import evaluate
+    from ragapp.text import sentence_spans
+    from ragapp.threshold import threshold_path
+
+    kb = kb_root / "checked"
+    rag = RAG(kb, Config.load(kb_root / "ragapp.toml"), embedder=embedder, generator=echo_generator(needle=" "))
+    rag.ingest([kb_root / "samples" / "en"])
+    # A user's own set: a question about each sentence of the English samples, its first long word the answer.
+    rows = []
+    for doc in rag.documents():
+        text = rag.index().chunk(0).text if doc.source.endswith(".pdf") else Path(doc.source).read_text(encoding="utf-8")
+        for a, b in sentence_spans(text):
+            words = [w.strip(".,;:()") for w in text[a:b].split() if len(w) > 6]
+            if words:
+                rows.append({"question": f"What does the text say about {' '.join(text[a:b].split()[:6])}?", "answer": words[0]})
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join(json.dumps(r) for r in rows[:30]), encoding="utf-8")
+    report = evaluate(rag, set_path=mine)
+    assert report.thresholds["en"]["fitted"] is not None, report.too_small
+    app.run()
+    app.sidebar.selectbox(key="kb").set_value(str(kb)).run()
+    app.sidebar.radio(key="page").set_value("Check this knowledge base").run()
+    assert not app.exception
+    assert app.title[0].value == "Check this knowledge base"
+    chart = json.loads(app.get("vega_lite_chart")[0].proto.spec)
+    assert [layer["mark"]["type"] for layer in chart["layer"]] == ["bar", "rule"]  # the scores, and a line per threshold
+    assert any(c.value.startswith("en: in force 0.884 (global") for c in app.caption)
+    app.button(key="eval_apply").click().run()
+    assert threshold_path(kb).exists()
+    assert any(c.value.startswith(f"en: in force {report.thresholds['en']['fitted']} (fitted on this knowledge base") for c in app.caption)

@@ -18,10 +18,12 @@ from pathlib import Path
 import streamlit as st
 
 try:
+    from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
 
@@ -36,6 +38,7 @@ from ragapp.runtime import prepare_environment
 from ragapp.watch import WatchStatus
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
+CHECK_PAGE = "Check this knowledge base"
 
 STAGE_SHARE = {"scan": (0.0, 0.05), "read": (0.05, 0.2), "embed": (0.2, 0.9), "commit": (0.9, 1.0)}
 
@@ -161,6 +164,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             "top_k": st.slider("Passages to show (top-k)", 1, 10, config.retrieve.top_k, key="top_k"),
             "language": st.radio("Answer language", ["auto", "en", "zh"], horizontal=True, key="language"),
             "show_scores": st.checkbox("Show retrieval scores", key="show_scores"),
+            "page": st.radio("Page", ["Chat", CHECK_PAGE], key="page"),
         }
         choice = model_settings(config)
         if choice is not None:
@@ -273,7 +277,7 @@ def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
 
 def chat(rag: RAG, kb: Path, settings: dict) -> None:
     history = st.session_state.setdefault("history", {}).setdefault(str(kb), [])
-    for entry in history:
+    for n, entry in enumerate(history):
         with st.chat_message("user"):
             st.markdown(safe_markdown(entry["question"]))
         with st.chat_message("assistant"):
@@ -281,6 +285,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
                 st.error(plain_markdown(entry["error"]))
             else:
                 render_answer(entry["question"], entry["answer"], settings["show_scores"], rag)
+                feedback_buttons(rag, entry["question"], entry["answer"], f"{kb}-{n}")
     if not rag.documents():
         st.info("This knowledge base has no documents yet: upload some in the sidebar.", icon="📄")
     question = st.chat_input("Ask a question about your documents")
@@ -309,6 +314,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
             box.empty()
             entry["answer"] = stream.answer
             render_answer(question, stream.answer, settings["show_scores"], rag)
+            feedback_buttons(rag, question, stream.answer, f"{kb}-{len(history)}")
         except Exception as exc:  # one readable line in the page, never a traceback
             entry["error"] = error_message(exc)
             st.error(plain_markdown(entry["error"]))
@@ -366,6 +372,9 @@ def main() -> None:
         rag, kb, settings = sidebar(config, config_path)
     except Exception as exc:
         st.error(plain_markdown(error_message(exc)))
+        return
+    if settings["page"] == CHECK_PAGE:
+        check_page(rag)
         return
     st.title("ragapp")
     st.caption(f"Answers only from the documents in **{plain_markdown(kb.name)}**, with citations; says so when they do not hold the answer.")

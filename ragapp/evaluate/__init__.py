@@ -25,8 +25,8 @@ from ragapp.evaluate.write import DROP_RULES, drawn_chunks, two_lines, write_ite
 from ragapp.refusal import refusal_threshold
 from ragapp.threshold import FittedThreshold, write_fitted
 
-__all__ = ["DROP_RULES", "EvalReport", "TestItem", "TestSet", "add_feedback", "evaluate", "last_report", "read_set",
-           "report_lines", "set_path"]
+__all__ = ["DROP_RULES", "EvalReport", "TestItem", "TestSet", "add_feedback", "apply_fitted", "evaluate", "last_report",
+           "read_set", "report_lines", "run_set", "save_report", "set_path"]
 
 # The calibration's rule (bench/calibrate.py): the threshold refuses this share of answerable questions.
 MAX_FALSE_REFUSAL = 0.05
@@ -87,7 +87,7 @@ def _thresholds(rag: Any, results: list, languages: list[str]) -> tuple[dict[str
     return out, "; ".join(small) if all(t["fitted"] is None for t in out.values()) else ""
 
 
-def _apply(rag: Any, report: EvalReport) -> None:
+def apply_fitted(rag: Any, report: EvalReport) -> None:
     """Store the fitted thresholds in the index, saying so when one refuses fewer probes than the global."""
     values = {lang: t["fitted"] for lang, t in report.thresholds.items() if t["fitted"] is not None}
     if not values:
@@ -127,7 +127,7 @@ def evaluate(rag: Any, questions: int = 50, *, set_path: str | Path | None = Non
     stages["write"] = time.perf_counter() - t0
     report = run_set(rag, test_set, where, written, stages, tell)
     if apply:
-        _apply(rag, report) if not report.too_small else report.warnings.append(f"nothing applied: {report.too_small}")
+        apply_fitted(rag, report) if not report.too_small else report.warnings.append(f"nothing applied: {report.too_small}")
     save_report(rag.path, report)
     return report
 
