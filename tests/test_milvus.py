@@ -311,3 +311,18 @@ def test_two_folders_of_the_same_name_never_share_a_collection(tmp_path, docs, c
     moved = RAG(tmp_path / "old" / "index", milvus_config(config, uri), embedder=embedder)
     with pytest.raises(IndexNotFoundError, match=r"'index' there was named by an earlier ragapp.*collection = 'index'"):
         moved.search("How long does Mars take to orbit the Sun?")
+
+
+def test_eval_writes_runs_and_applies_its_threshold_on_milvus(tmp_path, config, embedder):
+    """ragapp eval on a Milvus knowledge base: chunks drawn by Milvus row ids, documents hidden by the
+    search filter, the fitted threshold kept in the knowledge base's folder and in force there."""
+    from test_evaluate import FactModel, write_corpus
+
+    cfg = milvus_config(config, str(tmp_path / "m.db"))
+    rag = RAG(tmp_path / "kb", cfg, embedder=embedder, generator=FactModel())
+    rag.ingest([write_corpus(tmp_path / "docs")])
+    report = rag.evaluate(40, seed=2, apply=True)
+    assert report.questions["answerable"] == 30 and report.figures["all"]["fitted"]["hit@1"] == 1.0
+    assert report.figures["all"]["fitted"]["probe_refusals"] == 1.0  # hidden on Milvus too: their towns are never found
+    again = RAG(tmp_path / "kb", cfg, embedder=embedder, generator=FactModel())
+    assert again.min_score("en") == report.thresholds["en"]["fitted"] and "fitted on this knowledge base" in again.threshold("en").origin

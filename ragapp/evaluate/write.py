@@ -45,6 +45,8 @@ _ZH_SPAN = re.compile(r"《[^》]{1,20}》|\d[\d,.]*\s?[年月日号岁个种人
 _ZH_NAMES = ("nr", "ns", "nt", "nz", "t")
 _ANSWER = re.compile(r"^\s*(?:answer|答案|答)\s*[:：]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 _MIN_SENTENCE = {"en": 40, "zh": 12}
+# Chunks read to draw from: on a larger knowledge base the set is drawn from its first this many rows.
+MAX_SCANNED = 200_000
 _MAX_SENTENCE = 400
 
 
@@ -62,15 +64,30 @@ def drawn_chunks(index: IndexReader, rng: random.Random, sources: Sequence[str] 
         yield from _one_pass(index, rng, sources, limit)
 
 
-def _one_pass(index: IndexReader, rng: random.Random, sources: Sequence[str] | None, limit: int) -> Iterator[Chunk]:
-    rows = list(range(len(index)))
-    rng.shuffle(rows)
+def sampled(index: IndexReader, rng: random.Random, sources: Sequence[str] | None, limit: int) -> list[Chunk]:
+    """Up to `limit` chunks of `sources` drawn evenly (reservoir sampling over the first MAX_SCANNED rows,
+    the same on every backend: row ids are not 0..n-1 on all of them)."""
     wanted = None if sources is None else set(sources)
+    sample: list[Chunk] = []
+    seen = 0
+    for n, (_, chunk, _) in enumerate(index.rows()):
+        if n >= MAX_SCANNED:
+            break
+        if wanted is not None and chunk.source not in wanted:
+            continue
+        seen += 1
+        if len(sample) < limit:
+            sample.append(chunk)
+        elif (j := rng.randrange(seen)) < limit:
+            sample[j] = chunk
+    rng.shuffle(sample)
+    return sample
+
+
+def _one_pass(index: IndexReader, rng: random.Random, sources: Sequence[str] | None, limit: int) -> Iterator[Chunk]:
     by_type: dict[str, dict[str, list[Chunk]]] = {}
-    for row in rows[:limit]:
-        chunk = index.chunk(row)
-        if wanted is None or chunk.source in wanted:
-            by_type.setdefault(doc_type(chunk.source), {}).setdefault(chunk.source, []).append(chunk)
+    for chunk in sampled(index, rng, sources, limit):
+        by_type.setdefault(doc_type(chunk.source), {}).setdefault(chunk.source, []).append(chunk)
     queues = {t: list(docs.values()) for t, docs in sorted(by_type.items())}
     while queues:
         for kind in list(queues):

@@ -5,7 +5,7 @@ them; another store plugs in by implementing them, without touching the pipeline
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +31,7 @@ class IndexReader(Protocol):
     def term_idf(self, term: str) -> float: ...
     def vector(self, row: int) -> np.ndarray: ...
     def chunk_sentence_vectors(self, row: int) -> np.ndarray: ...
+    def rows(self) -> Iterator[tuple[int, Chunk, str]]: ...
 
 
 @runtime_checkable
