@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,15 +36,19 @@ from bench.common import EVAL, OUT, jsonl, machine, qrels, write_corpus  # noqa:
 from bench.quality import _qa_sets, build  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.config import Config  # noqa: E402
-from ragapp.evaluate import TestItem, TestSet, evaluate  # noqa: E402
+from ragapp.evaluate import TestItem, TestSet, evaluate, read_set  # noqa: E402
 from ragapp.evaluate import run_set as run_items  # noqa: E402
 
 SETS = Path(__file__).resolve().parent / "selftest_sets"
 
 
-def _row(name: str, report, point: str) -> str:
+EVAL_FIT = "fitted by ragapp eval"
+
+
+def _row(name: str, report, point: str, values: dict[str, float | None] | None = None) -> str:
     f = report.figures["all"][point]
-    t = ", ".join(f"{lang} {v[point] if v[point] is not None else v['global']:.3f}" for lang, v in report.thresholds.items())
+    values = values or {lang: v[point] if v[point] is not None else v["global"] for lang, v in report.thresholds.items()}
+    t = ", ".join(f"{lang} {v:.3f}" for lang, v in values.items() if v is not None)
     return (f"| {name} | {point} ({t}) | {f['answerable']} / {f['probes']} | {f['hit@5']} | {f['false_refusals']} | "
             f"{f['probe_refusals']} | {f['accuracy']} |")
 
@@ -74,10 +80,12 @@ def validity(args) -> None:
         written = evaluate(rag, args.questions, seed=args.seed)
         secs = time.perf_counter() - t0
         real = run_items(rag, real_set(rag, qa, unanswerable, tuple(written.hidden), args.real, args.seed),
-                         rag.path / "eval" / "real.jsonl", {}, {}, lambda *a: None)
-        for label, report in (("written by ragapp eval", written), ("real", real)):
-            for point in ("global", "fitted"):
-                print(_row(f"{name} | {label}", report, point))
+                         rag.path / "eval" / "real.jsonl", {}, {}, lambda *a: None, eval_fit(written))
+        for point in ("global", "fitted"):
+            print(_row(f"{name} | written by ragapp eval", written, point))
+        for point in ("global", "fitted", EVAL_FIT):
+            print(_row(f"{name} | real ({'their own fit' if point == 'fitted' else point})", real, point,
+                       eval_fit(written)[EVAL_FIT] if point == EVAL_FIT else None))
         print(f"[{name}] written set: {written.written.get('kept')} kept of {written.written.get('tries')} "
               f"(dropped {written.written.get('dropped')}); {secs:.0f} s", flush=True)
 
@@ -113,32 +121,53 @@ def scifact_claims(rag: RAG, judged, claims, hidden: tuple[str, ...]) -> TestSet
     return TestSet(items=items, hidden=hidden)
 
 
+def pdf_rag(stem: str) -> RAG:
+    """An index of the shared PDFs of one language (stem "pdfs-en" or "pdfs-zh"), built once."""
+    folder = OUT / "corpora" / f"selftest-{stem}"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for pdf in sorted((EVAL / "pdfs").glob(f"{stem.split('-')[1]}_*.pdf")):
+            shutil.copy(pdf, folder / pdf.name)
+    rag = RAG(OUT / "indexes" / f"selftest-{stem}", Config())
+    if not (rag.path / "manifest.json").exists():
+        rag.ingest([folder])
+    return rag
+
+
+def hand_checked(rag: RAG, path: Path) -> TestSet:
+    """A hand-checked set (sources by file name) with its sources as this index names them."""
+    found = read_set(path)
+    files = {Path(s).name: s for s in rag.index().manifest.files}
+    items = [replace(i, source=files[i.source]) if i.source else i for i in found.items]
+    return TestSet(items=items, hidden=tuple(files[h] for h in found.hidden), writer=found.writer)
+
+
 def effect(args) -> None:
-    print(f"\nEffect: global threshold against the one ragapp eval fits on the knowledge base, measured with real or "
-          f"hand-checked questions; {machine()}")
-    print("| knowledge base | questions | threshold | answerable / probes | hit@5 | false refusals | probe refusals | "
-          "accuracy |\n|---|---|---|---|---|---|---|---|")
+    print(f"\nEffect: global threshold against the one ragapp eval fits on the knowledge base (its own set, seed "
+          f"{args.seed}), measured with real or hand-checked questions; {machine()}")
+    print("| knowledge base | threshold | answerable / probes | hit@5 | false refusals | probe refusals | "
+          "accuracy |\n|---|---|---|---|---|---|---|")
     rag, judged, claims = scifact_rag(args.docs)
     fitted = evaluate(rag, args.questions, seed=args.seed)
     real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden)), rag.path / "eval" / "claims.jsonl",
-                     {}, {}, lambda *a: None)
-    _effect_rows("SciFact claims", fitted, real)
+                     {}, {}, lambda *a: None, eval_fit(fitted))
+    _effect_rows(f"SciFact, {args.docs} abstracts: real claims", fitted, real)
     for path in sorted(SETS.glob("*.jsonl")):
-        from ragapp.evaluate import read_set
+        kb = pdf_rag(path.stem)
+        fitted = evaluate(kb, args.questions, seed=args.seed)
+        real = run_items(kb, hand_checked(kb, path), path, {}, {}, lambda *a: None, eval_fit(fitted))
+        _effect_rows(f"shared PDFs {path.stem}: hand-checked questions", fitted, real)
 
-        kb = RAG(OUT / "indexes" / f"selftest-{path.stem}", Config())
-        test_set = read_set(path)
-        real = run_items(kb, test_set, path, {}, {}, lambda *a: None)
-        _effect_rows(path.stem, real, real)
+
+def eval_fit(report) -> dict[str, dict[str, float | None]]:
+    """The operating point `ragapp eval` fitted (the global threshold where it fitted none)."""
+    return {EVAL_FIT: {lang: t["fitted"] if t["fitted"] is not None else t["global"] for lang, t in report.thresholds.items()}}
 
 
 def _effect_rows(name: str, fitted, real) -> None:
     """`real` figures at the global threshold and at the one `fitted`'s run fitted."""
-    for point in ("global", "fitted"):
-        if point == "fitted":  # the real questions' own "fitted" column is theirs: show the eval's fit instead
-            for lang, t in real.thresholds.items():
-                t["fitted"] = fitted.thresholds.get(lang, {}).get("fitted")
-        print(_row(name, real, point))
+    for point in ("global", EVAL_FIT):
+        print(_row(name, real, point, eval_fit(fitted)[EVAL_FIT] if point == EVAL_FIT else None))
 
 
 def main() -> None:

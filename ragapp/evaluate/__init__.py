@@ -133,8 +133,9 @@ def evaluate(rag: Any, questions: int = 50, *, set_path: str | Path | None = Non
 
 
 def run_set(rag: Any, test_set: TestSet, where: Path, written: dict[str, Any], stages: dict[str, float],
-            tell: Progress) -> EvalReport:
-    """Search, fit and answer every question of `test_set`; the report (not saved)."""
+            tell: Progress, more: dict[str, dict[str, float | None]] | None = None) -> EvalReport:
+    """Search, fit and answer every question of `test_set`; the report (not saved). `more`: other
+    operating points (name -> threshold per language) to give the figures at."""
     items, hidden = test_set.items, test_set.hidden
     t0 = time.perf_counter()
     results = search_all(rag, items, hidden, lambda n: tell("searching", n, len(items)))
@@ -142,6 +143,7 @@ def run_set(rag: Any, test_set: TestSet, where: Path, written: dict[str, Any], s
     languages = sorted({i.language for i in items} & {"en", "zh"}) or ["en"]
     thresholds, too_small = _thresholds(rag, results, languages)
     lows = [v for t in thresholds.values() for v in (t["global"], t["fitted"], t["in_force"]) if v is not None]
+    lows += [v for point in (more or {}).values() for v in point.values() if v is not None]
     t0 = time.perf_counter()
     answer_all(rag, results, hidden, min(lows) if lows else None, lambda n: tell("answering", n, len(items)))
     stages["answer"] = time.perf_counter() - t0
@@ -149,6 +151,7 @@ def run_set(rag: Any, test_set: TestSet, where: Path, written: dict[str, Any], s
               "fitted": {lang: t["fitted"] if t["fitted"] is not None else t["global"] for lang, t in thresholds.items()}}
     if any(t["in_force"] != t["global"] for t in thresholds.values()):  # an earlier fit, or the configuration's
         points["in force"] = {lang: t["in_force"] for lang, t in thresholds.items()}
+    points.update(more or {})
     table = {group: {name: figures(rs, point) for name, point in points.items()} for group, rs in groups(results).items()}
     for lang, t in thresholds.items():
         for name in ("global", "fitted"):
