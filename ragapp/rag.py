@@ -21,7 +21,7 @@ from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, in
 from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
 from ragapp.records import Answer, Box, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
-from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_threshold
+from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold
 from ragapp.rerank import Reranker, build_reranker
 from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
@@ -294,7 +294,7 @@ class RAG:
         held = HeldBack()
         yield from self._generate(prompt, held, timings, started)
         if is_refusal(held.text):
-            finish(fallback(lang), False, "the model found no answer in the passages", self.model_label)
+            finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
             return
         if len(held.text) > held.emitted:

@@ -52,6 +52,14 @@ def refusal_before_model(hits: Sequence[Hit], threshold: float | None, origin: s
     return ""
 
 
+def refusal_by_model(hits: Sequence[Hit], threshold: float | None, origin: str) -> str:
+    """Why a question the threshold let through was refused: the model found no answer (with the
+    threshold in force and where it came from, as every refusal notice says)."""
+    best = f"best passage scored {final_score(hits[0]):.3f}; " if hits else ""
+    gate = f"threshold {threshold:.3f}, {origin}" if threshold is not None else "no threshold"
+    return f"the model found no answer in the passages ({best}{gate})"
+
+
 def prompt_passages(hits: Sequence[Hit], threshold: float | None) -> list[Hit]:
     """The best passage, then only those that also clear the refusal threshold."""
     if threshold is None:
