@@ -129,8 +129,10 @@ def evaluate(rag: Any, questions: int = 50, *, set_path: str | Path | None = Non
     if set_path is None and not test_set.hidden:
         report.warnings.append("fewer than 3 documents: none was hidden, so no probe was written and refusing what the "
                                "knowledge base does not hold is not measured")
-    if apply:
-        apply_fitted(rag, report) if not report.too_small else report.warnings.append(f"nothing applied: {report.too_small}")
+    if apply and report.too_small:
+        report.warnings.append(f"nothing applied: {report.too_small}")
+    elif apply:
+        apply_fitted(rag, report)
     save_report(rag.path, report)
     return report
 
