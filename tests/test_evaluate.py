@@ -165,6 +165,8 @@ def test_the_writer_rules_drop_what_a_model_botched():
     seen: set[str] = set()
     check_written("Question: What harbour does Alderville have?\nAnswer: a lighthouse", sentence, "en", seen)
     assert check_written("Question: What harbour does Alderville have?\nAnswer: a lighthouse", sentence, "en", seen)[2] == "duplicate"
+    assert check_written("Question: What harbour does the Eiffel Tower have?\nAnswer: a lighthouse", sentence, "en", set(),
+                         passage=sentence)[2] == "copied the example"
 
 
 @pytest.mark.unit

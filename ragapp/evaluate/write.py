@@ -24,6 +24,7 @@ DROP_RULES = {
     "answer in the question": "the question already holds its answer",
     "copy of the sentence": "the question repeats 80 % or more of the sentence's words besides the answer's",
     "duplicate": "the same question was written before",
+    "copied the example": "the question names the worked example's subject, which its passage does not",
 }
 _SYSTEM = {
     "en": "You write exam questions about a text. Reply with the question line and the answer line only.",
@@ -37,6 +38,7 @@ _EXAMPLE = {  # text, sentence, answer, the reply
     "zh": ("故宫位于北京中轴线的中心。它始建于明朝永乐四年，是明清两代的皇家宫殿。", "它始建于明朝永乐四年，是明清两代的皇家宫殿。",
            "明朝永乐四年", "问题：故宫始建于什么时候？\n答案：明朝永乐四年"),
 }
+_EXAMPLE_SUBJECT = {"en": "eiffel", "zh": "故宫"}
 _QUESTION = re.compile(r"^\s*\**(?:question|问题|问)\**\s*[:：]\s*(.+)$", re.IGNORECASE | re.MULTILINE)
 # Answers worth a question: figures (with a scale or unit), titles, names (proper nouns, places, times).
 _EN_SPAN = re.compile(r"\b\d[\d,.]*(?:\s?(?:%|percent|thousand|million|billion|km|kg|years?))?\b|"
@@ -159,7 +161,7 @@ def _too_long_answer(answer: str, lang: str) -> bool:
     return len(answer) > 30 if lang == "zh" else len(answer.split()) > 12
 
 
-def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: str = "") -> tuple[str, str, str]:
+def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: str = "", passage: str = "") -> tuple[str, str, str]:
     """(question, answer, "") for a usable reply (to a prompt that gave `answer`, if any), or ("", "", the rule it breaks)."""
     q, a = _QUESTION.search(reply), _ANSWER.search(reply)
     lines = [line.strip() for line in reply.strip().splitlines() if line.strip()]
@@ -185,6 +187,8 @@ def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: 
         return "", "", "copy of the sentence"
     if normalise_answer(question) in seen:
         return "", "", "duplicate"
+    if _EXAMPLE_SUBJECT[lang] in question.lower() and _EXAMPLE_SUBJECT[lang] not in (passage or sentence).lower():
+        return "", "", "copied the example"
     seen.add(normalise_answer(question))
     return question, answer, ""
 
@@ -221,10 +225,10 @@ def write_items(chunks: Iterator[Chunk], count: int, generate: Callable[[list[di
         span = answer_span(sentence, lang, rng)
         tries += 1
         reply = generate(writer_messages(chunk, sentence, lang, span))
-        question, answer, rule = check_written(reply, sentence, lang, seen, span)
+        question, answer, rule = check_written(reply, sentence, lang, seen, span, chunk.text)
         if rule == "answer not in its sentence" and (holding := sentence_holding(chunk, reply, lang)):
             sentence = holding  # the answer is in another sentence of its chunk: that one is the gold
-            question, answer, rule = check_written(reply, sentence, lang, seen, span)
+            question, answer, rule = check_written(reply, sentence, lang, seen, span, chunk.text)
         if rule:
             dropped[rule] = dropped.get(rule, 0) + 1
             continue
