@@ -1,8 +1,8 @@
 """How far `ragapp eval`'s own test can be trusted, what its fitted threshold changes, and what it costs.
 
     python bench/selftest.py validity [--questions 200] [--real 150]   # SQuAD 2.0 / CMRC 2018 extracts
-    python bench/selftest.py effect [--questions 50]                    # SciFact; the shared PDFs (hand-checked sets)
-    python bench/selftest.py cost [--questions 50]                      # ragapp eval on a 1,000-abstract SciFact index
+    python bench/selftest.py effect [--questions 50] [--docs 400]       # SciFact claims; the shared PDFs (hand-checked sets)
+    python bench/selftest.py cost [--questions 50] [--docs 400]         # ragapp eval on a SciFact index of ~1,000 chunks
 
 validity: on each extract's index (without the official holdout paragraphs), `ragapp eval` writes its
 set (a fifth of the documents hidden, their questions probes) and runs it; the extract's real questions
@@ -13,9 +13,11 @@ fitted one, and the thresholds each set fits.
 
 effect: the threshold fitted by `ragapp eval` on a knowledge base against the global one, measured with
 questions that are not the writer's: SciFact's real claims (answerable: every relevant abstract indexed;
-probes: the claims whose abstracts `ragapp eval` hid), and sets of hand-checked questions about the
-shared PDFs (bench/selftest_sets/*.jsonl: written by `ragapp eval`, each kept only after reading it
-against its page, answers corrected). Needs ../shared/eval beside the clone (or RAGAPP_EVAL).
+probes: the claims whose abstracts `ragapp eval` hid), and sets of questions about the shared PDFs
+checked by hand (bench/selftest_sets/pdfs-en.jsonl: written by `ragapp eval`, kept only after reading
+each against its page, answers corrected, plus 7 written by hand; pdfs-zh.jsonl, the Chinese PDFs:
+written by hand; sources by file name, probes about the document each set hides). Needs ../shared/eval
+beside the clone (or RAGAPP_EVAL).
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def main() -> None:
     parser.add_argument("what", choices=["validity", "effect", "cost"])
     parser.add_argument("--questions", type=int, default=None, help="questions ragapp eval writes (validity 200, else 50)")
     parser.add_argument("--real", type=int, default=150, help="real answerable questions per set (validity)")
-    parser.add_argument("--docs", type=int, default=1000, help="SciFact abstracts in the index (effect, cost)")
+    parser.add_argument("--docs", type=int, default=400, help="SciFact abstracts in the index (effect, cost)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="validity: only these sets")
     args = parser.parse_args()
