@@ -150,7 +150,11 @@ def effect(args) -> None:
     print("| knowledge base | threshold | answerable / probes | hit@5 | false refusals | probe refusals | "
           "accuracy |\n|---|---|---|---|---|---|---|")
     rag, judged, claims = scifact_rag(args.docs)
+    t0 = time.perf_counter()
     fitted = evaluate(rag, args.questions, seed=args.seed)
+    print(f"(SciFact: ragapp eval --questions {args.questions} on {rag.info().chunks} chunks took {time.perf_counter() - t0:.0f} s "
+          f"in this process, models loaded by it; stages s {fitted.stage_seconds}; written {fitted.written.get('tries')}, "
+          f"kept {fitted.written.get('kept')})", flush=True)
     real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden)), rag.path / "eval" / "claims.jsonl",
                      {}, {}, lambda *a: None, eval_fit(fitted))
     _effect_rows(f"SciFact, {args.docs} abstracts: real claims", fitted, real)
