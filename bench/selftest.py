@@ -107,8 +107,9 @@ def scifact_rag(docs: int) -> tuple[RAG, dict[str, dict[str, int]], list[dict]]:
     return rag, judged, [queries[q] for q in judged if q in queries]
 
 
-def scifact_claims(rag: RAG, judged, claims, hidden: tuple[str, ...]) -> TestSet:
-    """SciFact's claims as questions: answerable when none of their abstracts is hidden, probes when all are."""
+def scifact_claims(rag: RAG, judged, claims, hidden: tuple[str, ...], n: int = 150, seed: int = 0) -> TestSet:
+    """SciFact's claims as questions: answerable when none of their abstracts is hidden (`n` of them, drawn),
+    probes when all are."""
     files = {Path(s).stem: s for s in rag.index().manifest.files}
     gone = {Path(s).stem for s in hidden}
     items = []
@@ -120,7 +121,9 @@ def scifact_claims(rag: RAG, judged, claims, hidden: tuple[str, ...]) -> TestSet
             items.append(TestItem(question=claim["text"], expect="refuse", origin="written"))
         elif not docs & gone:
             items.append(TestItem(question=claim["text"], origin="written", source=files[sorted(docs)[0]]))
-    return TestSet(items=items, hidden=hidden)
+    asked = [i for i in items if i.expect == "answer"]
+    asked = random.Random(seed).sample(asked, min(n, len(asked)))
+    return TestSet(items=asked + [i for i in items if i.expect == "refuse"], hidden=hidden)
 
 
 def pdf_rag(stem: str) -> RAG:
@@ -155,7 +158,7 @@ def effect(args) -> None:
     print(f"(SciFact: ragapp eval --questions {args.questions} on {rag.info().chunks} chunks took {time.perf_counter() - t0:.0f} s "
           f"in this process, models loaded by it; stages s {fitted.stage_seconds}; written {fitted.written.get('tries')}, "
           f"kept {fitted.written.get('kept')})", flush=True)
-    real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden)), rag.path / "eval" / "claims.jsonl",
+    real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden), args.real, args.seed), rag.path / "eval" / "claims.jsonl",
                      {}, {}, lambda *a: None, eval_fit(fitted))
     _effect_rows(f"SciFact, {args.docs} abstracts: real claims", fitted, real)
     for path in sorted(SETS.glob("*.jsonl")):
@@ -180,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["validity", "effect", "cost"])
     parser.add_argument("--questions", type=int, default=None, help="questions ragapp eval writes (validity 200, else 50)")
-    parser.add_argument("--real", type=int, default=150, help="real answerable questions per set (validity)")
+    parser.add_argument("--real", type=int, default=150, help="real answerable questions per set (validity, SciFact claims)")
     parser.add_argument("--docs", type=int, default=400, help="SciFact abstracts in the index (effect, cost)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="validity: only these sets")
