@@ -152,6 +152,16 @@ def effect(args) -> None:
           f"{args.seed}), measured with real or hand-checked questions; {machine()}")
     print("| knowledge base | threshold | answerable / probes | hit@5 | false refusals | probe refusals | "
           "accuracy |\n|---|---|---|---|---|---|---|")
+    if not args.pdfs_only:
+        scifact_effect(args)
+    for path in sorted(SETS.glob("*.jsonl")):
+        kb = pdf_rag(path.stem)
+        fitted = evaluate(kb, args.questions, seed=args.seed)
+        real = run_items(kb, hand_checked(kb, path), path, {}, {}, lambda *a: None, eval_fit(fitted))
+        _effect_rows(f"shared PDFs {path.stem}: hand-checked questions", fitted, real)
+
+
+def scifact_effect(args) -> None:
     rag, judged, claims = scifact_rag(args.docs)
     t0 = time.perf_counter()
     fitted = evaluate(rag, args.questions, seed=args.seed)
@@ -161,11 +171,6 @@ def effect(args) -> None:
     real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden), args.real, args.seed), rag.path / "eval" / "claims.jsonl",
                      {}, {}, lambda *a: None, eval_fit(fitted))
     _effect_rows(f"SciFact, {args.docs} abstracts: real claims", fitted, real)
-    for path in sorted(SETS.glob("*.jsonl")):
-        kb = pdf_rag(path.stem)
-        fitted = evaluate(kb, args.questions, seed=args.seed)
-        real = run_items(kb, hand_checked(kb, path), path, {}, {}, lambda *a: None, eval_fit(fitted))
-        _effect_rows(f"shared PDFs {path.stem}: hand-checked questions", fitted, real)
 
 
 def eval_fit(report) -> dict[str, dict[str, float | None]]:
@@ -187,6 +192,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400, help="SciFact abstracts in the index (effect, cost)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="validity: only these sets")
+    parser.add_argument("--pdfs-only", action="store_true", help="effect: only the shared PDFs' hand-checked sets")
     args = parser.parse_args()
     args.questions = args.questions or (200 if args.what == "validity" else 50)
     if not (EVAL / "squad2_extract").exists():
