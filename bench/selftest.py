@@ -38,7 +38,7 @@ from bench.common import EVAL, OUT, jsonl, machine, qrels, write_corpus  # noqa:
 from bench.quality import _qa_sets, build  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.config import Config  # noqa: E402
-from ragapp.evaluate import TestItem, TestSet, evaluate, read_set  # noqa: E402
+from ragapp.evaluate import EvalReport, TestItem, TestSet, evaluate, last_report, read_set  # noqa: E402
 from ragapp.evaluate import run_set as run_items  # noqa: E402
 
 SETS = Path(__file__).resolve().parent / "selftest_sets"
@@ -164,7 +164,8 @@ def effect(args) -> None:
 def scifact_effect(args) -> None:
     rag, judged, claims = scifact_rag(args.docs)
     t0 = time.perf_counter()
-    fitted = evaluate(rag, args.questions, seed=args.seed)
+    kept = last_report(rag.path) if args.reuse else None
+    fitted = EvalReport(**kept) if kept else evaluate(rag, args.questions, seed=args.seed)
     print(f"(SciFact: ragapp eval --questions {args.questions} on {rag.info().chunks} chunks took {time.perf_counter() - t0:.0f} s "
           f"in this process, models loaded by it; stages s {fitted.stage_seconds}; written {fitted.written.get('tries')}, "
           f"kept {fitted.written.get('kept')})", flush=True)
@@ -193,6 +194,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="validity: only these sets")
     parser.add_argument("--pdfs-only", action="store_true", help="effect: only the shared PDFs' hand-checked sets")
+    parser.add_argument("--reuse", action="store_true", help="effect: SciFact's threshold from the last ragapp eval on its index")
     args = parser.parse_args()
     args.questions = args.questions or (200 if args.what == "validity" else 50)
     if not (EVAL / "squad2_extract").exists():
