@@ -166,9 +166,9 @@ def scifact_effect(args) -> None:
     t0 = time.perf_counter()
     kept = last_report(rag.path) if args.reuse else None
     fitted = EvalReport(**kept) if kept else evaluate(rag, args.questions, seed=args.seed)
-    print(f"(SciFact: ragapp eval --questions {args.questions} on {rag.info().chunks} chunks took {time.perf_counter() - t0:.0f} s "
-          f"in this process, models loaded by it; stages s {fitted.stage_seconds}; written {fitted.written.get('tries')}, "
-          f"kept {fitted.written.get('kept')})", flush=True)
+    how = "reused from its last run" if kept else f"took {time.perf_counter() - t0:.0f} s in this process"
+    print(f"(SciFact: ragapp eval on {rag.info().chunks} chunks {how}; stages s {fitted.stage_seconds}; written "
+          f"{fitted.written.get('tries')}, kept {fitted.written.get('kept')}, fitted {eval_fit(fitted)[EVAL_FIT]})", flush=True)
     real = run_items(rag, scifact_claims(rag, judged, claims, tuple(fitted.hidden), args.real, args.seed), rag.path / "eval" / "claims.jsonl",
                      {}, {}, lambda *a: None, eval_fit(fitted))
     _effect_rows(f"SciFact, {args.docs} abstracts: real claims", fitted, real)
