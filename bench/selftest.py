@@ -155,6 +155,8 @@ def effect(args) -> None:
     if not args.pdfs_only:
         scifact_effect(args)
     for path in sorted(SETS.glob("*.jsonl")):
+        if args.only and path.stem not in args.only:
+            continue
         kb = pdf_rag(path.stem)
         fitted = evaluate(kb, args.questions, seed=args.seed)
         real = run_items(kb, hand_checked(kb, path), path, {}, {}, lambda *a: None, eval_fit(fitted))
@@ -192,7 +194,7 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=150, help="real answerable questions per set (validity, SciFact claims)")
     parser.add_argument("--docs", type=int, default=400, help="SciFact abstracts in the index (effect, cost)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=None, help="validity: only these sets")
+    parser.add_argument("--only", nargs="*", default=None, help="validity, effect: only these sets (cmrc2018_dev, pdfs-zh, ...)")
     parser.add_argument("--pdfs-only", action="store_true", help="effect: only the shared PDFs' hand-checked sets")
     parser.add_argument("--reuse", action="store_true", help="effect: SciFact's threshold from the last ragapp eval on its index")
     args = parser.parse_args()
