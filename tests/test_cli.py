@@ -89,3 +89,25 @@ def test_search_and_ask_on_a_default_index_import_neither_torch_nor_transformers
     r = run("ask", "How long does Mars take to orbit the Sun?", "--json")
     assert r.returncode == 0 and "687" in json.loads(r.stdout)["answer"], r.stdout[-500:]
     assert not _imported(r.stderr) & HEAVY, sorted(_imported(r.stderr) & HEAVY)
+
+
+def test_a_cold_ask_prints_what_it_answers_while_the_chat_model_loads(tmp_path, docs, cache_dir):
+    """The chat model loads in a thread while the question is searched; a refusal is printed before that
+    load ends. llama-cpp-python pointed stdout and stderr at /dev/null during a load, so this printed
+    nothing at all (and `--json` an empty stdout); its log lines must not reach stderr either."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip('needs llama-cpp-python (pip install "ragapp[llama-cpp]"; .ci/run installs it)')
+    index = str(tmp_path / "index")
+    assert ragapp("ingest", str(docs), "--index", index, cwd=tmp_path, cache_dir=cache_dir).returncode == 0
+    question = "Who won the football world cup in 1998?"
+    r = ragapp("ask", question, "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 0 and r.stdout == "I cannot answer from the given information.\n", (r.stdout, r.stderr)
+    assert r.stderr.strip().startswith("(") and len(r.stderr.strip().splitlines()) == 1, r.stderr  # "(0.3 s)" alone
+    r = ragapp("ask", question, "--index", index, "--json", cwd=tmp_path, cache_dir=cache_dir)
+    answer = json.loads(r.stdout)
+    assert answer["answered"] is False and "below the threshold" in answer["reason"] and r.stderr == ""
+    r = ragapp("ask", "长城有多长？", "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    assert r.returncode == 0 and "21196" in r.stdout and "长城.txt" in r.stdout, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
