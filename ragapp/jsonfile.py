@@ -1,5 +1,5 @@
-"""Small JSON state files (the model memo, a watcher's status) written aside and renamed into place, so a
-reader never sees half of one."""
+"""Small state files (the model memo, a watcher's status, a chat model's saved prompt head) written aside
+and renamed into place, so a reader never sees half of one."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ from pathlib import Path
 def replace_json(path: Path, data: object) -> bool:
     """Write `data` as JSON to `path` through a temporary file renamed over it; False (and nothing left
     behind) when the folder cannot be written."""
+    return replace_bytes(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+
+
+def replace_bytes(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` through a temporary file renamed over it; False (and nothing left behind)
+    when the folder cannot be written."""
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, ensure_ascii=False)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
         os.replace(tmp, path)
         tmp = ""
         return True

@@ -119,3 +119,37 @@ def test_llama_cpp_in_process(sample_index, embedder, cache_dir):
     answer = rag.ask("How long does Mars take to orbit the Sun?")
     assert answer.answered and "687" in answer.text and answer.model == "llama-cpp: qwen2.5-coder-0.5b-instruct"
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(rag.generator.special_tokens())
+
+
+def _prefilled(generator) -> int:
+    import llama_cpp
+
+    return int(llama_cpp.llama_perf_context(generator._model._ctx.ctx).n_p_eval)
+
+
+def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gguf, tmp_path):
+    from ragapp.generate.llama_cpp import LlamaCppGenerator
+    from ragapp.generate.saved_head import read_head
+    from ragapp.prompt import SYSTEM
+
+    config = GenerateConfig(backend="llama-cpp", model=str(qwen_gguf))
+    messages = [{"role": "system", "content": SYSTEM["en"]},
+                {"role": "user", "content": "Documents:\n[1] Mars takes 687 Earth days to orbit the Sun.\n\n"
+                                            "Question: How long does Mars take to orbit the Sun?"}]
+    first = LlamaCppGenerator(config, str(tmp_path), threads=2)
+    answer = first.generate(messages)
+    full = _prefilled(first)
+    heads = list((tmp_path / "models").glob("llama-head-*.bin"))
+    assert "687" in answer and len(heads) == 1
+    head = read_head(heads[0])
+    assert head is not None
+    assert first._model.detokenize(head.tokens, special=True).decode().endswith("Answer briefly, in English.")
+
+    second = LlamaCppGenerator(config, str(tmp_path), threads=2)  # as a new process: an empty context
+    assert second.generate(messages) == answer
+    assert _prefilled(second) == full - len(head.tokens)
+
+    heads[0].write_bytes(heads[0].read_bytes()[:-1] + b"?")  # damaged: prefilled in full, then saved again
+    third = LlamaCppGenerator(config, str(tmp_path), threads=2)
+    assert third.generate(messages) == answer and _prefilled(third) == full
+    assert read_head(heads[0]) == head

@@ -3,11 +3,13 @@ SmolLM2 GGUFs included, with no de-quantisation step. The chat template comes fr
 metadata. An optional extra: pip install "ragapp[llama-cpp]" (compiles llama.cpp once).
 
 llama-cpp-python keeps the KV cache of the previous prompt and evaluates only what differs, so the
-fixed system prompt at the head of every question is prefilled once per process.
+fixed system prompt at the head of every question is prefilled once per process; its state is also
+saved in the model cache (`saved_head`), so a new process restores it instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.generate.base import Generator
+from ragapp.generate.llama_output import keep_output
+from ragapp.generate.saved_head import SavedHead, head_file, head_length, read_head, write_head
 from ragapp.lazy import LoadsOnce
 from ragapp.models import gguf_file
 
@@ -34,6 +38,7 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         self._path: Path | None = None
         self._special: list[str] | None = None
         self._lock = threading.Lock()  # one generation at a time
+        self._heads_saved: set[str] = set()  # system prompts whose head is on disk
 
     def _load(self):
         """Load the GGUF."""
@@ -42,6 +47,7 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         except ImportError as exc:
             raise ModelNotAvailableError(f"the llama-cpp backend needs llama-cpp-python: {_PIP}") from exc
         self._path = gguf_file(self.config.model, self._cache_dir)
+        keep_output()
         try:
             return Llama(model_path=str(self._path), n_ctx=self.config.n_ctx, n_threads=self._threads,
                          n_threads_batch=self._threads, seed=0, verbose=False)
@@ -68,9 +74,60 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         """Answer text piece by piece, as the model produces it (one generation at a time per model)."""
         self.warm_up()
         sampling = {"temperature": self.config.temperature} if self.config.temperature > 0 else {"temperature": 0.0, "top_k": 1}
+        system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
         with self._lock:
+            self._restore_head(system)
             for event in self._model.create_chat_completion(messages=messages, stream=True,
                                                           max_tokens=self.config.max_new_tokens, **sampling):
                 piece = event["choices"][0]["delta"].get("content")
                 if piece:
                     yield piece
+            self._save_head(system)
+
+    def _head_path(self, system: str) -> Path | None:
+        import llama_cpp
+
+        if not system or not self._cache_dir or self._path is None:
+            return None
+        return head_file(self._cache_dir, self._path, self.config.n_ctx, system, llama_cpp.__version__)
+
+    def _restore_head(self, system: str) -> bool:
+        """Into a fresh context, the saved state of the prompt head; llama-cpp-python then prefills only
+        what follows it (or, if the prompt starts otherwise, drops it). True when restored."""
+        import llama_cpp
+
+        path = self._head_path(system)
+        head = read_head(path) if path is not None and self._model.n_tokens == 0 else None
+        if head is None:
+            return False
+        buffer = (ctypes.c_uint8 * len(head.state)).from_buffer_copy(head.state)
+        if llama_cpp.llama_state_seq_set_data(self._model._ctx.ctx, buffer, len(head.state), 0) == 0:
+            return False
+        self._heads_saved.add(system)
+        model = self._model
+        model.input_ids[: len(head.tokens)] = head.tokens
+        model.n_tokens = len(head.tokens)
+        model._requires_eval = True  # the logits are not the restored state's
+        return True
+
+    def _save_head(self, system: str) -> None:
+        """Once per system prompt: keep the context's state up to the end of the system prompt on disk
+        (the context is cut back to it, which later prompts share anyway)."""
+        import llama_cpp
+
+        path = self._head_path(system)
+        if path is None or system in self._heads_saved:
+            return
+        self._heads_saved.add(system)
+        if read_head(path) is not None:
+            return
+        model = self._model
+        tokens = [int(t) for t in model.input_ids[: model.n_tokens]]
+        length = head_length([model.detokenize([t], special=True) for t in tokens], system)
+        if length < 1 or not model._ctx.kv_cache_seq_rm(-1, length, -1):
+            return
+        model.n_tokens = length
+        size = llama_cpp.llama_state_seq_get_size(model._ctx.ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(model._ctx.ctx, buffer, size, 0)
+        write_head(path, SavedHead(tokens[:length], bytes(buffer)[:written]))
