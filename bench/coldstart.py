@@ -8,8 +8,8 @@ docs/benchmarks.md ("Cold start") quotes.
 
 `cold` runs each command as a new process on the bundled samples (indexed first into bench/out), the
 files in the page cache (one unmeasured run first), and reports the median wall time, the `ask --json`
-stages and each process's peak resident memory. `--before REF` runs the same commands with the code of
-a git commit (a worktree in bench/out) in the same run, side by side. `--drop-caches` also runs each
+stages and each process's peak resident memory. `--before REF` (repeatable) runs the same commands with the code
+of a git commit (a worktree in bench/out) in the same run, side by side. `--drop-caches` also runs each
 once after dropping the page cache (needs root).
 """
 
@@ -32,6 +32,20 @@ from bench.common import EVAL, OUT, jsonl, machine, ndcg_at, qrels, run_cli, wor
 QUESTION = "How long does Mars take to orbit the Sun?"
 
 
+def _trees(args) -> dict[str, Path]:
+    """This tree, then each `--before` commit (a git worktree in bench/out), in the order given."""
+    return {"this tree": ROOT, **{f"before ({ref})": worktree(ref) for ref in args.before}}
+
+
+def _forget_heads() -> bool:
+    """Delete the chat model's saved prompt heads (ragapp/generate/saved_head.py) from the model cache."""
+    from ragapp.config import Config
+
+    for head in (Path(Config().cache_dir) / "models").glob("llama-head-*.bin"):
+        head.unlink()
+    return True
+
+
 def _drop_caches() -> bool:
     try:
         os.sync()
@@ -44,7 +58,7 @@ def _drop_caches() -> bool:
 def cold(args) -> None:
     index = OUT / "indexes" / "samples"
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
+    trees = _trees(args)
     run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
     commands = {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", str(index)],
                 "ragapp ask": ["ask", QUESTION, "--index", str(index), "--json"]}
@@ -60,6 +74,11 @@ def cold(args) -> None:
                   f"{max(r[1] for r in runs):.0f} |")
             if name == "ragapp ask":
                 stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
+    runs = [run_cli(ROOT, commands["ragapp ask"], env) for _ in range(args.runs) if _forget_heads()]
+    walls = [r[0] for r in runs]
+    print(f"| this tree, no saved prompt head (a machine's first question) | `ragapp ask` | {statistics.median(walls):.2f} | "
+          f"{min(walls):.2f}–{max(walls):.2f} | {max(r[1] for r in runs):.0f} |")
+    stages["this tree, no saved prompt head"] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
     _stage_table(stages)
     if args.drop_caches:
         print("\nPage cache dropped before each run (one run each):")
@@ -100,7 +119,7 @@ def _chat(port: int, timeout_s: float = 300.0) -> tuple[float, str]:
 def serve(args) -> None:
     """`ragapp serve` started cold: seconds from the process start to its first answer, then a second one."""
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
+    trees = _trees(args)
     run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(OUT / "indexes" / "samples")], env)
     print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs}, {machine()}")
     print("| code | first answer s (from process start) | second answer s | third answer s | answer |\n|---|---|---|---|---|")
@@ -138,7 +157,7 @@ def ui(args) -> None:
     """The chat app (its script under Streamlit's AppTest) in a new process: from the start to the first
     answer on the page (start-up, the models' warm-up the page runs, the answer)."""
     env = dict(os.environ)
-    trees = {"this tree": ROOT, **({f"before ({args.before})": worktree(args.before)} if args.before else {})}
+    trees = _trees(args)
     index = OUT / "indexes" / "samples"
     run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
     print(f"\nThe chat app's first answer from a new process, median of {args.runs}, {machine()}")
@@ -223,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["cold", "serve", "ui", "vectors"])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--before", default=None, help="a git commit to run side by side (cold)")
+    parser.add_argument("--before", action="append", default=[], help="a git commit to run side by side (repeatable)")
     parser.add_argument("--drop-caches", action="store_true", help="also one run each with the page cache dropped")
     args = parser.parse_args()
     {"cold": cold, "serve": serve, "ui": ui, "vectors": vectors}[args.part](args)
