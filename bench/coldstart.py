@@ -37,6 +37,13 @@ def _trees(args) -> dict[str, Path]:
     return {"this tree": ROOT, **{f"before ({ref})": worktree(ref) for ref in args.before}}
 
 
+def _samples_index(code: Path, env: dict[str, str]) -> str:
+    """The bundled samples indexed by a tree's own code (an older tree may not read a newer index)."""
+    index = OUT / "roots" / ("this-tree" if code == ROOT else code.name) / "samples"  # a knowledge root of its own
+    run_cli(code, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    return str(index)
+
+
 def _forget_heads() -> bool:
     """Delete the chat model's saved prompt heads (ragapp/generate/saved_head.py) from the model cache."""
     from ragapp.config import Config
@@ -56,17 +63,16 @@ def _drop_caches() -> bool:
 
 
 def cold(args) -> None:
-    index = OUT / "indexes" / "samples"
     env = dict(os.environ)
     trees = _trees(args)
-    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
-    commands = {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", str(index)],
-                "ragapp ask": ["ask", QUESTION, "--index", str(index), "--json"]}
+    indexes = {label: _samples_index(code, env) for label, code in trees.items()}
+    command_sets = {label: {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", index],
+                            "ragapp ask": ["ask", QUESTION, "--index", index, "--json"]} for label, index in indexes.items()}
     print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache), {machine()}")
     print("| code | command | wall s (median) | min–max s | peak RSS MB |\n|---|---|---|---|---|")
     stages: dict[str, list[dict]] = {}
     for label, code in trees.items():
-        for name, argv in commands.items():
+        for name, argv in command_sets[label].items():
             run_cli(code, argv, env)  # into the page cache
             runs = [run_cli(code, argv, env) for _ in range(args.runs)]
             walls = [r[0] for r in runs]
@@ -74,7 +80,7 @@ def cold(args) -> None:
                   f"{max(r[1] for r in runs):.0f} |")
             if name == "ragapp ask":
                 stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
-    runs = [run_cli(ROOT, commands["ragapp ask"], env) for _ in range(args.runs) if _forget_heads()]
+    runs = [run_cli(ROOT, command_sets["this tree"]["ragapp ask"], env) for _ in range(args.runs) if _forget_heads()]
     walls = [r[0] for r in runs]
     print(f"| this tree, no saved prompt head (a machine's first question) | `ragapp ask` | {statistics.median(walls):.2f} | "
           f"{min(walls):.2f}–{max(walls):.2f} | {max(r[1] for r in runs):.0f} |")
@@ -83,7 +89,7 @@ def cold(args) -> None:
     if args.drop_caches:
         print("\nPage cache dropped before each run (one run each):")
         for label, code in trees.items():
-            for name, argv in commands.items():
+            for name, argv in command_sets[label].items():
                 if not _drop_caches():
                     print("cannot drop the page cache here (needs root and a writable /proc/sys/vm)")
                     return
@@ -120,7 +126,7 @@ def serve(args) -> None:
     """`ragapp serve` started cold: seconds from the process start to its first answer, then a second one."""
     env = dict(os.environ)
     trees = _trees(args)
-    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(OUT / "indexes" / "samples")], env)
+    roots = {label: str(Path(_samples_index(code, env)).parent) for label, code in trees.items()}
     print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs}, {machine()}")
     print("| code | first answer s (from process start) | second answer s | third answer s | answer |\n|---|---|---|---|---|")
     for label, code in trees.items():
@@ -129,7 +135,7 @@ def serve(args) -> None:
             port = _free_port()
             t0 = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(port), "--knowledge-root",
-                                     str(OUT / "indexes")], cwd=code, env={**env, "PYTHONPATH": str(code)},
+                                     roots[label]], cwd=code, env={**env, "PYTHONPATH": str(code)},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 _, text = _chat(port)
@@ -158,8 +164,7 @@ def ui(args) -> None:
     answer on the page (start-up, the models' warm-up the page runs, the answer)."""
     env = dict(os.environ)
     trees = _trees(args)
-    index = OUT / "indexes" / "samples"
-    run_cli(ROOT, ["ingest", str(ROOT / "data" / "samples"), "--index", str(index)], env)
+    indexes = {label: _samples_index(code, env) for label, code in trees.items()}
     print(f"\nThe chat app's first answer from a new process, median of {args.runs}, {machine()}")
     print("| code | first answer s (from process start) |\n|---|---|")
     for label, code in trees.items():
@@ -167,7 +172,7 @@ def ui(args) -> None:
         for _ in range(args.runs):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", _UI_SCRIPT, str(code / "ui" / "app.py"), QUESTION], cwd=code, check=True,
-                           env={**env, "PYTHONPATH": str(code), "RAGAPP_INDEX": str(index)}, capture_output=True)
+                           env={**env, "PYTHONPATH": str(code), "RAGAPP_INDEX": indexes[label]}, capture_output=True)
             walls.append(time.perf_counter() - t0)
         print(f"| {label} | {statistics.median(walls):.2f} |")
 
