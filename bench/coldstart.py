@@ -44,13 +44,26 @@ def _samples_index(code: Path, env: dict[str, str]) -> str:
     return str(index)
 
 
-def _forget_heads() -> bool:
+def _take_turns(variants: list, runs: int, env: dict[str, str]) -> dict[str, list]:
+    """Each variant (label, code, argv, prepare) once unmeasured, then `runs` rounds in which every variant
+    runs once: the machine's drift meets every variant alike."""
+    results: dict[str, list] = {label: [] for label, _, _, _ in variants}
+    for round_ in range(runs + 1):
+        for label, code, argv, prepare in variants:
+            if prepare:
+                prepare()
+            result = run_cli(code, argv, env)
+            if round_:
+                results[label].append(result)
+    return results
+
+
+def _forget_heads() -> None:
     """Delete the chat model's saved prompt heads (ragapp/generate/saved_head.py) from the model cache."""
     from ragapp.config import Config
 
     for head in (Path(Config().cache_dir) / "models").glob("llama-head-*.bin"):
         head.unlink()
-    return True
 
 
 def _drop_caches() -> bool:
@@ -68,23 +81,21 @@ def cold(args) -> None:
     indexes = {label: _samples_index(code, env) for label, code in trees.items()}
     command_sets = {label: {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", index],
                             "ragapp ask": ["ask", QUESTION, "--index", index, "--json"]} for label, index in indexes.items()}
-    print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache), {machine()}")
+    print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache; the variants take "
+          f"turns run by run), {machine()}")
     print("| code | command | wall s (median) | min–max s | peak RSS MB |\n|---|---|---|---|---|")
     stages: dict[str, list[dict]] = {}
-    for label, code in trees.items():
-        for name, argv in command_sets[label].items():
-            run_cli(code, argv, env)  # into the page cache
-            runs = [run_cli(code, argv, env) for _ in range(args.runs)]
-            walls = [r[0] for r in runs]
+    for name in command_sets["this tree"]:
+        variants = [(label, code, command_sets[label][name], None) for label, code in trees.items()]
+        if name == "ragapp ask":
+            variants.insert(1, ("this tree, no saved prompt head", ROOT, command_sets["this tree"][name], _forget_heads))
+        runs = _take_turns(variants, args.runs, env)
+        for label, _, _, _ in variants:
+            walls = [r[0] for r in runs[label]]
             print(f"| {label} | `{name}` | {statistics.median(walls):.2f} | {min(walls):.2f}–{max(walls):.2f} | "
-                  f"{max(r[1] for r in runs):.0f} |")
+                  f"{max(r[1] for r in runs[label]):.0f} |")
             if name == "ragapp ask":
-                stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
-    runs = [run_cli(ROOT, command_sets["this tree"]["ragapp ask"], env) for _ in range(args.runs) if _forget_heads()]
-    walls = [r[0] for r in runs]
-    print(f"| this tree, no saved prompt head (a machine's first question) | `ragapp ask` | {statistics.median(walls):.2f} | "
-          f"{min(walls):.2f}–{max(walls):.2f} | {max(r[1] for r in runs):.0f} |")
-    stages["this tree, no saved prompt head"] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs]
+                stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs[label]]
     _stage_table(stages)
     if args.drop_caches:
         print("\nPage cache dropped before each run (one run each):")
