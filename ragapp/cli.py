@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -18,31 +17,15 @@ from ragapp.errors import RagError
 DEFAULT_INDEX = "data/index"
 
 
-def open_rag(index: str, config_path: str | None, answering: bool = False, **overrides):
-    """A RAG for the command line: environment prepared, config loaded with the options' overrides.
-    `answering`: the chat model starts loading now, in a thread, so that its load (mostly outside
-    Python) overlaps importing and opening the rest and the search (a cold `ragapp ask`)."""
+def open_rag(index: str, config_path: str | None, **overrides):
+    """A RAG for the command line: environment prepared, config loaded with the options' overrides."""
     from ragapp.config import Config
+    from ragapp.rag import RAG
     from ragapp.runtime import prepare_environment
 
     config = Config.load(config_path, **overrides)
     prepare_environment(config.threads)
-    generator = None
-    if answering:
-        from ragapp.generate import build_generator
-
-        generator = build_generator(config.generate, config.cache_dir, config.models)
-        threading.Thread(target=_load_quietly, args=(generator,), name="ragapp-chat-model", daemon=True).start()
-    from ragapp.rag import RAG
-
-    return RAG(index, config, generator=generator)
-
-
-def _load_quietly(generator) -> None:
-    try:
-        generator.warm_up()
-    except Exception:  # noqa: BLE001 - the answer's own load raises it again, where it is reported
-        pass
+    return RAG(index, config)
 
 
 def _fail(exc: RagError) -> None:
@@ -117,11 +100,10 @@ def model_options(command):
     return command
 
 
-def open_with_model(index: str, config_path: str | None, model, llm_backend, llm_url, llm_key_env, embed_model,
-                    answering: bool = False):
+def open_with_model(index: str, config_path: str | None, model, llm_backend, llm_url, llm_key_env, embed_model):
     """A RAG with the chat model the options name."""
     backend = llm_backend or ("openai" if llm_url else None)
-    return open_rag(index, config_path, answering, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
+    return open_rag(index, config_path, generate__model=model, generate__backend=backend, generate__base_url=llm_url,
                     generate__api_key_env=llm_key_env, embed__model=embed_model)
 
 
@@ -129,7 +111,6 @@ def open_with_model(index: str, config_path: str | None, model, llm_backend, llm
 @click.version_option(package_name="ragapp")
 def main() -> None:
     """ragapp: answers from your own documents, with citations, offline."""
-
 
 
 @main.command()
@@ -157,7 +138,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
 
         ask_server(server, Path(index).name, question, top_k, os.environ.get(api_key_env, "").split(",")[0].strip(), as_json)
         return
-    rag = open_with_model(index, config_path, model, llm_backend, llm_url, llm_key_env, embed_model, answering=True)
+    rag = open_with_model(index, config_path, model, llm_backend, llm_url, llm_key_env, embed_model)
     if as_json:
         answer = rag.ask(question, top_k=top_k)
         data = answer.to_dict()
