@@ -10,7 +10,7 @@ docs/benchmarks.md ("Cold start") quotes.
 files in the page cache (one unmeasured run first), and reports the median wall time, the `ask --json`
 stages and each process's peak resident memory. `--before REF` (repeatable) runs the same commands with the code
 of a git commit (a worktree in bench/out) in the same run, side by side. `--drop-caches` also runs each
-once after dropping the page cache (needs root).
+three times after dropping the page cache (needs root).
 """
 
 from __future__ import annotations
@@ -98,13 +98,23 @@ def cold(args) -> None:
                 stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs[label]]
     _stage_table(stages)
     if args.drop_caches:
-        print("\nPage cache dropped before each run (one run each):")
-        for label, code in trees.items():
-            for name, argv in command_sets[label].items():
+        _dropped(trees, command_sets, env)
+
+
+def _dropped(trees: dict[str, Path], command_sets: dict[str, dict[str, list[str]]], env: dict[str, str], runs: int = 3) -> None:
+    """Each command with the page cache dropped before every run (needs root), median of `runs`, taking turns."""
+    print(f"\nPage cache dropped before each run, median of {runs}:")
+    print("| code | command | wall s (median) | min–max s |\n|---|---|---|---|")
+    for name in command_sets["this tree"]:
+        walls: dict[str, list[float]] = {label: [] for label in trees}
+        for _ in range(runs):
+            for label, code in trees.items():
                 if not _drop_caches():
                     print("cannot drop the page cache here (needs root and a writable /proc/sys/vm)")
                     return
-                print(f"- {label}, `{name}`: {run_cli(code, argv, env)[0]:.2f} s")
+                walls[label].append(run_cli(code, command_sets[label][name], env)[0])
+        for label, w in walls.items():
+            print(f"| {label} | `{name}` | {statistics.median(w):.2f} | {min(w):.2f}–{max(w):.2f} |")
 
 
 def _free_port() -> int:
