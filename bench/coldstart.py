@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("part", choices=["cold", "serve", "ui", "vectors"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", action="append", default=[], help="a git commit to run side by side (repeatable)")
-    parser.add_argument("--drop-caches", action="store_true", help="also one run each with the page cache dropped")
+    parser.add_argument("--drop-caches", action="store_true", help="also three runs each with the page cache dropped")
     args = parser.parse_args()
     {"cold": cold, "serve": serve, "ui": ui, "vectors": vectors}[args.part](args)
 
