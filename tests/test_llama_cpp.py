@@ -129,7 +129,7 @@ def _prefilled(generator) -> int:
 
 def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gguf, tmp_path):
     from ragapp.generate.llama_cpp import LlamaCppGenerator
-    from ragapp.generate.saved_head import read_head
+    from ragapp.generate.saved_head import SavedHead, read_head, write_head
     from ragapp.prompt import SYSTEM
 
     config = GenerateConfig(backend="llama-cpp", model=str(qwen_gguf))
@@ -153,3 +153,8 @@ def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gg
     third = LlamaCppGenerator(config, str(tmp_path), threads=2)
     assert third.generate(messages) == answer and _prefilled(third) == full
     assert read_head(heads[0]) == head
+
+    write_head(heads[0], SavedHead(head.tokens[:-1], head.state))  # whole, but not the state of these tokens
+    fourth = LlamaCppGenerator(config, str(tmp_path), threads=2)
+    assert fourth.generate(messages) == answer and _prefilled(fourth) == full
+    assert read_head(heads[0]) == head  # and replaced by the right one

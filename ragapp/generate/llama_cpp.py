@@ -97,14 +97,20 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         import llama_cpp
 
         path = self._head_path(system)
-        head = read_head(path) if path is not None and self._model.n_tokens == 0 else None
-        if head is None:
+        if path is None or self._model.n_tokens:
             return False
+        head = read_head(path)
+        if head is None or len(head.tokens) >= self.config.n_ctx:
+            return False
+        model = self._model
         buffer = (ctypes.c_uint8 * len(head.state)).from_buffer_copy(head.state)
-        if llama_cpp.llama_state_seq_set_data(self._model._ctx.ctx, buffer, len(head.state), 0) == 0:
+        restored = llama_cpp.llama_state_seq_set_data(model._ctx.ctx, buffer, len(head.state), 0) != 0
+        last = llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(model._ctx.ctx), 0)
+        if not restored or last + 1 != len(head.tokens):  # not the state of these tokens: start empty, save anew
+            model._ctx.kv_cache_seq_rm(-1, 0, -1)
+            path.unlink(missing_ok=True)
             return False
         self._heads_saved.add(system)
-        model = self._model
         model.input_ids[: len(head.tokens)] = head.tokens
         model.n_tokens = len(head.tokens)
         model._requires_eval = True  # the logits are not the restored state's
