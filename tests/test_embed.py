@@ -190,9 +190,10 @@ def _cut(encoding, n):
     return encoding
 
 
-def test_from_the_second_question_onnxruntime_runs_the_layers_with_the_same_vectors():
+def test_from_the_second_question_onnxruntime_runs_the_layers_within_int8_rounding():
     """A one-question command stays in numpy (no 0.35 s session to open); a process asking more switches
-    to the ONNX graph written from the same weights, and the vectors do not move."""
+    to the ONNX graph written from the same weights (int8 in blocks of 32), and the vectors move by no
+    more than that rounding (cosine to numpy's float32 ≥ 0.9995; ≥ 0.9998 on every SciFact query)."""
     config = Config()
     embedder = SentenceTransformerEmbedder(config.embed, config.cache_dir)
     embedder.embed_queries(QUESTIONS[:1])
@@ -201,4 +202,6 @@ def test_from_the_second_question_onnxruntime_runs_the_layers_with_the_same_vect
     through_onnx = embedder.embed_queries(QUESTIONS)
     assert light.fast_layers is not None and embedder._model is None
     light.fast_layers, embedder._fast_failed = None, True  # back to numpy for the comparison
-    np.testing.assert_allclose(through_onnx, embedder.embed_queries(QUESTIONS), atol=2e-6)
+    in_numpy = embedder.embed_queries(QUESTIONS)
+    cosines = (through_onnx * in_numpy).sum(axis=1)
+    assert cosines.min() >= 0.9995 and not np.array_equal(through_onnx, in_numpy), cosines

@@ -159,8 +159,9 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
             self._speed_up(light)
 
     def _speed_up(self, light: QueryEncoder) -> None:
-        """Run the question encoder's layers through onnxruntime from now on (the same vectors, half the time);
-        made once per model into the cache. Without onnx or onnxruntime, numpy goes on (one warning)."""
+        """Run the question encoder's layers through onnxruntime from now on (int8 weights: a third of the
+        time, cosine ≥ 0.9998 to numpy's vectors); the graph is made once per model into the cache. Without
+        onnx or onnxruntime, numpy goes on (one warning)."""
         with self._light_lock:
             if light.fast_layers is not None or self._fast_failed or self.config.query_runtime != "auto":
                 return
@@ -172,7 +173,7 @@ class SentenceTransformerEmbedder(LoadsOnce, PrefixesFromSpec, Embedder):
 
     def _question_graph(self) -> Path:
         digest = remembered_sha256(self._cache_dir, Path(self.spec.path) / "model.safetensors")
-        return cached(self._cache_dir, f"question-layers-{digest[:24]}", lambda out: write_graph(self.spec.path, out)) / GRAPH
+        return cached(self._cache_dir, f"question-layers-int8-{digest[:24]}", lambda out: write_graph(self.spec.path, out)) / GRAPH
 
     @property
     def dimension(self) -> int:
