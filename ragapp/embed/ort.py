@@ -126,7 +126,7 @@ def write_graph(folder: str | Path, out: Path) -> None:
     graph = helper.make_graph(g.nodes, "question-layers", [helper.make_tensor_value_info("embedded", TensorProto.FLOAT, [1, None, width])],
                               [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [1, width])], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 8  # read by every onnxruntime ragapp allows (>= 1.18)
+    model.ir_version = 8  # read by every onnxruntime ragapp allows (>= 1.22)
     onnx.checker.check_model(model)
     onnx.save(model, str(out / GRAPH))
 
