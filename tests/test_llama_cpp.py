@@ -149,7 +149,8 @@ def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gg
     assert second.generate(messages) == answer
     assert _prefilled(second) == full - len(head.tokens)
 
-    heads[0].write_bytes(heads[0].read_bytes()[:-1] + b"?")  # damaged: prefilled in full, then saved again
+    data = heads[0].read_bytes()
+    heads[0].write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # damaged: prefilled in full, then saved again
     third = LlamaCppGenerator(config, str(tmp_path), threads=2)
     assert third.generate(messages) == answer and _prefilled(third) == full
     assert read_head(heads[0]) == head
