@@ -144,30 +144,37 @@ def _chat(port: int, timeout_s: float = 300.0) -> tuple[float, str]:
 
 
 def serve(args) -> None:
-    """`ragapp serve` started cold: seconds from the process start to its first answer, then a second one."""
+    """`ragapp serve` started cold: seconds from the process start to its first answer, then two more;
+    the trees take turns run by run."""
     env = dict(os.environ)
     trees = _trees(args)
     roots = {label: str(Path(_samples_index(code, env)).parent) for label, code in trees.items()}
-    print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs}, {machine()}")
+    print(f"\n`ragapp serve` from its start to answers over HTTP, median of {args.runs} (the trees take turns), {machine()}")
     print("| code | first answer s (from process start) | second answer s | third answer s | answer |\n|---|---|---|---|---|")
-    for label, code in trees.items():
-        firsts, seconds, thirds, text = [], [], [], ""
-        for _ in range(args.runs):
-            port = _free_port()
-            t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(port), "--knowledge-root",
-                                     roots[label]], cwd=code, env={**env, "PYTHONPATH": str(code)},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                _, text = _chat(port)
-                firsts.append(time.perf_counter() - t0)
-                seconds.append(_chat(port)[0])  # a process's second question also opens the onnxruntime layers
-                thirds.append(_chat(port)[0])
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-        medians = " | ".join(f"{statistics.median(x):.2f}" for x in (firsts, seconds, thirds))
-        print(f"| {label} | {medians} | {text.strip()[:60]} |")
+    times: dict[str, list[tuple[float, float, float]]] = {label: [] for label in trees}
+    texts: dict[str, str] = {}
+    for _ in range(args.runs):
+        for label, code in trees.items():
+            first, second, third, texts[label] = _serve_once(code, roots[label], env)
+            times[label].append((first, second, third))
+    for label, runs in times.items():
+        medians = " | ".join(f"{statistics.median(r[i] for r in runs):.2f}" for i in range(3))
+        print(f"| {label} | {medians} | {texts[label].strip()[:60]} |")
+
+
+def _serve_once(code: Path, root: str, env: dict[str, str]) -> tuple[float, float, float, str]:
+    """One `ragapp serve` of `code` over `root`: seconds to its first answer from the start, the next two, the text."""
+    port = _free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(port), "--knowledge-root", root],
+                            cwd=code, env={**env, "PYTHONPATH": str(code)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _, text = _chat(port)
+        first = time.perf_counter() - t0
+        return first, _chat(port)[0], _chat(port)[0], text  # a second question also opens the onnxruntime layers
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 _UI_SCRIPT = """
@@ -186,16 +193,17 @@ def ui(args) -> None:
     env = dict(os.environ)
     trees = _trees(args)
     indexes = {label: _samples_index(code, env) for label, code in trees.items()}
-    print(f"\nThe chat app's first answer from a new process, median of {args.runs}, {machine()}")
+    print(f"\nThe chat app's first answer from a new process, median of {args.runs} (the trees take turns), {machine()}")
     print("| code | first answer s (from process start) |\n|---|---|")
-    for label, code in trees.items():
-        walls = []
-        for _ in range(args.runs):
+    walls: dict[str, list[float]] = {label: [] for label in trees}
+    for _ in range(args.runs):
+        for label, code in trees.items():
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", _UI_SCRIPT, str(code / "ui" / "app.py"), QUESTION], cwd=code, check=True,
                            env={**env, "PYTHONPATH": str(code), "RAGAPP_INDEX": indexes[label]}, capture_output=True)
-            walls.append(time.perf_counter() - t0)
-        print(f"| {label} | {statistics.median(walls):.2f} |")
+            walls[label].append(time.perf_counter() - t0)
+    for label, w in walls.items():
+        print(f"| {label} | {statistics.median(w):.2f} |")
 
 
 def _stage_table(stages: dict[str, list[dict]]) -> None:
