@@ -83,3 +83,9 @@ class ModelServerError(RagError):
     """A model server (OpenAI-compatible) could not give an answer; the message names the URL and what to do."""
 
     exit_code = 12
+
+
+class TestSetFullError(RagError):
+    """A verdict that the knowledge base's test set cannot take (it is full of questions that are not feedback)."""
+
+    exit_code = 14

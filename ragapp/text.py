@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -67,3 +68,9 @@ def line_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 def clause_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Split an over-long sentence at commas, colons and semicolons."""
     return _spans_by(_CLAUSE_END, text, start, end)
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as it can be printed and stored: bytes of a name that are not UTF-8 (a GBK name from a
+    Chinese Windows zip, kept by Python as surrogates) become U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import threading
@@ -28,6 +29,9 @@ from ragapp.errors import NoDocumentsError, RagError
 from ragapp.jsonfile import replace_json
 from ragapp.load import SUPPORTED_SUFFIXES
 from ragapp.records import IngestReport
+from ragapp.text import shown
+
+log = logging.getLogger(__name__)
 
 
 class Ingests(Protocol):
@@ -248,6 +252,9 @@ class FolderWatcher:
             report, error = IngestReport(), ""
         except RagError as exc:
             report, error, ok = None, str(exc), False
+        except Exception as exc:  # a bug met on one file must not end the watch: it is reported and retried
+            log.exception("sync of %s failed", ", ".join(shown(f) for f in self.folders))
+            report, error, ok = None, f"{type(exc).__name__}: {shown(str(exc))}", False
         finally:
             self._syncing.clear()
         batch = Batch(started, time.perf_counter() - t0, events, report, error, len(held))

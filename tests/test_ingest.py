@@ -3,6 +3,7 @@
 import codecs
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -343,3 +344,40 @@ def test_token_counting_uses_the_embedding_tokenizer(embedder):
     text = ("The Normans came from Normandy. They were led by Rollo! Did they settle in Italy? Yes, in the south. ") * 20
     chunks = split_text(text, "d", size=64, overlap=8, count_tokens=embedder.count_tokens)
     assert all(n <= 64 + 2 for n in embedder.count_tokens([c.text for c in chunks]))
+
+
+def test_a_hostile_csv_costs_its_tables_never_the_folder_nor_the_next_ingest(rag, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "nul.csv").write_text("Re\x00gion,Revenue\nNorth,1200\nSouth,950\n", encoding="utf-8")
+    (docs / "wide.csv").write_text(",".join(f"c{k}" for k in range(2100)) + "\n" + ",".join(str(k) for k in range(2100)) + "\n",
+                                   encoding="utf-8")
+    (docs / "notes.txt").write_text("The lighthouse at Zorblax Point was built in 1871.\n", encoding="utf-8")
+    report = rag.ingest([docs])
+    assert not report.failed and sorted(Path(s).name for s in report.added) == ["notes.txt", "nul.csv", "wide.csv"]
+    [wide] = [w for w in report.warnings if w.path.endswith("wide.csv")]
+    assert "tables were not kept" in wide.reason and "2,100 columns" in wide.reason
+    assert not [w for w in report.warnings if w.path.endswith("nul.csv")]  # its header's NUL is a space now
+    assert any(h.chunk.source.endswith("wide.csv") for h in rag.search("c2099 2099"))  # the text is indexed
+    conn = sqlite3.connect(rag.path / "tables.sqlite")
+    assert [json.loads(c)[0][0] for (c,) in conn.execute("SELECT columns FROM ragapp_tables WHERE complete = 1")] == ["Re gion"]
+    (docs / "good.txt").write_text("Florp is the third moon of Quux.\n", encoding="utf-8")
+    assert [Path(s).name for s in rag.ingest([docs]).added] == ["good.txt"]  # the next ingest is not broken
+    assert rag.search("Florp moon")[0].chunk.source.endswith("good.txt")
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_indexed(rag, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    with open(os.fsencode(docs) + b"/" + "报告.txt".encode("gbk"), "wb") as out:  # what unzip makes of a Chinese Windows zip
+        out.write("季度报告。".encode())
+    (docs / "notes.txt").write_text("The lighthouse at Zorblax Point was built in 1871.\n", encoding="utf-8")
+    report = rag.ingest([docs])
+    assert [Path(s).name for s in report.added] == ["notes.txt"]
+    [bad] = report.failed
+    assert bad.path.endswith("/\ufffd\ufffd\ufffd\ufffd.txt") and "not valid UTF-8" in bad.reason
+    assert json.dumps(report.to_dict(), ensure_ascii=False).encode()  # printable, storable
+    result = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(docs), "--index", str(tmp_path / "cli-index")],
+                            capture_output=True, text=True, env={**os.environ, "RAGAPP_CACHE": rag.config.cache_dir}, timeout=300)
+    assert result.returncode == 1, result.stderr  # 1: some files failed, listed (the rest is indexed)
+    assert "not valid UTF-8" in result.stdout + result.stderr and "Traceback" not in result.stderr

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,75 @@ def test_a_title_above_the_header_is_not_the_header(tmp_path):
     assert table_text(rows).splitlines() == ["Fines issued in 2024", "Supplier | Fine (EUR) | Paid",
                                              "Supplier: Acme; Fine (EUR): 4,500; Paid: yes",
                                              "Supplier: Borealis; Fine (EUR): 1,200; Paid: no"]
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # the peak RSS starts again from the current RSS
+
+
+# Each asks SQLite for one huge value in a single step, where a progress handler never runs (issue 43):
+# the parser refuses written-out widths past three digits, SQLite's length limit stops the rest.
+_GROW = """replace(printf('%.999c', "Region"), 'N', printf('%.999c', "Region"))"""
+BOMBS = (
+    """SELECT "Region", length(printf('%.*c', 999999999, "Region")) FROM t""",
+    """SELECT printf('%.*c', 300000000, "Region") FROM t LIMIT 1""",
+    """SELECT group_concat(printf('%.*c', 100000000, "Region")) FROM t""",
+    """SELECT printf('%!.999999999c', "Region") FROM t""",
+    """SELECT printf("Region" || '%.*c', 99999999, 'x') FROM t""",
+    f"""SELECT length(replace({_GROW}, 'N', {_GROW})) FROM t""",
+    f"""SELECT substr(replace({_GROW}, 'N', {_GROW}), 1, 5) FROM t""",
+    f"""SELECT length(group_concat({_GROW} || char(65, 66, 67) || {_GROW} || {_GROW})) FROM t""",
+    """WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100000) SELECT length(group_concat(printf('%.999c', 'x'))) FROM c""",
+)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("bomb", BOMBS)
+def test_a_huge_value_stops_at_sqlites_length_limit_within_the_time_and_memory(bomb, sales_store):
+    path, table = sales_store
+    conn = connect_readonly(path)
+    _reset_peak_rss()
+    before = _peak_rss_mb()
+    started = time.monotonic()
+    try:
+        result = run_query(conn, check_query(bomb, "t", table), 1.0, 20)
+    except QueryRefused as exc:
+        assert any(why in str(exc) for why in ("too big", "stopped after", "digits at most", "written as a string")), exc
+    else:
+        assert sum(len(v) for r in result.rows for v in r if isinstance(v, str)) <= 1_000_000
+    assert time.monotonic() - started < 2.0
+    assert _peak_rss_mb() - before < 100
+
+
+@pytest.mark.unit
+def test_a_result_is_capped_in_bytes_and_marked_truncated(tmp_path):
+    rows = tuple(("name", "note") if i == 0 else (f"n{i}", "x" * 90_000) for i in range(30))
+    _write(tmp_path, "notes.csv", "h", [Page("notes.csv", None, "x", tables=(TableRows("", rows),))])
+    path = tmp_path / TABLES_FILE
+    table = catalog(connect_readonly(path), {"notes.csv": "h"})[0].name
+    result = run_query(connect_readonly(path), f'SELECT "note" FROM "{table}"', 1.0, 100)
+    assert result.truncated and 0 < len(result.rows) <= 12  # 1 MB of 90 kB values
+
+
+@pytest.mark.integration
+def test_bombs_through_ask_are_bounded_in_time_memory_and_reply(table_docs, tmp_path, embedder, cache_dir, echo_generator):
+    index = tmp_path / "index"
+    RAG(index, Config(cache_dir=cache_dir), embedder=embedder).ingest([table_docs])
+    for bomb in BOMBS[:3] + BOMBS[-1:]:
+        rag = RAG(index, Config.load(cache_dir=cache_dir, tables__timeout_s=2.0), embedder=embedder,
+                  generator=echo_generator(reply=f"```sql\n{bomb}\n```"))
+        rag.search("revenue of the North region")  # models and index loaded before the measure
+        _reset_peak_rss()
+        before, started = _peak_rss_mb(), time.monotonic()
+        answer = rag.ask("What is the revenue of each region?")
+        assert time.monotonic() - started <= 2.0 + 1.0, bomb
+        assert _peak_rss_mb() - before <= 100, bomb
+        assert answer.table is None or sum(len(str(v)) for r in answer.table.rows for v in r) <= 1_000_000
+        assert len(answer.text.encode()) < 10_000

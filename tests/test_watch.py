@@ -252,3 +252,24 @@ def test_ragapp_serve_watch_keeps_a_knowledge_base_in_step_and_reports_it(tmp_pa
     finally:
         api.stop()
     assert WatchStatus.read(root / "notes").state == "stopped"
+
+
+def test_a_file_name_that_is_not_utf8_never_stops_ragapp_watch(tmp_path, cache_dir):
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "a.md").write_text("Zorblax is the capital of Quux.\n", encoding="utf-8")
+    index = tmp_path / "index"
+    watch = WatchProcess(folder, index, tmp_path / "watch.log", cache_dir)
+    try:
+        assert "added 1" in watch.wait_lines(1)[0]
+        with open(os.fsencode(folder) + b"/" + "报告.txt".encode("gbk"), "wb") as out:  # unzip of a Chinese Windows zip
+            out.write("季度报告。".encode())
+        assert "failed 1" in watch.wait_lines(2, 60)[1]
+        (folder / "b.md").write_text("Florp is a moon of Quux.\n", encoding="utf-8")
+        watch.wait_lines(3, 60)
+        _wait(lambda: str(folder / "b.md") in _sources(index), 30, "b.md in the index")
+        status = WatchStatus.read(index)
+        assert status is not None and status.alive and any("not valid UTF-8" in f["reason"] for f in status.failures)
+    finally:
+        code = watch.stop()
+    assert code == 0 and "Traceback" not in watch.log.read_text()

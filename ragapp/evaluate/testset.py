@@ -14,6 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ragapp.errors import TestSetFullError
 from ragapp.text import detect_language
 from ragapp.threshold import EVAL_FOLDER
 
@@ -21,6 +22,9 @@ SET_FILE = "testset.jsonl"
 MAX_SET_BYTES = 20_000_000
 MAX_ITEMS = 10_000
 MAX_QUESTION_CHARS = 2_000
+MAX_FIELD_CHARS = 2_000  # an answer kept as a reference, a source's name, a sentence
+# Verdicts kept per knowledge base: past it the oldest go, so clicks can never fill the set.
+MAX_FEEDBACK = 1_000
 VERDICTS = ("good", "bad", "should_refuse")
 
 
@@ -45,6 +49,11 @@ class TestItem:
     def __post_init__(self) -> None:
         if not self.question.strip() or len(self.question) > MAX_QUESTION_CHARS:
             raise ValueError(f"a question must have 1 to {MAX_QUESTION_CHARS} characters")
+        for name in ("source", "sentence", "reference"):
+            if len(getattr(self, name)) > MAX_FIELD_CHARS:
+                raise ValueError(f"{name!r} may have at most {MAX_FIELD_CHARS} characters")
+        if len(self.answers) > 50 or any(len(a) > MAX_FIELD_CHARS for a in self.answers):
+            raise ValueError(f"at most 50 answers of at most {MAX_FIELD_CHARS} characters each")
         if self.expect not in ("answer", "refuse"):
             raise ValueError(f"expect must be 'answer' or 'refuse', not {self.expect!r}")
         if self.verdict not in ("", *VERDICTS):
@@ -129,16 +138,62 @@ def read_set(path: str | Path) -> TestSet:
 
 def add_feedback(folder: str | Path, question: str, answer: str, verdict: str, sources: tuple[str, ...] = ()) -> TestItem:
     """Keep a verdict on an answer as a test case of the knowledge base in `folder`: "good" (the answer is
-    the reference a later answer is held to), "bad" (it must not come back), "should_refuse"."""
+    the reference a later answer is held to), "bad" (it must not come back), "should_refuse". Appended
+    to the set; past MAX_FEEDBACK verdicts (or the set's own limits) the oldest verdicts go, so the set
+    never grows into one its reader refuses. TestSetFullError when it holds no verdict to let go."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
     item = TestItem(question=question, expect="refuse" if verdict == "should_refuse" else "answer", origin="feedback",
-                    verdict=verdict, reference=answer[:MAX_QUESTION_CHARS], source=sources[0] if sources else "")
+                    verdict=verdict, reference=answer[:MAX_FIELD_CHARS], source=(sources[0] if sources else "")[:MAX_FIELD_CHARS])
+    line = (json.dumps(asdict(item), ensure_ascii=False) + "\n").encode("utf-8")
     path = set_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".testset.lock", "a") as lock:  # two clicks at once both land
         fcntl.flock(lock, fcntl.LOCK_EX)
-        current = read_set(path) if path.exists() else TestSet(items=[])
+        current = _readable_set(path)
+        feedback = [i for i in current.items if i.origin == "feedback"]
+        size = path.stat().st_size if path.exists() else 0
+        if len(feedback) < MAX_FEEDBACK and len(current.items) < MAX_ITEMS and size + len(line) + 1 <= MAX_SET_BYTES:
+            _append(path, line)
+            return item
+        _make_room(current, feedback, len(line), path)
         current.items.append(item)
         current.save(path)
     return item
+
+
+def _readable_set(path: Path) -> TestSet:
+    if not path.exists():
+        return TestSet(items=[])
+    try:
+        return read_set(path)
+    except ValueError as exc:
+        raise TestSetFullError(f"{exc}; edit or remove {path.name} to keep feedback again") from None
+
+
+def _append(path: Path, line: bytes) -> None:
+    with open(path, "ab+") as out:
+        if out.tell() == 0:  # a new set: its header first
+            out.write((json.dumps({"ragapp_test_set": 1, "hidden": [], "writer": "", "created_at": time.time()}) + "\n").encode())
+        else:
+            out.seek(-1, os.SEEK_END)
+            if out.read(1) != b"\n":  # a hand-edited last line without its newline
+                out.write(b"\n")
+        out.write(line)
+
+
+def _make_room(current: TestSet, feedback: list[TestItem], incoming: int, path: Path) -> None:
+    """Drop the oldest verdicts until one more fits within MAX_FEEDBACK, MAX_ITEMS and MAX_SET_BYTES."""
+    sizes = {i.id: len(json.dumps(asdict(i), ensure_ascii=False).encode("utf-8")) + 1 for i in current.items}
+    total = sum(sizes.values()) + 200 + incoming  # 200: the header line
+    dropped: set[str] = set()
+    for old in feedback:
+        kept = len(feedback) - len(dropped)
+        if kept < MAX_FEEDBACK and len(current.items) - len(dropped) < MAX_ITEMS and total <= MAX_SET_BYTES:
+            break
+        dropped.add(old.id)
+        total -= sizes[old.id]
+    if len(current.items) - len(dropped) >= MAX_ITEMS or total > MAX_SET_BYTES:
+        raise TestSetFullError(f"{path.name} is full ({len(current.items)} questions, the limit {MAX_ITEMS}, "
+                               f"{MAX_SET_BYTES // 1_000_000} MB) and holds no feedback to let go; remove some of its questions")
+    current.items = [i for i in current.items if i.id not in dropped]

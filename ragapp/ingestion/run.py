@@ -205,7 +205,10 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
         report.chunks = len(old) if old is not None else 0
         if old is not None and not changed and not removed:
             return _finished(report, started)
-        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _beside(tables, pages) as beside:
+        def problem(source: str, reason: str) -> None:
+            report.warnings.append(FileFailure(source, reason))
+
+        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _beside(tables, pages, problem) as beside:
             feeder = Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), report.stage_seconds, tell)
             records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell, beside)
             report.chunks_added = feeder.embedded
@@ -222,9 +225,9 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
 
 
 @contextmanager
-def _beside(tables: Path | None, pages: Path | None) -> Iterator[Beside]:
+def _beside(tables: Path | None, pages: Path | None, on_problem: Callable[[str, str], None]) -> Iterator[Beside]:
     """The run's stores beside the index, closed at the end."""
-    beside = Beside(tables, pages)
+    beside = Beside(tables, pages, on_problem)
     try:
         yield beside
     finally:

@@ -10,8 +10,19 @@ from pathlib import Path
 from ragapp.errors import NoDocumentsError
 from ragapp.load import SUPPORTED_SUFFIXES
 from ragapp.records import FileFailure
+from ragapp.text import shown
 
 _SKIPPED_NAMES = (".DS_Store", "Thumbs.db")
+
+
+def _bad_name(path: Path) -> FileFailure | None:
+    """A file whose path is not valid UTF-8 is reported, not indexed: every store and reply of ragapp
+    is UTF-8, and a guessed decoding could name another file."""
+    text = str(path)
+    if text == shown(text):
+        return None
+    return FileFailure(shown(text), "the file name is not valid UTF-8 (from an archive or disk of another encoding); "
+                                    "rename it, e.g. `convmv -f gbk -t utf-8 --notest FILE`, and ingest again")
 
 
 def is_skipped(name: str) -> bool:
@@ -43,11 +54,15 @@ def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
         root = path.resolve()
         found.roots.append(root)
         if path.is_file():
-            files[root] = None
+            bad = _bad_name(root)
+            if bad is not None:
+                found.problems.append(bad)
+            else:
+                files[root] = None
             continue
 
         def on_error(exc: OSError) -> None:
-            found.problems.append(FileFailure(str(exc.filename), f"cannot list folder ({exc.strerror}); "
+            found.problems.append(FileFailure(shown(exc.filename), f"cannot list folder ({exc.strerror}); "
                                                                  "its documents stay in the index"))
             found.unreadable.append(Path(exc.filename))
 
@@ -57,6 +72,10 @@ def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
                 if is_skipped(name) or not name.lower().endswith(SUPPORTED_SUFFIXES):
                     continue
                 file = Path(folder) / name
+                bad = _bad_name(file)
+                if bad is not None:
+                    found.problems.append(bad)
+                    continue
                 try:
                     if not file.is_file():
                         continue

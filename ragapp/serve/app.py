@@ -27,6 +27,7 @@ from ragapp.errors import (
     ModelServerError,
     NoDocumentsError,
     RagError,
+    TestSetFullError,
 )
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
 from ragapp.rag import RAG
@@ -41,7 +42,8 @@ from ragapp.serve.uploads import receive_upload
 from ragapp.watch import FolderWatcher, WatchStatus
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
-           IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503}
+           IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503,
+           TestSetFullError: 413}
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:

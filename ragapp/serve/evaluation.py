@@ -3,7 +3,7 @@ verdict on an answer kept as a test case (what the chat app's buttons do)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -33,7 +33,7 @@ class Feedback(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     answer: str = Field(default="", max_length=20000)
     verdict: Literal["good", "bad", "should_refuse"]
-    sources: list[str] = Field(default_factory=list, max_length=20)
+    sources: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=20)
 
 
 def eval_routes(app: FastAPI, rag_of: Callable[[str], RAG], jobs: Jobs, public: PublicPaths) -> None:

@@ -40,6 +40,8 @@ def _key(page: int | None) -> int:
 class PageWriter:
     """Writes the geometry of the pages one ingest reads (see the module's docstring)."""
 
+    what = "page geometry"
+
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(folder / PAGES_FILE, isolation_level=None, timeout=30)
@@ -91,7 +93,7 @@ def read_page(folder: Path, source: str, sha256: str, page: int | None) -> PageG
     path = folder / PAGES_FILE
     if not path.is_file():
         return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     try:
         # Page 1 of a one-page image is its only page, stored without a number.
         row = conn.execute("SELECT chars, ocr, boxes FROM pages WHERE source = ? AND sha256 = ? AND page IN (?, ?) "

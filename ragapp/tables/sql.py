@@ -1,7 +1,7 @@
 """Running a query a model wrote, and nothing else: parsed with sqlglot (one SELECT over the one table
 it was shown, every other table name refused), then run on a read-only SQLite connection whose
 authorizer allows reads and a list of pure functions only (no writes, ATTACH, PRAGMA, extensions or
-file access), under a time limit and a row limit.
+file access), under a time limit, a row limit and a byte limit on every value and on the result.
 
 Two layers on purpose: the parser gives the model a reason it can be told; the authorizer is
 SQLite's own check of what the compiled statement does, which no parser mistake can get past.
@@ -9,6 +9,7 @@ SQLite's own check of what the compiled statement does, which no parser mistake 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +22,22 @@ FUNCTIONS = frozenset("""
     group_concat char unicode hex sign ceil ceiling floor
 """.split())
 MAX_CITED_ROWS = 200
+# SQLite's own limits on the read-only connection: a string or blob (a printf, replace, group_concat or
+# char result, a stored cell) larger than MAX_VALUE_BYTES is an error at the moment it would be built,
+# where the progress handler cannot reach (one huge printf is a single step).
+MAX_VALUE_BYTES = 1_000_000
+MAX_RESULT_BYTES = 1_000_000
+_LIMITS = {sqlite3.SQLITE_LIMIT_LENGTH: MAX_VALUE_BYTES, sqlite3.SQLITE_LIMIT_SQL_LENGTH: 100_000,
+           sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100, sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 20,
+           sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 20, sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 1_000,
+           sqlite3.SQLITE_LIMIT_ATTACHED: 0, sqlite3.SQLITE_LIMIT_VDBE_OP: 100_000}
+# A printf/format conversion: SQLite repeats `%.Nc` N times one character at a time in a single step
+# (999,999,999 took 11 s, out of the clock's and the length limit's reach), so widths and precisions
+# must be written out, three digits at most.
+_CONVERSION = re.compile(r"%[-+ 0#,!]*(\*|\d*)(?:\.(\*|\d*))?")
+MAX_WIDTH_DIGITS = 3
+# The clock is read every PROGRESS_STEPS virtual-machine steps (about a millisecond's work).
+PROGRESS_STEPS = 1_000
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
 
 
@@ -30,7 +47,7 @@ class QueryRefused(ValueError):
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Column names and rows of a query's result; `truncated` when more rows than the limit came."""
+    """Column names and rows of a query's result; `truncated` when more rows (or bytes) than the limit came."""
 
     columns: tuple[str, ...]
     rows: tuple[tuple, ...]
@@ -63,6 +80,7 @@ def check_query(sql: str, alias: str, table: str) -> str:
     for node in tree.walk():
         if isinstance(node, (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Attach, exp.Detach, exp.Copy)):
             raise QueryRefused(f"{node.key.upper()} is not allowed in a query")
+    _check_formats(tree)
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for node in tree.find_all(exp.Table):
         if node.name.lower() in ctes and not node.args.get("db"):
@@ -71,6 +89,23 @@ def check_query(sql: str, alias: str, table: str) -> str:
             raise QueryRefused(f"table {node.sql(dialect='sqlite')} is not the table shown ({alias})")
         node.set("this", exp.to_identifier(table, quoted=True))
     return tree.sql(dialect="sqlite")
+
+
+def _check_formats(tree) -> None:
+    """QueryRefused for a printf/format whose format is not a written string, or whose width or precision
+    is `*` or longer than MAX_WIDTH_DIGITS digits."""
+    from sqlglot import exp
+
+    for node in tree.find_all(exp.Format, exp.Anonymous):
+        name = "format" if isinstance(node, exp.Format) else str(node.name).lower()
+        if name not in ("printf", "format"):
+            continue
+        first = node.this if isinstance(node, exp.Format) else (node.expressions or [None])[0]
+        if not (isinstance(first, exp.Literal) and first.is_string):
+            raise QueryRefused(f"{name}() needs its format written as a string")
+        for width, precision in _CONVERSION.findall(first.this):
+            if "*" in (width, precision) or max(len(width), len(precision)) > MAX_WIDTH_DIGITS:
+                raise QueryRefused(f"{name}() widths and precisions are written out, {MAX_WIDTH_DIGITS} digits at most")
 
 
 def cited_rows_query(sql: str) -> str | None:
@@ -100,21 +135,37 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None,
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A connection that can only read the store at `path` (opened read-only, query_only, no extensions)."""
+    """A connection that can only read the store at `path` (opened read-only, query_only, no extensions),
+    every value held to MAX_VALUE_BYTES."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, check_same_thread=False)
     conn.execute("PRAGMA query_only = ON")
+    for category, limit in _LIMITS.items():
+        conn.setlimit(category, limit)
     return conn
 
 
+def _size(row: tuple) -> int:
+    return sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
+
+
 def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float, max_rows: int) -> QueryResult:
-    """Run a checked query under the authorizer, stopped after `timeout_s`; at most `max_rows` rows kept."""
+    """Run a checked query under the authorizer, stopped after `timeout_s`; at most `max_rows` rows and
+    MAX_RESULT_BYTES kept."""
     deadline = time.monotonic() + timeout_s
     conn.set_authorizer(_authorizer)
-    conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+    rows: list[tuple] = []
+    size, truncated = 0, False
     try:
         cursor = conn.execute(sql)
-        rows = cursor.fetchmany(max_rows + 1)
         columns = tuple(d[0] for d in cursor.description or ())
+        for row in cursor:
+            size += _size(row)
+            if len(rows) == max_rows or size > MAX_RESULT_BYTES:
+                truncated = True
+                break
+            rows.append(row)
+        cursor.close()
     except sqlite3.DatabaseError as exc:
         if time.monotonic() > deadline:
             raise QueryRefused(f"stopped after {timeout_s:g} s") from exc
@@ -122,4 +173,4 @@ def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float, max_rows: in
     finally:
         conn.set_authorizer(None)
         conn.set_progress_handler(None, 0)
-    return QueryResult(columns, tuple(rows[:max_rows]), len(rows) > max_rows)
+    return QueryResult(columns, tuple(rows), truncated)

@@ -13,6 +13,7 @@ of that file tidies up.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,11 @@ CATALOG = "ragapp_tables"
 SAMPLE_ROWS = 200
 INSERT_BATCH = 5000
 NAME_CHARS = 60
+# SQLite holds at most 2,000 columns, and a table's row is one record: wider tables, and longer cells,
+# are not kept as tables (their text is still indexed). Queries read values up to 1 MB (ragapp.tables.sql).
+MAX_COLUMNS = 1000
+MAX_CELL_CHARS = 100_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CATALOG_SQL = (f"CREATE TABLE IF NOT EXISTS {CATALOG} (id INTEGER PRIMARY KEY, name TEXT UNIQUE, source TEXT, "
                 "sha256 TEXT, page INTEGER, label TEXT, key TEXT, columns TEXT, rows INTEGER, complete INTEGER)")
 
@@ -66,7 +72,8 @@ def _names(header: Sequence[str], width: int) -> list[str]:
     """Column names from a header row: trimmed, "column N" for a blank one, "name (N)" for a repeat."""
     names: list[str] = []
     for k in range(width):
-        name = " ".join((header[k] if k < len(header) else "").split())[:NAME_CHARS] or f"column {k + 1}"
+        text = _CONTROL.sub(" ", header[k] if k < len(header) else "")  # a NUL cannot be in SQL text
+        name = " ".join(text.split())[:NAME_CHARS] or f"column {k + 1}"
         names.append(name if name not in names and name != "_row" else f"{name} ({k + 1})")
     return names
 
@@ -127,6 +134,8 @@ class _Builder:
     def _create(self) -> None:
         """Decide the columns; create the table and its catalog row (incomplete until the file is done)."""
         width = max([len(self.header or [])] + [len(c) for _, c in self.pending])
+        if width > MAX_COLUMNS:
+            raise ValueError(f"a table of {width:,} columns (at most {MAX_COLUMNS:,} are kept as a table)")
         names = _names(self.header or [], width)
         self.columns = [Column(n, *column_type([c[k] if k < len(c) else "" for _, c in self.pending]))
                         for k, n in enumerate(names)]
@@ -149,7 +158,7 @@ class _Builder:
             if is_empty(cells[0]) and self.columns[0].kind == "TEXT":
                 cells[0] = self.last_label  # a merged label cell spans the rows under it
             self.last_label = cells[0]
-            rows.append((row, *(typed(c, col.kind) for c, col in zip(cells, self.columns))))
+            rows.append((row, *(typed(c[:MAX_CELL_CHARS], col.kind) for c, col in zip(cells, self.columns))))
         marks = ", ".join("?" * (width + 1))
         with _writing(self.conn):
             self.conn.executemany(f"INSERT INTO {quote(self.name)} VALUES ({marks})", rows)
@@ -171,6 +180,8 @@ class _Builder:
 
 class TableWriter:
     """Writes the tables of the files one ingest reads (see the module's docstring)."""
+
+    what = "tables"
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
