@@ -202,3 +202,30 @@ def test_ragapp_eval_with_the_packaged_model_writes_runs_and_compares(tmp_path, 
     again = subprocess.run(run + ["eval", "--index", str(index), "--set", str(set_path(index)), "--compare"],
                            check=True, capture_output=True, text=True).stdout
     assert "compared with the last run" in again and "hit@5:" in again
+
+
+@pytest.mark.unit
+def test_feedback_is_bounded_appended_and_never_makes_a_set_its_reader_refuses(tmp_path, monkeypatch):
+    from ragapp.evaluate import testset
+    from ragapp.evaluate.testset import MAX_FIELD_CHARS
+
+    folder = tmp_path / "kb"
+    for n in range(20):  # a 1 MB source and answer each time: 20.8 MB and a broken eval before (issue 43)
+        add_feedback(folder, f"Question {n}?", "a" * 1_000_000, "bad", ("s" * 1_000_000,))
+    path = set_path(folder)
+    assert path.stat().st_size < 20 * 3 * MAX_FIELD_CHARS
+    items = read_set(path).items
+    assert [i.question for i in items] == [f"Question {n}?" for n in range(20)]
+    assert all(len(i.source) == len(i.reference) == MAX_FIELD_CHARS for i in items)
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    add_feedback(folder, "One more?", "", "good")
+    assert path.read_text(encoding="utf-8").splitlines()[:-1] == lines  # appended, the rest untouched
+
+    monkeypatch.setattr(testset, "MAX_FEEDBACK", 10)
+    add_feedback(folder, "The newest?", "", "should_refuse")
+    kept = [i.question for i in read_set(path).items]
+    assert kept == [f"Question {n}?" for n in range(12, 20)] + ["One more?", "The newest?"]  # the oldest went
+
+    with pytest.raises(ValueError, match="'source' may have at most"):
+        testset.TestItem(question="Q?", source="x" * (MAX_FIELD_CHARS + 1))

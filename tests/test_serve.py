@@ -317,3 +317,19 @@ def test_load_then_kill_9_during_an_ingest_job(tmp_path, cache_dir):
         hits = c.post("/v1/search", json={"knowledge_base": "load", "query": "Who discovered Neptune?"}).json()["data"]
         assert hits[0]["source"].endswith("solar_system.md")
     server.stop()
+
+
+def test_oversized_feedback_is_refused_and_the_test_set_stays_readable(api):
+    from ragapp.evaluate import read_set, set_path
+
+    server, client = api
+    for _ in range(20):  # 20 of these made the set 20.8 MB and every later feedback and eval fail (issue 43)
+        r = client.post("/v1/knowledge_bases/notes/feedback", json={
+            "question": "Why do otters hold hands?", "answer": "x", "verdict": "bad", "sources": ["s" * 1_000_000]})
+        assert r.status_code in (413, 422), r.text
+    r = client.post("/v1/knowledge_bases/notes/feedback", json={
+        "question": "Why do otters hold hands?", "answer": "x" * 19_000, "verdict": "bad", "sources": ["otters.md"]})
+    assert r.status_code == 201, r.text
+    path = set_path(server.root / "notes")
+    assert path.stat().st_size < 100_000
+    assert [i for i in read_set(path).items if i.reference == "x" * 2000 and i.source == "otters.md"]
