@@ -7,14 +7,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from ragapp.jsonfile import replace_json
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, streamed in 4 MB blocks."""
+def file_sha256(path: str | Path | BinaryIO) -> str:
+    """sha256 of a file (a path, or a file opened for reading), streamed in 4 MB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (open(path, "rb") if isinstance(path, (str, Path)) else path) as f:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()

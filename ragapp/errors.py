@@ -89,3 +89,9 @@ class TestSetFullError(RagError):
     """A verdict that the knowledge base's test set cannot take (it is full of questions that are not feedback)."""
 
     exit_code = 14
+
+
+class BusyError(RagError):
+    """More work of one kind at once than the server takes (page renders, eval jobs): try again shortly."""
+
+    exit_code = 15

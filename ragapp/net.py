@@ -25,6 +25,11 @@ LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 def host_name(header: str) -> str:
     """The name part of a Host header, lowercased ("[::1]:8000" → "[::1]", "Localhost:80" → "localhost")."""
     header = header.strip().lower()
-    if header.startswith("["):
-        return header[: header.find("]") + 1] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    if header.startswith("[") and "]" in header:
+        name, rest = header[: header.find("]") + 1], header[header.find("]") + 1:]
+    elif header.count(":") == 1:
+        name, rest = header.split(":")[0], ":" + header.split(":")[1]
+    else:
+        return header
+    # A port is digits or nothing: "localhost:evil.com" is no name of ours (returned whole, it matches none).
+    return name if rest == "" or rest[0] == ":" and rest[1:].isdigit() and len(rest) <= 6 else header

@@ -356,13 +356,15 @@ class RAG:
             return ()
         return view.boxes(source, self.index().manifest.files.get(source), page, start, end)
 
-    def page_image(self, source: str, page: int | None, start: int = 0, end: int = 0, width: int = 900) -> PageImage:
-        """Page `page` of an indexed document as a PNG `width` pixels wide, with characters start..end of
-        its text boxed (a citation's `start`, `end`); LookupError for a document the index does not list."""
+    def page_image(self, source: str, page: int | None, start: int = 0, end: int = 0, width: int = 900,
+                   renders: threading.Semaphore | None = None) -> PageImage:
+        """Page `page` of an indexed document as a PNG about `width` pixels wide, with characters start..end
+        of its text boxed (a citation's `start`, `end`); LookupError for a document the index does not list.
+        With `renders` (a server's pool), BusyError when a new drawing finds no free slot."""
         view = self._page_view()
         if view is None:
             raise LookupError("this index keeps no pages (a backend passed in)")
-        return view.image(source, self.index().manifest.files.get(source), page, start, end, width)
+        return view.image(source, self.index().manifest.files.get(source), page, start, end, width, renders)
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -284,3 +284,125 @@ def test_an_upload_that_would_fill_the_disk_is_refused_before_its_body(tmp_path,
         assert sorted(p.name for p in (tmp_path / "kbs" / "notes" / "documents").iterdir()) == ["a.md"]
     finally:
         server.stop()
+
+
+PDF = Path(__file__).resolve().parents[1] / "data" / "samples" / "en" / "photosynthesis.pdf"
+
+
+@pytest.fixture(scope="module")
+def pdfs(keyless):
+    """A knowledge base "pdfs" of the keyless server holding the sample PDF; its page link."""
+    server, client = keyless
+    assert client.post("/v1/knowledge_bases", json={"name": "pdfs"}).status_code == 201
+    r = client.post("/v1/knowledge_bases/pdfs/documents", files=[("files", (PDF.name, PDF.read_bytes()))])
+    assert r.status_code == 202 and wait_for_job(client, r.json()["job"])["status"] == "done"
+    return f"{server.url}/v1/knowledge_bases/pdfs/documents/{PDF.name}/pages/1.png"
+
+
+class _ImagePage(http.server.BaseHTTPRequestHandler):
+    """A page of another origin that shows the server's page image in an <img> (issue 43)."""
+
+    image = ""
+
+    def do_GET(self) -> None:  # noqa: N802
+        page = (f'<html><body><img id="x" src="{self.image}" onload="document.title=\'loaded \' + this.naturalWidth" '
+                f'onerror="document.title=\'blocked\'"></body></html>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _title(browser, timeout: float = 30) -> str:
+    deadline = time.time() + timeout
+    while not browser.title and time.time() < deadline:
+        time.sleep(0.1)
+    return browser.title
+
+
+@needs_chromium
+def test_another_sites_img_gets_no_page_image_and_the_servers_own_page_does(keyless, pdfs, browser):
+    server, client = keyless
+    _ImagePage.image = pdfs + "?width=300"
+    page = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _ImagePage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        for other in (f"http://localhost:{page.server_port}/", f"http://127.0.0.1:{page.server_port}/"):  # same site, other site
+            browser.get(other)
+            assert _title(browser) == "blocked"
+    finally:
+        page.shutdown()
+        page.server_close()
+    browser.get(server.url + "/health")  # a page of the server's own origin
+    browser.execute_script("document.title = ''; const i = new Image(); i.onload = () => document.title = 'loaded ' + i.naturalWidth;"
+                           "i.onerror = () => document.title = 'blocked'; i.src = arguments[0];", _ImagePage.image)
+    assert _title(browser) == "loaded 480"  # 300 asked, drawn at the next of the fixed widths
+    assert client.get(_ImagePage.image.removeprefix(server.url)).status_code == 200  # a program sends no Sec-Fetch-Site
+    r = client.get(_ImagePage.image.removeprefix(server.url), headers={"Referer": "http://evil.example/x"})
+    assert r.status_code == 403  # an older browser: its Referer names the other page
+
+
+def _renderers(pid: int) -> int:
+    import psutil
+
+    return sum(1 for c in psutil.Process(pid).children(recursive=True) if "ragapp.sandbox" in " ".join(c.cmdline()))
+
+
+def test_forty_parallel_renders_are_held_to_the_pool_with_429s(keyless, pdfs):
+    server, client = keyless
+    path = pdfs.removeprefix(server.url)
+    most, done = 0, threading.Event()
+
+    def watch() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, _renderers(server.proc.pid))
+            time.sleep(0.02)
+
+    def get(n: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            return c.get(path, params={"width": 3961 + n, "highlight": f"{n}-{n + 5}"}).status_code
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(40) as pool:
+            statuses = list(pool.map(get, range(40)))
+    finally:
+        done.set()
+        watcher.join()
+    assert set(statuses) <= {200, 429} and statuses.count(200) >= 1 and statuses.count(429) >= 30, statuses
+    assert most <= 2, most  # [serve] max_concurrent_renders
+    r = client.get(path, params={"width": 3990, "highlight": "0-5"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+
+
+def test_a_document_replaced_by_a_fifo_is_answered_at_once(keyless, pdfs):
+    import os
+
+    server, client = keyless
+    path = pdfs.removeprefix(server.url)
+    shown = server.root / "pdfs" / "documents" / PDF.name
+    shown.unlink()
+    os.mkfifo(shown)
+    try:
+        started = time.monotonic()
+        r = client.get(path, params={"width": 720, "highlight": "0-5"})
+        assert time.monotonic() - started < 2.0
+        assert r.status_code == 200 and "gone from where it was indexed" in r.headers.get("x-ragapp-notice", "")
+    finally:
+        shown.unlink()
+        shown.write_bytes(PDF.read_bytes())
+
+
+def test_a_host_header_port_must_be_digits(keyless):
+    server, client = keyless
+    for host in ("localhost:evil.com", "127.0.0.1:80x", "[::1]:evil"):
+        assert client.get("/v1/knowledge_bases", headers={"Host": host}).status_code == 403, host
+    assert client.get("/v1/knowledge_bases", headers={"Host": f"localhost:{server.port}"}).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ragapp.config import Config
 from ragapp.conversation import Turn
 from ragapp.errors import (
+    BusyError,
     IndexCorruptError,
     IndexMismatchError,
     IndexNotFoundError,
@@ -43,7 +45,7 @@ from ragapp.watch import FolderWatcher, WatchStatus
 
 _STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
            IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503,
-           TestSetFullError: 413}
+           TestSetFullError: 413, BusyError: 429}
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -324,6 +326,6 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
 
     _chat_routes(app, server)
     _kb_routes(app, server)
-    page_routes(app, server.rag, server.public)
+    page_routes(app, server.rag, server.public, threading.BoundedSemaphore(server.config.serve.max_concurrent_renders))
     eval_routes(app, server.rag, server.jobs, server.public)
     return app

@@ -53,6 +53,20 @@ def origin_allowed(origin: str, host: str, config: ServeConfig) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc == host.strip().lower() and not parts.path
 
 
+def from_another_page(headers: dict[str, str], host: str, config: ServeConfig) -> bool:
+    """True for a request a browser sent for another site's page without an Origin (an <img>, a link, a
+    script or style tag: a GET carries none): its Sec-Fetch-Site says so, or, from an older browser,
+    its Referer names another origin. Programs (curl, the OpenAI client) send neither."""
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    referer = headers.get("referer")
+    if not referer:
+        return False
+    parts = urlsplit(referer.strip())
+    return not origin_allowed(f"{parts.scheme}://{parts.netloc}", host, config)
+
+
 class Guard:
     """The ASGI layer that checks Host, Origin, key and body size, in that order, before the app."""
 
@@ -72,6 +86,9 @@ class Guard:
         if origin is not None and not origin_allowed(origin, host, self.config):
             return (403, f"requests from the web page at {origin!r} are refused (only this server's own pages and "
                          "[serve] allowed_origins may call it)", "forbidden_origin")
+        if origin is None and from_another_page(headers, host, self.config):
+            return (403, "requests from another site's page are refused (an <img> or link there carries no Origin; "
+                         "only this server's own pages may load its data)", "forbidden_origin")
         if scope["path"] not in OPEN and not authorised(headers.get("authorization"), self.keys):
             return 401, "missing or wrong API key (send Authorization: Bearer <key>)", "authentication_error"
         length, limit = headers.get("content-length"), self.body_limit(scope["path"])

@@ -4,6 +4,7 @@ every citation in a chat or search reply carries (the boxes themselves are in th
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -47,12 +48,13 @@ def _link(kb: str, name: str, page: int | None, start: int, end: int) -> str:
     return f"/v1/knowledge_bases/{quote(kb, safe='')}/documents/{quote(name)}/pages/{page or 1}.png?highlight={start}-{end}"
 
 
-def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths) -> None:
-    """GET /v1/knowledge_bases/{name}/documents/{document}/pages/{n}.png?highlight=START-END&width=W."""
+def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths, renders: threading.Semaphore) -> None:
+    """GET /v1/knowledge_bases/{name}/documents/{document}/pages/{n}.png?highlight=START-END&width=W; at most
+    `renders` pages drawn at once (429 past them)."""
 
     @app.get("/v1/knowledge_bases/{name}/documents/{document:path}/pages/{page}.png")
     async def page_png(name: str, document: str, page: int, highlight: str = "", width: int = 900) -> Response:
-        """Page `page` of a document of the knowledge base, drawn `width` pixels wide with characters
+        """Page `page` of a document of the knowledge base, drawn about `width` pixels wide with characters
         START-END of its text boxed (a citation's start and end). A notice in the X-Ragapp-Notice
         header (and in the picture, when there is no page to show) says why it is shown otherwise."""
         rag = rag_of(name)
@@ -67,7 +69,7 @@ def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths)
         if not drawable(source):
             raise HTTPException(404, "pages are drawn for PDFs and images; this document's citations are text")
         start, end = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-        shown = await run_in_threadpool(rag.page_image, source, page, start, end, width)
+        shown = await run_in_threadpool(rag.page_image, source, page, start, end, width, renders)
         headers = {"Cache-Control": "private, max-age=60"}
         if shown.notice:
             headers["X-Ragapp-Notice"] = public.text(shown.notice).encode("ascii", "replace").decode()

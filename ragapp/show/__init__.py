@@ -8,6 +8,8 @@ a picture with a notice instead of a traceback (a changed file is shown as it is
 from __future__ import annotations
 
 import base64
+import os
+import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ragapp.config import IngestConfig
 from ragapp.digest import file_sha256
-from ragapp.errors import DocumentError
+from ragapp.errors import BusyError, DocumentError
 from ragapp.index import FileRecord
 from ragapp.load.geometry import boxes_for, decode
 from ragapp.load.ocr import IMAGE_SUFFIXES
@@ -29,6 +31,9 @@ __all__ = ["PAGES_FILE", "PageImage", "PageView", "drawable", "has_pages"]
 RENDER_TIMEOUT_S = 30.0
 # Pictures kept per process (a chat shows the same few pages again and again).
 CACHE_PAGES = 48
+# A page is drawn at the first of these widths at or above the one asked for, so the cache serves
+# neighbouring widths and a caller cannot make every request a new render.
+WIDTHS = (240, 480, 720, 900, 1200, 1600, 2000, 2400, 3200, 4000)
 RENDERER = "ragapp.load.render:page_image"
 
 
@@ -68,20 +73,28 @@ class PageView:
             return ()
 
     def image(self, source: str, record: FileRecord | None, page: int | None, start: int = 0, end: int = 0,
-              width: int = 900) -> PageImage:
-        """The page of `source` (a document the index lists: `record`) as a PNG `width` pixels wide with
-        characters start..end boxed; LookupError for a document the index does not list."""
+              width: int = 900, renders: threading.Semaphore | None = None) -> PageImage:
+        """The page of `source` (a document the index lists: `record`) as a PNG at least `width` pixels wide
+        (the next of WIDTHS) with characters start..end boxed; LookupError for a document the index does not
+        list. With `renders`, a page not in the cache is drawn only when a slot is free, else BusyError."""
         if record is None:
             raise LookupError(f"{source} is not in the index")
         if not 16 <= width <= 4000:
             raise ValueError(f"width must be 16..4000 pixels. Currently, the width is {width!r}")
+        width = next(w for w in WIDTHS if w >= width)
         state = self._state(source, record)
         key = (source, record.sha256, state, page, start, end, width)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        shown = self._draw(source, record, state, page, start, end, width)
+        if renders is not None and not renders.acquire(blocking=False):
+            raise BusyError("every page renderer is busy; try again in a moment")
+        try:
+            shown = self._draw(source, record, state, page, start, end, width)
+        finally:
+            if renders is not None:
+                renders.release()
         with self._lock:
             self._cache[key] = shown
             while len(self._cache) > CACHE_PAGES:
@@ -114,10 +127,13 @@ class PageView:
         return "The quoted characters could not be placed on the page."
 
     def _state(self, source: str, record: FileRecord) -> str:
-        """"same" when the file is as indexed, "changed", or "deleted" (gone or unreadable)."""
+        """"same" when the file is as indexed, "changed", or "deleted" (gone, unreadable, or no longer a
+        regular file: a FIFO put in its place would block whoever opened it)."""
         try:
             st = Path(source).stat()
         except OSError:
+            return "deleted"
+        if not stat.S_ISREG(st.st_mode):
             return "deleted"
         if record.same_stat(st):
             return "same"
@@ -126,11 +142,25 @@ class PageView:
         if digest is None:
             if len(self._hashes) > CACHE_PAGES:
                 self._hashes.clear()
+            if st.st_size > self.limits.max_file_mb * 1e6:
+                return "changed"  # not hashed: a file over the ingest limit was not what was indexed
             try:
-                digest = self._hashes[mark] = file_sha256(source)
+                digest = self._hashes[mark] = _regular_sha256(source)
             except OSError:
                 return "deleted"
         return "same" if digest == record.sha256 else "changed"
+
+
+def _regular_sha256(source: str) -> str:
+    """sha256 of a regular file, opened without blocking (OSError for anything else put in its place)."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{source} is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return file_sha256(f)
+    finally:
+        os.close(fd)
 
 
 def drawable(source: str) -> bool:
