@@ -333,3 +333,27 @@ def test_oversized_feedback_is_refused_and_the_test_set_stays_readable(api):
     path = set_path(server.root / "notes")
     assert path.stat().st_size < 100_000
     assert [i for i in read_set(path).items if i.reference == "x" * 2000 and i.source == "otters.md"]
+
+
+def test_one_eval_per_knowledge_base_cancel_and_an_upload_is_not_kept_waiting(api, tmp_path):
+    server, client = api
+    first = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 2000})
+    assert first.status_code == 202
+    job = first.json()["job"]
+    for _ in range(10):  # 100 of these were all queued before (issue 43)
+        r = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 2000})
+        assert r.status_code == 409 and job in r.json()["error"]["message"]
+    note = tmp_path / "kelp.md"
+    note.write_text("Kelp forests shelter sea otters along the coast of Monterey.\n", encoding="utf-8")
+    upload_job = client.post("/v1/knowledge_bases/notes/documents", files=[("files", (note.name, note.read_bytes()))]).json()["job"]
+    r = client.delete(f"/v1/jobs/{upload_job}")
+    assert r.status_code == 409 and "runs to its end" in r.json()["error"]["message"]
+    assert client.delete(f"/v1/jobs/{job}").json() == {"id": job, "cancelled": True}
+    started = time.monotonic()
+    assert wait_for_job(client, upload_job, timeout=120)["status"] == "done"  # not behind 2,000 questions
+    assert client.get(f"/v1/jobs/{job}").json()["status"] == "cancelled" and time.monotonic() - started < 120
+    assert client.delete(f"/v1/jobs/{job}").status_code == 409  # already cancelled
+    assert client.delete("/v1/jobs/job-99999").status_code == 404
+    again = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 2000})
+    assert again.status_code == 202 and client.delete(f"/v1/jobs/{again.json()['job']}").status_code == 200
+    assert client.delete(f"/v1/knowledge_bases/notes/documents/{note.name}").status_code == 200

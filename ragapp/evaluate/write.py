@@ -224,6 +224,7 @@ def write_items(chunks: Iterator[Chunk], count: int, generate: Callable[[list[di
         lang = detect_language(chunk.text)
         span = answer_span(sentence, lang, rng)
         tries += 1
+        progress(len(items))  # before each model call: a cancelled job stops here
         reply = generate(writer_messages(chunk, sentence, lang, span))
         question, answer, rule = check_written(reply, sentence, lang, seen, span, chunk.text)
         if rule == "answer not in its sentence" and (holding := sentence_holding(chunk, reply, lang)):

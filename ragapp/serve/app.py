@@ -279,6 +279,17 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         public = server.public.report if found.kind == "ingest" else server.public.everywhere
         return {**data, "error": server.public.text(data["error"]), "report": data["report"] and public(data["report"])}
 
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(job_id: str) -> dict:
+        """Cancel an eval job, queued or running (an ingest runs to its end: 409)."""
+        try:
+            found = server.jobs.cancel(job_id)
+        except LookupError as exc:
+            raise HTTPException(404, f"no job {job_id!r}") from exc
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"id": found.id, "cancelled": True}
+
     @app.get("/v1/knowledge_bases/{name}/watch")
     async def watch(name: str) -> dict:
         """The folder watcher's state: folders, last sync, pending changes, the last sync's failures."""

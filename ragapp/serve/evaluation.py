@@ -44,6 +44,10 @@ def eval_routes(app: FastAPI, rag_of: Callable[[str], RAG], jobs: Jobs, public: 
         """Write a test set from the knowledge base, run it and fit its threshold, in a background job
         (GET /v1/jobs/{id} for progress and the report)."""
         rag = rag_of(name)
+        running = jobs.active(name, "eval")
+        if running is not None:
+            raise HTTPException(409, f"{name!r} is already being tested ({running.id}, {running.status}); wait for it "
+                                     f"or cancel it with DELETE /v1/jobs/{running.id}")
 
         def work(progress):
             return rag.evaluate(body.questions, apply=body.apply, seed=body.seed,

@@ -25,11 +25,11 @@ def no_server_paths(root: Path):
 
 
 def wait_for_job(client, job: str, timeout: float = 600) -> dict:
-    """The state of an ingest job once it is done or failed (AssertionError after `timeout` seconds)."""
+    """The state of a job once it is done, failed or cancelled (AssertionError after `timeout` seconds)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = client.get(f"/v1/jobs/{job}").json()
-        if state["status"] in ("done", "failed"):
+        if state["status"] in ("done", "failed", "cancelled"):
             return state
         time.sleep(0.3)
     raise AssertionError(f"job {job} still running after {timeout} s")
