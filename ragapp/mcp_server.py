@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -158,29 +158,44 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
 
 
 def _resources(server: MCPServer, shelf: Shelf) -> None:
+    # A resource's error reaches the client only as a ResourceError (anything else becomes "Error
+    # creating resource from template URI", its reason withheld).
+    def rag_of(knowledge_base: str) -> RAG:
+        try:
+            return shelf.rag(knowledge_base)
+        except ToolError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+
+    async def call(fn):
+        try:
+            return await _call(fn)
+        except ToolError as exc:
+            raise ResourceError(str(exc)) from exc
+
     @server.resource("ragapp://{knowledge_base}/documents/{key}", mime_type="application/json")
     async def document(knowledge_base: str, key: str) -> dict[str, Any]:
         """An indexed document's metadata: source path, chunks, size, sha256, ingest time."""
-        rag = shelf.rag(knowledge_base)
-        found = [d for d in await _call(rag.documents) if document_key(d.source) == key]
+        rag = rag_of(knowledge_base)
+        found = [d for d in await call(rag.documents) if document_key(d.source) == key]
         if not found:
-            raise ToolError(f"no document {key} in {knowledge_base} (list_documents gives their URIs)")
+            raise ResourceNotFoundError(f"no document {key} in {knowledge_base} (list_documents gives their URIs)")
         return _document(knowledge_base, found[0])
 
     @server.resource("ragapp://{knowledge_base}/passages/{passage}", mime_type="application/json")
     async def passage(knowledge_base: str, passage: str) -> dict[str, Any]:
         """A cited passage: its whole text, source and page."""
-        rag = shelf.rag(knowledge_base)
+        rag = rag_of(knowledge_base)
         row, _, chunk_id = passage.partition("-")
 
         def read() -> dict[str, Any]:
             index = rag.index()
             if not row.isdigit() or int(row) >= len(index) or index.chunk(int(row)).id != chunk_id:
-                raise ToolError(f"no passage {passage} in {knowledge_base}: the index changed since it was cited; search again")
+                raise ResourceNotFoundError(f"no passage {passage} in {knowledge_base}: the index changed since it was "
+                                            "cited (or the link is not one ragapp gave); search again")
             c = index.chunk(int(row))
             return {"source": c.source, "page": c.page, "place": c.place, "start": c.start, "end": c.end, "text": c.text}
 
-        return await _call(read)
+        return await call(read)
 
 
 def _ingest_tool(server: MCPServer, shelf: Shelf, allowed: list[Path]) -> None:

@@ -66,6 +66,11 @@ async def _check_the_tools(client: Client, index: Path, can_ingest: bool) -> Non
     assert len(passages) == 2 and passages[0]["source"].endswith("长城.txt") and "21196.18" in passages[0]["text"]
     read = await client.read_resource(passages[0]["passage"])
     assert "21196.18" in read.contents[0].text
+    for uri, why in (("ragapp://index/passages/0-x", "the index changed since it was cited"),
+                     ("ragapp://nope/passages/0-x", "no knowledge base named 'nope'")):
+        with pytest.raises(Exception) as failed:  # the reason reaches the client (issue 43)
+            await client.read_resource(uri)
+        assert why in str(failed.value), str(failed.value)
 
     docs = (await client.call_tool("list_documents", {})).structured_content["documents"]
     assert len([d for d in docs if d["source"].startswith(str(index.parent / "docs"))]) == 5
