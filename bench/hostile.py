@@ -29,6 +29,7 @@ from helpers.pdfwriter import write_flate_pdf, write_pdf  # noqa: E402
 from helpers.privileges import without_file_override  # noqa: E402
 
 from bench.common import EVAL, machine  # noqa: E402
+from ragapp.text import shown  # noqa: E402
 
 ZH = "长城是中国古代的军事防御工程，总长度为21196.18千米。"
 EN = "The lighthouse on Kestrel Point was built in 1874 by Mary Alden."
@@ -179,8 +180,70 @@ def _office_and_scans(folder: Path, items: dict, add) -> None:
     add("office/broken.epub", "EPUB that is not a zip", None, b"PK\x03\x04 not really")
     add("office/binary.eml", "binary data named .eml", None, bytes(range(256)) * 16)
     add("office/bad.csv", "CSV with a 1 MB field", None, b"a,b\n" + b"x" * (1 << 20) + b",1\n")
+    add("office/nul.csv", "CSV whose header holds a NUL", "Which region earned 1200?", b"Re\x00gion,Revenue\nNorth,1200\nSouth,950\n")
+    add("office/wide.csv", "CSV of 2,100 columns", "c2099", (",".join(f"c{k}" for k in range(2100)) + "\n"
+                                                             + ",".join(map(str, range(2100))) + "\n").encode())
+    (folder / "names").mkdir()
+    gbk = os.fsencode(folder / "names") + b"/" + "报告.txt".encode("gbk")  # what unzip makes of a Chinese Windows zip
+    with open(gbk, "wb") as out:
+        out.write("季度报告：收入增长百分之五。".encode())
+    items[os.path.relpath(os.fsdecode(gbk), folder)] = ("file name in GBK, not UTF-8", None)
     Image.new("1", (30_000, 30_000)).save(office / "bomb.png")
     items["office/bomb.png"] = ("image bomb: 900-megapixel PNG", None)
+
+
+class Scripted:
+    """A chat model that always replies `reply` (the query a hostile model or prompt would write)."""
+
+    name, backend, url = "scripted", "", ""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    def generate(self, messages) -> str:
+        return self.reply
+
+    def stream(self, messages):
+        yield self.reply
+
+    def loaded(self) -> bool:
+        return True
+
+    def warm_up(self) -> None:
+        pass
+
+    def special_tokens(self):
+        return ()
+
+
+def table_queries(csv: Path, index: Path) -> None:
+    """Queries a model could write over a 3-row table, each through RAG.ask: seconds, peak memory growth, reply size."""
+    from ragapp import RAG, Config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_tables import BOMBS
+
+    folder = index.parent / "table-docs"
+    folder.mkdir()
+    shutil.copy(csv, folder / "sales.csv")
+    config = Config.load(tables__timeout_s=2.0)
+    RAG(index, config).ingest([folder])
+    print(f"\nTable queries a model could write (`[tables] timeout_s` 2 s; {machine()})")
+    print("| query | seconds | peak memory growth (MB) | answer bytes | what ragapp did |\n|---|---|---|---|---|")
+    for sql in BOMBS:
+        rag = RAG(index, config, generator=Scripted(f"```sql\n{sql}\n```"))
+        rag.search("Which region earned 1200?")
+        Path("/proc/self/clear_refs").write_text("5")
+        before, t0 = _peak_mb(), time.perf_counter()
+        answer = rag.ask("Which region earned 1200?")
+        secs, grown = time.perf_counter() - t0, _peak_mb() - before
+        did = "answered from the table" if answer.table is not None else "query refused; ordinary path"
+        print(f"| `{sql[:70]}{'…' if len(sql) > 70 else ''}` | {secs:.2f} | {grown:.0f} | {len(answer.text.encode())} | {did} |")
+
+
+def _peak_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def main() -> None:
@@ -211,8 +274,8 @@ def main() -> None:
               f"index {on_disk:.0f} MB on disk; {machine()}")
         print("| input | what ragapp did | found by a question |\n|---|---|---|")
         for rel, (what, query) in items.items():
-            path = str(folder / rel)
-            real = str((folder / rel).resolve()) if (folder / rel).exists() else path
+            path = shown(folder / rel)
+            real = shown((folder / rel).resolve()) if (folder / rel).exists() else path
             if path in failed:  # a symlink is reported under its own name, not its target's
                 did = "reported: " + failed[path].replace("|", "/")
             elif real in failed:
@@ -229,8 +292,9 @@ def main() -> None:
                 hits = rag.search(query, top_k=3)
                 found = "yes" if any(h.chunk.source in (path, real) or any(c.source in (path, real) for c in h.also)
                                      for h in hits) else "no"
-            print(f"| {what} (`{Path(rel).name[:40]}`) | {did} | {found} |")
+            print(f"| {what} (`{shown(Path(rel).name)[:40]}`) | {did} | {found} |")
         print(f"\nexit code {proc.returncode} (1 = some files failed and are listed; the rest is indexed)")
+        table_queries(folder / "office" / "nul.csv", work / "tables")
     finally:
         for p in work.rglob("*"):
             if p.is_file() and not p.is_symlink():
