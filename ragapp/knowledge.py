@@ -313,3 +313,14 @@ class KnowledgeBases:
             raise LookupError(f"no document {document!r}")
         rag.remove(sorted(sources))
         remove_entry(entry)
+
+    def unindexed(self, rag: RAG) -> list[Path]:
+        """Documents saved in the knowledge base's documents/ that its index does not hold (an upload whose
+        ingest has not run, failed or was stopped): never a silent gap between the folder and the index."""
+        from ragapp.ingestion import scan
+
+        folder = rag.path / DOCUMENTS
+        if not folder.is_dir():
+            return []
+        indexed = {d.source for d in rag.documents()}
+        return [f for f in scan([folder], self.config.ingest.follow_symlinks).files if str(f) not in indexed]

@@ -21,26 +21,32 @@ try:
     from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
+    from ui.words import LANGUAGES, language, t
+    from ui.work import active, jobs, mine, remember
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
+    from ui.words import LANGUAGES, language, t
+    from ui.work import active, jobs, mine, remember
 
 from ragapp import RAG, Answer, Config, RagError, Turn
 from ragapp.config import GENERATE_BACKENDS
 from ragapp.display import shown_path
 from ragapp.generate import build_generator
+from ragapp.jobs import Job
 from ragapp.knowledge import ALLOWED_SUFFIXES, DOCUMENTS, KnowledgeBases, is_upload, safe_name, save_upload
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
 from ragapp.refusal import closest_passages
 from ragapp.runtime import prepare_environment
+from ragapp.text import detect_language
 from ragapp.watch import WatchStatus
 
 PASSWORD_ENV = "RAGAPP_UI_PASSWORD"
-CHECK_PAGE = "Check this knowledge base"
-
-STAGE_SHARE = {"scan": (0.0, 0.05), "read": (0.05, 0.2), "embed": (0.2, 0.9), "commit": (0.9, 1.0)}
+PAGES = ("chat", "check")
+# How long a question waits for an upload's ingest of its knowledge base before it is answered anyway.
+WAIT_FOR_INGEST_S = 600
 
 
 # -- resources: loaded once per process, shared by every browser session ----------------------
@@ -56,6 +62,12 @@ def knowledge(index: str, config_path: str) -> KnowledgeBases:
     config = load_config(config_path)
     prepare_environment(config.threads)
     return KnowledgeBases(Path(config.ui.knowledge_root), config, default=Path(index))
+
+
+def kb_jobs(kb: Path) -> list[Job]:
+    """The ingest jobs of a knowledge base that are queued or running."""
+    job = active(kb)
+    return [job] if job is not None else []
 
 
 def default_index() -> str:
@@ -90,30 +102,47 @@ def render_scores(answer: Answer) -> None:
 
 
 def render_answer(question: str, answer: Answer, show_scores: bool, rag: RAG | None = None) -> None:
-    """An answer with its numbered citations, or a calm refusal with the closest passages."""
+    """An answer with its numbered citations, or a calm refusal in plain words (in the question's
+    language) with the closest passages, the figures one click away."""
     if answer.query and answer.query != question.strip():
-        st.caption(f"Searched for: {plain_markdown(answer.query)}")
+        st.caption(t("searched_for", query=plain_markdown(answer.query)))
     if answer.answered:
         st.markdown(safe_markdown(answer.text))
         if answer.table is not None:
-            st.caption(f"Query over the table in {_where(answer.table.source, answer.table.place)}; "
-                       f"rows {', '.join(map(str, answer.table.rows[:20]))}")
+            st.caption(t("table_query", where=_where(answer.table.source, answer.table.place),
+                         rows=", ".join(map(str, answer.table.rows[:20]))))
             st.code(answer.table.sql, language="sql")
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.place)}"):
                 render_citation(rag, n, c, answer.table, plain_markdown(shown_path(c.source)))
     else:
-        st.info(answer.text, icon="ℹ️")
-        if answer.hits:
-            st.caption("The closest passages found were not enough to answer" + (f" ({plain_markdown(answer.reason)})." if answer.reason else "."))
-            for h in closest_passages(answer.hits):
-                with st.expander(f"Closest: {_where(h.chunk.source, h.chunk.place)}"):
-                    st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
-    if answer.timings_ms:
-        who = f"{plain_markdown(answer.model)} · " if answer.model else ""
-        st.caption(f"{who}{answer.timings_ms.get('total_ms', 0) / 1000:.1f} s")
+        render_refusal(question, answer)
+    _timing(answer)
     if show_scores and answer.hits:
         render_scores(answer)
+
+
+def render_refusal(question: str, answer: Answer) -> None:
+    said = detect_language(question)
+    st.info(answer.text, icon="ℹ️")
+    if not answer.hits:
+        return
+    st.caption(t("refusal_plain", said))
+    for h in closest_passages(answer.hits):
+        with st.expander(t("closest", said, where=_where(h.chunk.source, h.chunk.place))):
+            st.markdown(highlighted(h.chunk.text, h.support), unsafe_allow_html=True)
+    if answer.reason:
+        with st.expander(t("details", said)):
+            st.caption(plain_markdown(answer.reason))
+
+
+def _timing(answer: Answer) -> None:
+    if not answer.timings_ms:
+        return
+    seconds = f"{answer.timings_ms.get('total_ms', 0) / 1000:.2f}"
+    asked_model = "generate_ms" in answer.timings_ms or answer.answered
+    st.caption(t("answered_by", model=plain_markdown(answer.model or "?"), seconds=seconds) if asked_model
+               else t("refused_at_gate", seconds=seconds))
 
 
 def error_message(exc: Exception) -> str:
@@ -125,16 +154,21 @@ def error_message(exc: Exception) -> str:
 def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
     kbs = knowledge(default_index(), config_path)
     with st.sidebar:
-        st.header("Knowledge base")
+        if st.session_state.get("ui_language") not in LANGUAGES:
+            st.session_state["ui_language"] = language()
+        st.segmented_control(t("language"), list(LANGUAGES), format_func=LANGUAGES.get, key="ui_language")
+        lang = language()  # bound into the labels below: a widget's labels are computed outside the run too
+        page = st.radio(t("page"), PAGES, format_func=lambda p: t(f"page_{p}", lang), key="page", horizontal=True)
+        st.header(t("kb"))
         names = [str(b) for b in kbs.folders()]
         if (pending := st.session_state.pop("kb_pending", None)) in names:
             st.session_state["kb"] = pending  # a knowledge base just created: select it (before the widget exists)
         if st.session_state.get("kb") not in names:
             st.session_state["kb"] = names[0]
-        kb = Path(st.selectbox("Knowledge base", names, key="kb", format_func=lambda p: Path(p).name))
-        with st.popover("New knowledge base"):
-            name = st.text_input("Name", key="kb_new_name")
-            if st.button("Create", key="kb_create") and name:
+        kb = Path(st.selectbox(t("kb"), names, key="kb", format_func=lambda p: Path(p).name))
+        with st.popover(t("kb_new")):
+            name = st.text_input(t("kb_name"), key="kb_new_name")
+            if st.button(t("kb_create"), key="kb_create") and name:
                 try:
                     st.session_state["kb_pending"] = str(kbs.create(name))
                     st.rerun()
@@ -142,29 +176,30 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
                     st.error(plain_markdown(str(exc)))
         rag = open_kb(str(kb), config_path)
 
-        st.subheader("Add documents")
+        st.subheader(t("add_documents"))
         limit = config.ui.max_upload_mb
-        files = st.file_uploader(f"Documents, sheets, slides, e-mail or images (up to {limit} MB each)",
-                                 type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
+        files = st.file_uploader(t("uploader", limit=limit), type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
                                  accept_multiple_files=True, key="uploads")
-        replace_files = st.checkbox("Replace documents of the same name", key="replace_uploads")
-        if files and st.button("Ingest", key="ingest", type="primary"):
-            ingest_uploads(rag, kb, files, limit * 1_000_000, replace_files)
+        replace_files = st.checkbox(t("replace"), key="replace_uploads")
+        if files and st.button(t("ingest"), key="ingest", type="primary"):
+            save_uploads(rag, kb, files, limit * 1_000_000, replace_files)
         if flash := st.session_state.pop("flash", None):
             (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
-        for line in st.session_state.get("ingest_summary", []):
+        for line in st.session_state.get("upload_refusals", {}).get(str(kb), []):
             st.write(line)
+        ingest_progress(rag, kb, kbs)
 
-        st.subheader("Documents")
+        st.subheader(t("documents"))
         documents(rag, kb, kbs)
         watched_folders(kb)
 
-        st.subheader("Settings")
+        st.subheader(t("settings"))
         settings = {
-            "top_k": st.slider("Passages to show (top-k)", 1, 10, config.retrieve.top_k, key="top_k"),
-            "language": st.radio("Answer language", ["auto", "en", "zh"], horizontal=True, key="language"),
-            "show_scores": st.checkbox("Show retrieval scores", key="show_scores"),
-            "page": st.radio("Page", ["Chat", CHECK_PAGE], key="page"),
+            "top_k": st.slider(t("top_k"), 1, 10, config.retrieve.top_k, key="top_k"),
+            "language": st.radio(t("answer_language"), ["auto", "en", "zh"], horizontal=True, key="language",
+                                 format_func=lambda v: t("lang_auto", lang) if v == "auto" else LANGUAGES[v]),
+            "show_scores": st.checkbox(t("show_scores"), key="show_scores"),
+            "page": page,
         }
         choice = model_settings(config)
         if choice is not None:
@@ -182,12 +217,12 @@ def watched_folders(kb: Path) -> None:
     status = WatchStatus.read(kb)
     if status is None:
         return
-    st.subheader("Watched folders")
+    st.subheader(t("watched"))
     for folder in status.folders:
         st.write(f"📂 {plain_markdown(shown_path(folder, 60))}")
-    when = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else "not yet"
-    state = status.state if status.alive else "stopped (no watcher running)"
-    st.caption(f"{plain_markdown(state)} · last sync {when} · {status.pending} change(s) pending · {status.batches} sync(s)")
+    when = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else t("not_yet")
+    state = status.state if status.alive else t("watch_stopped")
+    st.caption(t("watch_state", state=plain_markdown(state), when=when, pending=status.pending, batches=status.batches))
     for failure in status.failures[:5]:
         where = shown_path(str(failure.get("path", "")), 50)
         st.warning(plain_markdown(f"{where + ': ' if where else ''}{failure.get('reason', '')}"))
@@ -203,14 +238,14 @@ def server_key(config: Config, url: str) -> str:
 def model_settings(config: Config) -> tuple[str, str, str, str] | None:
     """Which backend and model answer: the configured ones, or what the user picks here."""
     gen = config.generate
-    with st.expander("Chat model"):
+    with st.expander(t("chat_model")):
         backends = list(GENERATE_BACKENDS)
-        backend = st.selectbox("Backend", backends, index=backends.index(gen.backend), key="llm_backend")
-        model = st.text_input("Model", gen.model, key="llm_model",
+        backend = st.selectbox(t("backend"), backends, index=backends.index(gen.backend), key="llm_backend")
+        model = st.text_input(t("model"), gen.model, key="llm_model",
                               help="A packaged name or .gguf (in-process), or the server's model name (openai)")
         url = key_env = ""
         if backend == "openai":
-            url = st.text_input("Server URL", gen.base_url or "http://127.0.0.1:11434/v1", key="llm_url")
+            url = st.text_input(t("server_url"), gen.base_url or "http://127.0.0.1:11434/v1", key="llm_url")
             key_env = server_key(config, url)
             st.caption(f"API key: from {plain_markdown(key_env)} (paired with this URL in the config)" if key_env else
                        "No API key is sent: only a server URL paired with a key variable in the config gets one.")
@@ -219,57 +254,95 @@ def model_settings(config: Config) -> tuple[str, str, str, str] | None:
     return None if choice == configured else choice
 
 
-def ingest_uploads(rag: RAG, kb: Path, files, max_bytes: int, replace: bool = False) -> None:
-    """Save each upload into the knowledge base and ingest it, with a progress bar per file; a file is
-    refused alone (its name, size, a name another file of the selection took, or an existing document
-    when `replace` is off)."""
-    added, unchanged, failed, taken = [], [], [], set()
+def save_uploads(rag: RAG, kb: Path, files, max_bytes: int, replace: bool = False) -> None:
+    """Save each upload into the knowledge base's documents/ (a file is refused alone: its name, size, a
+    name another file of the selection took, or an existing document when `replace` is off), then
+    ingest the folder as a job on the shared worker, which no rerun of the page stops."""
+    refused, saved, taken = [], [], set()
     for upload in files:
-        bar = st.progress(0.0, text=upload.name)
-
-        def progress(stage: str, item: str, done: int, total: int, bar=bar, name=upload.name) -> None:
-            lo, hi = STAGE_SHARE.get(stage, (0.0, 1.0))
-            bar.progress(min(1.0, lo + (hi - lo) * (done / total if total else 1.0)), text=f"{name}: {stage}")
-
         try:
             clean = safe_name(upload.name)
             if clean in taken:
                 raise ValueError(f"another file of this selection is saved as {clean!r}")
             taken.add(clean)
-            path = save_upload(kb, upload.name, upload.getvalue(), max_bytes, replace)
-            report = rag.ingest([path], progress=progress)
-        except (ValueError, RagError, OSError) as exc:
-            failed.append(f"{upload.name}: {exc if isinstance(exc, ValueError) else error_message(exc)}")
-            bar.progress(1.0, text=f"{upload.name}: failed")
-            continue
-        bar.progress(1.0, text=f"{upload.name}: done")
-        added += report.added + report.updated
-        unchanged += report.unchanged
-        failed += [f"{Path(f.path).name}: {f.reason}" for f in report.failed]
-    summary = [f"**Added:** {len(added)} · **unchanged:** {len(unchanged)} · **failed:** {len(failed)}"]
-    summary += [f"- failed {plain_markdown(line)}" for line in failed]
-    st.session_state["ingest_summary"] = summary
+            saved.append(save_upload(kb, upload.name, upload.getvalue(), max_bytes, replace))
+        except (ValueError, OSError) as exc:
+            refused.append(f"- {t('refused_upload')} {plain_markdown(f'{upload.name}: {exc}')}")
+    st.session_state.setdefault("upload_refusals", {})[str(kb)] = refused
+    if saved:
+        ingest_folder(rag, kb)
+        st.session_state["flash"] = ("ok", t("saved_for_ingest", n=len(saved)))
+
+
+def ingest_folder(rag: RAG, kb: Path) -> Job:
+    """An ingest of the knowledge base's documents/ on the shared worker (the one queued or running, if any)."""
+    running = kb_jobs(kb)
+    if running and running[0].status == "queued":
+        return running[0]
+    job = jobs().submit(str(kb), lambda progress: rag.ingest([kb / DOCUMENTS], progress=progress))
+    remember(kb, job)
+    return job
+
+
+@st.fragment(run_every="1s")
+def ingest_progress(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
+    """The knowledge base's ingest jobs as they run, on every page and rerun; when one ends, what it did,
+    and the page refreshed (the documents list); files saved but not indexed, with a button to index them."""
+    for job in kb_jobs(kb):
+        share = job.done / job.total if job.total else 0.0
+        text = t("job_queued") if job.status == "queued" else t("job_stage", stage=job.stage, done=job.done, total=job.total)
+        st.progress(min(1.0, share), text=text)
+    ended = [j for j in mine(kb, "ingest") if j.status not in ("queued", "running")]
+    if ended:
+        _job_summary(ended[-1])
+    seen = st.session_state.setdefault("jobs_seen", set())
+    if any(j.id not in seen for j in ended):  # one just ended: the whole page shows the new documents
+        seen.update(j.id for j in ended)
+        st.rerun(scope="app")
+    if kb_jobs(kb):
+        return
+    missing = kbs.unindexed(rag)
+    if missing:
+        st.warning(t("unindexed", n=len(missing)) + " " + ", ".join(plain_markdown(f.name) for f in missing[:10]))
+        if st.button(t("unindexed_retry"), key="ingest_unindexed"):
+            ingest_folder(rag, kb)
+            st.rerun(scope="fragment")
+
+
+def _job_summary(job: Job) -> None:
+    data = job.to_dict()
+    report = data["report"]
+    if report is None:
+        st.error(plain_markdown(t("job_failed", error=data["error"] or data["status"])))
+        return
+    st.write(t("job_done", added=len(report["added"]) + len(report["updated"]), unchanged=len(report["unchanged"]),
+               failed=len(report["failed"])))
+    for failure in report["failed"]:
+        line = f"{Path(failure['path']).name}: {failure['reason']}"
+        st.write(f"- {t('failed_file')} {plain_markdown(line)}")
 
 
 def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
     docs = rag.documents()
     if not docs:
-        st.caption("No documents yet.")
+        st.caption(t("no_documents_sidebar"))
         return
-    st.table({"document": [plain_markdown(Path(d.source).name) for d in docs], "chunks": [d.chunks for d in docs],
-              "ingested": [time.strftime("%Y-%m-%d %H:%M", time.localtime(d.ingested_at)) for d in docs]})
+    # A data frame, not a table: it fits the sidebar's width and scrolls (a long name cut the table before).
+    st.dataframe({t("col_document"): [shown_path(d.source, 80).rsplit("/", 1)[-1] for d in docs],
+                  t("col_chunks"): [d.chunks for d in docs],
+                  t("col_ingested"): [time.strftime("%Y-%m-%d %H:%M", time.localtime(d.ingested_at)) for d in docs]},
+                 hide_index=True, width="stretch")
     sources = [d.source for d in docs]
-    target = st.selectbox("Document", sources, format_func=lambda s: Path(s).name, key="delete_choice")
-    if st.button("Delete document", key="delete"):
+    target = st.selectbox(t("delete_choice"), sources, format_func=lambda s: Path(s).name, key="delete_choice")
+    if st.button(t("delete"), key="delete"):
         try:
             if is_upload(kb, target):  # the entry in documents/ itself; a link's target is never removed
                 kbs.delete(rag, Path(target).resolve().relative_to((kb / DOCUMENTS).resolve()).as_posix())
             else:
                 rag.remove([target])
-            st.session_state["flash"] = ("ok", f"Deleted {Path(target).name}")
+            st.session_state["flash"] = ("ok", t("deleted", name=Path(target).name))
         except (RagError, OSError, LookupError) as exc:
             st.session_state["flash"] = ("error", error_message(exc))
-        st.session_state.pop("ingest_summary", None)
         st.rerun()
 
 
@@ -286,9 +359,9 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
             else:
                 render_answer(entry["question"], entry["answer"], settings["show_scores"], rag)
                 feedback_buttons(rag, entry["question"], entry["answer"], f"{kb}-{n}")
-    if not rag.documents():
-        st.info("This knowledge base has no documents yet: upload some in the sidebar.", icon="📄")
-    question = st.chat_input("Ask a question about your documents")
+    if not rag.documents() and not kb_jobs(kb):
+        st.info(t("no_documents"), icon="📄")
+    question = st.chat_input(t("chat_input"))
     if not question:
         return
     with st.chat_message("user"):
@@ -297,11 +370,14 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
     entry: dict = {"question": question}
     with st.chat_message("assistant"):
         try:
+            if kb_jobs(kb):  # an upload being indexed: the question is about it, most likely
+                with st.spinner(t("waiting_ingest")):
+                    _wait_for_ingest(kb)
             if not rag.ready:
-                with st.spinner("Loading the models (only the first question after start)…"):
+                with st.spinner(t("loading_models")):
                     rag.warm_up()
             box = st.empty()
-            with st.spinner("Searching the documents…"):
+            with st.spinner(t("searching")):
                 stream = rag.ask_stream(question, top_k=settings["top_k"],
                                         language=None if settings["language"] == "auto" else settings["language"],
                                         history=turns)
@@ -319,6 +395,12 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
             entry["error"] = error_message(exc)
             st.error(plain_markdown(entry["error"]))
     history.append(entry)
+
+
+def _wait_for_ingest(kb: Path) -> None:
+    deadline = time.monotonic() + WAIT_FOR_INGEST_S
+    while kb_jobs(kb) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def foreign_page(headers: Mapping[str, str], address: str) -> str:
@@ -373,11 +455,11 @@ def main() -> None:
     except Exception as exc:
         st.error(plain_markdown(error_message(exc)))
         return
-    if settings["page"] == CHECK_PAGE:
+    if settings["page"] == "check":
         check_page(rag)
         return
     st.title("ragapp")
-    st.caption(f"Answers only from the documents in **{plain_markdown(kb.name)}**, with citations; says so when they do not hold the answer.")
+    st.caption(t("title_caption", kb=plain_markdown(kb.name)))
     chat(rag, kb, settings)
 
 

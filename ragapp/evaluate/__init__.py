@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ragapp.evaluate.measure import answer_all, figures, groups, search_all
-from ragapp.evaluate.report import EvalReport, last_report, report_lines, save_report
+from ragapp.evaluate.report import EvalReport, last_report, report_lines, save_report, seconds_per_question
 from ragapp.evaluate.testset import TestItem, TestSet, add_feedback, read_set, set_path
 from ragapp.evaluate.testset import set_path as _saved_set
 from ragapp.evaluate.write import DROP_RULES, drawn_chunks, two_lines, write_items
@@ -26,7 +26,7 @@ from ragapp.refusal import refusal_threshold
 from ragapp.threshold import FittedThreshold, write_fitted
 
 __all__ = ["DROP_RULES", "EvalReport", "TestItem", "TestSet", "add_feedback", "apply_fitted", "evaluate", "last_report",
-           "read_set", "report_lines", "run_set", "save_report", "set_path"]
+           "read_set", "report_lines", "run_set", "save_report", "seconds_per_question", "set_path"]
 
 # The calibration's rule (bench/calibrate.py): the threshold refuses this share of answerable questions.
 MAX_FALSE_REFUSAL = 0.05

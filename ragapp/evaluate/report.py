@@ -118,3 +118,17 @@ def report_lines(report: EvalReport) -> list[str]:
     lines.append("applied: the fitted threshold is now in force" if report.applied else
                  "not applied (ragapp eval --apply stores the fitted threshold in the index)")
     return lines
+
+
+# A first check's estimate, before this knowledge base has a report of its own: `ragapp eval --questions 50`
+# took 4.8 s a question with the packaged model on a 2-vCPU AMD EPYC (docs/benchmarks.md, "ragapp eval").
+FIRST_SECONDS_PER_QUESTION = 4.8
+
+
+def seconds_per_question(report: dict[str, Any] | None) -> float:
+    """What one question of a check cost in `report` (writing and answering it), or the first check's estimate."""
+    if not report:
+        return FIRST_SECONDS_PER_QUESTION
+    asked = sum(v for k, v in report.get("questions", {}).items() if k in ("answerable", "probes"))
+    spent = sum(report.get("stage_seconds", {}).values())
+    return spent / asked if asked and spent > 0 else FIRST_SECONDS_PER_QUESTION

@@ -25,7 +25,9 @@ MAX_QUESTION_CHARS = 2_000
 MAX_FIELD_CHARS = 2_000  # an answer kept as a reference, a source's name, a sentence
 # Verdicts kept per knowledge base: past it the oldest go, so clicks can never fill the set.
 MAX_FEEDBACK = 1_000
-VERDICTS = ("good", "bad", "should_refuse")
+# On an answer: "good", "bad", "should_refuse"; on a refusal: "right_refusal", "should_answer".
+VERDICTS = ("good", "bad", "should_refuse", "right_refusal", "should_answer")
+REFUSE_VERDICTS = ("should_refuse", "right_refusal")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class TestItem:
     # "written": for the set's hidden split, asked with its hidden documents left out (ragapp eval's own
     # questions, or a benchmark's) | "user" (hand-written) | "feedback" (the chat app, the HTTP API)
     origin: str = "user"
-    verdict: str = ""  # feedback: "good" | "bad" | "should_refuse"
+    verdict: str = ""  # feedback: one of VERDICTS
     reference: str = ""  # feedback: the answer the verdict was given on
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -137,14 +139,16 @@ def read_set(path: str | Path) -> TestSet:
 
 
 def add_feedback(folder: str | Path, question: str, answer: str, verdict: str, sources: tuple[str, ...] = ()) -> TestItem:
-    """Keep a verdict on an answer as a test case of the knowledge base in `folder`: "good" (the answer is
-    the reference a later answer is held to), "bad" (it must not come back), "should_refuse". Appended
+    """Keep a verdict on a reply as a test case of the knowledge base in `folder`. On an answer: "good" (the
+    answer is the reference a later answer is held to), "bad" (it must not come back), "should_refuse";
+    on a refusal: "right_refusal" (it must be refused again), "should_answer" (the documents hold it). Appended
     to the set; past MAX_FEEDBACK verdicts (or the set's own limits) the oldest verdicts go, so the set
     never grows into one its reader refuses. TestSetFullError when it holds no verdict to let go."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
-    item = TestItem(question=question, expect="refuse" if verdict == "should_refuse" else "answer", origin="feedback",
-                    verdict=verdict, reference=answer[:MAX_FIELD_CHARS], source=(sources[0] if sources else "")[:MAX_FIELD_CHARS])
+    reference = answer[:MAX_FIELD_CHARS] if verdict in ("good", "bad") else ""  # a refusal is no reference answer
+    item = TestItem(question=question, expect="refuse" if verdict in REFUSE_VERDICTS else "answer", origin="feedback",
+                    verdict=verdict, reference=reference, source=(sources[0] if sources else "")[:MAX_FIELD_CHARS])
     line = (json.dumps(asdict(item), ensure_ascii=False) + "\n").encode("utf-8")
     path = set_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -161,6 +161,19 @@ def _too_long_answer(answer: str, lang: str) -> bool:
     return len(answer) > 30 if lang == "zh" else len(answer.split()) > 12
 
 
+_MARKDOWN = re.compile(r"(^|\n)\s*(#{1,6}\s|[-*>]\s|\d+[.)]\s)|\*\*|__")
+_ASKS = re.compile(r"\b(what|who|whom|whose|when|where|which|why|how)\b"
+                   r"|^(is|are|was|were|do|does|did|can|could|should|would|will|has|have|had|in|on|at|by|from|for)\b"
+                   r"|多少|什么|哪|谁|几|吗|呢|怎么|怎样|为什么|为何|是否|如何", re.IGNORECASE)
+
+
+def is_question(text: str) -> bool:
+    """A question as a person writes one: ends in a question mark or asks with a question word, and is no
+    Markdown (a heading, a list item or bold text is a copied passage, not a question)."""
+    text = text.strip()
+    return not _MARKDOWN.search(text) and (text.endswith(("?", "？")) or bool(_ASKS.search(text)))
+
+
 def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: str = "", passage: str = "") -> tuple[str, str, str]:
     """(question, answer, "") for a usable reply (to a prompt that gave `answer`, if any), or ("", "", the rule it breaks)."""
     q, a = _QUESTION.search(reply), _ANSWER.search(reply)
@@ -175,7 +188,7 @@ def check_written(reply: str, sentence: str, lang: str, seen: set[str], answer: 
     if detect_language(question) != lang:
         return "", "", "wrong language"
     size = len(question) if lang == "zh" else len(question.split())
-    if not ((6 <= size <= 80) if lang == "zh" else (3 <= size <= 40)):
+    if not ((6 <= size <= 80) if lang == "zh" else (3 <= size <= 40)) or not is_question(question):
         return "", "", "not a question"
     norm_answer = normalise_answer(answer)
     if not norm_answer or _too_long_answer(answer, lang) or norm_answer not in normalise_answer(sentence):

@@ -31,12 +31,12 @@ from ragapp.errors import (
     RagError,
     TestSetFullError,
 )
+from ragapp.jobs import Jobs
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
 from ragapp.rag import RAG
 from ragapp.records import Answer
 from ragapp.serve.evaluation import eval_routes
 from ragapp.serve.guards import Guard
-from ragapp.serve.jobs import Jobs
 from ragapp.serve.pages import cited, hit_entry, page_routes
 from ragapp.serve.public import PublicPaths
 from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest

@@ -14,8 +14,8 @@ from ragapp.evaluate import add_feedback, last_report
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ragapp.jobs import Jobs
     from ragapp.rag import RAG
-    from ragapp.serve.jobs import Jobs
     from ragapp.serve.public import PublicPaths
 
 
@@ -32,7 +32,8 @@ class Feedback(BaseModel):
 
     question: str = Field(min_length=1, max_length=2000)
     answer: str = Field(default="", max_length=20000)
-    verdict: Literal["good", "bad", "should_refuse"]
+    # On an answer: good, bad, should_refuse; on a refusal: right_refusal, should_answer.
+    verdict: Literal["good", "bad", "should_refuse", "right_refusal", "should_answer"]
     sources: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=20)
 
 

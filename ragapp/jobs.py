@@ -1,5 +1,6 @@
 """Background jobs (ingest, eval): one at a time (both are CPU-bound and an ingest takes the index's one
-writer), each with its progress and its report, kept by the app that made them.
+writer), each with its progress and its report, kept by the app that made them (`ragapp serve`, the
+chat app: a page's rerun never stops a job).
 
 A finished job's report is written to a folder of the server's (a temporary one unless given) and read
 back when asked for, so reports never pile up in memory; past MAX_FINISHED jobs the oldest are
