@@ -248,6 +248,28 @@ async def _upload(server: Server, rag: RAG, request: Request, replace: bool) -> 
         server.uploads -= 1
 
 
+def _job_routes(app: FastAPI, server: Server) -> None:
+    @app.get("/v1/jobs/{job_id}")
+    async def job(job_id: str) -> dict:
+        found = server.jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        data = found.to_dict()
+        public = server.public.report if found.kind == "ingest" else server.public.everywhere
+        return {**data, "error": server.public.text(data["error"]), "report": data["report"] and public(data["report"])}
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(job_id: str) -> dict:
+        """Cancel an eval job, queued or running (an ingest runs to its end: 409)."""
+        try:
+            found = server.jobs.cancel(job_id)
+        except LookupError as exc:
+            raise HTTPException(404, f"no job {job_id!r}") from exc
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {"id": found.id, "cancelled": True}
+
+
 def _kb_routes(app: FastAPI, server: Server) -> None:
     @app.get("/v1/knowledge_bases")
     async def list_kbs() -> dict:
@@ -269,26 +291,6 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         saved = await _upload(server, rag, request, replace)
         job = server.jobs.submit(name, lambda progress: rag.ingest([rag.path / DOCUMENTS], progress=progress))
         return {"job": job.id, "files": [p.name for p in saved]}
-
-    @app.get("/v1/jobs/{job_id}")
-    async def job(job_id: str) -> dict:
-        found = server.jobs.get(job_id)
-        if found is None:
-            raise HTTPException(404, f"no job {job_id!r}")
-        data = found.to_dict()
-        public = server.public.report if found.kind == "ingest" else server.public.everywhere
-        return {**data, "error": server.public.text(data["error"]), "report": data["report"] and public(data["report"])}
-
-    @app.delete("/v1/jobs/{job_id}")
-    async def cancel_job(job_id: str) -> dict:
-        """Cancel an eval job, queued or running (an ingest runs to its end: 409)."""
-        try:
-            found = server.jobs.cancel(job_id)
-        except LookupError as exc:
-            raise HTTPException(404, f"no job {job_id!r}") from exc
-        except ValueError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        return {"id": found.id, "cancelled": True}
 
     @app.get("/v1/knowledge_bases/{name}/watch")
     async def watch(name: str) -> dict:
@@ -337,6 +339,7 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
 
     _chat_routes(app, server)
     _kb_routes(app, server)
+    _job_routes(app, server)
     page_routes(app, server.rag, server.public, threading.BoundedSemaphore(server.config.serve.max_concurrent_renders))
     eval_routes(app, server.rag, server.jobs, server.public)
     return app
