@@ -253,9 +253,11 @@ def eval_command(index, config_path, questions, set_file, compare, apply, seed, 
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--knowledge-root", default=None, type=click.Path(file_okay=False),
               help="Folder whose sub-folders are the knowledge bases (default: [serve] knowledge_root, data).")
+@click.option("--index", "index", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Serve this one index (built with `ragapp ingest … --index DIR`) as a knowledge base named after its folder.")
 @click.option("--watch", "watch", multiple=True, metavar="[KB=]FOLDER",
               help="Keep knowledge base KB (default: index) in step with FOLDER while serving (repeatable).")
-def serve(config_path, host, port, knowledge_root, watch) -> None:
+def serve(config_path, host, port, knowledge_root, index, watch) -> None:
     """Start the HTTP API: OpenAI-compatible chat with citations, search, knowledge bases (docs at /docs)."""
     import uvicorn
 
@@ -263,13 +265,29 @@ def serve(config_path, host, port, knowledge_root, watch) -> None:
     from ragapp.runtime import prepare_environment
     from ragapp.serve import api_keys, create_app
 
+    if index and knowledge_root:
+        raise click.UsageError("give --index or --knowledge-root, not both")
     config = Config.load(config_path, serve__host=host, serve__port=port, serve__knowledge_root=knowledge_root)
     prepare_environment(config.threads)
     keys = api_keys(config.serve, config.serve.host)
+    try:
+        app = create_app(config, keys, [_watched(item) for item in watch], Path(index) if index else None)
+    except ValueError as exc:  # --index DIR that holds no index
+        raise click.UsageError(str(exc)) from None
     click.echo(f"ragapp API on http://{config.serve.host}:{config.serve.port} (docs at /docs; "
                f"{'API keys required' if keys else 'no API key: loopback only'})", err=True)
-    uvicorn.run(create_app(config, keys, [_watched(item) for item in watch]), host=config.serve.host, port=config.serve.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    click.echo(_serving(app.state.server.kbs), err=True)
+    uvicorn.run(app, host=config.serve.host, port=config.serve.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _serving(kbs) -> str:
+    """What a new server answers from, or how to give it something to answer from."""
+    names = kbs.names()
+    if names:
+        return f"knowledge bases (the model names): {', '.join(names)}"
+    return (f"no knowledge base under {shown_path(str(kbs.root))} yet: build one with `ragapp ingest FOLDER --index "
+            f"{shown_path(str(kbs.root / 'NAME'))}`, serve an index you built with `ragapp serve --index DIR`, or create "
+            "one with POST /v1/knowledge_bases")
 
 
 @main.command()

@@ -264,30 +264,50 @@ class KnowledgeBases:
         >>> notes = kbs.open(kbs.create("notes"))     # doctest: +SKIP
     """
 
-    def __init__(self, root: Path, config: Config, default: Path | None = None) -> None:
-        self.root, self.config = Path(root), config
-        self.default = Path(default) if default is not None else self.root / "index"
+    def __init__(self, root: Path, config: Config, default: Path | None = None, only: Path | None = None) -> None:
+        """With `only` (an index folder), that index is the one knowledge base, named after its folder
+        (`ragapp serve --index DIR`): nothing else under its parent is listed, opened or created."""
+        if only is not None and not (Path(only) / "manifest.json").is_file():
+            raise ValueError(f"{only} is not a ragapp index (build one with: ragapp ingest FOLDER --index {only})")
+        self.only = Path(only) if only is not None else None
+        self.root, self.config = (self.only.parent if self.only is not None else Path(root)), config
+        self.default = self.only or (Path(default) if default is not None else self.root / "index")
         self.base = RAG(self.default, config)
         self._open: dict[tuple[str, int], RAG] = {}
         self._lock = threading.Lock()
 
     def folders(self) -> list[Path]:
         """The default index, then every folder under the root that holds an index or uploads."""
-        return knowledge_bases(self.root, self.default)
+        return [self.only] if self.only is not None else knowledge_bases(self.root, self.default)
 
     def names(self) -> list[str]:
         """The names of the knowledge bases under the root (folders that are not one are left out)."""
         found = []
         for folder in self.folders():
             try:
-                found.append(self.named(folder.name).name)
+                found.append(knowledge_base(self.root, folder.name).name)
             except LookupError:
                 continue
         return found
 
     def named(self, name: str) -> Path:
-        """The knowledge base called exactly `name` under the root; LookupError when there is none."""
-        return knowledge_base(self.root, name)
+        """The knowledge base called exactly `name` under the root; LookupError when there is none,
+        saying where knowledge bases come from."""
+        try:
+            if self.only is not None and name != self.only.name:
+                raise LookupError(f"no knowledge base named {name!r}")
+            return knowledge_base(self.root, name)
+        except LookupError as exc:
+            names = self.names_unchecked()
+            where = (f"this server serves one index, {self.only.name!r} (--index)" if self.only is not None else
+                     f"knowledge bases are the index folders directly under {self.root}: "
+                     + (", ".join(repr(n) for n in names) if names else "none yet (ragapp ingest FOLDER --index "
+                                                                         f"{self.root}/NAME makes one)"))
+            raise LookupError(f"{exc}; {where}") from None
+
+    def names_unchecked(self) -> list[str]:
+        """The names of the folders that hold an index (what `names` lists, without opening them)."""
+        return [f.name for f in self.folders() if f.parent == self.root and ((f / "manifest.json").is_file() or (f / DOCUMENTS).is_dir())]
 
     def open(self, folder: Path, generator: object | None = None) -> RAG:
         """The RAG of a knowledge base folder (opened once), answering with `generator` or the shared model."""
@@ -302,6 +322,9 @@ class KnowledgeBases:
 
     def create(self, name: str) -> Path:
         """A new, empty knowledge base under the root (ValueError naming why not)."""
+        if self.only is not None:
+            raise ValueError(f"this server serves one index, {self.only.name!r} (--index): serve a folder of knowledge "
+                             "bases with --knowledge-root to create more")
         return create_knowledge_base(self.root, name)
 
     def delete(self, rag: RAG, document: str) -> None:

@@ -270,11 +270,13 @@ class RAG:
         query = standalone_question(question, history)
         hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings, exclude)
 
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+
         def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None) -> None:
             citations = [self._placed(c) for c in citations]
             timings["total_ms"] = (time.perf_counter() - started) * 1000
-            stream.answer = Answer(text=text, answered=answered, language=lang, citations=citations,
-                                   hits=hits[:top_k], timings_ms=timings, reason=reason, query=query, model=model, table=table)
+            stream.answer = Answer(text=text, answered=answered, language=lang, citations=citations, hits=hits[:top_k],
+                                   timings_ms=timings, reason=reason, query=query, model=model, table=table, usage=usage)
 
         table = self._table_answer(query, hits, timings)
         if table is not None:
@@ -293,6 +295,7 @@ class RAG:
         prompt = self._prompt(question, hits, lang, threshold, earlier_exchange(question, query, history, is_refusal))
         held = HeldBack()
         yield from self._generate(prompt, held, timings, started)
+        usage.update(self._usage(prompt.messages, held.text))
         if is_refusal(held.text):
             finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
@@ -301,6 +304,14 @@ class RAG:
             yield held.text[held.emitted :]
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
         finish(held.text, True, model=self.model_label, citations=citations)
+
+    def _usage(self, messages: list[dict[str, str]], reply: str) -> dict[str, int]:
+        """Tokens read and written, by the chat model's tokenizer (a server's model: the embedder's, an estimate)."""
+        def count(text: str) -> int:
+            found = self.generator.count_tokens(text)
+            return found if found is not None else self.embedder.count_tokens([text])[0]
+
+        return {"prompt_tokens": sum(count(m["content"]) for m in messages), "completion_tokens": count(reply)}
 
     def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""

@@ -225,6 +225,8 @@ class Answer:
     model: str = ""
     # Set when the answer came from a query over a table (ragapp.tables) rather than from passages.
     table: TableQuery | None = None
+    # Tokens the chat model read and wrote for this answer (0, 0 when it was not asked).
+    usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -235,6 +237,7 @@ class Answer:
             "reason": self.reason,
             "query": self.query,
             "model": self.model,
+            "usage": self.usage,
             "citations": [c.to_dict() for c in self.citations],
             "table_query": self.table.to_dict() if self.table is not None else None,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},

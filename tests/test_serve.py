@@ -357,3 +357,54 @@ def test_one_eval_per_knowledge_base_cancel_and_an_upload_is_not_kept_waiting(ap
     again = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 2000})
     assert again.status_code == 202 and client.delete(f"/v1/jobs/{again.json()['job']}").status_code == 200
     assert client.delete(f"/v1/knowledge_bases/notes/documents/{note.name}").status_code == 200
+
+
+def test_serve_index_serves_the_index_the_user_built_and_usage_is_filled(tmp_path, cache_dir, config, embedder):
+    """The README's index, served as it is (`ragapp serve --index DIR`): listed as a model named after its folder,
+    answering with `usage` filled; a model name that is no knowledge base says where they come from (issue 44)."""
+    import openai
+
+    from ragapp import RAG
+
+    index = tmp_path / "data" / "index"
+    RAG(index, config, embedder=embedder).ingest([SAMPLES])
+    (tmp_path / "data" / "other").mkdir()  # beside it: never listed
+    log = tmp_path / "serve.log"
+    server = ApiServer(tmp_path / "data", KEY, log, cache_dir, index=index)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=300)
+        assert [m.id for m in client.models.list().data] == ["index"]
+        reply = client.chat.completions.create(model="index", messages=[{"role": "user",
+                                                                         "content": "How long does Mars take to orbit the Sun?"}])
+        assert "687" in reply.choices[0].message.content
+        assert reply.usage.prompt_tokens > 50 and 0 < reply.usage.completion_tokens < 100
+        assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+        refused = client.chat.completions.create(model="index", messages=[{"role": "user", "content": "Who won the 2022 World Cup?"}])
+        assert refused.usage.total_tokens == 0  # refused before the chat model was asked
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="notes", messages=[{"role": "user", "content": "x"}])
+        assert "serves one index, 'index' (--index)" in str(missing.value)
+        with httpx.Client(base_url=server.url, headers=server.headers) as http:
+            assert http.post("/v1/knowledge_bases", json={"name": "more"}).status_code == 400
+    finally:
+        server.stop()
+    assert "knowledge bases (the model names): index" in log.read_text()
+
+
+def test_serve_over_an_empty_root_says_how_to_fix_it(tmp_path, cache_dir):
+    import openai
+
+    log = tmp_path / "serve.log"
+    server = ApiServer(tmp_path / "kbs", KEY, log, cache_dir)
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="index", messages=[{"role": "user", "content": "x"}])
+        assert "knowledge bases are the index folders directly under" in str(missing.value) and "none yet" in str(missing.value)
+    finally:
+        server.stop()
+    started = log.read_text()
+    assert "no knowledge base under" in started and "ragapp serve --index DIR" in started and "ragapp ingest FOLDER --index" in started
+    bad = subprocess.run([sys.executable, "-m", "ragapp.cli", "serve", "--index", str(tmp_path)], capture_output=True, text=True,
+                         env={**__import__("os").environ, "RAGAPP_CACHE": cache_dir}, timeout=120)
+    assert bad.returncode == 2 and "is not a ragapp index" in bad.stderr and "Traceback" not in bad.stderr

@@ -31,3 +31,7 @@ class Generator(Protocol):
     def special_tokens(self) -> Sequence[str]:
         """The tokenizer's control tokens, which text from documents must never spell."""
         return ()
+
+    def count_tokens(self, text: str) -> int | None:
+        """`text`'s length in this model's tokens (None when the model cannot say: a server's model)."""
+        return None

@@ -66,6 +66,11 @@ class LlamaCppGenerator(LoadsOnce, Generator):
                              if model.token_get_attr(i) & wanted]
         return self._special
 
+    def count_tokens(self, text: str) -> int | None:
+        """`text`'s length in this model's tokens."""
+        self.warm_up()
+        return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def generate(self, messages: list[dict[str, str]]) -> str:
         """The whole answer."""
         return "".join(self.stream(messages))

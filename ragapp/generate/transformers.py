@@ -76,6 +76,11 @@ class TransformersGenerator(LoadsOnce, Generator):
         added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values()]
         return sorted(set(added) | set(tok.all_special_tokens))
 
+    def count_tokens(self, text: str) -> int | None:
+        """`text`'s length in this model's tokens."""
+        self.warm_up()
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Prompt length in this model's tokens."""
         self.warm_up()

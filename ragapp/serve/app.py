@@ -57,11 +57,12 @@ class Server:
     """What one process serves: the config, the knowledge bases (one embedder and chat model shared by
     all of them), the ingest jobs, and the uploads being received."""
 
-    def __init__(self, config: Config, keys: frozenset[str], watch: Sequence[tuple[str, Path]] = ()) -> None:
+    def __init__(self, config: Config, keys: frozenset[str], watch: Sequence[tuple[str, Path]] = (),
+                 only: Path | None = None) -> None:
         self.config = config
         self.keys = keys
-        self.root = Path(config.serve.knowledge_root)
-        self.kbs = KnowledgeBases(self.root, config)
+        self.kbs = KnowledgeBases(Path(config.serve.knowledge_root), config, only=only)
+        self.root = self.kbs.root
         self.base = self.kbs.base
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))
@@ -163,7 +164,8 @@ def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -
     if stream:
         return {**base, "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    return {**base, "object": "chat.completion", "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    usage = {**answer.usage, "total_tokens": sum(answer.usage.values())}
+    return {**base, "object": "chat.completion", "usage": usage,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}]}
 
 
@@ -313,10 +315,11 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
         return {"deleted": document}
 
 
-def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequence[tuple[str, Path]] = ()) -> FastAPI:
-    """The HTTP API over the knowledge bases under [serve] knowledge_root; each (name, folder) of `watch`
-    is kept in step with that knowledge base while the server runs."""
-    server = Server(config, keys, watch)
+def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequence[tuple[str, Path]] = (),
+               only: Path | None = None) -> FastAPI:
+    """The HTTP API over the knowledge bases under [serve] knowledge_root (or the one index `only`); each
+    (name, folder) of `watch` is kept in step with that knowledge base while the server runs."""
+    server = Server(config, keys, watch, only)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

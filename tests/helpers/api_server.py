@@ -39,13 +39,14 @@ class ApiServer:
     """`ragapp serve` over `root`, with API key `key`; stop() kills it (SIGKILL with hard=True)."""
 
     def __init__(self, root: Path, key: str, log: Path, cache_dir: str, extra_env: dict | None = None,
-                 config: Path | None = None, args: tuple[str, ...] = ()) -> None:
+                 config: Path | None = None, args: tuple[str, ...] = (), index: Path | None = None) -> None:
         self.root, self.key, self.port = root, key, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "RAGAPP_API_KEYS": key, "RAGAPP_CACHE": cache_dir, **(extra_env or {})}
         self._log = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(self.port),
-                                      "--knowledge-root", str(root), *(["--config", str(config)] if config else []), *args],
+        where = ["--index", str(index)] if index is not None else ["--knowledge-root", str(root)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "serve", "--port", str(self.port), *where,
+                                      *(["--config", str(config)] if config else []), *args],
                                      env=env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
