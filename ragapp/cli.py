@@ -210,11 +210,31 @@ def info(index, config_path, as_json) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=1))
         return
     files = data.pop("files")
-    for key, value in data.items():
-        click.echo(f"{key}: {json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value}")
-    click.echo("documents:")
+    for line in info_lines(data):
+        click.echo(line)
+    click.echo(f"documents ({len(files)}):")
     for source, rec in files.items():
-        click.echo(f"  {shown_path(source)}  ({rec['chunks']} chunks)")
+        click.echo(f"  {shown_path(source)}  ({_count(rec['chunks'], 'chunk')})")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
+def info_lines(data: dict) -> list[str]:
+    """`ragapp info` as a person reads it: one line per setting, times as dates, settings as key=value."""
+    import time
+
+    def shown(key: str, value) -> str:
+        if key in ("created_at", "updated_at") and isinstance(value, (int, float)):
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        if isinstance(value, dict):
+            return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        if key == "index":
+            return shown_path(str(value))
+        return str(value)
+
+    return [f"{key.replace('_', ' ')}: {shown(key, value)}" for key, value in data.items() if key != "documents"]
 
 
 @main.command(name="eval")

@@ -43,7 +43,8 @@ def show_pages(rag, citations: list, folder: str | None = None) -> list[tuple[st
 
     from ragapp.show import drawable
 
-    out = Path(folder) if folder else Path(tempfile.gettempdir()) / "ragapp-pages"
+    # Absolute: the path is printed for the user to open (a viewer does not share the shell's folder).
+    out = (Path(folder) if folder else Path(tempfile.gettempdir()) / "ragapp-pages").resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths: list[tuple[str, str] | None] = []
     for c in citations:
@@ -65,4 +66,4 @@ def print_pages(paths: list[tuple[str, str] | None]) -> None:
         click.echo("\nPages:")
     for n, shown in enumerate(paths, start=1):
         if shown:
-            click.echo(f"  [{n}] {shown_path(shown[0])}" + (f"  ({shown[1]})" if shown[1] else ""))
+            click.echo(f"  [{n}] {shown[0]}" + (f"  ({shown[1]})" if shown[1] else ""))

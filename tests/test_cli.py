@@ -111,3 +111,33 @@ def test_a_cold_ask_prints_what_it_answers_while_the_chat_model_loads(tmp_path, 
     r = ragapp("ask", "长城有多长？", "--index", index, cwd=tmp_path, cache_dir=cache_dir)
     assert r.returncode == 0 and "21196" in r.stdout and "长城.txt" in r.stdout, r.stdout
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_what_a_newcomer_reads_info_unsupported_files_and_shown_pages(tmp_path, docs, cache_dir):
+    """Issue 44's smaller things, as printed: `ragapp info` in plain lines, a folder of other formats named,
+    no empty index made for nothing, `--show` giving a path that opens from anywhere, no jieba chatter."""
+    index = str(tmp_path / "index")
+    assert ragapp("ingest", str(docs), "--index", index, cwd=tmp_path, cache_dir=cache_dir).returncode == 0
+    r = ragapp("info", "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and "{" not in r.stdout and "(1 chunks)" not in r.stdout
+    created = next(line for line in lines if line.startswith("created at: "))
+    assert __import__("re").fullmatch(r"created at: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created)
+    assert "documents (5):" in lines and any(line.endswith("(1 chunk)") for line in lines)
+    assert any(line.startswith("embedding: ") and "model=multilingual-e5-small" in line for line in lines)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "slides.key").write_bytes(b"x")
+    (other / "budget.numbers").write_bytes(b"y")
+    for target in (other, other / "slides.key"):
+        r = ragapp("ingest", str(target), "--index", str(tmp_path / "nothing"), cwd=tmp_path, cache_dir=cache_dir)
+        assert r.returncode == 8 and "slides.key" in r.stderr and "formats ragapp does not read" in r.stderr, r.stderr
+    assert not (tmp_path / "nothing").exists()  # no empty index for `ragapp serve` to list
+
+    r = ragapp("ask", "Where does the Calvin cycle take place?", "--index", index, "--show", "--show-dir", "pages",
+               cwd=tmp_path, cache_dir=cache_dir)
+    shown = [line.split("] ", 1)[1] for line in r.stdout.splitlines() if line.strip().startswith("[1] ") and ".png" in line]
+    assert shown and os.path.isabs(shown[0]) and os.path.isfile(shown[0]), r.stdout
+    r = ragapp("ask", "长城有多长？", "--index", index, cwd=tmp_path, cache_dir=cache_dir)
+    assert "Building prefix dict" not in r.stderr and "Loading model cost" not in r.stderr

@@ -219,7 +219,7 @@ def watched_folders(kb: Path) -> None:
         return
     st.subheader(t("watched"))
     for folder in status.folders:
-        st.write(f"📂 {plain_markdown(shown_path(folder, 60))}")
+        st.write(f"{t('watched_folder')}: {plain_markdown(shown_path(folder, 60))}")
     when = time.strftime("%H:%M:%S", time.localtime(status.last_sync)) if status.last_sync else t("not_yet")
     state = status.state if status.alive else t("watch_stopped")
     st.caption(t("watch_state", state=plain_markdown(state), when=when, pending=status.pending, batches=status.batches))

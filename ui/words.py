@@ -44,6 +44,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "delete": ("Delete document", "删除文档"),
     "deleted": ("Deleted {name}", "已删除 {name}"),
     "watched": ("Watched folders", "监视的文件夹"),
+    "watched_folder": ("Folder", "文件夹"),
     "watch_state": ("{state} · last sync {when} · {pending} change(s) pending · {batches} sync(s)",
                     "{state} · 上次同步 {when} · {pending} 个更改待处理 · 已同步 {batches} 次"),
     "watch_stopped": ("stopped (no watcher running)", "已停止（没有运行中的监视程序）"),

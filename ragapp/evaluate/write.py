@@ -115,8 +115,12 @@ def answer_span(sentence: str, lang: str, rng: random.Random) -> str:
     """A figure, title or name in the sentence to ask about ("" when it has none)."""
     found = [m.group(0).strip() for m in (_ZH_SPAN if lang == "zh" else _EN_SPAN).finditer(sentence)]
     if lang == "zh":
+        import logging
+
+        import jieba
         import jieba.posseg
 
+        jieba.setLogLevel(logging.WARNING)  # its "Building prefix dict …" lines are no user's business
         found += [w.word for w in jieba.posseg.cut(sentence) if w.flag in _ZH_NAMES and len(w.word) >= 2]
     found = [f for f in found if 2 <= len(f) <= 30 and not f.replace(",", "").replace(".", "").isdigit() or len(f) == 4]
     return rng.choice(sorted(set(found))) if found else ""

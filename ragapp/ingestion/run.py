@@ -29,6 +29,7 @@ from ragapp.load import SUPPORTED_SUFFIXES, iter_pages
 from ragapp.records import Chunk, FileFailure, IngestReport
 from ragapp.split import split_page
 from ragapp.terms import Tokenizer
+from ragapp.text import shown
 
 Changed = list[tuple[Path, str, str, dict[str, int]]]  # (path, source, sha256, stat mark)
 _RACY_NS = 1_000_000_000
@@ -79,7 +80,17 @@ def _check_request(found: Scan, known: Mapping[str, FileRecord], remove: Sequenc
     if unknown:
         raise NoDocumentsError(f"not in the index at {where}: {', '.join(unknown)}")
     if not found.files and not remove and not any(is_under(s, found.roots) for s in known):
-        raise NoDocumentsError(f"no supported documents ({', '.join(SUPPORTED_SUFFIXES)}) under {', '.join(map(str, paths))}")
+        raise NoDocumentsError(_nothing_to_read(found, paths))
+
+
+def _nothing_to_read(found: Scan, paths: Sequence) -> str:
+    """Why a request holds no document, naming the files of other formats it does hold."""
+    where = ", ".join(map(str, paths))
+    if not found.unsupported:
+        return f"no supported documents ({', '.join(SUPPORTED_SUFFIXES)}) under {where}"
+    names = ", ".join(shown(p.name) for p in found.unsupported[:10]) + (", …" if len(found.unsupported) > 10 else "")
+    return (f"no supported documents under {where}: {len(found.unsupported)} file(s) of formats ragapp does not read "
+            f"({names}); it reads {', '.join(SUPPORTED_SUFFIXES)}")
 
 
 def _stat_mark(st: os.stat_result) -> dict[str, int]:  # FileRecord's mtime_ns, ctime_ns and inode
@@ -193,6 +204,8 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
     tell = progress or (lambda *a: None)
     found = scan(paths, config.ingest.follow_symlinks)
     report.failed.extend(found.problems)
+    if not found.files and not remove and not index.exists():  # before the lock: no empty index folder is made
+        raise NoDocumentsError(_nothing_to_read(found, paths))
     with index.lock(wait, on_message):  # first: a waiting writer says so at once, before loading models
         settings = index_settings(embedding_record(embedder), asdict(config.split), bm25_settings(config.bm25, tokenizer))
         old = index.open() if not rebuild and index.exists() else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragapp.errors import NoDocumentsError
@@ -39,6 +39,7 @@ class Scan:
     roots: list[Path]  # the given paths, resolved
     problems: list[FileFailure]  # what could not be walked or was not followed, with the reason
     unreadable: list[Path]  # folders and files that could not be listed or stat'ed: their documents stay indexed
+    unsupported: list[Path] = field(default_factory=list)  # files of a format ragapp does not read (not hidden ones)
 
 
 def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
@@ -57,6 +58,8 @@ def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
             bad = _bad_name(root)
             if bad is not None:
                 found.problems.append(bad)
+            elif not root.name.lower().endswith(SUPPORTED_SUFFIXES):
+                found.unsupported.append(root)
             else:
                 files[root] = None
             continue
@@ -69,7 +72,10 @@ def scan(paths: Sequence[str | Path], follow_symlinks: bool = False) -> Scan:
         for folder, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not is_skipped(d))
             for name in sorted(filenames):
-                if is_skipped(name) or not name.lower().endswith(SUPPORTED_SUFFIXES):
+                if is_skipped(name):
+                    continue
+                if not name.lower().endswith(SUPPORTED_SUFFIXES):
+                    found.unsupported.append(Path(folder) / name)
                     continue
                 file = Path(folder) / name
                 bad = _bad_name(file)

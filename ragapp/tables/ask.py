@@ -178,8 +178,9 @@ class TableQA:
         except QueryRefused:
             return None
 
-    def _quote(self, conn: sqlite3.Connection, table: TableInfo, rows: Sequence[int], shown: int = 3) -> str:
-        """The first cited rows as "row N: column: value; ..." lines, and how many more there are."""
+    def _quote(self, conn: sqlite3.Connection, table: TableInfo, rows: Sequence[int], shown: int = 10) -> str:
+        """The cited rows as "row N: column: value; ..." lines (the first `shown`: every row of a small
+        answer is quoted, none left as a bare number), and how many more there are."""
         names = [c.name for c in table.columns]
         lines = []
         for number in rows[:shown]:
@@ -188,7 +189,7 @@ class TableQA:
                 cells = "; ".join(f"{n}: {value_text(v)}" for n, v in zip(names, found[1:]) if v is not None)
                 lines.append(f"row {number}: {cells}")
         if len(rows) > shown:
-            lines.append(f"(and {len(rows) - shown} more row(s): {', '.join(map(str, rows[shown:shown + 20]))}"
+            lines.append(f"(and {len(rows) - shown} more rows: {', '.join(map(str, rows[shown:shown + 20]))}"
                          + (", ..." if len(rows) > shown + 20 else "") + ")")
         return "\n".join(lines)
 
