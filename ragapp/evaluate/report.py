@@ -105,7 +105,11 @@ def report_lines(report: EvalReport) -> list[str]:
     lines.append("\n| group | threshold | " + " | ".join(names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     for group, points in report.figures.items():
+        shown: list[dict] = []
         for point, values in points.items():
+            if values in shown:  # a threshold that gives the same figures as one above (fitted = global)
+                continue
+            shown.append(values)
             lines.append(f"| {group} | {point} | " + " | ".join(_fmt(values.get(n)) for n in names) + " |")
     if report.previous:
         lines.append("\ncompared with the last run (all questions, threshold then in force -> now):")
