@@ -22,14 +22,14 @@ try:
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
     from ui.words import LANGUAGES, language, t
-    from ui.work import active, jobs, mine, remember
+    from ui.work import active, jobs, mine, remember, retried
 except ImportError:  # run as a plain script without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
     from ui.words import LANGUAGES, language, t
-    from ui.work import active, jobs, mine, remember
+    from ui.work import active, jobs, mine, remember, retried
 
 from ragapp import RAG, Answer, Config, RagError, Turn
 from ragapp.config import GENERATE_BACKENDS
@@ -187,7 +187,8 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
         for line in st.session_state.get("upload_refusals", {}).get(str(kb), []):
             st.write(line)
-        ingest_progress(rag, kb, kbs)
+        ingest_progress(kb)
+        unindexed(rag, kb, kbs)
 
         st.subheader(t("documents"))
         documents(rag, kb, kbs)
@@ -274,20 +275,22 @@ def save_uploads(rag: RAG, kb: Path, files, max_bytes: int, replace: bool = Fals
         st.session_state["flash"] = ("ok", t("saved_for_ingest", n=len(saved)))
 
 
-def ingest_folder(rag: RAG, kb: Path) -> Job:
-    """An ingest of the knowledge base's documents/ on the shared worker (the one queued or running, if any)."""
+def ingest_folder(rag: RAG, kb: Path, mine: bool = True) -> Job:
+    """An ingest of the knowledge base's documents/ on the shared worker (the one queued, if any); `mine`:
+    this session asked for it, and is shown what it did."""
     running = kb_jobs(kb)
     if running and running[0].status == "queued":
         return running[0]
     job = jobs().submit(str(kb), lambda progress: rag.ingest([kb / DOCUMENTS], progress=progress))
-    remember(kb, job)
+    if mine:
+        remember(kb, job)
     return job
 
 
 @st.fragment(run_every="1s")
-def ingest_progress(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
+def ingest_progress(kb: Path) -> None:
     """The knowledge base's ingest jobs as they run, on every page and rerun; when one ends, what it did,
-    and the page refreshed (the documents list); files saved but not indexed, with a button to index them."""
+    and the page refreshed (the documents list)."""
     for job in kb_jobs(kb):
         share = job.done / job.total if job.total else 0.0
         text = t("job_queued") if job.status == "queued" else t("job_stage", stage=job.stage, done=job.done, total=job.total)
@@ -299,14 +302,24 @@ def ingest_progress(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
     if any(j.id not in seen for j in ended):  # one just ended: the whole page shows the new documents
         seen.update(j.id for j in ended)
         st.rerun(scope="app")
+
+
+def unindexed(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
+    """Files saved in documents/ that the index does not hold, with a button to index them (checked on each
+    run of the page, not on the progress's every second: a scan of a large folder is not free)."""
     if kb_jobs(kb):
         return
     missing = kbs.unindexed(rag)
+    attempt = (str(kb), frozenset(str(f) for f in missing))
+    if missing and attempt not in retried():  # an ingest that was stopped (the app closed mid-upload): once, by itself
+        retried().add(attempt)
+        ingest_folder(rag, kb, mine=False)
+        return
     if missing:
         st.warning(t("unindexed", n=len(missing)) + " " + ", ".join(plain_markdown(f.name) for f in missing[:10]))
         if st.button(t("unindexed_retry"), key="ingest_unindexed"):
             ingest_folder(rag, kb)
-            st.rerun(scope="fragment")
+            st.rerun()
 
 
 def _job_summary(job: Job) -> None:

@@ -30,3 +30,10 @@ def mine(kb: Path, kind: str) -> list[Job]:
     """The jobs of this kind this session started on the knowledge base, oldest first."""
     found = (jobs().get(i) for i in st.session_state.get("my_jobs", {}).get(f"{kind}:{kb}", []))
     return [j for j in found if j is not None]
+
+
+@st.cache_resource(show_spinner=False)
+def retried() -> set[tuple[str, frozenset[str]]]:
+    """(knowledge base, files) this process already tried to index again on its own (once each, so a file
+    that cannot be read is not read again and again)."""
+    return set()
