@@ -243,13 +243,12 @@ def model_settings(config: Config) -> tuple[str, str, str, str] | None:
         backends = list(GENERATE_BACKENDS)
         backend = st.selectbox(t("backend"), backends, index=backends.index(gen.backend), key="llm_backend")
         model = st.text_input(t("model"), gen.model, key="llm_model",
-                              help="A packaged name or .gguf (in-process), or the server's model name (openai)")
+                              help=t("model_help"))
         url = key_env = ""
         if backend == "openai":
             url = st.text_input(t("server_url"), gen.base_url or "http://127.0.0.1:11434/v1", key="llm_url")
             key_env = server_key(config, url)
-            st.caption(f"API key: from {plain_markdown(key_env)} (paired with this URL in the config)" if key_env else
-                       "No API key is sent: only a server URL paired with a key variable in the config gets one.")
+            st.caption(t("key_paired", env=plain_markdown(key_env)) if key_env else t("key_none"))
     choice = (backend, model, url, key_env)
     configured = (gen.backend, gen.model, *((gen.base_url, gen.api_key_env) if gen.backend == "openai" else ("", "")))
     return None if choice == configured else choice
@@ -447,12 +446,12 @@ def allowed_in() -> bool:
         return False
     if st.session_state.get("signed_in"):
         return True
-    entered = st.text_input("Password", type="password", key="password")
+    entered = st.text_input(t("password"), type="password", key="password")
     if entered and hmac.compare_digest(entered.encode(), password.encode()):
         st.session_state["signed_in"] = True
         st.rerun()
     elif entered:
-        st.error("Wrong password.")
+        st.error(t("wrong_password"))
     return False
 
 

@@ -12,6 +12,7 @@ from ragapp import RAG
 from ragapp.display import shown_path
 from ragapp.records import Citation, TableQuery
 from ragapp.show import drawable
+from ui.words import t
 
 # The original is offered for download up to this size (Streamlit holds it in memory while sending it).
 MAX_DOWNLOAD_BYTES = 50_000_000
@@ -31,8 +32,8 @@ def render_citation(rag: RAG | None, n: int, c: Citation, table: TableQuery | No
     if rag is not None and drawable(c.source) and c.end > c.start:
         _page(rag, n, c)
     st.markdown(highlighted(c.chunk_text or c.quote, c.span if c.chunk_text else (0, len(c.quote))), unsafe_allow_html=True)
-    span = (f"rows {', '.join(map(str, table.rows[:20]))}" if table is not None and n == 1
-            else f"characters {c.start}–{c.end} · score {c.score:.3f}")
+    span = (t("cite_rows", rows=", ".join(map(str, table.rows[:20]))) if table is not None and n == 1
+            else t("cite_span", start=c.start, end=c.end, score=f"{c.score:.3f}"))
     st.caption(f"{caption} · {span}")
 
 
@@ -40,12 +41,11 @@ def _page(rag: RAG, n: int, c: Citation) -> None:
     try:
         shown = rag.page_image(c.source, c.page, c.start, c.end, PAGE_WIDTH)
     except (LookupError, ValueError, OSError) as exc:  # the answer stays; the page says why it is missing
-        st.warning(f"The page cannot be shown: {exc}")
+        st.warning(t("page_missing", why=exc))
         return
     if shown.notice:
         st.warning(shown.notice)
-    st.image(shown.png, caption=f"[{n}] the quote boxed on its page" if shown.boxes else f"[{n}] the page",
-             width="stretch")
+    st.image(shown.png, caption=t("citation_page", n=n) if shown.boxes else t("citation_page_plain", n=n), width="stretch")
     _download(c)
 
 
@@ -54,9 +54,9 @@ def _download(c: Citation) -> None:
     path = Path(c.source)
     try:
         if path.stat().st_size > MAX_DOWNLOAD_BYTES:
-            st.caption(f"The file: {shown_path(c.source)} (page {c.page or 1})")
+            st.caption(t("the_file", path=shown_path(c.source), page=c.page or 1))
             return
     except OSError:
         return
-    st.download_button(f"Open the file (page {c.page or 1})", path.read_bytes, file_name=path.name,
+    st.download_button(t("open_file", page=c.page or 1), path.read_bytes, file_name=path.name,
                        key=f"open-{id(c)}", mime="application/pdf" if path.suffix.lower() == ".pdf" else None)

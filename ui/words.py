@@ -133,6 +133,17 @@ WORDS: dict[str, tuple[str, str]] = {
     "citation_page": ("[{n}] the quote boxed on its page", "[{n}] 引文在原页面上的位置"),
     "citation_page_plain": ("[{n}] the page", "[{n}] 原页面"),
     "open_file": ("Open the file (page {page})", "打开文件（第 {page} 页）"),
+    "the_file": ("The file: {path} (page {page})", "文件：{path}（第 {page} 页）"),
+    "page_missing": ("The page cannot be shown: {why}", "无法显示该页：{why}"),
+    "cite_rows": ("rows {rows}", "行 {rows}"),
+    "cite_span": ("characters {start}–{end} · score {score}", "字符 {start}–{end} · 分数 {score}"),
+    "model_help": ("A packaged name or .gguf (in-process), or the server's model name (openai)",
+                   "内置模型名或 .gguf 文件（本进程内运行），或服务器上的模型名（openai）"),
+    "key_paired": ("API key: from {env} (paired with this URL in the config)", "API 密钥：来自 {env}（配置中与此地址配对）"),
+    "key_none": ("No API key is sent: only a server URL paired with a key variable in the config gets one.",
+                 "不发送 API 密钥：只有配置中与密钥变量配对的服务器地址才会收到密钥。"),
+    "password": ("Password", "密码"),
+    "wrong_password": ("Wrong password.", "密码错误。"),
 }
 
 
