@@ -17,6 +17,7 @@ from ragapp.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.embed import Embedder, build_embedder, embedding_record
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
+from ragapp.generate.base import token_usage
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
 from ragapp.prompt import Prompt, build_prompt
@@ -295,7 +296,7 @@ class RAG:
         prompt = self._prompt(question, hits, lang, threshold, earlier_exchange(question, query, history, is_refusal))
         held = HeldBack()
         yield from self._generate(prompt, held, timings, started)
-        usage.update(self._usage(prompt.messages, held.text))
+        usage.update(token_usage(self.generator, prompt.messages, held.text, lambda text: self.embedder.count_tokens([text])[0]))
         if is_refusal(held.text):
             finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
@@ -304,14 +305,6 @@ class RAG:
             yield held.text[held.emitted :]
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
         finish(held.text, True, model=self.model_label, citations=citations)
-
-    def _usage(self, messages: list[dict[str, str]], reply: str) -> dict[str, int]:
-        """Tokens read and written, by the chat model's tokenizer (a server's model: the embedder's, an estimate)."""
-        def count(text: str) -> int:
-            found = self.generator.count_tokens(text)
-            return found if found is not None else self.embedder.count_tokens([text])[0]
-
-        return {"prompt_tokens": sum(count(m["content"]) for m in messages), "completion_tokens": count(reply)}
 
     def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""

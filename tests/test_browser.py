@@ -247,6 +247,15 @@ def test_the_page_in_chinese_a_refusal_in_plain_words_and_the_check_page(server,
         wait.until(ec.visibility_of_element_located((By.XPATH, "(//div[@data-testid='stChatMessage'])[last()]//*[contains(., 'threshold')]")))
         time.sleep(1)  # the expander's opening animation
         shoot(browser, tmp_path, "ui-chinese-refusal-explained.png")
+        # Under a refusal: "right to refuse" / "it is in the documents"; the click keeps "expect: refuse".
+        last_reply = "(//div[@data-testid='stChatMessage'])[last()]"
+        assert browser.find_elements(By.XPATH, f"{last_reply}//button[.//p[text()='👎 文档里有答案']]")
+        wait.until(ec.element_to_be_clickable((By.XPATH, f"{last_reply}//button[.//p[text()='👍 拒答正确']]"))).click()
+        wait.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., '已保存为测试用例')]")))
+        from ragapp.evaluate import read_set, set_path
+
+        kept = read_set(set_path(tmp_path / "kbs" / "notes")).items[-1]
+        assert (kept.question, kept.verdict, kept.expect) == ("故宫有多少个房间？", "right_refusal", "refuse")
 
         wait.until(ec.element_to_be_clickable((By.XPATH, "//*[@data-testid='stSidebar']//button[.//p[text()='English']]"))).click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "textarea[placeholder='Ask a question about your documents']")))

@@ -229,3 +229,18 @@ def test_feedback_is_bounded_appended_and_never_makes_a_set_its_reader_refuses(t
 
     with pytest.raises(ValueError, match="'source' may have at most"):
         testset.TestItem(question="Q?", source="x" * (MAX_FIELD_CHARS + 1))
+
+
+@pytest.mark.unit
+def test_a_written_item_that_is_not_a_question_is_dropped():
+    """Issue 44: a "question" that was a copied sentence under a Markdown heading reached the test set."""
+    sentence = "The harbour of Alderville is a lighthouse built by Alder Quarry in 1874."
+    for reply in ("Question: # Alderville harbour The harbour of Alderville is a lighthouse\nAnswer: Alder Quarry",
+                  "Question: The harbour of Alderville was built in a year.\nAnswer: 1874",
+                  "Question: **Alderville** harbour built by whom?\nAnswer: Alder Quarry"):
+        assert check_written(reply, sentence, "en", set())[2] == "not a question", reply
+    assert check_written("Question: Who built the lighthouse of Alderville?\nAnswer: Alder Quarry", sentence, "en", set())[2] == ""
+    assert check_written("Question: In which year was the Alderville lighthouse built\nAnswer: 1874", sentence, "en", set())[2] == ""
+    zh = "奥尔德维尔的灯塔由奥尔德采石场于1874年建成。"
+    assert check_written("问题：## 奥尔德维尔灯塔 奥尔德维尔的灯塔建成\n答案：1874年", zh, "zh", set())[2] == "not a question"
+    assert check_written("问题：奥尔德维尔的灯塔是哪一年建成的？\n答案：1874年", zh, "zh", set())[2] == ""

@@ -343,9 +343,11 @@ def test_one_eval_per_knowledge_base_cancel_and_an_upload_is_not_kept_waiting(ap
     for _ in range(10):  # 100 of these were all queued before (issue 43)
         r = client.post("/v1/knowledge_bases/notes/eval", json={"questions": 2000})
         assert r.status_code == 409 and job in r.json()["error"]["message"]
-    note = tmp_path / "kelp.md"
+    note = tmp_path / "monterey.md"
     note.write_text("Kelp forests shelter sea otters along the coast of Monterey.\n", encoding="utf-8")
-    upload_job = client.post("/v1/knowledge_bases/notes/documents", files=[("files", (note.name, note.read_bytes()))]).json()["job"]
+    uploaded = client.post("/v1/knowledge_bases/notes/documents", files=[("files", (note.name, note.read_bytes()))])
+    assert uploaded.status_code == 202, uploaded.text
+    upload_job = uploaded.json()["job"]
     r = client.delete(f"/v1/jobs/{upload_job}")
     assert r.status_code == 409 and "runs to its end" in r.json()["error"]["message"]
     assert client.delete(f"/v1/jobs/{job}").json() == {"id": job, "cancelled": True}

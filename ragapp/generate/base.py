@@ -3,7 +3,7 @@ Subclass it to inherit the defaults (`class MyModel(Generator): ...`); RAG check
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -35,3 +35,13 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int | None:
         """`text`'s length in this model's tokens (None when the model cannot say: a server's model)."""
         return None
+
+
+def token_usage(generator: Generator, messages: list[dict[str, str]], reply: str,
+                estimate: Callable[[str], int]) -> dict[str, int]:
+    """Tokens the model read (the messages' text) and wrote, by its own tokenizer, else by `estimate`."""
+    def count(text: str) -> int:
+        found = generator.count_tokens(text)
+        return found if found is not None else estimate(text)
+
+    return {"prompt_tokens": sum(count(m["content"]) for m in messages), "completion_tokens": count(reply)}
