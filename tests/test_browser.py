@@ -144,7 +144,8 @@ def test_a_citation_shows_its_page_with_the_quote_boxed_for_a_pdf_and_a_scan(ser
 
     def shown(img) -> bytes:
         """The picture as the browser got it (its own URL on the app's server), once it is on screen."""
-        assert img.is_displayed() and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0
+        WebDriverWait(browser, 30).until(  # on screen once the expander has opened and the picture loaded
+            lambda _: img.is_displayed() and browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 0)
         return urllib.request.urlopen(img.get_attribute("src"), timeout=30).read()
 
     def show_exchange() -> None:

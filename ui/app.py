@@ -187,7 +187,7 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
         for line in st.session_state.get("upload_refusals", {}).get(str(kb), []):
             st.write(line)
-        ingest_progress(kb)
+        ingest_status(kb)
         unindexed(rag, kb, kbs)
 
         st.subheader(t("documents"))
@@ -286,20 +286,26 @@ def ingest_folder(rag: RAG, kb: Path, mine: bool = True) -> Job:
     return job
 
 
+def ingest_status(kb: Path) -> None:
+    """What this session's last ingest of the knowledge base did; while one runs (anyone's), its progress."""
+    ended = [j for j in mine(kb, "ingest") if j.status not in ("queued", "running")]
+    st.session_state.setdefault("jobs_seen", set()).update(j.id for j in ended)
+    if ended:
+        _job_summary(ended[-1])
+    if kb_jobs(kb):
+        ingest_progress(kb)
+
+
 @st.fragment(run_every="1s")
 def ingest_progress(kb: Path) -> None:
-    """The knowledge base's ingest jobs as they run, on every page and rerun; when one ends, what it did,
-    and the page refreshed (the documents list)."""
+    """The running ingest's progress, redrawn every second (only while one runs); when it ends, the whole
+    page again (the documents list, what it did)."""
     for job in kb_jobs(kb):
         share = job.done / job.total if job.total else 0.0
         text = t("job_queued") if job.status == "queued" else t("job_stage", stage=job.stage, done=job.done, total=job.total)
         st.progress(min(1.0, share), text=text)
-    ended = [j for j in mine(kb, "ingest") if j.status not in ("queued", "running")]
-    if ended:
-        _job_summary(ended[-1])
     seen = st.session_state.setdefault("jobs_seen", set())
-    if any(j.id not in seen for j in ended):  # one just ended: the whole page shows the new documents
-        seen.update(j.id for j in ended)
+    if not kb_jobs(kb) or any(j.id not in seen and j.status not in ("queued", "running") for j in mine(kb, "ingest")):
         st.rerun(scope="app")
 
 

@@ -129,33 +129,36 @@ def check_page(rag: RAG) -> None:
             remember(rag.path, jobs().submit(str(rag.path), lambda progress: rag.evaluate(
                 int(questions), progress=lambda stage, done, total: progress(stage, "", done, total)), kind="eval"))
             st.rerun()
-    check_progress(rag)
+    check_status(rag)
     if found is None:
         st.info(t("check_never"))
         return
     show_report(rag, EvalReport(**found))
 
 
-@st.fragment(run_every="1s")
-def check_progress(rag: RAG) -> None:
-    """The running check's progress and time left; when a check of this session ends, the page again."""
-    running = active(rag.path, "eval")
-    if running is not None:
-        started = st.session_state.setdefault("eval_started", {}).setdefault(running.id, time.monotonic())
-        if running.status == "queued" or not running.total:
-            st.progress(0.0, text=t("check_starting"))
-        else:
-            spent = time.monotonic() - started
-            left = spent / max(running.done, 1) * (running.total - running.done)
-            st.progress(min(1.0, running.done / running.total),
-                        text=t("check_running", stage=running.stage, done=running.done, total=running.total, left=_duration(left)))
-        if st.button(t("check_cancel"), key="eval_cancel"):
-            jobs().cancel(running.id)
-        return
+def check_status(rag: RAG) -> None:
+    """Why this session's last check failed, if it did; while a check runs, its progress."""
     ended = [j for j in mine(rag.path, "eval") if j.status not in ("queued", "running")]
     if ended and ended[-1].status == "failed":
         st.error(plain_markdown(t("check_failed", error=ended[-1].error)))
-    seen = st.session_state.setdefault("jobs_seen", set())
-    if any(j.id not in seen for j in ended):
-        seen.update(j.id for j in ended)
+    if active(rag.path, "eval") is not None:
+        check_progress(rag)
+
+
+@st.fragment(run_every="1s")
+def check_progress(rag: RAG) -> None:
+    """The running check's progress and time left, redrawn every second; when it ends, the page again."""
+    running = active(rag.path, "eval")
+    if running is None:
         st.rerun(scope="app")
+        return
+    started = st.session_state.setdefault("eval_started", {}).setdefault(running.id, time.monotonic())
+    if running.status == "queued" or not running.total:
+        st.progress(0.0, text=t("check_starting"))
+    else:
+        spent = time.monotonic() - started
+        left = spent / max(running.done, 1) * (running.total - running.done)
+        st.progress(min(1.0, running.done / running.total),
+                    text=t("check_running", stage=running.stage, done=running.done, total=running.total, left=_duration(left)))
+    if st.button(t("check_cancel"), key="eval_cancel"):
+        jobs().cancel(running.id)
