@@ -221,19 +221,14 @@ def test_names_and_listing_fail_one_at_a_time(keyless):
     assert r.status_code == 404
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    """A page on another origin (another port) that tries the cross-site upload, as any site could."""
+class _OtherSite(http.server.BaseHTTPRequestHandler):
+    """A page on another origin (another port), as any site the user visits could serve."""
 
-    target = ""
+    def html(self) -> str:
+        raise NotImplementedError
 
     def do_GET(self) -> None:  # noqa: N802
-        script = f"""
-        const form = new FormData();
-        form.append("files", new Blob(["The attacker's text."]), "otters.md");
-        fetch("{self.target}/v1/knowledge_bases/notes/documents?replace=true", {{method: "POST", body: form, mode: "no-cors"}})
-          .then(() => document.title = "sent").catch(e => document.title = "failed " + e);
-        """
-        page = f"<html><body><script>{script}</script></body></html>".encode()
+        page = self.html().encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(page)))
@@ -242,6 +237,21 @@ class _Page(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+class _Page(_OtherSite):
+    """Another site's page that tries the cross-site upload."""
+
+    target = ""
+
+    def html(self) -> str:
+        script = f"""
+        const form = new FormData();
+        form.append("files", new Blob(["The attacker's text."]), "otters.md");
+        fetch("{self.target}/v1/knowledge_bases/notes/documents?replace=true", {{method: "POST", body: form, mode: "no-cors"}})
+          .then(() => document.title = "sent").catch(e => document.title = "failed " + e);
+        """
+        return f"<html><body><script>{script}</script></body></html>"
 
 
 @needs_chromium
@@ -299,22 +309,14 @@ def pdfs(keyless):
     return f"{server.url}/v1/knowledge_bases/pdfs/documents/{PDF.name}/pages/1.png"
 
 
-class _ImagePage(http.server.BaseHTTPRequestHandler):
-    """A page of another origin that shows the server's page image in an <img> (issue 43)."""
+class _ImagePage(_OtherSite):
+    """Another site's page that shows the server's page image in an <img> (issue 43)."""
 
     image = ""
 
-    def do_GET(self) -> None:  # noqa: N802
-        page = (f'<html><body><img id="x" src="{self.image}" onload="document.title=\'loaded \' + this.naturalWidth" '
-                f'onerror="document.title=\'blocked\'"></body></html>').encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
-
-    def log_message(self, *args) -> None:
-        pass
+    def html(self) -> str:
+        return (f'<html><body><img id="x" src="{self.image}" onload="document.title=\'loaded \' + this.naturalWidth" '
+                f'onerror="document.title=\'blocked\'"></body></html>')
 
 
 def _title(browser, timeout: float = 30) -> str:
