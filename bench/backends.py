@@ -103,8 +103,8 @@ def one(kind: str, index: str) -> dict:
 
 
 def _prompt_tokens(rag, tok, question: str) -> int:
-    from ragapp.prompt import build_prompt
-    from ragapp.refusal import prompt_passages
+    from ragapp.query.prompt import build_prompt
+    from ragapp.query.refusal import prompt_passages
     from ragapp.text import detect_language
 
     pc = rag.config.prompt

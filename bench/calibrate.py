@@ -15,7 +15,7 @@ The shipped refusal rule is a threshold on the best rerank score of the candidat
 refuses `--max-false-refusal` of the answerable calibration questions. Also tried here, as a candidate
 replacement: a logistic regression on `best` and `peak` (best minus the mean of the next four; an
 answer-bearing passage often stands out from its neighbours), its bias moved to the same false-refusal
-rate. Prints 5-fold cross-validated figures for both, the thresholds for ragapp/refusal.py, and how well
+rate. Prints 5-fold cross-validated figures for both, the thresholds for ragapp/query/refusal.py, and how well
 each other signal separates the classes (ROC AUC): dense cosine, query-term coverage of the passage and
 of its best sentence, the top-1/top-2 margin, and with `--llm N` (slow: one LLM pass per question) the
 chat model's log-probability of the refusal sentence after the grounded prompt, on N + N questions.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import EVAL  # noqa: E402
 from bench.quality import _qa_sets, add_embed_options, build, embed_variant  # noqa: E402
 from ragapp import RAG  # noqa: E402
-from ragapp.prompt import FALLBACK, build_prompt  # noqa: E402
+from ragapp.query.prompt import FALLBACK, build_prompt  # noqa: E402
 from ragapp.rerank import query_coverage  # noqa: E402
 from ragapp.text import detect_language  # noqa: E402
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import EVAL, OUT, contains_answer, doc_ranking, jsonl, machine, ndcg_at, qrels, recall_at, write_corpus  # noqa: E402
 from ragapp import RAG  # noqa: E402
 from ragapp.config import Config  # noqa: E402
+from ragapp.query.retrieve import hybrid_search  # noqa: E402
 from ragapp.records import Query  # noqa: E402
-from ragapp.retrieve import hybrid_search  # noqa: E402
 from ragapp.text import detect_language  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def recall(args) -> None:
 
 
 def tokenizers(args) -> None:
-    from ragapp.bm25 import BM25Index
+    from ragapp.index.bm25 import BM25Index
     from ragapp.terms import Tokenizer
 
     cm = EVAL / "cmrc2018_dev"
@@ -143,6 +143,17 @@ def tokenizers(args) -> None:
         print(f"| {kind} | {r1 / n:.3f} | {r5 / n:.3f} | {mrr / n:.3f} | {secs:.1f} |")
 
 
+def answer_sets(rng: random.Random, n: int, qa: list[dict], holdout: set[str], unanswerable: list[dict]) -> dict[str, list[dict]]:
+    """The end-to-end questions of one set, by kind: answerable, holdout-unanswerable (and squad-impossible)."""
+    answerable = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] not in holdout]
+    sets = {"answerable": rng.sample(answerable, min(n, len(answerable))),
+            "holdout-unanswerable": rng.sample(unanswerable, min(n, len(unanswerable)))}
+    impossible = [r for r in qa if r.get("squad_impossible")]
+    if impossible:
+        sets["squad-impossible"] = rng.sample(impossible, min(n, len(impossible)))
+    return sets
+
+
 def answers(args) -> None:
     rng = random.Random(args.seed)
     print(f"\nEnd to end, {args.n} answerable + {args.n} unanswerable per language (seed {args.seed}); {machine()}")
@@ -155,12 +166,7 @@ def answers(args) -> None:
     for name, corpus, holdout, qa, unanswerable in _qa_sets():
         config, suffix = embed_variant(args, **{f"prompt__{k}": v for k, v in prompt.items()})
         rag = build(name + "-holdout" + suffix, corpus, holdout, config)
-        answerable = [r for r in qa if r["expect"] == "answer" and r["gold_pid"] not in holdout]
-        sets = {"answerable": rng.sample(answerable, min(args.n, len(answerable))),
-                "holdout-unanswerable": rng.sample(unanswerable, min(args.n, len(unanswerable)))}
-        impossible = [r for r in qa if r.get("squad_impossible")]
-        if impossible:
-            sets["squad-impossible"] = rng.sample(impossible, min(args.n, len(impossible)))
+        sets = answer_sets(rng, args.n, qa, holdout, unanswerable)
         for kind, items in sets.items():
             if args.only and name not in args.only and f"{name}:{kind}" not in args.only:
                 continue

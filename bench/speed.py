@@ -37,7 +37,7 @@ def _pct(values: list[float], q: float) -> float:
 def bm25(args) -> None:
     from rank_bm25 import BM25Okapi
 
-    from ragapp.bm25 import BM25Index
+    from ragapp.index.bm25 import BM25Index
 
     rng = np.random.default_rng(0)
     vocab = np.array([f"w{i}" for i in range(50_000)])

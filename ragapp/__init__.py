@@ -16,7 +16,7 @@ from ragapp.version import __version__
 
 # Lazy: `import ragapp` stays quick; torch, transformers and faiss load when first used.
 _WHERE = {
-    "RAG": "ragapp.rag", "AnswerStream": "ragapp.rag", "Config": "ragapp.config", "Turn": "ragapp.conversation",
+    "RAG": "ragapp.rag", "AnswerStream": "ragapp.records", "Config": "ragapp.config", "Turn": "ragapp.query.conversation",
     "Answer": "ragapp.records", "Citation": "ragapp.records", "Chunk": "ragapp.records", "Hit": "ragapp.records",
     "IngestReport": "ragapp.records", "DocumentInfo": "ragapp.records", "IndexInfo": "ragapp.records",
     "Embedder": "ragapp.embed", "Generator": "ragapp.generate", "Reranker": "ragapp.rerank",
@@ -32,7 +32,6 @@ __all__ = [*_WHERE, "__version__"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
     from ragapp.config import Config
-    from ragapp.conversation import Turn
     from ragapp.embed import Embedder
     from ragapp.errors import (
         ConfigError,
@@ -50,8 +49,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     )
     from ragapp.generate import Generator
     from ragapp.index import IndexBackend, IndexReader, IndexWriter, LocalIndex, is_index_folder
-    from ragapp.rag import RAG, AnswerStream
-    from ragapp.records import Answer, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
+    from ragapp.query.conversation import Turn
+    from ragapp.rag import RAG
+    from ragapp.records import Answer, AnswerStream, Chunk, Citation, DocumentInfo, Hit, IndexInfo, IngestReport
     from ragapp.rerank import Reranker
     from ragapp.watch import FolderWatcher
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ragapp.display import print_pages, print_sources, show_pages, shown_path
+from ragapp.display import print_confidence, print_pages, print_sources, show_pages, shown_path
 from ragapp.errors import RagError
 
 DEFAULT_INDEX = "data/index"
@@ -159,6 +159,7 @@ def ask(question, index, config_path, top_k, model, llm_backend, llm_url, llm_ke
         raise
     click.echo()
     answer = stream.answer
+    print_confidence(answer.answered, answer.confidence, answer.draft)
     print_sources([c.to_dict() for c in answer.citations], answer.table.to_dict() if answer.table else None)
     if show:
         print_pages(show_pages(rag, answer.citations, show_dir))

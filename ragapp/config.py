@@ -152,7 +152,7 @@ class RerankConfig:
     timeout_s: float = 60.0
     max_retries: int = 2
     # Refuse without calling the LLM when the best rerank score is below this. None: the value
-    # calibrated for the embedding model in use (ragapp/refusal.py), or no threshold when none is known.
+    # calibrated for the embedding model in use (ragapp/query/refusal.py), or no threshold when none is known.
     min_score: float | None = None
 
     def __post_init__(self) -> None:
@@ -190,7 +190,7 @@ class GenerateConfig:
     # "auto": llama-cpp when llama-cpp-python is installed and the model is a GGUF (faster and lighter:
     # docs/benchmarks.md, "Chat backends"), else transformers.
     backend: str = "auto"
-    # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a model folder,
+    # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct), a model folder,
     # a .gguf file or a hub id; llama-cpp: a packaged name or a .gguf file; openai: the server's model name.
     model: str = "qwen2.5-coder-0.5b-instruct"
     max_new_tokens: int = 128
@@ -220,6 +220,19 @@ class GenerateConfig:
                f"generate backend 'openai' needs base_url = 'http://HOST:PORT/v1'. Currently, it is {self.base_url!r}")
         _check(not self.api_key_env or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None,
                "api_key_env is the NAME of an environment variable that holds the key (e.g. OPENAI_API_KEY), not the key")
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    """When a written answer is given: its confidence (ragapp/query/confidence.py) must reach `min_confidence`,
+    else the refusal sentence is given, with the confidence, the threshold and the withheld draft beside it."""
+
+    # 0 gives every answer the model writes (its confidence still shown). Chosen on the shared extracts at
+    # about 0.10 false refusals in all (docs/benchmarks.md, "Answer confidence").
+    min_confidence: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.min_confidence < 1.0, f"min_confidence must be in [0, 1). Currently, it is {self.min_confidence}")
 
 
 @dataclass(frozen=True)
@@ -315,6 +328,7 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    answer: AnswerConfig = field(default_factory=AnswerConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

@@ -33,6 +33,17 @@ def print_sources(citations: list[dict], table_query: dict | None = None) -> Non
         click.echo(f"  [{n}] {where} ({span}): \"{quote}\"")
 
 
+def print_confidence(answered: bool | None, confidence: float | None, draft: str = "") -> None:
+    """How sure the answer is (ragapp.query.confidence); for an answer the confidence gate withheld, that it was."""
+    if confidence is None:
+        return
+    if answered:
+        click.echo(f"\nConfidence: {confidence:.2f}")
+    elif draft:
+        click.echo(f"\nAn answer was written but withheld: its confidence {confidence:.2f} is under [answer] min_confidence "
+                   "(--json shows the draft).")
+
+
 def show_pages(rag, citations: list, folder: str | None = None) -> list[tuple[str, str] | None]:
     """Each citation's page drawn with its quote boxed (RAG.page_image), written as a PNG into `folder`
     (default: ragapp-pages in the temporary directory); (path, notice) each, None where a citation has

@@ -125,10 +125,12 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
                   top_k: Annotated[int | None, Field(ge=1, le=50, description="Passages to consider.")] = None) -> dict[str, Any]:
         """Answer a question from the user's own documents (Chinese or English) with numbered citations (file,
         page, quote). answered=false means the documents do not hold the answer: then the answer is the
-        exact refusal sentence, and you should tell the user so instead of answering from memory."""
+        exact refusal sentence, and you should tell the user so instead of answering from memory. confidence
+        (0-1) is the estimated probability that the answer is right; a withheld low-confidence answer is in draft."""
         rag = shelf.rag(knowledge_base)
         answer: Answer = await _call(lambda: rag.ask(question, top_k=top_k))
         return {"answered": answer.answered, "answer": answer.text, "language": answer.language,
+                "confidence": round(answer.confidence, 3), "draft": answer.draft,
                 "citations": _citations(rag.path.name, answer), "reason": answer.reason,
                 "table_query": answer.table.to_dict() if answer.table is not None else None}
 

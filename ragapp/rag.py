@@ -8,45 +8,37 @@ from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ragapp.answer import cite
+import numpy as np
+
 from ragapp.components import checked
 from ragapp.config import Config
-from ragapp.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.embed import Embedder, build_embedder, embedding_record
 from ragapp.errors import IndexNotFoundError
 from ragapp.generate import Generator, build_generator
-from ragapp.generate.base import token_usage
+from ragapp.generate.base import TokenScores, timed_stream, token_usage
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
-from ragapp.prompt import Prompt, build_prompt
-from ragapp.records import Answer, Box, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
-from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold
+from ragapp.query.answer import cite, support_share
+from ragapp.query.confidence import TABLE_CONFIDENCE, Assessed, assess
+from ragapp.query.conversation import Turn, earlier_exchange, standalone_question
+from ragapp.query.prompt import Prompt, build_prompt
+from ragapp.query.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold, withheld
+from ragapp.query.retrieve import hybrid_search
+from ragapp.query.threshold import Threshold, read_fitted
+from ragapp.records import Answer, AnswerStream, Box, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
 from ragapp.rerank import Reranker, build_reranker
-from ragapp.retrieve import hybrid_search
 from ragapp.runtime import set_faiss_threads
 from ragapp.show.store import has_pages
 from ragapp.tables import TableQA, sentence
 from ragapp.terms import Tokenizer
 from ragapp.text import detect_language
-from ragapp.threshold import Threshold, read_fitted
 
 if TYPE_CHECKING:
     from ragapp.evaluate import EvalReport
     from ragapp.show import PageImage, PageView
     from ragapp.watch import FolderWatcher
-
-
-class AnswerStream:
-    """Iterate for the answer text as it is generated; `.answer` holds the final Answer afterwards."""
-
-    def __init__(self, pieces: Iterator[str]) -> None:
-        self._pieces = pieces
-        self.answer: Answer | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._pieces
 
 
 class RAG:
@@ -196,10 +188,13 @@ class RAG:
 
     # -- query --------------------------------------------------------------------------------
 
+    def _embed(self, text: str) -> np.ndarray:
+        with self._model_lock:
+            return self.embedder.embed_queries([text])[0]
+
     def _query(self, text: str, terms: tuple[str, ...], timings: dict[str, float]) -> Query:
         t0 = time.perf_counter()
-        with self._model_lock:
-            vector = self.embedder.embed_queries([text])[0]
+        vector = self._embed(text)
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         return Query(text=text, language=detect_language(text), terms=terms, vector=vector)
 
@@ -273,16 +268,16 @@ class RAG:
 
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
 
-        def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None) -> None:
+        def finish(text: str, answered: bool, reason: str = "", model: str = "", citations=(), table=None, **more) -> None:
             citations = [self._placed(c) for c in citations]
             timings["total_ms"] = (time.perf_counter() - started) * 1000
             stream.answer = Answer(text=text, answered=answered, language=lang, citations=citations, hits=hits[:top_k],
-                                   timings_ms=timings, reason=reason, query=query, model=model, table=table, usage=usage)
+                                   timings_ms=timings, reason=reason, query=query, model=model, table=table, usage=usage, **more)
 
         table = self._table_answer(query, hits, timings)
         if table is not None:
             text = sentence(table, lang)
-            finish(text, True, model=self.model_label, citations=[table.citation()], table=table)
+            finish(text, True, model=self.model_label, citations=[table.citation()], table=table, confidence=TABLE_CONFIDENCE)
             yield text
             return
 
@@ -294,17 +289,36 @@ class RAG:
             yield fallback(lang)
             return
         prompt = self._prompt(question, hits, lang, threshold, earlier_exchange(question, query, history, is_refusal))
-        held = HeldBack()
-        yield from self._generate(prompt, held, timings, started)
+        minimum = self.config.answer.min_confidence
+        held, scores = HeldBack(hold_all=minimum > 0), TokenScores()
+        yield from (shown for piece in timed_stream(self.generator, prompt.messages, scores, timings, started)
+                    if (shown := held.feed(piece)))
         usage.update(token_usage(self.generator, prompt.messages, held.text, lambda text: self.embedder.count_tokens([text])[0]))
         if is_refusal(held.text):
             finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
             return
+        judged = self._assess(held.text, query, hits, prompt.hits, lang, scores, timings)
+        judgement: dict[str, Any] = {"confidence": judged.confidence, "signals": judged.signals.to_dict()}
+        if judged.confidence < minimum:
+            finish(fallback(lang), False, withheld(judged.confidence, minimum, judged.origin), self.model_label, draft=held.text,
+                   **judgement)
+            yield fallback(lang)
+            return
         if len(held.text) > held.emitted:
             yield held.text[held.emitted :]
         citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
-        finish(held.text, True, model=self.model_label, citations=citations)
+        finish(held.text, True, model=self.model_label, citations=citations, **judgement)
+
+    def _assess(self, text: str, query: str, hits: list[Hit], passages: Sequence[Hit], lang: str, scores: TokenScores,
+                timings: dict[str, float]) -> Assessed:
+        """How likely the model's answer is right (ragapp.query.confidence)."""
+        t0, index = time.perf_counter(), self.index()
+        judged = assess(text, query, hits, passages, model=self.generator.name, language=lang, logprobs=scores.logprobs,
+                        first=scores.first, fallback=fallback(lang), embed=self._embed, sentence_vectors=index.chunk_sentence_vectors,
+                        support=lambda a, q, h: support_share(a, q, h, self._tokenizer, index.term_idf))
+        timings["confidence_ms"] = (time.perf_counter() - t0) * 1000
+        return judged
 
     def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""
@@ -323,19 +337,6 @@ class RAG:
         context = prompt_passages(hits, threshold) if pc.drop_below_threshold else hits
         return build_prompt(question, context, lang, pc.max_context_tokens, pc.max_chunks, self.embedder.count_tokens,
                             earlier, pc.window, special)
-
-    def _generate(self, prompt: Prompt, held: HeldBack, timings: dict[str, float], started: float) -> Iterator[str]:
-        """The model's answer as it may be shown, with first-token and generation timings."""
-        t0 = time.perf_counter()
-        for piece in self.generator.stream(prompt.messages):
-            if "first_token_ms" not in timings:
-                now = time.perf_counter()
-                timings["first_token_ms"] = (now - started) * 1000
-                timings["model_first_token_ms"] = (now - t0) * 1000  # the model's own prefill time
-            shown = held.feed(piece)
-            if shown:
-                yield shown
-        timings["generate_ms"] = (time.perf_counter() - t0) * 1000
 
     # -- citations on their pages ---------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -227,6 +228,12 @@ class Answer:
     table: TableQuery | None = None
     # Tokens the chat model read and wrote for this answer (0, 0 when it was not asked).
     usage: dict[str, int] = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    # The estimated probability that the answer is right and supported (ragapp.query.confidence); for a
+    # refusal, that of the draft it withheld (0.0 when the model wrote none).
+    confidence: float = 0.0
+    # What the confidence was computed from, and the model's answer when the confidence gate withheld it.
+    signals: dict[str, float | None] = field(default_factory=dict)
+    draft: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready form used by `ragapp ask --json`."""
@@ -238,10 +245,24 @@ class Answer:
             "query": self.query,
             "model": self.model,
             "usage": self.usage,
+            "confidence": round(self.confidence, 3),
+            "signals": self.signals,
+            "draft": self.draft,
             "citations": [c.to_dict() for c in self.citations],
             "table_query": self.table.to_dict() if self.table is not None else None,
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
         }
+
+
+class AnswerStream:
+    """Iterate for the answer text as it is generated; `.answer` holds the final Answer afterwards."""
+
+    def __init__(self, pieces: Iterator[str]) -> None:
+        self._pieces = pieces
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._pieces
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ragapp.query.refusal import HeldBack, fallback, is_refusal, prompt_passages
 from ragapp.records import Chunk, Hit
-from ragapp.refusal import HeldBack, fallback, is_refusal, prompt_passages
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from ragapp.bm25 import FILES, BM25Index, BM25Writer
+from ragapp.index.bm25 import FILES, BM25Index, BM25Writer
 from ragapp.terms import Tokenizer
 
 pytestmark = pytest.mark.unit
@@ -80,7 +80,7 @@ def test_tokenizer_english_stems_and_chinese_bigrams():
 def test_top_n_is_the_best_of_every_score_with_ties_by_row():
     """The compiled top-n agrees with the full score vector: the same numbers, the `n` best, equal
     scores in row order (many documents here score alike), in one block of rows or in many."""
-    from ragapp.bm25_topk import top_n_columns
+    from ragapp.index.bm25_topk import top_n_columns
 
     rng = np.random.default_rng(3)
     words = [f"w{i}" for i in range(40)]
@@ -108,7 +108,7 @@ def test_a_crafted_column_naming_a_row_outside_the_index_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="names a row outside the index"):
         BM25Index.load(tmp_path, 0.9, 0.4, 0.25).top_n(tok("Rhine Alps"), 5)
     # Rows inside the index but descending: summed right within a block of rows, refused across blocks.
-    from ragapp.bm25_topk import top_n_columns
+    from ragapp.index.bm25_topk import top_n_columns
 
     index = BM25Index.build([tok(d) for d in DOCS])
     col = index.vocab["norman"]

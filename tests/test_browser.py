@@ -15,7 +15,7 @@ import pytest
 from helpers.browser import needs_chromium
 from helpers.net import free_port
 
-from ragapp.prompt import FALLBACK
+from ragapp.query.prompt import FALLBACK
 
 pytestmark = [pytest.mark.integration, needs_chromium]
 

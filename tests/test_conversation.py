@@ -10,6 +10,6 @@ pytestmark = pytest.mark.unit
     ("In which year?", True), ("长城的总长度是多少？", False), ("他的继任者是谁？", True), ("那茶呢？", True),
 ])
 def test_follow_up_detection(question, follow_up):
-    from ragapp.conversation import is_follow_up
+    from ragapp.query.conversation import is_follow_up
 
     assert is_follow_up(question) is follow_up

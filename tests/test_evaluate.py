@@ -19,7 +19,7 @@ from ragapp.evaluate import MIN_FIT_QUESTIONS, add_feedback, fit_threshold, read
 from ragapp.evaluate.scoring import token_f1
 from ragapp.evaluate.write import check_written
 from ragapp.generate import Generator
-from ragapp.threshold import FittedThreshold, read_fitted, threshold_path, write_fitted
+from ragapp.query.threshold import FittedThreshold, read_fitted, threshold_path, write_fitted
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from ragapp import RAG
 from ragapp.config import Config, GenerateConfig
 from ragapp.errors import ModelServerError
 from ragapp.generate import build_generator
-from ragapp.prompt import FALLBACK
+from ragapp.query.prompt import FALLBACK
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from helpers.net import free_port
 from ragapp import RAG
 from ragapp.config import Config, GenerateConfig
 from ragapp.errors import ModelServerError
-from ragapp.prompt import FALLBACK
+from ragapp.query.prompt import FALLBACK
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                 reason='llama-cpp-python is not installed (pip install "ragapp[llama-cpp]"; .ci/run installs it)')]
@@ -130,7 +130,7 @@ def _prefilled(generator) -> int:
 def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gguf, tmp_path):
     from ragapp.generate.llama_cpp import LlamaCppGenerator
     from ragapp.generate.saved_head import SavedHead, read_head, write_head
-    from ragapp.prompt import SYSTEM
+    from ragapp.query.prompt import SYSTEM
 
     config = GenerateConfig(backend="llama-cpp", model=str(qwen_gguf))
     messages = [{"role": "system", "content": SYSTEM["en"]},

@@ -4,7 +4,7 @@ import pytest
 
 from ragapp import RAG
 from ragapp.config import RerankConfig
-from ragapp.prompt import FALLBACK, build_prompt
+from ragapp.query.prompt import FALLBACK, build_prompt
 
 pytestmark = pytest.mark.integration
 

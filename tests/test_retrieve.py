@@ -7,8 +7,8 @@ import pytest
 
 from ragapp.config import RetrieveConfig
 from ragapp.index import GenerationWriter, LocalReader, Manifest, text_hash
+from ragapp.query.retrieve import hybrid_search, reciprocal_rank_fusion, weighted_fusion
 from ragapp.records import Query
-from ragapp.retrieve import hybrid_search, reciprocal_rank_fusion, weighted_fusion
 from ragapp.split import split_text
 
 pytestmark = pytest.mark.unit

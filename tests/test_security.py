@@ -301,7 +301,7 @@ def test_untrusted_text_never_becomes_a_control_token(cache_dir):
     a question and an earlier turn full of control tokens add no control token to the prompt."""
     from ragapp.config import GenerateConfig
     from ragapp.generate import TransformersGenerator
-    from ragapp.prompt import build_prompt
+    from ragapp.query.prompt import build_prompt
 
     gen = TransformersGenerator(GenerateConfig(), cache_dir)
     special = gen.special_tokens()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ragapp.prompt import FALLBACK
+from ragapp.query.prompt import FALLBACK
 from ui.markdown import plain_markdown
 
 pytestmark = pytest.mark.integration
@@ -300,8 +300,8 @@ def test_the_check_page_shows_the_scores_with_both_thresholds_and_applies_the_fi
     from ragapp import RAG
     from ragapp.config import Config
     from ragapp.evaluate import evaluate
+    from ragapp.query.threshold import threshold_path
     from ragapp.text import sentence_spans
-    from ragapp.threshold import threshold_path
 
     kb = kb_root / "checked"
     rag = RAG(kb, Config.load(kb_root / "ragapp.toml"), embedder=embedder, generator=echo_generator(needle=" "))

@@ -38,7 +38,7 @@ from ragapp.generate import build_generator
 from ragapp.jobs import Job
 from ragapp.knowledge import ALLOWED_SUFFIXES, DOCUMENTS, KnowledgeBases, is_upload, safe_name, save_upload
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
-from ragapp.refusal import closest_passages
+from ragapp.query.refusal import closest_passages
 from ragapp.runtime import prepare_environment
 from ragapp.text import detect_language
 from ragapp.watch import WatchStatus
@@ -112,6 +112,7 @@ def render_answer(question: str, answer: Answer, show_scores: bool, rag: RAG | N
             st.caption(t("table_query", where=_where(answer.table.source, answer.table.place),
                          rows=", ".join(map(str, answer.table.rows[:20]))))
             st.code(answer.table.sql, language="sql")
+        st.caption(t("confidence", value=answer.confidence))
         for n, c in enumerate(answer.citations, start=1):
             with st.expander(f"[{n}] {_where(c.source, c.place)}"):
                 render_citation(rag, n, c, answer.table, plain_markdown(shown_path(c.source)))
@@ -125,6 +126,9 @@ def render_answer(question: str, answer: Answer, show_scores: bool, rag: RAG | N
 def render_refusal(question: str, answer: Answer) -> None:
     said = detect_language(question)
     st.info(answer.text, icon="ℹ️")
+    if answer.draft:
+        with st.expander(t("withheld", said, value=answer.confidence)):
+            st.markdown(safe_markdown(answer.draft))
     if not answer.hits:
         return
     st.caption(t("refusal_plain", said))

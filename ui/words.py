@@ -76,6 +76,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "refusal_plain": ("The closest passages did not say enough to answer.", "最接近的段落没有提供足够的信息来回答。"),
     "closest": ("Closest: {where}", "最接近：{where}"),
     "details": ("Details", "详细信息"),
+    "confidence": ("confidence {value:.0%}", "置信度 {value:.0%}"),
+    "withheld": ("Withheld draft (confidence {value:.0%}, under the threshold): judge it yourself",
+                 "未采用的草稿（置信度 {value:.0%}，低于阈值）：请自行判断"),
     "error": ("Something went wrong: {error}", "出错了：{error}"),
     # feedback
     "fb_right": ("👍 Right", "👍 正确"),

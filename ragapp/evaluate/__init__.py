@@ -22,8 +22,8 @@ from ragapp.evaluate.report import EvalReport, last_report, report_lines, save_r
 from ragapp.evaluate.testset import TestItem, TestSet, add_feedback, read_set, set_path
 from ragapp.evaluate.testset import set_path as _saved_set
 from ragapp.evaluate.write import DROP_RULES, drawn_chunks, two_lines, write_items
-from ragapp.refusal import refusal_threshold
-from ragapp.threshold import FittedThreshold, write_fitted
+from ragapp.query.refusal import refusal_threshold
+from ragapp.query.threshold import FittedThreshold, write_fitted
 
 __all__ = ["DROP_RULES", "EvalReport", "TestItem", "TestSet", "add_feedback", "apply_fitted", "evaluate", "last_report",
            "read_set", "report_lines", "run_set", "save_report", "seconds_per_question", "set_path"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ragapp.jsonfile import replace_json
-from ragapp.threshold import EVAL_FOLDER
+from ragapp.query.threshold import EVAL_FOLDER
 
 REPORT_FILE = "report.json"
 _MAX_REPORT_BYTES = 50_000_000

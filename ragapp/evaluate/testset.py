@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ragapp.errors import TestSetFullError
+from ragapp.query.threshold import EVAL_FOLDER
 from ragapp.text import detect_language
-from ragapp.threshold import EVAL_FOLDER
 
 SET_FILE = "testset.jsonl"
 MAX_SET_BYTES = 20_000_000

@@ -14,12 +14,12 @@ from dataclasses import replace
 from ragapp.config import GenerateConfig, ModelsConfig
 from ragapp.generate.base import Generator
 from ragapp.generate.transformers import TransformersGenerator
-from ragapp.models import QWEN_NAME, SMOLLM_NAME
+from ragapp.models import PARTED_MODELS, SMOLLM_NAME
 
 
 def auto_backend(model: str) -> str:
     """llama-cpp for a GGUF model (packaged or a .gguf file) when llama-cpp-python is installed, else transformers."""
-    gguf = model in (QWEN_NAME, SMOLLM_NAME) or model.lower().endswith(".gguf")
+    gguf = model in PARTED_MODELS or model == SMOLLM_NAME or model.lower().endswith(".gguf")
     return "llama-cpp" if gguf and importlib.util.find_spec("llama_cpp") is not None else "transformers"
 
 

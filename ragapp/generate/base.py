@@ -3,8 +3,21 @@ Subclass it to inherit the defaults (`class MyModel(Generator): ...`); RAG check
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+# How many of the likeliest first tokens a backend reports (the answer confidence reads them).
+FIRST_TOKENS = 10
+
+
+@dataclass
+class TokenScores:
+    """A model's own probabilities for the answer it just wrote, filled by a backend that can read them."""
+
+    logprobs: list[float] = field(default_factory=list)  # of each token written, in order
+    first: list[tuple[str, float]] = field(default_factory=list)  # the likeliest first tokens: (text, log-probability)
 
 
 @runtime_checkable
@@ -18,6 +31,10 @@ class Generator(Protocol):
     def generate(self, messages: list[dict[str, str]]) -> str: ...
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]: ...
+
+    def stream_scored(self, messages: list[dict[str, str]], scores: TokenScores) -> Iterator[str]:
+        """Like `stream`, filling `scores` with the model's token probabilities where the backend has them."""
+        return self.stream(messages)
 
     @property
     def loaded(self) -> bool:
@@ -45,3 +62,16 @@ def token_usage(generator: Generator, messages: list[dict[str, str]], reply: str
         return found if found is not None else estimate(text)
 
     return {"prompt_tokens": sum(count(m["content"]) for m in messages), "completion_tokens": count(reply)}
+
+
+def timed_stream(generator: Generator, messages: list[dict[str, str]], scores: TokenScores, timings: dict[str, float],
+                 started: float) -> Iterator[str]:
+    """The generator's pieces, with first-token (since `started`, and the model's own) and generation times."""
+    t0 = time.perf_counter()
+    for piece in generator.stream_scored(messages, scores):
+        if "first_token_ms" not in timings:
+            now = time.perf_counter()
+            timings["first_token_ms"] = (now - started) * 1000
+            timings["model_first_token_ms"] = (now - t0) * 1000  # the model's own prefill time
+        yield piece
+    timings["generate_ms"] = (time.perf_counter() - t0) * 1000

@@ -10,13 +10,16 @@ saved in the model cache (`saved_head`), so a new process restores it instead.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError
-from ragapp.generate.base import Generator
+from ragapp.generate.base import FIRST_TOKENS, Generator, TokenScores
 from ragapp.generate.llama_output import keep_output
 from ragapp.generate.saved_head import SavedHead, head_file, head_length, read_head, write_head
 from ragapp.lazy import LoadsOnce
@@ -77,16 +80,24 @@ class LlamaCppGenerator(LoadsOnce, Generator):
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
         """Answer text piece by piece, as the model produces it (one generation at a time per model)."""
+        return self.stream_scored(messages, None)
+
+    def stream_scored(self, messages: list[dict[str, str]], scores: TokenScores | None) -> Iterator[str]:
+        """`stream`, recording each written token's log-probability and the likeliest first tokens in `scores`."""
         self.warm_up()
         sampling = {"temperature": self.config.temperature} if self.config.temperature > 0 else {"temperature": 0.0, "top_k": 1}
         system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
         with self._lock:
             self._restore_head(system)
+            recorder = Recorder(scores, self._model.detokenize) if scores is not None else None
+            extra = {"logits_processor": [recorder]} if recorder is not None else {}
             for event in self._model.create_chat_completion(messages=messages, stream=True,
-                                                          max_tokens=self.config.max_new_tokens, **sampling):
+                                                          max_tokens=self.config.max_new_tokens, **sampling, **extra):
                 piece = event["choices"][0]["delta"].get("content")
                 if piece:
                     yield piece
+            if recorder is not None:
+                recorder.finish()
             self._save_head(system)
 
     def _head_path(self, system: str) -> Path | None:
@@ -142,3 +153,32 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         buffer = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(model._ctx.ctx, buffer, size, 0)
         write_head(path, SavedHead(tokens[:length], bytes(buffer)[:written]))
+
+
+class Recorder:
+    """A llama.cpp logits processor that reads the model's distribution at each step and leaves it as it is:
+    when step k+1 is sampled, the token chosen at step k is the last input, so its log-probability is known."""
+
+    def __init__(self, scores: TokenScores, detokenize: Callable[[list[int]], bytes]) -> None:
+        self.scores = scores
+        self._detokenize = detokenize
+        self._previous: np.ndarray | None = None
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        row = logits.astype(np.float64)
+        peak = float(row.max())
+        logprobs = row - (peak + math.log(float(np.exp(row - peak).sum())))
+        if self._previous is None:
+            top = np.argpartition(-logprobs, FIRST_TOKENS)[:FIRST_TOKENS]
+            self.scores.first = [(self._detokenize([int(i)]).decode("utf-8", "replace"), float(logprobs[i]))
+                                 for i in top[np.argsort(-logprobs[top])]]
+        else:
+            self.scores.logprobs.append(float(self._previous[int(input_ids[-1])]))
+        self._previous = logprobs
+        return logits
+
+    def finish(self) -> None:
+        """The last step's token is never an input: count it as the likeliest (greedy decoding's choice)."""
+        if self._previous is not None:
+            self.scores.logprobs.append(float(self._previous.max()))
+            self._previous = None

@@ -46,7 +46,7 @@ class TransformersGenerator(LoadsOnce, Generator):
         except (OSError, ValueError) as exc:
             raise ModelNotAvailableError(
                 f"cannot load chat model {self.config.model!r} offline ({exc}); use a packaged name "
-                "(qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct), a local folder or a .gguf file") from exc
+                "(qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct), a local folder or a .gguf file") from exc
         model.eval()
         self._tokenizer = tokenizer
         return model

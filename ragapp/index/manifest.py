@@ -10,9 +10,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ragapp import bm25
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from ragapp.index import chunkstore, dense
+from ragapp.index import bm25, chunkstore, dense
 from ragapp.spool import fsync_dir
 
 # 4: chunk records found by offset (chunk_offsets.npy, chunk_hashes.npy: an index opens without reading

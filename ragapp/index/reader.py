@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ragapp.bm25 import BM25Index
 from ragapp.digest import file_sha256
 from ragapp.errors import IndexCorruptError
+from ragapp.index.bm25 import BM25Index
 from ragapp.index.chunkstore import ChunkStore
 from ragapp.index.dense import DenseVectors
 from ragapp.index.manifest import Manifest, is_regular, read_manifest, rebuild_hint

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ragapp.bm25 import BM25Writer
 from ragapp.digest import file_sha256
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexWriteError
+from ragapp.index.bm25 import BM25Writer
 from ragapp.index.chunkstore import ChunkStoreWriter
 from ragapp.index.dense import dense_shape, dense_spool, write_pq
 from ragapp.index.folder import check_index_folder, generation_name, generations, highest_generation

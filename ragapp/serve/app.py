@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
-from ragapp.conversation import Turn
 from ragapp.errors import (
     BusyError,
     IndexCorruptError,
@@ -33,6 +32,7 @@ from ragapp.errors import (
 )
 from ragapp.jobs import Jobs
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
+from ragapp.query.conversation import Turn
 from ragapp.rag import RAG
 from ragapp.records import Answer
 from ragapp.serve.evaluation import eval_routes
@@ -159,7 +159,8 @@ def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]
 
 def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -> dict:
     base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-            "answered": answer.answered, "citations": [cited(c, model, public) for c in answer.citations],
+            "answered": answer.answered, "confidence": round(answer.confidence, 3), "draft": answer.draft,
+            "citations": [cited(c, model, public) for c in answer.citations],
             "table_query": public.record(answer.table.to_dict()) if answer.table is not None else None}
     if stream:
         return {**base, "object": "chat.completion.chunk",

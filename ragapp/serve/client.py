@@ -14,7 +14,7 @@ def ask_server(url: str, knowledge_base: str, question: str, top_k: int | None, 
     """Print the answer as it streams, then its sources (or the whole answer as JSON)."""
     import openai
 
-    from ragapp.display import print_sources
+    from ragapp.display import print_confidence, print_sources
 
     client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=key or "none", max_retries=0, timeout=600)
     extra = {"top_k": top_k} if top_k else {}
@@ -37,11 +37,12 @@ def ask_server(url: str, knowledge_base: str, question: str, top_k: int | None, 
     except openai.APIConnectionError as exc:
         raise ModelServerError(f"nothing answers at {url} ({exc}); start it with: ragapp serve") from exc
     if as_json:
-        click.echo(json.dumps({"answer": "".join(text), "answered": final.get("answered"),
-                               "citations": final.get("citations", []), "table_query": final.get("table_query")},
+        click.echo(json.dumps({"answer": "".join(text), "answered": final.get("answered"), "confidence": final.get("confidence"),
+                               "draft": final.get("draft", ""), "citations": final.get("citations", []), "table_query": final.get("table_query")},
                               ensure_ascii=False, indent=1))
         return
     click.echo()
+    print_confidence(final.get("answered"), final.get("confidence"), final.get("draft", ""))
     print_sources(final.get("citations", []), final.get("table_query"))
 
 

@@ -13,10 +13,10 @@ import re
 from collections.abc import Sequence
 
 from ragapp.config import RerankConfig
-from ragapp.prompt import FALLBACK
+from ragapp.query.prompt import FALLBACK
+from ragapp.query.threshold import FittedThreshold, Threshold
 from ragapp.records import Hit
 from ragapp.rerank import Reranker, SentenceReranker, final_score
-from ragapp.threshold import FittedThreshold, Threshold
 
 # The 5th percentile of answerable questions' best sentence-reranker score, on questions the
 # end-to-end evaluation does not use, per embedding model and language.
@@ -60,6 +60,12 @@ def refusal_by_model(hits: Sequence[Hit], threshold: float | None, origin: str) 
     return f"the model found no answer in the passages ({best}{gate})"
 
 
+def withheld(confidence: float, minimum: float, origin: str) -> str:
+    """Why an answer the model wrote was not given: its confidence is under the threshold."""
+    return (f"the answer's confidence {confidence:.2f} is below the threshold {minimum:.2f} ([answer] min_confidence; "
+            f"confidence {origin}); the withheld draft is kept with the reply")
+
+
 def prompt_passages(hits: Sequence[Hit], threshold: float | None) -> list[Hit]:
     """The best passage, then only those that also clear the refusal threshold."""
     if threshold is None:
@@ -100,15 +106,16 @@ class HeldBack:
     """Model output passed on as it comes, except while it could still turn out to be a refusal:
     a stream never shows half a hallucinated sentence before the fallback replaces it."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_all: bool = False) -> None:
         self.pieces: list[str] = []
         self.emitted = 0
+        self.hold_all = hold_all  # nothing is shown before the whole answer is judged (the confidence gate)
 
     def feed(self, piece: str) -> str:
         """Add a piece of model output; returns what may be shown now ("" while held back)."""
         self.pieces.append(piece)
         text = "".join(self.pieces)
-        if len(text) < _HOLD_BACK_CHARS or is_refusal(text):
+        if self.hold_all or len(text) < _HOLD_BACK_CHARS or is_refusal(text):
             return ""
         shown, self.emitted = text[self.emitted :], len(text)
         return shown

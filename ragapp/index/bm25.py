@@ -5,7 +5,7 @@ rank-bm25 scores every document in a Python loop (docs/benchmarks.md, "Speed"). 
 per-(term, document) weights are computed once, at ingest, into a CSC matrix saved beside the
 counts, so opening an index memory-maps them (as bm25s does: open time and memory do not grow with
 the corpus) and a query adds up one column slice per term: the same numbers (tests compare against
-rank-bm25), summed by a compiled kernel (ragapp.bm25_topk). Persisted as plain .npy arrays and a JSON
+rank-bm25), summed by a compiled kernel (ragapp.index.bm25_topk). Persisted as plain .npy arrays and a JSON
 vocabulary (no pickle).
 """
 
@@ -141,7 +141,7 @@ class BM25Index:
             rows = np.flatnonzero(scores > 0)
             order = np.lexsort((rows, -scores[rows]))[:n]
             return [(int(rows[i]), float(scores[rows[i]])) for i in order]
-        from ragapp.bm25_topk import top_n_columns
+        from ragapp.index.bm25_topk import top_n_columns
 
         cols = np.fromiter((self.vocab[t] for t in counts), dtype=np.int64, count=len(counts))
         mults = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))

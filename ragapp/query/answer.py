@@ -1,4 +1,4 @@
-"""Answer assembly: the citations that support an answer (whether it is one: ragapp/refusal.py)."""
+"""Answer assembly: the citations that support an answer (whether it is one: ragapp/query/refusal.py)."""
 
 from __future__ import annotations
 
@@ -23,18 +23,7 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
     when one of its sentences holds at least half as much of it as the best sentence does. When
     nothing overlaps (an answer in other words), the top hit is cited with its supporting sentence.
     """
-    question_terms = set(tokenizer(question))
-    info = {t for t in tokenizer(answer) if t not in question_terms} or set(tokenizer(answer))
-    total = sum(max(idf(t), 0.1) for t in info)
-    scored: list[tuple[float, Hit, tuple[int, int] | None]] = []
-    for hit in hits:
-        best, best_span = 0.0, hit.support
-        for a, b in hit.chunk.sentences or ((0, len(hit.chunk.text)),):
-            terms = set(tokenizer(hit.chunk.text[a:b]))
-            share = sum(max(idf(t), 0.1) for t in info if t in terms) / total if total else 0.0
-            if share > best:
-                best, best_span = share, (a, b)
-        scored.append((best, hit, best_span))
+    scored = _shares(answer, question, hits, tokenizer, idf)
     top = max((s for s, _, _ in scored), default=0.0)
     if top > 0:
         chosen = [x for x in sorted(scored, key=lambda x: -x[0]) if x[0] >= CITE_SHARE_OF_BEST * top][:max_citations]
@@ -48,6 +37,29 @@ def cite(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, 
     for c in citations:
         unique.setdefault((c.source, c.page, c.start, c.end), c)
     return list(unique.values())
+
+
+def support_share(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer, idf: Callable[[str], float]) -> float:
+    """The largest share of the answer's information (by idf) that one sentence of the hits holds."""
+    return max((s for s, _, _ in _shares(answer, question, hits, tokenizer, idf)), default=0.0)
+
+
+def _shares(answer: str, question: str, hits: Sequence[Hit], tokenizer: Tokenizer,
+            idf: Callable[[str], float]) -> list[tuple[float, Hit, tuple[int, int] | None]]:
+    """Per hit: the share of the answer's information its best sentence holds, and that sentence."""
+    question_terms = set(tokenizer(question))
+    info = {t for t in tokenizer(answer) if t not in question_terms} or set(tokenizer(answer))
+    total = sum(max(idf(t), 0.1) for t in info)
+    scored: list[tuple[float, Hit, tuple[int, int] | None]] = []
+    for hit in hits:
+        best, best_span = 0.0, hit.support
+        for a, b in hit.chunk.sentences or ((0, len(hit.chunk.text)),):
+            terms = set(tokenizer(hit.chunk.text[a:b]))
+            share = sum(max(idf(t), 0.1) for t in info if t in terms) / total if total else 0.0
+            if share > best:
+                best, best_span = share, (a, b)
+        scored.append((best, hit, best_span))
+    return scored
 
 
 def _citation(hit: Hit, span: tuple[int, int] | None, share: float) -> Citation:

@@ -1,0 +1,152 @@
+"""How likely an answer is right and supported: a small logistic model over signals ragapp already has
+(the retrieval gate's score and margin, the model's own token probabilities, whether the answer's words
+and numbers stand in the passages, and how close the answer is to the best sentence).
+
+The weights are fitted per chat model and answer language by `python bench/confidence.py fit` on the
+../shared/eval extracts, on questions the end-to-end evaluation does not use (docs/benchmarks.md,
+"Answer confidence"). A model not fitted here gets the weights fitted on both packaged models without
+token probabilities, as does a backend that cannot report them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ragapp.records import Hit
+from ragapp.rerank import final_score
+
+# The signals a fit may use, in this order; the last three need the model's token probabilities.
+TEXT_SIGNALS = ("best", "margin", "support", "numbers", "agreement", "log_chars")
+TOKEN_SIGNALS = ("refuse_first", "mean_logprob", "min_logprob")
+ANY_MODEL = "*"
+# A table answer is a checked query's result, not a model's prose: its confidence is the share of table
+# questions answered right (docs/benchmarks.md, "Questions over tables").
+TABLE_CONFIDENCE = 0.80
+NO_TOKENS = "no token probabilities"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What one answer's confidence is computed from (None where the backend cannot say)."""
+
+    best: float  # the best passage's final score (the refusal gate's)
+    margin: float  # best minus the second best
+    support: float  # share of the answer's information (its terms not in the question, by idf) in one prompt sentence
+    numbers: float  # share of the answer's numbers that stand in the prompt passages (1 with none)
+    agreement: float  # cosine of the answer to the closest sentence of the prompt passages
+    log_chars: float  # log(1 + the answer's length in characters)
+    refuse_first: float | None = None  # the model's probability of starting the refusal sentence
+    mean_logprob: float | None = None  # mean log-probability of the answer's tokens
+    min_logprob: float | None = None  # lowest log-probability among them
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready, rounded."""
+        return {k: (round(v, 4) if v is not None else None) for k, v in asdict(self).items()}
+
+    @property
+    def has_tokens(self) -> bool:
+        """True when the model's token probabilities are known."""
+        return self.mean_logprob is not None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A fitted logistic model: bias and one weight per signal it uses."""
+
+    bias: float
+    weights: Mapping[str, float]
+    origin: str
+
+    def probability(self, signals: Signals) -> float:
+        """The estimated probability that the answer is right, in [0, 1]."""
+        values = asdict(signals)
+        z = self.bias + sum(w * float(values[name]) for name, w in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+# Fitted by `python bench/confidence.py fit` (docs/benchmarks.md, "Answer confidence"); per chat model and
+# language, with and without token probabilities.
+FITTED: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+
+
+def weights_for(model: str, language: str, with_tokens: bool,
+                fitted: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]] | None = None) -> Weights | None:
+    """The weights for a chat model and language: the model's own, else those fitted without token
+    probabilities on the packaged models; None when nothing is fitted."""
+    table = FITTED if fitted is None else fitted
+    variant = "tokens" if with_tokens else NO_TOKENS
+    for key, origin in ((model, f"fitted for {model}"), (ANY_MODEL, "fitted on the packaged models")):
+        found = table.get(key, {}).get(language, {}).get(variant if key == model else NO_TOKENS)
+        if found:
+            rest = {k: v for k, v in found.items() if k != "bias"}
+            return Weights(found["bias"], rest, f"{origin}, {language}" + ("" if with_tokens and key == model else f", {NO_TOKENS}"))
+    return None
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def number_share(answer: str, passages: Sequence[str]) -> float:
+    """Share of the answer's numbers that stand in the passages (1.0 when it holds none)."""
+    numbers = set(_NUMBER.findall(answer))
+    if not numbers:
+        return 1.0
+    text = "\n".join(passages)
+    return sum(n in text for n in numbers) / len(numbers)
+
+
+def refusal_start(first: Sequence[tuple[str, float]], fallback: str) -> float:
+    """The model's probability that its answer starts as the refusal sentence does, from its likeliest
+    first tokens (text, log-probability)."""
+    return min(1.0, sum(math.exp(lp) for text, lp in first if text.strip() and fallback.startswith(text.strip())))
+
+
+def signals(answer: str, ranked: Sequence[Hit], passages: Sequence[Hit], support: float, agreement: float,
+            logprobs: Sequence[float], first: Sequence[tuple[str, float]], fallback: str) -> Signals:
+    """The signals of one answer: `ranked` is what the search found (best first), `passages` what the prompt showed."""
+    scores = [final_score(h) for h in ranked[:2]]
+    tokens: dict[str, float] = {}
+    if logprobs:
+        tokens = {"refuse_first": refusal_start(first, fallback), "mean_logprob": float(np.mean(logprobs)),
+                  "min_logprob": float(np.min(logprobs))}
+    return Signals(best=scores[0] if scores else 0.0, margin=scores[0] - scores[1] if len(scores) > 1 else 0.0,
+                   support=support, numbers=number_share(answer, [h.chunk.text for h in passages]), agreement=agreement,
+                   log_chars=math.log1p(len(answer)), **tokens)
+
+
+def agreement(answer_vector: np.ndarray, hits: Sequence[Hit], sentence_vectors: Callable[[int], np.ndarray]) -> float:
+    """Cosine of the answer's vector to the closest stored sentence of the passages."""
+    best = -1.0
+    q = answer_vector.astype(np.float32).ravel()
+    for hit in hits:
+        vectors = sentence_vectors(hit.row)
+        if len(vectors):
+            best = max(best, float(np.max(vectors.astype(np.float32) @ q)))
+    return best if best > -1.0 else 0.0
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """An answer's confidence, the signals behind it and where its weights came from."""
+
+    confidence: float
+    signals: Signals
+    origin: str
+
+
+def assess(answer: str, question: str, ranked: Sequence[Hit], passages: Sequence[Hit], *, model: str, language: str,
+           logprobs: Sequence[float], first: Sequence[tuple[str, float]], fallback: str,
+           support: Callable[[str, str, Sequence[Hit]], float], embed: Callable[[str], np.ndarray],
+           sentence_vectors: Callable[[int], np.ndarray]) -> Assessed:
+    """The confidence of one answer written from `passages` (what `ranked`, the search's hits, put in the prompt)."""
+    found = signals(answer, ranked, passages, support(answer, question, passages),
+                    agreement(embed(answer), passages, sentence_vectors), logprobs, first, fallback)
+    weights = weights_for(model, language, found.has_tokens)
+    if weights is None:
+        return Assessed(1.0, found, "none: no confidence model is fitted")
+    return Assessed(weights.probability(found), found, weights.origin)
