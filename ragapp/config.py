@@ -230,6 +230,9 @@ class AnswerConfig:
     # 0 gives every answer the model writes (its confidence still shown). Chosen on the shared extracts at
     # about 0.10 false refusals in all (docs/benchmarks.md, "Answer confidence").
     min_confidence: float = 0.0
+    # A second call asks the chat model whether the passages support each sentence of its answer; those
+    # it says are not are dropped (ragapp/query/review.py). Doubles the model's work: meant for a server model.
+    review: bool = False
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.min_confidence < 1.0, f"min_confidence must be in [0, 1). Currently, it is {self.min_confidence}")

@@ -21,11 +21,12 @@ from ragapp.generate.base import TokenScores, timed_stream, token_usage
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
 from ragapp.query.answer import cite, support_share
-from ragapp.query.confidence import TABLE_CONFIDENCE, Assessed, assess
+from ragapp.query.confidence import TABLE_CONFIDENCE, Assessed, assess, withheld
 from ragapp.query.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.query.prompt import Prompt, build_prompt
-from ragapp.query.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold, withheld
+from ragapp.query.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold
 from ragapp.query.retrieve import hybrid_search
+from ragapp.query.review import review, unsupported
 from ragapp.query.threshold import Threshold, read_fitted
 from ragapp.records import Answer, AnswerStream, Box, Citation, DocumentInfo, Hit, IndexInfo, IngestReport, Query, TableQuery
 from ragapp.rerank import Reranker, build_reranker
@@ -172,7 +173,7 @@ class RAG:
     def documents(self) -> list[DocumentInfo]:
         """The indexed documents: source, chunks, size, sha256 and ingest time; [] without an index."""
         try:
-            return _documents(self.manifest())
+            return self.manifest().documents()
         except IndexNotFoundError:
             return []
 
@@ -289,8 +290,8 @@ class RAG:
             yield fallback(lang)
             return
         prompt = self._prompt(question, hits, lang, threshold, earlier_exchange(question, query, history, is_refusal))
-        minimum = self.config.answer.min_confidence
-        held, scores = HeldBack(hold_all=minimum > 0), TokenScores()
+        settings = self.config.answer
+        held, scores = HeldBack(hold_all=settings.min_confidence > 0 or settings.review), TokenScores()
         yield from (shown for piece in timed_stream(self.generator, prompt.messages, scores, timings, started)
                     if (shown := held.feed(piece)))
         usage.update(token_usage(self.generator, prompt.messages, held.text, lambda text: self.embedder.count_tokens([text])[0]))
@@ -298,27 +299,32 @@ class RAG:
             finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
             return
-        judged = self._assess(held.text, query, hits, prompt.hits, lang, scores, timings)
+        judged, text, reason = self._judge(held.text, query, hits, prompt, lang, scores, timings)
         judgement: dict[str, Any] = {"confidence": judged.confidence, "signals": judged.signals.to_dict()}
-        if judged.confidence < minimum:
-            finish(fallback(lang), False, withheld(judged.confidence, minimum, judged.origin), self.model_label, draft=held.text,
-                   **judgement)
-            yield fallback(lang)
+        if reason:
+            finish(fallback(lang), False, reason, self.model_label, draft=held.text, **judgement)
+            yield ("\n" if held.emitted else "") + fallback(lang)
             return
-        if len(held.text) > held.emitted:
-            yield held.text[held.emitted :]
-        citations = cite(held.text, query, prompt.hits, self._tokenizer, self.index().term_idf)
-        finish(held.text, True, model=self.model_label, citations=citations, **judgement)
+        if len(text) > held.emitted:
+            yield text[held.emitted :]
+        citations = cite(text, query, prompt.hits, self._tokenizer, self.index().term_idf)
+        finish(text, True, model=self.model_label, citations=citations, **judgement)
 
-    def _assess(self, text: str, query: str, hits: list[Hit], passages: Sequence[Hit], lang: str, scores: TokenScores,
-                timings: dict[str, float]) -> Assessed:
-        """How likely the model's answer is right (ragapp.query.confidence)."""
-        t0, index = time.perf_counter(), self.index()
-        judged = assess(text, query, hits, passages, model=self.generator.name, language=lang, logprobs=scores.logprobs,
+    def _judge(self, text: str, query: str, hits: list[Hit], prompt: Prompt, lang: str, scores: TokenScores,
+               timings: dict[str, float]) -> tuple[Assessed, str, str]:
+        """The answer's confidence, its text after the groundedness review (when on), and why it is withheld ("" if not)."""
+        t0, index, settings = time.perf_counter(), self.index(), self.config.answer
+        judged = assess(text, query, hits, prompt.hits, model=self.generator.name, language=lang, logprobs=scores.logprobs,
                         first=scores.first, fallback=fallback(lang), embed=self._embed, sentence_vectors=index.chunk_sentence_vectors,
                         support=lambda a, q, h: support_share(a, q, h, self._tokenizer, index.term_idf))
         timings["confidence_ms"] = (time.perf_counter() - t0) * 1000
-        return judged
+        if judged.confidence < settings.min_confidence:
+            return judged, text, withheld(judged.confidence, settings.min_confidence, judged.origin)
+        if settings.review:
+            t0, checked = time.perf_counter(), review(text, prompt, self.generator.generate)
+            timings["review_ms"] = (time.perf_counter() - t0) * 1000
+            return judged, checked.text, "" if checked.text else unsupported(checked.dropped)
+        return judged, text, ""
 
     def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""
@@ -388,10 +394,6 @@ class RAG:
                          split=m.split, bm25=m.bm25, generator=self.model_label, reranker=self.config.rerank.kind,
                          min_score={lang: self.min_score(lang) for lang in ("en", "zh")},
                          min_score_origin={lang: self.threshold(lang).origin for lang in ("en", "zh")}, created_at=m.created_at,
-                         updated_at=m.updated_at, documents=_documents(m),
+                         updated_at=m.updated_at, documents=m.documents(),
                          tables=len(self._tables.tables({s: r.sha256 for s, r in m.files.items()})) if self._tables else 0,
                          pages=self._pages is not None and has_pages(self._pages))
-
-
-def _documents(manifest: Manifest) -> list[DocumentInfo]:
-    return [DocumentInfo(s, r.chunks, r.size, r.sha256, r.ingested_at, r.ocr_pages) for s, r in manifest.files.items()]

@@ -196,7 +196,11 @@ def test_ragapp_eval_with_the_packaged_model_writes_runs_and_compares(tmp_path, 
     subprocess.run(run + ["ingest", str(docs), "--index", str(index)], check=True, capture_output=True)
     first = json.loads(subprocess.run(run + ["eval", "--index", str(index), "--questions", "8", "--json"],
                                       check=True, capture_output=True, text=True).stdout)
-    assert first["writer"].startswith("llama-cpp") and first["written"]["tries"] >= first["written"]["kept"]
+    from ragapp.models.names import QWEN15_NAME, QWEN_NAME, parts_installed
+
+    # The 1.5B writes where it is installed (the 0.5B botches more of what it writes); the 0.5B answers.
+    assert first["writer"] == "llama-cpp: " + (QWEN15_NAME if parts_installed(QWEN15_NAME) else QWEN_NAME)
+    assert first["answerer"] == "llama-cpp: " + QWEN_NAME and first["written"]["tries"] >= first["written"]["kept"]
     assert len(first["results"]) == first["written"]["kept"] == len(read_set(set_path(index)).items)
     assert "20 needed to fit a threshold" in first["too_small"]  # 8 questions never fit a threshold
     again = subprocess.run(run + ["eval", "--index", str(index), "--set", str(set_path(index)), "--compare"],

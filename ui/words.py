@@ -140,8 +140,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "page_missing": ("The page cannot be shown: {why}", "无法显示该页：{why}"),
     "cite_rows": ("rows {rows}", "行 {rows}"),
     "cite_span": ("characters {start}–{end} · score {score}", "字符 {start}–{end} · 分数 {score}"),
-    "model_help": ("A packaged name or .gguf (in-process), or the server's model name (openai)",
-                   "内置模型名或 .gguf 文件（本进程内运行），或服务器上的模型名（openai）"),
+    "model_help": ("A packaged name — qwen2.5-coder-0.5b-instruct (faster) or qwen2.5-coder-1.5b-instruct (right more often, "
+                   "slower) — or a .gguf file (in-process), or the server's model name (openai)",
+                   "内置模型名——qwen2.5-coder-0.5b-instruct（更快）或 qwen2.5-coder-1.5b-instruct（更常答对，较慢）——"
+                   "或 .gguf 文件（本进程内运行），或服务器上的模型名（openai）"),
     "key_paired": ("API key: from {env} (paired with this URL in the config)", "API 密钥：来自 {env}（配置中与此地址配对）"),
     "key_none": ("No API key is sent: only a server URL paired with a key variable in the config gets one.",
                  "不发送 API 密钥：只有配置中与密钥变量配对的服务器地址才会收到密钥。"),

@@ -21,7 +21,7 @@ from ragapp.evaluate.measure import answer_all, figures, groups, search_all
 from ragapp.evaluate.report import EvalReport, last_report, report_lines, save_report, seconds_per_question
 from ragapp.evaluate.testset import TestItem, TestSet, add_feedback, read_set, set_path
 from ragapp.evaluate.testset import set_path as _saved_set
-from ragapp.evaluate.write import DROP_RULES, drawn_chunks, two_lines, write_items
+from ragapp.evaluate.write import DROP_RULES, best_writer, drawn_chunks, two_lines, write_items
 from ragapp.query.refusal import refusal_threshold
 from ragapp.query.threshold import FittedThreshold, write_fitted
 
@@ -48,7 +48,8 @@ def _write_set(rag: Any, questions: int, seed: int, progress: Progress) -> tuple
     probes = round(PROBE_SHARE * questions) if hidden else 0
     visible = [s for s in sources if s not in set(hidden)]
     dropped: dict[str, int] = {}
-    index, stream = rag.index(), rag.generator.stream
+    writer = best_writer(rag.generator, rag.config)
+    index, stream = rag.index(), writer.stream
     tries = [0]
 
     def counted(messages: list[dict[str, str]]) -> str:
@@ -61,7 +62,7 @@ def _write_set(rag: Any, questions: int, seed: int, progress: Progress) -> tuple
                          lambda n: progress("writing questions", len(items) + n, questions))
     written = {"tries": tries[0], "kept": len(items), "dropped": dropped,
                "dropped_share": round(1 - len(items) / tries[0], 3) if tries[0] else None, "rules": DROP_RULES}
-    return TestSet(items=items, hidden=tuple(hidden), writer=rag.model_label), written
+    return TestSet(items=items, hidden=tuple(hidden), writer=f"{writer.backend}: {writer.name}"), written
 
 
 def fit_threshold(scores: list[float]) -> float:

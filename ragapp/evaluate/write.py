@@ -7,11 +7,15 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import replace
 from pathlib import PurePath
 
+from ragapp.config import Config
 from ragapp.evaluate.scoring import answer_tokens, normalise_answer
 from ragapp.evaluate.testset import TestItem
+from ragapp.generate import Generator, build_generator
 from ragapp.index import IndexReader
+from ragapp.models.names import QWEN15_NAME, QWEN_NAME, parts_installed
 from ragapp.records import Chunk
 from ragapp.text import detect_language
 
@@ -50,6 +54,15 @@ _MIN_SENTENCE = {"en": 40, "zh": 12}
 # Chunks read to draw from: on a larger knowledge base the set is drawn from its first this many rows.
 MAX_SCANNED = 200_000
 _MAX_SENTENCE = 400
+
+
+def best_writer(generator: Generator, config: Config) -> Generator:
+    """The chat model that writes the test set: the packaged 1.5B where it is installed and the 0.5B answers
+    in this process (the 0.5B botches more of what it writes: docs/benchmarks.md, "Answer confidence"),
+    else the model that answers."""
+    if generator.name != QWEN_NAME or generator.url or not parts_installed(QWEN15_NAME):
+        return generator
+    return build_generator(replace(config.generate, model=QWEN15_NAME), config.cache_dir, config.models)
 
 
 def doc_type(source: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from ragapp.index import bm25, chunkstore, dense
+from ragapp.records import DocumentInfo
 from ragapp.spool import fsync_dir
 
 # 4: chunk records found by offset (chunk_offsets.npy, chunk_hashes.npy: an index opens without reading
@@ -93,6 +94,10 @@ class Manifest:
     dense: dict = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+
+    def documents(self) -> list[DocumentInfo]:
+        """The indexed documents: source, chunks, size, sha256, ingest time and OCR'd pages."""
+        return [DocumentInfo(s, r.chunks, r.size, r.sha256, r.ingested_at, r.ocr_pages) for s, r in self.files.items()]
 
     def to_json(self) -> str:
         """Serialised form (stable key order)."""

@@ -96,3 +96,8 @@ def package_dir(import_name: str, pip_line: str) -> Path:
     if spec is None or spec.origin is None:
         raise ModelNotAvailableError(f"model package {import_name!r} is not installed; install it with: {pip_line}")
     return Path(spec.origin).parent
+
+
+def parts_installed(name: str) -> bool:
+    """True when every part package of a parted packaged model is installed."""
+    return all(importlib.util.find_spec(module) is not None for module, _ in PARTED_MODELS[name].parts)

@@ -130,6 +130,12 @@ def agreement(answer_vector: np.ndarray, hits: Sequence[Hit], sentence_vectors: 
     return best if best > -1.0 else 0.0
 
 
+def withheld(confidence: float, minimum: float, origin: str) -> str:
+    """Why an answer the model wrote was not given: its confidence is under the threshold."""
+    return (f"the answer's confidence {confidence:.2f} is below the threshold {minimum:.2f} ([answer] min_confidence; "
+            f"confidence {origin}); the withheld draft is kept with the reply")
+
+
 @dataclass(frozen=True)
 class Assessed:
     """An answer's confidence, the signals behind it and where its weights came from."""

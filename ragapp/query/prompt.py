@@ -112,6 +112,7 @@ class Prompt:
     messages: list[dict[str, str]]
     hits: list[Hit]
     language: str
+    context: str = ""  # the numbered documents block, defused (the groundedness review shows it again)
 
 
 def neutralise(text: str, tokens: re.Pattern[str] = _COMMON_PATTERN) -> str:
@@ -176,4 +177,4 @@ def build_prompt(question: str, hits: Sequence[Hit], language: str, max_tokens: 
         {"role": "system", "content": SYSTEM[lang]},
         {"role": "user", "content": USER[lang].format(context=context, earlier=before, question=neutralise(question.strip(), tokens))},
     ]
-    return Prompt(messages, used, lang)
+    return Prompt(messages, used, lang, context)

@@ -60,12 +60,6 @@ def refusal_by_model(hits: Sequence[Hit], threshold: float | None, origin: str) 
     return f"the model found no answer in the passages ({best}{gate})"
 
 
-def withheld(confidence: float, minimum: float, origin: str) -> str:
-    """Why an answer the model wrote was not given: its confidence is under the threshold."""
-    return (f"the answer's confidence {confidence:.2f} is below the threshold {minimum:.2f} ([answer] min_confidence; "
-            f"confidence {origin}); the withheld draft is kept with the reply")
-
-
 def prompt_passages(hits: Sequence[Hit], threshold: float | None) -> list[Hit]:
     """The best passage, then only those that also clear the refusal threshold."""
     if threshold is None:
