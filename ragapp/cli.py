@@ -90,7 +90,7 @@ def model_options(command):
     for option in reversed([
         click.option("--model", "--llm-model", "model", default=None,
                      help="Chat model: a packaged name, a folder, a .gguf or hub id; with --llm-url, the server's model name."),
-        click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "openai"]), default=None,
+        click.option("--llm-backend", type=click.Choice(["transformers", "llama-cpp", "xllamacpp", "openai"]), default=None,
                      help="Where the chat model runs (default: the config's [generate] backend)."),
         click.option("--llm-url", default=None, help="Base URL of an OpenAI-compatible server (implies --llm-backend "
                                                     "openai), e.g. http://127.0.0.1:11434/v1 for Ollama."),

@@ -177,7 +177,7 @@ class PromptConfig:
     drop_below_threshold: bool = True
 
 
-GENERATE_BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
+GENERATE_BACKENDS = ("auto", "transformers", "llama-cpp", "xllamacpp", "openai")
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,11 @@ class GenerateConfig:
     backend "transformers" and "llama-cpp" run the model in this process; "openai" asks any
     OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, Xinference, ...)."""
 
-    # "auto": llama-cpp when llama-cpp-python is installed and the model is a GGUF (faster and lighter:
-    # docs/benchmarks.md, "Chat backends"), else transformers.
+    # "auto": for a GGUF model, llama-cpp when llama-cpp-python is installed (faster and lighter: docs/benchmarks.md,
+    # "Chat backends"), else xllamacpp (prebuilt, slower here: "Generation speed") when it is; else transformers.
     backend: str = "auto"
     # transformers: a packaged name (qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, smollm2-135m-instruct), a model folder,
-    # a .gguf file or a hub id; llama-cpp: a packaged name or a .gguf file; openai: the server's model name.
+    # a .gguf file or a hub id; llama-cpp, xllamacpp: a packaged name or a .gguf file; openai: the server's model name.
     model: str = "qwen2.5-coder-0.5b-instruct"
     max_new_tokens: int = 128
     dtype: str = "bfloat16"

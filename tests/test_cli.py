@@ -108,8 +108,10 @@ def test_a_cold_ask_prints_what_it_answers_while_the_chat_model_loads(tmp_path, 
     r = ragapp("ask", question, "--index", index, "--json", cwd=tmp_path, cache_dir=cache_dir)
     answer = json.loads(r.stdout)
     assert answer["answered"] is False and "below the threshold" in answer["reason"] and r.stderr == ""
+    assert answer["confidence"] == 0.0 and answer["draft"] == ""  # no model wrote anything
     r = ragapp("ask", "长城有多长？", "--index", index, cwd=tmp_path, cache_dir=cache_dir)
     assert r.returncode == 0 and "21196" in r.stdout and "长城.txt" in r.stdout, r.stdout
+    assert 0.0 < float(r.stdout.split("Confidence: ")[1].split()[0]) <= 1.0, r.stdout
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

@@ -55,7 +55,7 @@ async def _check_the_tools(client: Client, index: Path, can_ingest: bool) -> Non
     assert "answered=false" in tools["ask"].description and tools["ask"].annotations.read_only_hint
 
     en = (await client.call_tool("ask", {"question": "How long does Mars take to orbit the Sun?"})).structured_content
-    assert en["answered"] and "687" in en["answer"]
+    assert en["answered"] and "687" in en["answer"] and 0.0 < en["confidence"] <= 1.0 and en["draft"] == ""
     assert en["citations"][0]["source"].endswith("solar_system.md") and "687 Earth days" in en["citations"][0]["quote"]
     zh = (await client.call_tool("ask", {"question": "长城有多长？"})).structured_content
     assert zh["answered"] and "21196.18" in zh["answer"] and zh["citations"][0]["source"].endswith("长城.txt")

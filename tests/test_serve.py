@@ -60,6 +60,7 @@ def test_models_are_knowledge_bases_and_documents_are_listed(api, openai_client)
 def test_chat_answer_carries_citations(openai_client):
     reply = openai_client.chat.completions.create(model="notes", messages=[{"role": "user", "content": "Who discovered Neptune?"}])
     assert "Galle" in reply.choices[0].message.content and reply.model_extra["answered"] is True
+    assert 0.0 < reply.model_extra["confidence"] <= 1.0 and reply.model_extra["draft"] == ""
     citation = reply.model_extra["citations"][0]
     assert citation["source"].endswith("solar_system.md") and "Galle" in citation["quote"]
     assert {"page", "start", "end", "score"} <= set(citation)
@@ -93,7 +94,7 @@ def test_chat_streams_like_openai_and_ends_with_citations(openai_client):
     assert "21196.18" in text and len(chunks) >= 3
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop" and last.model_extra["answered"] is True
-    assert last.model_extra["citations"][0]["source"].endswith("长城.txt")
+    assert last.model_extra["citations"][0]["source"].endswith("长城.txt") and 0.0 < last.model_extra["confidence"] <= 1.0
 
 
 def test_refusal_is_the_exact_fallback(openai_client):
@@ -225,6 +226,8 @@ def test_ragapp_ask_through_the_server(api):
                        env={**__import__("os").environ, "RAGAPP_API_KEYS": KEY})
     assert r.returncode == 0, r.stderr
     assert "Galle" in r.stdout and "Sources:" in r.stdout and "solar_system.md" in r.stdout
+    confidence = float(r.stdout.split("Confidence: ")[1].split()[0])
+    assert 0.0 < confidence <= 1.0
 
 
 def test_clients_at_once_while_an_ingest_runs(api, tmp_path):

@@ -73,7 +73,26 @@ def test_answer_streams_with_citations(app):
     assert labels and labels[0].startswith("[1] solar\\_system\\.md")  # escaped: labels render Markdown
     quote = next(t for t in texts if t.startswith('<div class="ragapp-quote">'))
     assert "<mark>" in quote and "687" in quote.split("<mark>")[1].split("</mark>")[0]  # supporting sentence highlighted
+    shown = [c.value for c in app.chat_message[-1].caption if c.value.startswith("confidence ")]
+    assert len(shown) == 1 and 0 < int(shown[0].removeprefix("confidence ").rstrip("%")) <= 100
     assert not app.error
+
+
+def test_an_answer_under_the_confidence_threshold_is_withheld_with_its_draft_one_click_away(kb_root, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    strict = tmp_path / "strict.toml"  # the same knowledge base; every answer under 0.99 is withheld
+    strict.write_text((kb_root / "ragapp.toml").read_text(encoding="utf-8") + "[answer]\nmin_confidence = 0.99\n", encoding="utf-8")
+    monkeypatch.setenv("RAGAPP_INDEX", str(kb_root / "index"))
+    monkeypatch.setenv("RAGAPP_CONFIG", str(strict))
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    ask(at, "How long does Mars take to orbit the Sun?")
+    assert [i.value for i in at.info] == [FALLBACK["en"]]
+    drafts = [e for e in at.chat_message[-1].expander if e.label.startswith("Withheld draft (confidence ")]
+    assert len(drafts) == 1 and any("687" in m.value for m in drafts[0].markdown)
+    details = [e for e in at.chat_message[-1].expander if e.label == "Details"]
+    assert "min_confidence" in details[0].caption[0].value
 
 
 def test_unanswerable_question_is_a_calm_notice_with_closest_passages(app):

@@ -1,7 +1,8 @@
 """Generate stage: the Generator protocol and its backends, one module each.
 
 - `transformers`: in-process transformers (any causal LM folder, the packaged GGUFs de-quantised once)
-- `llama_cpp`: in-process llama.cpp through llama-cpp-python (any .gguf as it is; optional extra)
+- `llama_cpp`: in-process llama.cpp through llama-cpp-python (any .gguf as it is; optional extra, compiled)
+- `xllamacpp`: in-process llama.cpp from a prebuilt wheel (no compiler; optional extra `prebuilt`)
 - `openai`: any OpenAI-compatible server the user runs (Ollama, llama.cpp server, vLLM, SGLang,
   Xinference, FastChat, LM Studio)
 """
@@ -18,9 +19,13 @@ from ragapp.models import PARTED_MODELS, SMOLLM_NAME
 
 
 def auto_backend(model: str) -> str:
-    """llama-cpp for a GGUF model (packaged or a .gguf file) when llama-cpp-python is installed, else transformers."""
+    """For a GGUF model (packaged or a .gguf file): llama-cpp when llama-cpp-python is installed (the fastest
+    here), else xllamacpp when it is; transformers otherwise."""
     gguf = model in PARTED_MODELS or model == SMOLLM_NAME or model.lower().endswith(".gguf")
-    return "llama-cpp" if gguf and importlib.util.find_spec("llama_cpp") is not None else "transformers"
+    for backend, module in (("llama-cpp", "llama_cpp"), ("xllamacpp", "xllamacpp")):
+        if gguf and importlib.util.find_spec(module) is not None:
+            return backend
+    return "transformers"
 
 
 def build_generator(config: GenerateConfig, cache_dir: str = "", policy: ModelsConfig | None = None) -> Generator:
@@ -36,6 +41,10 @@ def build_generator(config: GenerateConfig, cache_dir: str = "", policy: ModelsC
         from ragapp.generate.llama_cpp import LlamaCppGenerator
 
         return LlamaCppGenerator(config, cache_dir, threads)
+    if config.backend == "xllamacpp":
+        from ragapp.generate.xllamacpp import XLlamaCppGenerator
+
+        return XLlamaCppGenerator(config, cache_dir, threads)
     return TransformersGenerator(config, cache_dir, threads, policy)
 
 

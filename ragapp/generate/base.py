@@ -25,7 +25,7 @@ class Generator(Protocol):
     """A chat model: messages in, text out (whole or streamed)."""
 
     name: str
-    backend: str = ""  # "transformers", "llama-cpp", "openai": shown beside each answer ("" shows the class name)
+    backend: str = ""  # "transformers", "llama-cpp", "xllamacpp", "openai": shown beside each answer ("" shows the class name)
     url: str = ""  # the server that answers ("" in this process)
 
     def generate(self, messages: list[dict[str, str]]) -> str: ...
