@@ -20,6 +20,7 @@ from ragapp.generate import Generator, build_generator
 from ragapp.generate.base import TokenScores, timed_stream, token_usage
 from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, index_settings, open_backend
 from ragapp.ingestion import bm25_settings, run
+from ragapp.query import recalibrate
 from ragapp.query.answer import cite, support_share
 from ragapp.query.confidence import TABLE_CONFIDENCE, Assessed, assess, withheld
 from ragapp.query.conversation import Turn, earlier_exchange, standalone_question
@@ -284,8 +285,7 @@ class RAG:
 
         gate = self.threshold(lang) if min_score is None else Threshold(min_score, "asked for this question")
         threshold = gate.value
-        reason = refusal_before_model(hits, threshold, gate.origin)
-        if reason:
+        if reason := refusal_before_model(hits, threshold, gate.origin):
             finish(fallback(lang), False, reason)
             yield fallback(lang)
             return
@@ -316,7 +316,8 @@ class RAG:
         t0, index, settings = time.perf_counter(), self.index(), self.config.answer
         judged = assess(text, query, hits, prompt.hits, model=self.generator.name, language=lang, logprobs=scores.logprobs,
                         first=scores.first, fallback=fallback(lang), embed=self._embed, sentence_vectors=index.chunk_sentence_vectors,
-                        support=lambda a, q, h: support_share(a, q, h, self._tokenizer, index.term_idf))
+                        support=lambda a, q, h: support_share(a, q, h, self._tokenizer, index.term_idf),
+                        recalibration=recalibrate.read(self._pages, self.generator.name))
         timings["confidence_ms"] = (time.perf_counter() - t0) * 1000
         if judged.confidence < settings.min_confidence:
             return judged, text, withheld(judged.confidence, settings.min_confidence, judged.origin)

@@ -91,3 +91,23 @@ def test_the_gate_withholds_an_unsure_answer_and_keeps_its_draft(sample_index, c
 
     open_gate = RAG(sample_index, config, embedder=embedder, generator=Scripted(-4.0)).ask(question)
     assert open_gate.answered and open_gate.confidence == pytest.approx(unsure.confidence)  # 0 withholds nothing
+
+
+@pytest.mark.unit
+def test_a_recalibration_is_fitted_only_on_enough_answers_and_read_only_for_its_model(tmp_path):
+    from ragapp.query import recalibrate
+
+    # The global confidence says 0.9 everywhere, but here only 40 % of those answers are right: it moves down.
+    assert recalibrate.fit([0.9] * 19 + [0.2], [True] * 8 + [False] * 12) is not None
+    assert recalibrate.fit([0.9] * 19, [True] * 8 + [False] * 11) is None  # under MIN_ANSWERS
+    assert recalibrate.fit([0.9] * 30, [True] * 30) is None  # nothing wrong to learn from
+    a, b = recalibrate.fit([0.9] * 30 + [0.3] * 30, [True] * 12 + [False] * 18 + [False] * 30)
+    fitted = recalibrate.Recalibration(model=QWEN_NAME, a=a, b=b, answers=60, fitted_at=0.0)
+    assert 0.3 < fitted.apply(0.9) < 0.6 and fitted.apply(0.3) < 0.15
+    recalibrate.write(tmp_path, fitted)
+    assert recalibrate.read(tmp_path, QWEN_NAME) == fitted
+    assert recalibrate.read(tmp_path, "another-model") is None
+    for text in ("not json", '{"model": "%s", "a": "x"}' % QWEN_NAME, '{"model": "%s", "a": NaN, "b": 0, "answers": 1, '
+                 '"fitted_at": 0}' % QWEN_NAME, "x" * 70_000):
+        recalibrate.path_of(tmp_path).write_text(text, encoding="utf-8")
+        assert recalibrate.read(tmp_path, QWEN_NAME) is None

@@ -110,6 +110,9 @@ def test_apply_puts_the_fitted_threshold_in_force_and_says_so(towns, tmp_path):
     try:
         fitted = report.thresholds["en"]["fitted"]
         assert report.applied and towns.min_score("en") == fitted
+        # Every answer the model wrote is right: nothing to recalibrate the confidence on, and it says so.
+        assert report.recalibrated["note"].startswith("30 answers written, 20 with right and wrong ones needed")
+        assert not (towns.path / "eval" / "confidence.json").exists()
         info = CliRunner().invoke(main, ["info", "--index", str(towns.path), "--json"])
         data = json.loads(info.output)
         assert data["min_score"]["en"] == fitted and "fitted on this knowledge base" in data["min_score_origin"]["en"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ragapp.evaluate.report import EvalReport, last_report, report_lines, save_r
 from ragapp.evaluate.testset import TestItem, TestSet, add_feedback, read_set, set_path
 from ragapp.evaluate.testset import set_path as _saved_set
 from ragapp.evaluate.write import DROP_RULES, best_writer, drawn_chunks, two_lines, write_items
+from ragapp.query import recalibrate
 from ragapp.query.refusal import refusal_threshold
 from ragapp.query.threshold import FittedThreshold, write_fitted
 
@@ -108,6 +110,21 @@ def apply_fitted(rag: Any, report: EvalReport) -> None:
         report.thresholds[lang].update(in_force=now.value, origin=now.origin)
 
 
+def recalibrate_confidence(rag: Any, report: EvalReport) -> None:
+    """Refit the answer confidence on the answers the model wrote for this set (ragapp.query.recalibrate)."""
+    pairs = [(r["confidence"], r["said_right"]) for r in report.results
+             if r.get("confidence") is not None and r.get("said_right") is not None]
+    found = recalibrate.fit([p for p, _ in pairs], [ok for _, ok in pairs])
+    if found is None:
+        report.recalibrated = {"note": f"{len(pairs)} answers written, {recalibrate.MIN_ANSWERS} with right and wrong ones "
+                                       "needed to recalibrate the confidence: the global one stays"}
+        return
+    fitted = recalibrate.Recalibration(model=rag.generator.name, a=round(found[0], 4), b=round(found[1], 4), answers=len(pairs),
+                                       fitted_at=report.created_at)
+    recalibrate.write(rag.path, fitted)
+    report.recalibrated = asdict(fitted)
+
+
 def evaluate(rag: Any, questions: int = 50, *, set_path: str | Path | None = None, apply: bool = False, seed: int = 0,
              progress: Progress | None = None) -> EvalReport:
     """Write (or read) a test set, run it, fit the threshold, save the set and the report beside the index."""
@@ -134,6 +151,8 @@ def evaluate(rag: Any, questions: int = 50, *, set_path: str | Path | None = Non
         report.warnings.append(f"nothing applied: {report.too_small}")
     elif apply:
         apply_fitted(rag, report)
+    if apply:
+        recalibrate_confidence(rag, report)
     save_report(rag.path, report)
     return report
 

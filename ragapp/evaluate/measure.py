@@ -37,6 +37,9 @@ class ItemResult:
     cited_right: bool | None = None
     search_ms: float = 0.0
     answer_ms: float = 0.0
+    # What the chat model wrote (given or withheld): its confidence, and whether it was right (None: not known).
+    confidence: float | None = None
+    said_right: bool | None = None
     passages: list[dict[str, Any]] = field(default_factory=list)
 
     def refused_at(self, threshold: float | None) -> bool:
@@ -52,7 +55,8 @@ class ItemResult:
                 "source": self.item.source, "page": self.item.page, "origin": self.item.origin, "gold": list(self.item.answers),
                 "sentence": self.item.sentence, "best": self.best, "rank": self.rank, "answered": self.answered,
                 "table": self.table, "answer": self.text, "reason": self.reason, "f1": round(self.f1, 3), "right": self.right,
-                "cited_right": self.cited_right, "search_ms": round(self.search_ms, 1), "answer_ms": round(self.answer_ms, 1),
+                "cited_right": self.cited_right, "confidence": self.confidence, "said_right": self.said_right,
+                "search_ms": round(self.search_ms, 1), "answer_ms": round(self.answer_ms, 1),
                 "passages": self.passages}
 
 
@@ -101,6 +105,10 @@ def _judged(result: ItemResult, answer: Answer) -> None:
         result.right = same if item.verdict == "good" else (answer.answered and not same)
     if item.expect == "answer" and answer.answered:
         result.cited_right = cited_right(answer.citations, item)
+    written = answer.text if answer.answered else answer.draft
+    if written and answer.signals and answer.table is None and (item.expect == "refuse" or item.answers):
+        result.confidence = answer.confidence
+        result.said_right = item.expect == "answer" and contains_answer(written, list(item.answers))
 
 
 def _passages(hits: Sequence[Hit]) -> list[dict[str, Any]]:

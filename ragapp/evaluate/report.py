@@ -36,6 +36,8 @@ class EvalReport:
     warnings: list[str] = field(default_factory=list)
     too_small: str = ""  # why no threshold could be fitted on this set ("" when one could)
     applied: bool = False
+    # The confidence's recalibration on this set (model, a, b, answers), or why there is none.
+    recalibrated: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     previous: dict[str, Any] | None = None  # the last report's "all" figures at the threshold then in force
 
@@ -115,6 +117,10 @@ def report_lines(report: EvalReport) -> list[str]:
         lines.append("\ncompared with the last run (all questions, threshold then in force -> now):")
         now = report.in_force()
         lines += [f"  {n}: {_fmt(report.previous.get(n))} -> {_fmt(now.get(n))}" for n in COMPARED]
+    rec = report.recalibrated
+    if rec:
+        lines.append("\nanswer confidence: " + (f"recalibrated on {rec['answers']} answers the model wrote here "
+                                                 f"(log-odds x {rec['a']:.2f} {rec['b']:+.2f})" if "a" in rec else rec.get("note", "")))
     lines.append("\nstages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items()))
     if report.too_small:
         lines.append(f"\nThe set is too small: {report.too_small}")

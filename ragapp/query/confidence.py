@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ragapp.query.recalibrate import Recalibration
 from ragapp.records import Hit
 from ragapp.rerank import final_score
 
@@ -148,11 +149,15 @@ class Assessed:
 def assess(answer: str, question: str, ranked: Sequence[Hit], passages: Sequence[Hit], *, model: str, language: str,
            logprobs: Sequence[float], first: Sequence[tuple[str, float]], fallback: str,
            support: Callable[[str, str, Sequence[Hit]], float], embed: Callable[[str], np.ndarray],
-           sentence_vectors: Callable[[int], np.ndarray]) -> Assessed:
-    """The confidence of one answer written from `passages` (what `ranked`, the search's hits, put in the prompt)."""
+           sentence_vectors: Callable[[int], np.ndarray], recalibration: Recalibration | None = None) -> Assessed:
+    """The confidence of one answer written from `passages` (what `ranked`, the search's hits, put in the prompt),
+    recalibrated on the knowledge base's own questions where `ragapp eval --apply` did so."""
     found = signals(answer, ranked, passages, support(answer, question, passages),
                     agreement(embed(answer), passages, sentence_vectors), logprobs, first, fallback)
     weights = weights_for(model, language, found.has_tokens)
     if weights is None:
         return Assessed(1.0, found, "none: no confidence model is fitted")
-    return Assessed(weights.probability(found), found, weights.origin)
+    if recalibration is None:
+        return Assessed(weights.probability(found), found, weights.origin)
+    return Assessed(recalibration.apply(weights.probability(found)), found,
+                    f"{weights.origin}, recalibrated on {recalibration.answers} answers here (ragapp eval --apply)")
