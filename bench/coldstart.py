@@ -81,12 +81,15 @@ def cold(args) -> None:
     indexes = {label: _samples_index(code, env) for label, code in trees.items()}
     command_sets = {label: {"ragapp --help": ["--help"], "ragapp search": ["search", QUESTION, "--index", index],
                             "ragapp ask": ["ask", QUESTION, "--index", index, "--json"]} for label, index in indexes.items()}
+    for model in args.model:  # this tree only: another packaged chat model answering
+        command_sets["this tree"][f"ragapp ask --model {model}"] = ["ask", QUESTION, "--index", indexes["this tree"], "--json",
+                                                                     "--model", model]
     print(f"\nCold commands, new process each, median of {args.runs} (files in the page cache; the variants take "
           f"turns run by run), {machine()}")
     print("| code | command | wall s (median) | min–max s | peak RSS MB |\n|---|---|---|---|---|")
     stages: dict[str, list[dict]] = {}
     for name in command_sets["this tree"]:
-        variants = [(label, code, command_sets[label][name], None) for label, code in trees.items()]
+        variants = [(label, code, command_sets[label][name], None) for label, code in trees.items() if name in command_sets[label]]
         if name == "ragapp ask":
             variants.insert(1, ("this tree, no saved prompt head", ROOT, command_sets["this tree"][name], _forget_heads))
         runs = _take_turns(variants, args.runs, env)
@@ -94,8 +97,9 @@ def cold(args) -> None:
             walls = [r[0] for r in runs[label]]
             print(f"| {label} | `{name}` | {statistics.median(walls):.2f} | {min(walls):.2f}–{max(walls):.2f} | "
                   f"{max(r[1] for r in runs[label]):.0f} |")
-            if name == "ragapp ask":
-                stages[label] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs[label]]
+            if name.startswith("ragapp ask"):
+                key = label + ("" if name == "ragapp ask" else name.removeprefix("ragapp ask"))
+                stages[key] = [{**json.loads(r[2])["timings_ms"], "wall_ms": r[0] * 1000} for r in runs[label]]
     _stage_table(stages)
     if args.drop_caches:
         _dropped(trees, command_sets, env)
@@ -106,9 +110,9 @@ def _dropped(trees: dict[str, Path], command_sets: dict[str, dict[str, list[str]
     print(f"\nPage cache dropped before each run, median of {runs}:")
     print("| code | command | wall s (median) | min–max s |\n|---|---|---|---|")
     for name in command_sets["this tree"]:
-        walls: dict[str, list[float]] = {label: [] for label in trees}
+        walls: dict[str, list[float]] = {label: [] for label in trees if name in command_sets[label]}
         for _ in range(runs):
-            for label, code in trees.items():
+            for label, code in ((k, v) for k, v in trees.items() if k in walls):
                 if not _drop_caches():
                     print("cannot drop the page cache here (needs root and a writable /proc/sys/vm)")
                     return
@@ -277,6 +281,7 @@ def main() -> None:
     parser.add_argument("part", choices=["cold", "serve", "ui", "vectors"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--before", action="append", default=[], help="a git commit to run side by side (repeatable)")
+    parser.add_argument("--model", action="append", default=[], help="`cold`: also ask with this chat model (repeatable)")
     parser.add_argument("--drop-caches", action="store_true", help="also three runs each with the page cache dropped")
     args = parser.parse_args()
     {"cold": cold, "serve": serve, "ui": ui, "vectors": vectors}[args.part](args)

@@ -110,7 +110,27 @@ def fit(args) -> None:
         both = [r for r in rows if r["lang"] == lang and r["stage"] == "answer" and r["split"] == "fit"]
         fitted.setdefault(ANY_MODEL, {})[lang] = {NO_TOKENS: fit_weights(both, TEXT_SIGNALS)}
     print("\nFITTED = " + json.dumps(_rounded(fitted), indent=4))
+    curve(rows, fitted)
     table(rows, fitted, args.max_false)
+
+
+def curve(rows: list[dict], fitted: dict) -> None:
+    """Coverage against accuracy as min_confidence rises, per model and set, on the evaluation questions."""
+    print("\nThe gate's trade-off on the evaluation questions: min_confidence -> false refusals / unanswerable refused / "
+          "right among answered")
+    points = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+    print("| model | set | " + " | ".join(f"{m:.1f}" for m in points) + " |\n|---|---|" + "---|" * len(points))
+    for model in MODELS:
+        for name in ("squad2_extract", "cmrc2018_dev"):
+            mine = [r for r in rows if r["model"] == model and r["set"] == name and r["split"] == "eval"]
+            cells = []
+            for m in points:
+                got = [gated(r, fitted, m) for r in mine]
+                ans, neg = [r for r in got if r["answerable"]], [r for r in got if not r["answerable"]]
+                said = [r for r in got if r["stage"] == "answer"]
+                cells.append(f"{np.mean([r['stage'] != 'answer' for r in ans]):.2f} / {np.mean([r['stage'] != 'answer' for r in neg]):.2f}"
+                             f" / {np.mean([r['right'] for r in said]) if said else float('nan'):.2f}")
+            print(f"| {model} | {name} | " + " | ".join(cells) + " |")
 
 
 def _auc(rows: list[dict], weights: dict[str, float]) -> float:
