@@ -82,6 +82,7 @@ class XLlamaCpp:
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.cache_prompt = False  # every runtime prefills the whole prompt
+        params.verbosity = -1
         self.server = xllamacpp.Server(params)
 
     def __call__(self, messages: list[dict[str, str]]) -> tuple[str, int, float, int, float]:

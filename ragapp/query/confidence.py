@@ -70,9 +70,48 @@ class Weights:
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
-# Fitted by `python bench/confidence.py fit` (docs/benchmarks.md, "Answer confidence"); per chat model and
-# language, with and without token probabilities.
-FITTED: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+# Fitted by `python bench/confidence.py run` then `fit` (docs/benchmarks.md, "Answer confidence", 2026-12-07,
+# AMD EPYC): per chat model and language, with and without token probabilities; "*" on both packaged models.
+FITTED: dict[str, dict[str, dict[str, dict[str, float]]]] = {
+    "qwen2.5-coder-0.5b-instruct": {
+        "en": {
+            "tokens": {"bias": -12.9376, "best": 4.8288, "margin": 7.1136, "support": 1.1812, "numbers": 2.0991,
+                           "agreement": 7.304, "log_chars": -0.3228, "refuse_first": -1.6378, "mean_logprob": 4.5968, "min_logprob": 0.1293},
+            "no token probabilities": {"bias": -16.0038, "best": 5.3574, "margin": 6.6737, "support": 1.8532, "numbers": 2.8079,
+                                           "agreement": 6.0314, "log_chars": 0.0145},
+        },
+        "zh": {
+            "tokens": {"bias": -23.3849, "best": 20.8667, "margin": 1.6955, "support": -0.2993, "numbers": 3.1668,
+                           "agreement": 3.0696, "log_chars": -0.5271, "refuse_first": 0.3136, "mean_logprob": 6.3349, "min_logprob": 0.5003},
+            "no token probabilities": {"bias": -30.4552, "best": 25.0601, "margin": -3.613, "support": 0.4644, "numbers": 3.3767,
+                                           "agreement": 3.9785, "log_chars": -0.4522},
+        },
+    },
+    "qwen2.5-coder-1.5b-instruct": {
+        "en": {
+            "tokens": {"bias": -12.7611, "best": 10.1208, "margin": -2.1576, "support": 0.5772, "numbers": 3.2644,
+                           "agreement": 3.0575, "log_chars": -0.6603, "refuse_first": -1.0875, "mean_logprob": 4.817, "min_logprob": -0.5261},
+            "no token probabilities": {"bias": -16.044, "best": 11.2901, "margin": -1.2455, "support": 1.0343, "numbers": 3.3742,
+                                           "agreement": 3.1223, "log_chars": -0.3868},
+        },
+        "zh": {
+            "tokens": {"bias": -17.6814, "best": 17.3291, "margin": 11.5771, "support": -1.1696, "numbers": 6.7002,
+                           "agreement": -2.9995, "log_chars": 0.021, "refuse_first": 1.5577, "mean_logprob": 8.0051, "min_logprob": 1.4825},
+            "no token probabilities": {"bias": -24.9408, "best": 23.4071, "margin": 4.7661, "support": -0.0188, "numbers": 6.2503,
+                                           "agreement": -4.0914, "log_chars": 0.0183},
+        },
+    },
+    "*": {
+        "en": {
+            "no token probabilities": {"bias": -16.9225, "best": 9.3345, "margin": 2.2966, "support": 1.3935, "numbers": 4.1337,
+                                           "agreement": 3.569, "log_chars": -0.2096},
+        },
+        "zh": {
+            "no token probabilities": {"bias": -28.938, "best": 24.1587, "margin": 0.0398, "support": 0.2107, "numbers": 5.1349,
+                                           "agreement": 1.3683, "log_chars": -0.3343},
+        },
+    },
+}
 
 
 def weights_for(model: str, language: str, with_tokens: bool,
