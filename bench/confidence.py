@@ -95,7 +95,7 @@ def fit(args) -> None:
     rows = [json.loads(line) for line in RECORDS.read_text().splitlines()]
     fitted: dict = {}
     print(f"\nAnswer confidence: logistic weights per chat model and language, fitted on the fit split "
-          f"({sum(r['split'] == 'fit' for r in rows)} answers recorded); {machine()}")
+          f"({sum(r['split'] == 'fit' for r in rows)} fit questions asked of the models); {machine()}")
     print("| model | language | answers fitted | right among them | AUC right-vs-wrong, fit split | AUC, evaluation split | "
           "AUC without token probabilities, evaluation split |\n|---|---|---|---|---|---|---|")
     for model in MODELS:
@@ -117,7 +117,7 @@ def fit(args) -> None:
 def curve(rows: list[dict], fitted: dict) -> None:
     """Coverage against accuracy as min_confidence rises, per model and set, on the evaluation questions."""
     print("\nThe gate's trade-off on the evaluation questions: min_confidence -> false refusals / unanswerable refused / "
-          "right among answered")
+          "right among the answerable questions answered")
     points = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     print("| model | set | " + " | ".join(f"{m:.1f}" for m in points) + " |\n|---|---|" + "---|" * len(points))
     for model in MODELS:
@@ -127,7 +127,7 @@ def curve(rows: list[dict], fitted: dict) -> None:
             for m in points:
                 got = [gated(r, fitted, m) for r in mine]
                 ans, neg = [r for r in got if r["answerable"]], [r for r in got if not r["answerable"]]
-                said = [r for r in got if r["stage"] == "answer"]
+                said = [r for r in ans if r["stage"] == "answer"]
                 cells.append(f"{np.mean([r['stage'] != 'answer' for r in ans]):.2f} / {np.mean([r['stage'] != 'answer' for r in neg]):.2f}"
                              f" / {np.mean([r['right'] for r in said]) if said else float('nan'):.2f}")
             print(f"| {model} | {name} | " + " | ".join(cells) + " |")
@@ -169,25 +169,29 @@ def threshold(rows: list[dict], fitted: dict, max_false: float) -> float:
 
 def table(rows: list[dict], fitted: dict, max_false: float) -> None:
     evaluation = [r for r in rows if r["split"] == "eval"]
-    print(f"\nEnd to end on the evaluation questions of `bench/quality.py answers` (100 per kind and set), "
-          f"the gate's min_confidence chosen per model on the fit split at <= {max_false:.2f} false refusals")
-    print("| model | gate | set | right (answerable) | false refusals | unanswerable refused | right among answered | "
-          "ask p50 s | ask p95 s |\n|---|---|---|---|---|---|---|---|---|")
+    print(f"\nEnd to end on the evaluation questions of `bench/quality.py answers` (100 per kind and set; 49 SQuAD holdout), "
+          f"the gate's min_confidence chosen per model on the fit split at <= {max_false:.2f} false refusals in all")
+    print("| model | gate | set | right (answerable) | false refusals | holdout refused | SQuAD-impossible refused | "
+          "right among answered answerable | ask p50 s | ask p95 s |\n|---|---|---|---|---|---|---|---|---|---|")
     for model in MODELS:
-        mine = [r for r in rows if r["model"] == model]
-        minimum = threshold(mine, fitted, max_false)
-        for gate in (0.0, minimum):
+        minimum = threshold([r for r in rows if r["model"] == model], fitted, max_false)
+        for gate in sorted({0.0, minimum}):
             for name in ("squad2_extract", "cmrc2018_dev"):
                 got = [gated(r, fitted, gate) for r in evaluation if r["model"] == model and r["set"] == name]
                 ans = [r for r in got if r["answerable"]]
-                neg = [r for r in got if not r["answerable"]]
-                answered = [r for r in got if r["stage"] == "answer"]
+                refused = {k: _share([r["stage"] != "answer" for r in got if r["kind"] == k])
+                           for k in ("holdout-unanswerable", "squad-impossible")}
+                answered = [r for r in ans if r["stage"] == "answer"]
                 ms = sorted(r["ms"] for r in got if r["stage"] != "gate") or [0]
                 print(f"| {model} | {'min_confidence ' + str(gate) if gate else 'off'} | {name} | "
                       f"{np.mean([r['right'] for r in ans]):.2f} | {np.mean([r['stage'] != 'answer' for r in ans]):.2f} | "
-                      f"{np.mean([r['stage'] != 'answer' for r in neg]):.2f} | "
-                      f"{np.mean([r['right'] for r in answered]) if answered else float('nan'):.2f} | "
+                      f"{refused['holdout-unanswerable']} | {refused['squad-impossible']} | {_share([r['right'] for r in answered])} | "
                       f"{ms[len(ms) // 2] / 1000:.1f} | {ms[int(len(ms) * 0.95)] / 1000:.1f} |")
+        print(f"| {model} | chosen min_confidence: {minimum} |")
+
+
+def _share(flags: list[bool]) -> str:
+    return f"{np.mean(flags):.2f}" if flags else "–"
 
 
 def main() -> None:

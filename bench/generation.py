@@ -5,9 +5,10 @@ per answer (p50/p95) and whether each runtime's answers are the compiled llama-c
     python bench/generation.py [--questions 16] [--threads 2]
 
 Runtimes, taking turns question by question: llama-cpp-python (compiled here; ragapp's default in-process
-runtime, with its token-probability recorder), the same with prompt-lookup decoding (draft tokens copied
-from the prompt: llama_cpp.llama_speculative.LlamaPromptLookupDecoding), and xllamacpp (prebuilt wheel,
-llama.cpp's server in-process) when it is installed. Greedy decoding throughout.
+runtime), xllamacpp (prebuilt wheel, llama.cpp's server in-process) when it is installed, and xllamacpp with
+prompt-lookup decoding (llama.cpp's n-gram speculative decoding: draft tokens copied from the prompt, checked
+in one batch). llama-cpp-python's own prompt lookup (LlamaPromptLookupDecoding) stops with a ValueError in
+0.3.36 ("could not broadcast input array", its scores buffer), so it is not among them. Greedy throughout.
 """
 
 from __future__ import annotations
@@ -49,13 +50,10 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
 class LlamaCppPython:
     """llama-cpp-python's Llama, timed by llama.cpp's own counters (prompt eval and eval)."""
 
-    def __init__(self, gguf: Path, threads: int, lookup: bool) -> None:
+    def __init__(self, gguf: Path, threads: int) -> None:
         from llama_cpp import Llama
-        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-        draft = {"draft_model": LlamaPromptLookupDecoding(num_pred_tokens=10)} if lookup else {}
-        self.llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, seed=0,
-                         verbose=False, **draft)
+        self.llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads, seed=0, verbose=False)
 
     def __call__(self, messages: list[dict[str, str]]) -> tuple[str, int, float, int, float]:
         import llama_cpp
@@ -73,10 +71,14 @@ class LlamaCppPython:
 class XLlamaCpp:
     """xllamacpp's in-process llama.cpp server, timed by the `timings` of its reply."""
 
-    def __init__(self, gguf: Path, threads: int) -> None:
+    def __init__(self, gguf: Path, threads: int, lookup: bool = False) -> None:
         import xllamacpp
 
         params = xllamacpp.CommonParams()
+        if lookup:
+            speculative = params.speculative
+            speculative.types = [xllamacpp.common_speculative_type.COMMON_SPECULATIVE_TYPE_NGRAM_SIMPLE]
+            params.speculative = speculative
         params.model.path = str(gguf)
         params.n_ctx = 4096
         params.cpuparams.n_threads = threads
@@ -105,10 +107,10 @@ def main() -> None:
           "answers as llama-cpp-python's |\n|---|---|---|---|---|---|---|---|")
     for model in MODELS:
         gguf = gguf_file(model, cache)
-        runtimes = {"llama-cpp-python": LlamaCppPython(gguf, args.threads, False),
-                    "llama-cpp-python + prompt lookup": LlamaCppPython(gguf, args.threads, True)}
+        runtimes = {"llama-cpp-python": LlamaCppPython(gguf, args.threads)}
         if importlib.util.find_spec("xllamacpp") is not None:
             runtimes["xllamacpp (prebuilt)"] = XLlamaCpp(gguf, args.threads)
+            runtimes["xllamacpp + prompt lookup"] = XLlamaCpp(gguf, args.threads, lookup=True)
         runs: dict[str, list] = {k: [] for k in runtimes}
         for m in [messages[0], *messages]:  # the first once unmeasured: warm-up
             for label, run in runtimes.items():
@@ -120,10 +122,8 @@ def main() -> None:
             rows = rows[1:]
             walls = sorted(r[5] for r in rows)
             same = sum(a == b for a, b in zip((r[0] for r in rows), base, strict=True))
-            # Draft tokens are checked in batches, which llama.cpp counts as prompt evaluation: no split there.
-            split = "lookup" not in label
-            prefill = f"{sum(r[1] for r in rows) / sum(r[2] for r in rows) * 1000:.0f}" if split else "n/a"
-            decode = f"{sum(r[3] for r in rows) / max(1e-9, sum(r[4] for r in rows)) * 1000:.1f}" if split else "n/a"
+            prefill = f"{sum(r[1] for r in rows) / sum(r[2] for r in rows) * 1000:.0f}"
+            decode = f"{sum(r[3] for r in rows) / max(1e-9, sum(r[4] for r in rows)) * 1000:.1f}"
             print(f"| {model} | {label} | {statistics.median(r[1] for r in rows):.0f} | {prefill} | {decode} | "
                   f"{statistics.median(walls):.2f} | {walls[int(len(walls) * 0.95)]:.2f} | {same}/{len(rows)} |", flush=True)
         del runtimes

@@ -107,7 +107,7 @@ def test_a_recalibration_is_fitted_only_on_enough_answers_and_read_only_for_its_
     recalibrate.write(tmp_path, fitted)
     assert recalibrate.read(tmp_path, QWEN_NAME) == fitted
     assert recalibrate.read(tmp_path, "another-model") is None
-    for text in ("not json", '{"model": "%s", "a": "x"}' % QWEN_NAME, '{"model": "%s", "a": NaN, "b": 0, "answers": 1, '
-                 '"fitted_at": 0}' % QWEN_NAME, "x" * 70_000):
+    for text in ("not json", f'{{"model": "{QWEN_NAME}", "a": "x"}}',
+                 f'{{"model": "{QWEN_NAME}", "a": NaN, "b": 0, "answers": 1, "fitted_at": 0}}', "x" * 70_000):
         recalibrate.path_of(tmp_path).write_text(text, encoding="utf-8")
         assert recalibrate.read(tmp_path, QWEN_NAME) is None

@@ -117,7 +117,7 @@ def test_llama_cpp_in_process(sample_index, embedder, cache_dir):
     config = Config.load(None, cache_dir=cache_dir, generate__backend="llama-cpp")
     rag = RAG(sample_index, config, embedder=embedder)
     answer = rag.ask("How long does Mars take to orbit the Sun?")
-    assert answer.answered and "687" in answer.text and answer.model == "llama-cpp: qwen2.5-coder-0.5b-instruct"
+    assert answer.answered and "687" in answer.text and answer.model == "llama-cpp: qwen2.5-coder-1.5b-instruct"
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(rag.generator.special_tokens())
 
 

@@ -1,4 +1,4 @@
-"""The real default chat model (Qwen2.5-Coder-0.5B-Instruct from the packaged GGUF) answering from the samples."""
+"""The real default chat model (Qwen2.5-Coder-1.5B-Instruct from the packaged GGUF) answering from the samples."""
 
 import pytest
 

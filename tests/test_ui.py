@@ -1,4 +1,4 @@
-"""The Streamlit page through Streamlit's AppTest: real index, real embedder, real default LLM (Qwen 0.5B)."""
+"""The Streamlit page through Streamlit's AppTest: real index, real embedder, real default LLM (Qwen2.5-Coder-1.5B)."""
 
 import shutil
 from pathlib import Path

@@ -26,7 +26,7 @@ def test_the_prebuilt_runtime_answers_streams_and_reports_token_probabilities(sa
     stream = rag.ask_stream("How long does Mars take to orbit the Sun?")
     pieces = list(stream)
     answer = stream.answer
-    assert answer.answered and "687" in "".join(pieces) and answer.model == "xllamacpp: qwen2.5-coder-0.5b-instruct"
+    assert answer.answered and "687" in "".join(pieces) and answer.model == "xllamacpp: qwen2.5-coder-1.5b-instruct"
     assert answer.signals["mean_logprob"] < 0 and 0 <= answer.signals["refuse_first"] <= 1 and 0 < answer.confidence <= 1
     zh = rag.ask("长城的总长度是多少？")
     assert zh.answered and "21196" in zh.text.replace(",", "")
