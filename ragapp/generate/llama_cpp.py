@@ -25,7 +25,8 @@ from ragapp.generate.saved_head import SavedHead, head_file, head_length, read_h
 from ragapp.lazy import LoadsOnce
 from ragapp.models import gguf_file
 
-_PIP = 'pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 15 minutes on 2 cores)'
+_PIP = ('pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 10 minutes on 2 cores); without a compiler: '
+        'pip install "ragapp[prebuilt]" and [generate] backend = "xllamacpp" (slower: docs/benchmarks.md)')
 
 
 class LlamaCppGenerator(LoadsOnce, Generator):
