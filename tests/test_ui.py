@@ -92,7 +92,7 @@ def test_an_answer_under_the_confidence_threshold_is_withheld_with_its_draft_one
     drafts = [e for e in at.chat_message[-1].expander if e.label.startswith("Withheld draft (confidence ")]
     assert len(drafts) == 1 and any("687" in m.value for m in drafts[0].markdown)
     details = [e for e in at.chat_message[-1].expander if e.label == "Details"]
-    assert "min_confidence" in details[0].caption[0].value
+    assert plain_markdown("below the threshold 0.99 ([answer] min_confidence;") in details[0].caption[0].value
 
 
 def test_unanswerable_question_is_a_calm_notice_with_closest_passages(app):
