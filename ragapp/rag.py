@@ -22,7 +22,7 @@ from ragapp.index import IndexBackend, IndexReader, Manifest, check_settings, in
 from ragapp.ingestion import bm25_settings, run
 from ragapp.query import recalibrate
 from ragapp.query.answer import cite, support_share
-from ragapp.query.confidence import TABLE_CONFIDENCE, Assessed, assess, withheld
+from ragapp.query.confidence import Assessed, assess, table_confidence, withheld
 from ragapp.query.conversation import Turn, earlier_exchange, standalone_question
 from ragapp.query.prompt import Prompt, build_prompt
 from ragapp.query.refusal import HeldBack, fallback, is_refusal, prompt_passages, refusal_before_model, refusal_by_model, refusal_threshold
@@ -279,7 +279,7 @@ class RAG:
         table = self._table_answer(query, hits, timings)
         if table is not None:
             text = sentence(table, lang)
-            finish(text, True, model=self.model_label, citations=[table.citation()], table=table, confidence=TABLE_CONFIDENCE)
+            finish(text, True, model=self.model_label, citations=[table.citation()], table=table, confidence=table_confidence(self.generator.name))
             yield text
             return
 

@@ -164,6 +164,7 @@ def test_sums_counts_and_filters_with_the_query_and_rows_shown(table_docs, tmp_p
     assert answer.table.rows == (2, 4, 6, 8) and answer.table.source.endswith("sales.csv")
     assert answer.citations[0].quote.startswith("row 2: Quarter: 2023 Q1; Region: North; Revenue: 1,200")
     assert answer.to_dict()["table_query"]["sql"].startswith("SELECT SUM")
+    assert answer.confidence == 0.80  # a model whose queries were not measured: the lower measured share right
     fines = RAG(index, Config(cache_dir=cache_dir), embedder=embedder,
                 generator=echo_generator(reply='SELECT "Supplier" FROM t WHERE "Fine (EUR)" > 4000 ORDER BY "Supplier"'))
     answer = fines.ask("Which suppliers were fined more than 4,000 euros?")
