@@ -3,5 +3,6 @@ confidence.
 
 `RAG.ask` (ragapp/rag.py) drives it; each stage is its own module: `retrieve` (BM25 + dense, fused),
 `threshold` and `refusal` (when not to answer), `prompt` (what the model reads), `answer` (citations),
-`confidence` (how likely an answer is right), `conversation` (follow-up questions).
+`confidence` (how likely an answer is right) and `recalibrate` (that refitted on a knowledge base's own answers),
+`review` (the optional groundedness review), `conversation` (follow-up questions).
 """
