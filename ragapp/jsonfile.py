@@ -10,6 +10,17 @@ import tempfile
 from pathlib import Path
 
 
+def read_json(path: Path, max_bytes: int) -> object | None:
+    """The JSON in `path`, or None when it is missing, larger than `max_bytes` or not JSON (an index folder's
+    files are untrusted input: the caller checks the shape)."""
+    try:
+        if path.stat().st_size > max_bytes:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def replace_json(path: Path, data: object) -> bool:
     """Write `data` as JSON to `path` through a temporary file renamed over it; False (and nothing left
     behind) when the folder cannot be written."""

@@ -101,6 +101,16 @@ def docs(tmp_path) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def samples_index(tmp_path_factory, config, embedder) -> Path:
+    """An index of the bundled samples, built once per run, for tests that only read it."""
+    from ragapp import RAG
+
+    path = tmp_path_factory.mktemp("samples") / "index"
+    RAG(path, config, embedder=embedder).ingest([SAMPLES])
+    return path
+
+
 class EchoGenerator(Generator):
     """A deterministic stand-in chat model: answers with the first document sentence that contains `needle`,
     or with the fallback sentence. It really implements the Generator protocol and records what it was sent."""

@@ -36,15 +36,6 @@ class Scripted(Generator):
         yield self.reply
 
 
-@pytest.fixture(scope="module")
-def sample_index(tmp_path_factory, config, embedder):
-    from conftest import SAMPLES
-
-    path = tmp_path_factory.mktemp("idx") / "index"
-    RAG(path, config, embedder=embedder).ingest([SAMPLES])
-    return path
-
-
 @pytest.mark.unit
 def test_the_signals_read_numbers_and_the_refusal_start():
     assert number_share("It took 687 days, not 700.", ["Mars takes 687 Earth days."]) == 0.5
@@ -73,23 +64,23 @@ def test_every_packaged_model_and_language_has_weights_and_probabilities_stay_in
 
 
 @pytest.mark.integration
-def test_the_gate_withholds_an_unsure_answer_and_keeps_its_draft(sample_index, config, embedder):
+def test_the_gate_withholds_an_unsure_answer_and_keeps_its_draft(samples_index, config, embedder):
     question = "How long does Mars take to orbit the Sun?"
     strict = config.with_(answer=replace(config.answer, min_confidence=0.5))
-    sure = RAG(sample_index, strict, embedder=embedder, generator=Scripted(-0.01)).ask(question)
+    sure = RAG(samples_index, strict, embedder=embedder, generator=Scripted(-0.01)).ask(question)
     assert sure.answered and sure.text == REPLY and sure.confidence >= 0.5 and sure.draft == "" and sure.citations
     assert sure.signals["mean_logprob"] == pytest.approx(-0.01) and sure.signals["numbers"] == 1.0
 
-    unsure = RAG(sample_index, strict, embedder=embedder, generator=Scripted(-4.0)).ask(question)
+    unsure = RAG(samples_index, strict, embedder=embedder, generator=Scripted(-4.0)).ask(question)
     assert not unsure.answered and unsure.text == FALLBACK["en"] and unsure.draft == REPLY and unsure.citations == []
     assert unsure.confidence < 0.5 < sure.confidence
     assert f"confidence {unsure.confidence:.2f} is below the threshold 0.50 ([answer] min_confidence" in unsure.reason
     assert f"fitted for {QWEN_NAME}, en" in unsure.reason
 
-    stream = RAG(sample_index, strict, embedder=embedder, generator=Scripted(-4.0)).ask_stream(question)
+    stream = RAG(samples_index, strict, embedder=embedder, generator=Scripted(-4.0)).ask_stream(question)
     assert "".join(stream) == FALLBACK["en"]  # nothing of the withheld draft was streamed before the fallback
 
-    open_gate = RAG(sample_index, config, embedder=embedder, generator=Scripted(-4.0)).ask(question)
+    open_gate = RAG(samples_index, config, embedder=embedder, generator=Scripted(-4.0)).ask(question)
     assert open_gate.answered and open_gate.confidence == pytest.approx(unsure.confidence)  # 0 withholds nothing
 
 

@@ -54,6 +54,21 @@ class Generator(Protocol):
         return None
 
 
+class ScoredStreams:
+    """`generate` and `stream` for a backend that implements `stream_scored` (its scores then unasked)."""
+
+    def stream_scored(self, messages: list[dict[str, str]], scores: TokenScores | None) -> Iterator[str]:
+        raise NotImplementedError
+
+    def generate(self, messages: list[dict[str, str]]) -> str:
+        """The whole answer."""
+        return "".join(self.stream(messages))
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        """Answer text piece by piece, as the model produces it."""
+        return self.stream_scored(messages, None)
+
+
 def token_usage(generator: Generator, messages: list[dict[str, str]], reply: str,
                 estimate: Callable[[str], int]) -> dict[str, int]:
     """Tokens the model read (the messages' text) and wrote, by its own tokenizer, else by `estimate`."""

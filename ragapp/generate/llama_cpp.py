@@ -19,7 +19,7 @@ import numpy as np
 
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError
-from ragapp.generate.base import FIRST_TOKENS, Generator, TokenScores
+from ragapp.generate.base import FIRST_TOKENS, Generator, ScoredStreams, TokenScores
 from ragapp.generate.llama_output import keep_output
 from ragapp.generate.saved_head import SavedHead, head_file, head_length, read_head, write_head
 from ragapp.lazy import LoadsOnce
@@ -29,7 +29,7 @@ _PIP = ('pip install "ragapp[llama-cpp]" (it compiles llama.cpp once, about 10 m
         'pip install "ragapp[prebuilt]" and [generate] backend = "xllamacpp" (slower: docs/benchmarks.md)')
 
 
-class LlamaCppGenerator(LoadsOnce, Generator):
+class LlamaCppGenerator(ScoredStreams, LoadsOnce, Generator):
     """A GGUF chat model run by llama.cpp in this process. Greedy by default; loads on first use."""
 
     def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1) -> None:
@@ -74,14 +74,6 @@ class LlamaCppGenerator(LoadsOnce, Generator):
         """`text`'s length in this model's tokens."""
         self.warm_up()
         return len(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    def generate(self, messages: list[dict[str, str]]) -> str:
-        """The whole answer."""
-        return "".join(self.stream(messages))
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Answer text piece by piece, as the model produces it (one generation at a time per model)."""
-        return self.stream_scored(messages, None)
 
     def stream_scored(self, messages: list[dict[str, str]], scores: TokenScores | None) -> Iterator[str]:
         """`stream`, recording each written token's log-probability and the likeliest first tokens in `scores`."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ragapp.config import GenerateConfig
 from ragapp.errors import ModelNotAvailableError, ModelServerError
-from ragapp.generate.base import FIRST_TOKENS, Generator, TokenScores
+from ragapp.generate.base import FIRST_TOKENS, Generator, ScoredStreams, TokenScores
 from ragapp.lazy import LoadsOnce
 from ragapp.models import gguf_file
 
@@ -24,7 +24,7 @@ PIP = 'pip install "ragapp[prebuilt]" (xllamacpp: llama.cpp prebuilt, no compile
 _DONE = object()
 
 
-class XLlamaCppGenerator(LoadsOnce, Generator):
+class XLlamaCppGenerator(ScoredStreams, LoadsOnce, Generator):
     """A GGUF chat model run by xllamacpp in this process. Greedy by default; loads on first use."""
 
     def __init__(self, config: GenerateConfig | None = None, cache_dir: str = "", threads: int = 1) -> None:
@@ -54,14 +54,6 @@ class XLlamaCppGenerator(LoadsOnce, Generator):
             return xllamacpp.Server(params)
         except (ValueError, RuntimeError) as exc:
             raise ModelNotAvailableError(f"xllamacpp cannot load {path} ({exc})") from exc
-
-    def generate(self, messages: list[dict[str, str]]) -> str:
-        """The whole answer."""
-        return "".join(self.stream(messages))
-
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Answer text piece by piece, as the model produces it."""
-        return self.stream_scored(messages, None)
 
     def stream_scored(self, messages: list[dict[str, str]], scores: TokenScores | None) -> Iterator[str]:
         """`stream`, with each written token's log-probability and the likeliest first tokens in `scores`."""

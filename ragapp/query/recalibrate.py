@@ -8,15 +8,15 @@ untrusted input like the rest of an index folder: anything but what this module 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ragapp.jsonfile import replace_json
+from ragapp.jsonfile import read_json, replace_json
 from ragapp.query.threshold import EVAL_FOLDER
 
 CONFIDENCE_FILE = "confidence.json"
@@ -70,14 +70,11 @@ def read(folder: str | Path | None, model: str) -> Recalibration | None:
     """The recalibration fitted for `model` here, or None (none, another model's, or not a file ragapp wrote)."""
     if folder is None:
         return None
-    path = path_of(folder)
+    data: Any = read_json(path_of(folder), _MAX_BYTES)
     try:
-        if path.stat().st_size > _MAX_BYTES:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
         found = Recalibration(model=str(data["model"]), a=float(data["a"]), b=float(data["b"]), answers=int(data["answers"]),
                               fitted_at=float(data["fitted_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     if found.model != model or not (math.isfinite(found.a) and math.isfinite(found.b)):
         return None

@@ -4,13 +4,13 @@ within a size limit, and anything but finite numbers for the model it was fitted
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
-from ragapp.jsonfile import replace_json
+from ragapp.jsonfile import read_json, replace_json
 
 EVAL_FOLDER = "eval"
 THRESHOLD_FILE = "threshold.json"
@@ -56,16 +56,13 @@ def read_fitted(folder: str | Path | None, embedding_model: str, reranker: str) 
     another model, or a file that is not one ragapp wrote)."""
     if folder is None:
         return None
-    path = threshold_path(folder)
+    data: Any = read_json(threshold_path(folder), _MAX_BYTES)
     try:
-        if path.stat().st_size > _MAX_BYTES:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
         fitted = FittedThreshold(values={k: float(v) for k, v in data["values"].items() if k in ("en", "zh")},
                                  embedding_model=str(data["embedding_model"]), reranker=str(data["reranker"]),
                                  fitted_at=float(data["fitted_at"]),
                                  questions={k: {n: int(c) for n, c in v.items()} for k, v in data.get("questions", {}).items()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     if fitted.embedding_model != embedding_model or fitted.reranker != reranker:
         return None
