@@ -1,13 +1,12 @@
 """The Milvus backend on Milvus Lite: answers with citations in both languages, deletes that reach
-every collection, SIGKILL during an ingest, two ingest processes sharing one collection through a
-Milvus Lite server on 127.0.0.1, and one clear line for each bad setting."""
+every collection, SIGKILL during an ingest, and one clear line for each bad setting (several writers
+at once: test_milvus_writers.py)."""
 
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from helpers.net import free_port
 
 from ragapp import RAG
 from ragapp.config import IndexConfig
@@ -124,56 +124,8 @@ def test_kill_during_ingest_shows_each_file_old_or_new(tmp_path, cache_dir):
     print(f"milvus kill test: {json.dumps({'trials': 6, **mixed})}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def milvus_server(tmp_path):
-    """A Milvus Lite gRPC server on 127.0.0.1 (a Milvus Lite file is one process's; a server is many's)."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "server"),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the Milvus Lite server did not start within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
-def test_two_ingest_processes_share_one_collection(tmp_path, cache_dir, milvus_server):
-    corpus = tmp_path / "corpus"
-    _write_notes(corpus, 1, range(12))
-    (tmp_path / "ragapp.toml").write_text(f'[index]\nbackend = "milvus"\nuri = "{milvus_server}"\n', encoding="utf-8")
-    env = {**os.environ, "RAGAPP_CACHE": cache_dir}
-    cmd = [sys.executable, "-m", "ragapp.cli", "ingest", str(corpus), "--index", str(tmp_path / "index"),
-           "--config", str(tmp_path / "ragapp.toml"), "--json"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
-    reports = [json.loads(out) for out, _ in outputs]
-    added = [set(r["added"]) for r in reports]
-    files = {str(corpus / f"note_{i}.txt") for i in range(12)}
-    # Every file written once, by one of them; what one left, the other wrote.
-    assert added[0] | added[1] == files and not added[0] & added[1]
-    assert set(reports[0]["taken"]) <= added[1] and set(reports[1]["taken"]) <= added[0]
-    seen = state(milvus_server, collection_name(tmp_path / "index"))
-    assert set(seen) == files
-    rows = every_row(milvus_server, collection_name(tmp_path / "index"))
-    assert rows[0] == rows[2] == sum(len(t) for t in seen.values())
-
-
 def test_unreachable_server_is_one_line(tmp_path, config, embedder):
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     rag = RAG(tmp_path / "index", milvus_config(config, uri), embedder=embedder)
     with pytest.raises(IndexUnavailableError, match=f"Milvus at {uri}: connect failed .*check that the server answers"):
         rag.search("anything")

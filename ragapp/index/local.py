@@ -50,8 +50,9 @@ class LocalIndex:
         """The writer lock (one ingest at a time)."""
         return write_lock(self.path, wait, on_wait)
 
-    def writer(self, dimension: int, bm25: dict, previous: IndexReader | None) -> GenerationWriter:
-        """A new generation; `previous` (a LocalReader of this folder) provides the chunks carried over."""
+    def writer(self, dimension: int, bm25: dict, previous: IndexReader | None, rebuild: bool = False) -> GenerationWriter:
+        """A new generation; `previous` (a LocalReader of this folder) provides the chunks carried over
+        (the writer lock makes `rebuild` the same as no `previous`)."""
         if previous is not None and not isinstance(previous, LocalReader):
             raise TypeError("a local index carries rows over only from a local index")
         return GenerationWriter(self.path, dimension, bm25, previous)

@@ -71,7 +71,7 @@ class GenerationWriter(AbortUnlessCommitted):
         """Chunks written so far."""
         return self.bm25.rows
 
-    def claim(self, source: str) -> bool:
+    def claim(self, source: str, sha256: str = "") -> bool:
         """Always True: the writer lock makes this the only writer."""
         return True
 

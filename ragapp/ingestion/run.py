@@ -148,7 +148,7 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
     records: dict[str, FileRecord] = {}
     for n, (file, source, digest, mark) in enumerate(changed, start=1):
         tell("read", source, n, len(changed))
-        if not feeder.writer.claim(source):
+        if not feeder.writer.claim(source, digest):
             report.taken.append(source)
             continue
         feeder.begin_file()
@@ -177,17 +177,19 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
 
 
 def _commit(writer: IndexWriter, old: IndexReader | None, settings: dict[str, dict], records: dict[str, FileRecord],
-            removed: list[str], refreshed: dict[str, FileRecord], beside: Beside) -> None:
+            removed: list[str], refreshed: dict[str, FileRecord], beside: Beside) -> list[str]:
     """The new state becomes current in one commit: old rows of files that stay are carried over. Then
-    the tables and pages of files this run replaced or removed go."""
+    the tables and pages of files this run replaced or removed go. Returns the files of `records` that
+    another writer committed instead (a shared Milvus collection)."""
     manifest = old.manifest if old is not None else Manifest(**settings)  # type: ignore[arg-type]
     drop = set(removed) | set(records)
     files = {s: r for s, r in manifest.files.items() if s not in drop}
     files.update(refreshed)
     files.update(records)
     manifest.files = dict(sorted(files.items()))
-    writer.commit(manifest, drop)
-    beside.after_commit(removed, {s: r.sha256 for s, r in manifest.files.items()})
+    committed = writer.commit(manifest, drop)
+    beside.after_commit(removed, {s: r.sha256 for s, r in committed.files.items()})
+    return [s for s in records if s not in committed.files]
 
 
 def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, tokenizer: Tokenizer, config: Config,
@@ -221,7 +223,7 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
         def problem(source: str, reason: str) -> None:
             report.warnings.append(FileFailure(source, reason))
 
-        with index.writer(embedder.dimension, settings["bm25"], old) as writer, _beside(tables, pages, problem) as beside:
+        with index.writer(embedder.dimension, settings["bm25"], old, rebuild) as writer, _beside(tables, pages, problem) as beside:
             feeder = Feeder(writer, embedder, tokenizer, old, max(1, config.embed.batch_size * 4), report.stage_seconds, tell)
             records = _stream(changed, feeder, config, embedder.count_tokens, known, report, tell, beside)
             report.chunks_added = feeder.embedded
@@ -229,7 +231,9 @@ def run(index: IndexBackend, paths: Sequence[str | Path], embedder: Embedder, to
                 return _finished(report, started)
             t0 = time.perf_counter()
             tell("commit", index.location, 0, 1)
-            _commit(writer, old, settings, records, removed, refreshed, beside)
+            for source in _commit(writer, old, settings, records, removed, refreshed, beside):
+                (report.updated if source in report.updated else report.added).remove(source)
+                report.taken.append(source)
             report.stage_seconds["index"] += time.perf_counter() - t0
             tell("commit", index.location, 1, 1)
     report.removed = removed

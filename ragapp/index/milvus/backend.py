@@ -44,10 +44,10 @@ class MilvusIndex(MilvusCollections):
         """No lock: writers in several processes divide the files by claims (see the module doc)."""
         return nullcontext()
 
-    def writer(self, dimension: int, bm25: dict, previous: IndexReader | None) -> MilvusWriter:
-        """One ingest's writer; without `previous` an existing collection is dropped first (a rebuild)."""
+    def writer(self, dimension: int, bm25: dict, previous: IndexReader | None, rebuild: bool = False) -> MilvusWriter:
+        """One ingest's writer; with `rebuild` an existing collection is dropped first."""
         if previous is not None and not isinstance(previous, MilvusReader):
             raise TypeError("a Milvus index carries rows over only from a Milvus index")
-        return MilvusWriter(self, dimension, bm25, previous)
+        return MilvusWriter(self, dimension, bm25, previous, rebuild)
 
 

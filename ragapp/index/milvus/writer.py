@@ -6,9 +6,11 @@ import json
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 import numpy as np
 
+from ragapp.errors import IndexMismatchError, IndexUnavailableError
 from ragapp.index.manifest import Manifest, index_settings
 from ragapp.index.milvus.connection import MilvusCollections
 from ragapp.index.milvus.layout import (
@@ -37,12 +39,20 @@ _SHARED = 4096  # texts whose vectors a writer keeps to share with a repeat of t
 _SETTLE = 64  # Milvus Lite: writes between flushes (its queries slow down with unflushed rows; measured)
 
 
+def _sha256(record: str) -> str:
+    try:
+        return str(json.loads(record).get("sha256", "")) if record else ""
+    except (ValueError, AttributeError, RecursionError):
+        return ""
+
+
 class MilvusWriter(AbortUnlessCommitted):
     """One ingest into a Milvus index (implements `IndexWriter`): rows are inserted under this
     writer's version as they come; `commit` makes each claimed file's new rows visible (one files row
     upsert each), then deletes its old rows."""
 
-    def __init__(self, backend: MilvusCollections, dimension: int, bm25: dict, previous: MilvusReader | None) -> None:
+    def __init__(self, backend: MilvusCollections, dimension: int, bm25: dict, previous: MilvusReader | None,
+                 rebuild: bool = False) -> None:
         self.backend, self.dimension, self.previous = backend, dimension, previous
         self.version = time.time_ns() // 1000
         self.owner = this_process()
@@ -55,8 +65,13 @@ class MilvusWriter(AbortUnlessCommitted):
         self._writes: dict[str, int] = {}
         self._seq = 0
         self._total: int | None = None
-        drop = previous is None and backend.exists()
+        # Only an asked-for rebuild drops: "no previous" also means another writer committed the first
+        # generation after this ingest looked, whose rows must stay.
+        drop = rebuild and backend.exists()
         made = None if drop else backend.settings()
+        if made and int(made["embedding"].get("dimension", dimension)) != dimension:
+            raise IndexMismatchError(f"{backend.location} holds vectors of dimension {made['embedding'].get('dimension')}, "
+                                     f"this embedder makes {dimension}; rebuild with: ragapp ingest --rebuild PATH")
         # An existing collection keeps the BM25 terms it was made with.
         self.bm25_terms = made["bm25"].get("milvus_terms", "ragapp") if made else backend.bm25_terms
         self.analyzer = made["bm25"].get("analyzer") if made else analyzer(self.bm25_terms, backend.is_lite())
@@ -69,26 +84,41 @@ class MilvusWriter(AbortUnlessCommitted):
             if drop:
                 self.backend.call("drop_collection", c.drop_collection, name)
             if not self.backend.call("has_collection", c.has_collection, name):
-                schema, index = schemas[part]
-                # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
-                # local disk (memory-mapped) instead of in memory, the largest share of an index (docs/milvus.md).
-                owner = {OWNER_KEY: self.backend.owner} if self.backend.owner else {}
-                props = {"chunks": {LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
-                self.backend.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
+                self._make(part, *schemas[part])
             self.backend.loaded(part, again=True)
         self.backend.check_writable()
+
+    def _make(self, part: str, schema, index) -> None:
+        """Create one collection; another writer creating it at the same moment is no failure."""
+        c, name = self.backend.client(), self.backend.names[part]
+        # Sentence vectors are read ~30 chunks at a time by the reranker: a server may keep them on
+        # local disk (memory-mapped) instead of in memory, the largest share of an index (docs/milvus.md).
+        owner = {OWNER_KEY: self.backend.owner} if self.backend.owner else {}
+        props = {"chunks": {LAYOUT_KEY: LAYOUT, **owner}, "sentences": {"mmap.enabled": "true"}}.get(part, {})
+        try:
+            self.backend.call("create_collection", c.create_collection, name, schema=schema, index_params=index, properties=props)
+        except IndexUnavailableError:
+            if not self.backend.call("has_collection", c.has_collection, name):
+                raise
 
     @property
     def rows(self) -> int:
         """Chunks written so far; after `commit`, chunks in the index."""
         return self._total if self._total is not None else len(self._pks) + len(self._buffer)
 
-    def claim(self, source: str) -> bool:
-        """Take `source` for this writer; False when another live writer holds it."""
+    def claim(self, source: str, sha256: str = "") -> bool:
+        """Take `source` for this writer; False when another live writer holds it, or has committed it
+        with content `sha256` since this ingest looked.
+
+        Milvus has no compare-and-set: two writers that both read the row before either writes it may
+        both read their own claim back. `commit` settles that (the last claim written wins; the other
+        writer's rows of the file go and its commit leaves the file out)."""
         sid = source_id(source)
         found = self.backend.query("files", f"pk == {sid}", ["pk", "gen", "pending", "retired", "record", "owner", "claimed_at"])
         row = found[0] if found else None
         if row and row["pending"] not in (0, self.version) and claim_alive(row, self.backend.claim_timeout_s):
+            return False
+        if row and row["gen"] and not row["pending"] and sha256 and _sha256(row["record"]) == sha256:
             return False
         mine = file_row(source, row["gen"] if row else 0, self.version, row["retired"] if row else 0, None, self.owner, time.time())
         mine["record"] = row["record"] if row else ""
@@ -200,6 +230,7 @@ class MilvusWriter(AbortUnlessCommitted):
         held = {r["pk"]: r for r in self.backend.rows_by_pk("files", sorted({source_id(s) for s in drop} | set(self._claimed)),
                                                       ["pk", "gen", "pending"])}
         new = [s for s in drop if s in manifest.files and held.get(source_id(s), {}).get("pending") == self.version]
+        lost = [s for s in drop if s in manifest.files and s not in new and source_id(s) in self._claimed]
         gone = [s for s in drop if s not in manifest.files]
         old_gen = {s: held.get(source_id(s), {}).get("gen", 0) for s in new + gone}
         self._count_terms(new, gone, old_gen, manifest.bm25)
@@ -213,7 +244,8 @@ class MilvusWriter(AbortUnlessCommitted):
         self._flush("files")
         self._done = True
         self._total = sum(r.chunks for r in self.backend.manifest().files.values())
-        return manifest
+        # What this writer committed: a file whose claim another writer took over in the meantime is its.
+        return replace(manifest, files={s: r for s, r in manifest.files.items() if s not in lost})
 
     def _delete_replaced(self, new_ids: list[int], gone_ids: list[int]) -> None:
         """Rows of other versions of the new files; every row of the removed ones, then their files rows."""
