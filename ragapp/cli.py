@@ -285,18 +285,20 @@ def serve(config_path, host, port, knowledge_root, index, watch) -> None:
     from ragapp.config import Config
     from ragapp.runtime import prepare_environment
     from ragapp.serve import api_keys, create_app
+    from ragapp.teams import UserStore
 
     if index and knowledge_root:
         raise click.UsageError("give --index or --knowledge-root, not both")
     config = Config.load(config_path, serve__host=host, serve__port=port, serve__knowledge_root=knowledge_root)
     prepare_environment(config.threads)
-    keys = api_keys(config.serve, config.serve.host)
+    root = Path(index).parent if index else Path(config.serve.knowledge_root)
+    keys = api_keys(config.serve, config.serve.host, users=UserStore(root).has_users())
     try:
         app = create_app(config, keys, [_watched(item) for item in watch], Path(index) if index else None)
     except ValueError as exc:  # --index DIR that holds no index
         raise click.UsageError(str(exc)) from None
     click.echo(f"ragapp API on http://{config.serve.host}:{config.serve.port} (docs at /docs; "
-               f"{'API keys required' if keys else 'no API key: loopback only'})", err=True)
+               f"{'API keys required' if app.state.server.doorman.shared else 'no API key: loopback only'})", err=True)
     click.echo(_serving(app.state.server.kbs), err=True)
     uvicorn.run(app, host=config.serve.host, port=config.serve.port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -327,19 +329,21 @@ def mcp(index, knowledge_root, config_path, http, host, port, allow_ingest) -> N
     from ragapp.mcp_server import Shelf, build_server, run_http, run_stdio
     from ragapp.runtime import prepare_environment
     from ragapp.serve import api_keys
+    from ragapp.teams import UserStore
 
     if index and knowledge_root:
         raise click.UsageError("give --index or --knowledge-root, not both")
     config = Config.load(config_path, serve__host=host, serve__port=port)
     prepare_environment(config.threads)
-    keys = api_keys(config.serve, host) if http else frozenset()
+    root = Path(knowledge_root) if knowledge_root else Path(index or DEFAULT_INDEX).parent
+    keys = api_keys(config.serve, host, users=UserStore(root).has_users()) if http else frozenset()
     server = build_server(Shelf(config, index=None if knowledge_root else (index or DEFAULT_INDEX), root=knowledge_root),
                           allow_ingest)
     if not http:
         return run_stdio(server)
     click.echo(f"ragapp MCP server on http://{host}:{port}/mcp ({'API keys required' if keys else 'no API key: loopback only'})",
                err=True)
-    run_http(server, config, keys)
+    run_http(server, config, keys, root)
 
 
 def _watched(item: str) -> tuple[str, Path]:

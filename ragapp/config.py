@@ -11,6 +11,7 @@ from typing import Any
 
 from ragapp.config_serve import ServeConfig
 from ragapp.config_serve import check as _check
+from ragapp.config_teams import AuditConfig, AuthConfig
 from ragapp.errors import ConfigError
 
 
@@ -337,6 +338,8 @@ class Config:
     tables: TablesConfig = field(default_factory=TablesConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     # Threads for torch, FAISS and OpenMP. Two vCPUs do about one core of work, so 1 is fastest here.
     threads: int = 1

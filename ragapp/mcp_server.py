@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -25,6 +25,8 @@ from ragapp.errors import RagError
 from ragapp.knowledge import KnowledgeBases
 from ragapp.rag import RAG
 from ragapp.records import Answer, DocumentInfo, Hit
+from ragapp.teams import EVERYONE, Principal
+from ragapp.teams.access import EDIT
 from ragapp.version import __version__
 
 INSTRUCTIONS = (
@@ -46,23 +48,40 @@ class Shelf:
         self._single = RAG(index, config) if index is not None else None
         self._kbs = KnowledgeBases(Path(root), config) if root is not None else None
 
-    def names(self) -> list[str]:
-        """The knowledge bases by name; the first is the default."""
+    def names(self, who: Principal = EVERYONE) -> list[str]:
+        """The knowledge bases that exist for `who`, by name; the first is their default."""
         if self._single is not None:
-            return [self._single.path.name]
+            return who.sees([self._single.path.name])
         assert self._kbs is not None
-        return [self._kbs.default.name, *(n for n in self._kbs.names() if n != self._kbs.default.name)]
+        return who.sees([self._kbs.default.name, *(n for n in self._kbs.names() if n != self._kbs.default.name)])
 
-    def rag(self, name: str | None) -> RAG:
-        """The RAG of a knowledge base (None: the default); ToolError naming the choices when unknown."""
-        if name in (None, "", self.names()[0]):
-            return self._single if self._single is not None else self._kbs.base  # type: ignore[union-attr]
-        if self._kbs is not None:
+    def rag(self, name: str | None, who: Principal = EVERYONE) -> RAG:
+        """The RAG of a knowledge base (None: `who`'s default); ToolError naming their choices when it
+        does not exist for them."""
+        mine = self.names(who)
+        name = name or (mine[0] if mine else "")
+        if name in mine:
+            if self._single is not None:
+                return self._single
+            assert self._kbs is not None
+            if name == self._kbs.default.name:
+                return self._kbs.base
             try:
                 return self._kbs.open(self._kbs.named(str(name)))
             except (LookupError, ValueError):
                 pass
-        raise ToolError(f"no knowledge base named {name!r}; there are: {', '.join(self.names())}")
+        raise ToolError(f"no knowledge base named {name!r}; there are: {', '.join(mine) or 'none'}")
+
+
+def caller(ctx: Context | None) -> Principal:
+    """Who called a tool: over stdio the user who started the server; over HTTP whom the guard let in."""
+    request = getattr(ctx.request_context, "request", None) if ctx is not None and ctx._request_context is not None else None
+    if request is None:
+        return EVERYONE
+    who = request.scope.get("state", {}).get("principal")
+    if not isinstance(who, Principal):
+        raise ToolError("this request names no caller")
+    return who
 
 
 def document_key(source: str) -> str:
@@ -122,12 +141,13 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
     @server.tool(annotations=_READ_ONLY)
     async def ask(question: Annotated[str, Field(min_length=1, max_length=4000, description="The question, in the user's words.")],
                   knowledge_base: KnowledgeBase = None,
-                  top_k: Annotated[int | None, Field(ge=1, le=50, description="Passages to consider.")] = None) -> dict[str, Any]:
+                  top_k: Annotated[int | None, Field(ge=1, le=50, description="Passages to consider.")] = None,
+                  ctx: Context | None = None) -> dict[str, Any]:
         """Answer a question from the user's own documents (Chinese or English) with numbered citations (file,
         page, quote). answered=false means the documents do not hold the answer: then the answer is the
         exact refusal sentence, and you should tell the user so instead of answering from memory. confidence
         (0-1) is the estimated probability that the answer is right; a withheld low-confidence answer is in draft."""
-        rag = shelf.rag(knowledge_base)
+        rag = shelf.rag(knowledge_base, caller(ctx))
         answer: Answer = await _call(lambda: rag.ask(question, top_k=top_k))
         return {"answered": answer.answered, "answer": answer.text, "language": answer.language,
                 "confidence": round(answer.confidence, 3), "draft": answer.draft,
@@ -137,34 +157,35 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
     @server.tool(annotations=_READ_ONLY)
     async def search(query: Annotated[str, Field(min_length=1, max_length=4000, description="Words or a question to look for.")],
                      knowledge_base: KnowledgeBase = None,
-                     top_k: Annotated[int, Field(ge=1, le=50, description="How many passages.")] = 5) -> dict[str, Any]:
+                     top_k: Annotated[int, Field(ge=1, le=50, description="How many passages.")] = 5,
+                     ctx: Context | None = None) -> dict[str, Any]:
         """Find the passages of the user's documents that best match a query (keyword and semantic search,
         reranked), each with its file, page, the best-matching sentence and scores. No answer is written:
         use it to read the sources yourself or to gather several passages."""
-        rag = shelf.rag(knowledge_base)
+        rag = shelf.rag(knowledge_base, caller(ctx))
         hits = await _call(lambda: rag.search(query, top_k=top_k))
         return {"passages": [_passage(rag.path.name, h) for h in hits]}
 
     @server.tool(annotations=_READ_ONLY)
-    async def list_documents(knowledge_base: KnowledgeBase = None) -> dict[str, Any]:
+    async def list_documents(knowledge_base: KnowledgeBase = None, ctx: Context | None = None) -> dict[str, Any]:
         """List the documents of a knowledge base: file path, chunks, size, content hash and when each was
         ingested, with a resource URI for its metadata."""
-        rag = shelf.rag(knowledge_base)
+        rag = shelf.rag(knowledge_base, caller(ctx))
         documents = await _call(rag.documents)
         return {"knowledge_base": rag.path.name, "documents": [_document(rag.path.name, d) for d in documents]}
 
     @server.tool(annotations=_READ_ONLY)
-    async def list_knowledge_bases() -> dict[str, Any]:
+    async def list_knowledge_bases(ctx: Context | None = None) -> dict[str, Any]:
         """List the knowledge bases this server answers from (the first is the default)."""
-        return {"knowledge_bases": shelf.names()}
+        return {"knowledge_bases": shelf.names(caller(ctx))}
 
 
 def _resources(server: MCPServer, shelf: Shelf) -> None:
     # A resource's error reaches the client only as a ResourceError (anything else becomes "Error
     # creating resource from template URI", its reason withheld).
-    def rag_of(knowledge_base: str) -> RAG:
+    def rag_of(knowledge_base: str, ctx: Context | None) -> RAG:
         try:
-            return shelf.rag(knowledge_base)
+            return shelf.rag(knowledge_base, caller(ctx))
         except ToolError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 
@@ -175,18 +196,18 @@ def _resources(server: MCPServer, shelf: Shelf) -> None:
             raise ResourceError(str(exc)) from exc
 
     @server.resource("ragapp://{knowledge_base}/documents/{key}", mime_type="application/json")
-    async def document(knowledge_base: str, key: str) -> dict[str, Any]:
+    async def document(knowledge_base: str, key: str, ctx: Context | None = None) -> dict[str, Any]:
         """An indexed document's metadata: source path, chunks, size, sha256, ingest time."""
-        rag = rag_of(knowledge_base)
+        rag = rag_of(knowledge_base, ctx)
         found = [d for d in await call(rag.documents) if document_key(d.source) == key]
         if not found:
             raise ResourceNotFoundError(f"no document {key} in {knowledge_base} (list_documents gives their URIs)")
         return _document(knowledge_base, found[0])
 
     @server.resource("ragapp://{knowledge_base}/passages/{passage}", mime_type="application/json")
-    async def passage(knowledge_base: str, passage: str) -> dict[str, Any]:
+    async def passage(knowledge_base: str, passage: str, ctx: Context | None = None) -> dict[str, Any]:
         """A cited passage: its whole text, source and page."""
-        rag = rag_of(knowledge_base)
+        rag = rag_of(knowledge_base, ctx)
         row, _, chunk_id = passage.partition("-")
 
         def read() -> dict[str, Any]:
@@ -209,8 +230,11 @@ def _ingest_tool(server: MCPServer, shelf: Shelf, allowed: list[Path]) -> None:
                  annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
                                              open_world_hint=False))
     async def ingest_paths(paths: Annotated[list[str], Field(min_length=1, max_length=100, description="Files or folders.")],
-                           knowledge_base: KnowledgeBase = None) -> dict[str, Any]:
-        rag = shelf.rag(knowledge_base)
+                           knowledge_base: KnowledgeBase = None, ctx: Context | None = None) -> dict[str, Any]:
+        who = caller(ctx)
+        rag = shelf.rag(knowledge_base, who)
+        if not who.may(rag.path.name, EDIT):
+            raise ToolError(f"{who.name} is a {who.role(rag.path.name)} of {rag.path.name!r}; adding documents needs editor")
         report = await _call(lambda: rag.ingest(_allowed(paths, allowed)))
         return report.to_dict()
 
@@ -221,13 +245,15 @@ def run_stdio(server: MCPServer) -> None:
     server.run("stdio")
 
 
-def run_http(server: MCPServer, config: Config, keys: frozenset[str]) -> None:
+def run_http(server: MCPServer, config: Config, keys: frozenset[str], root: Path) -> None:
     """Serve streamable HTTP at http://{host}:{port}/mcp behind the HTTP API's guard (Host, Origin, API
-    key, body size: docs/security.md)."""
+    key or a user's key, body size, audit log: docs/security.md, docs/teams.md); the users and audit
+    log are those of `root`."""
     import uvicorn
 
     from ragapp.serve.guards import Guard
+    from ragapp.serve.people import Doorman
 
     host, port = config.serve.host, config.serve.port
-    app = Guard(server.streamable_http_app(host=host), config.serve, keys, lambda path: 1 << 20)
+    app = Guard(server.streamable_http_app(host=host), config.serve, Doorman(root, keys, config), lambda path: 1 << 20)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

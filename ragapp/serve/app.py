@@ -2,50 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
 from ragapp.errors import (
-    BusyError,
-    IndexCorruptError,
-    IndexMismatchError,
-    IndexNotFoundError,
-    IndexUnavailableError,
-    ModelNotAvailableError,
-    ModelServerError,
-    NoDocumentsError,
     RagError,
-    TestSetFullError,
 )
-from ragapp.jobs import Jobs
+from ragapp.jobs import Job, Jobs
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
-from ragapp.query.conversation import Turn
 from ragapp.rag import RAG
 from ragapp.records import Answer
+from ragapp.serve.chat import chat_routes, status_of
 from ragapp.serve.evaluation import eval_routes
 from ragapp.serve.guards import Guard
-from ragapp.serve.pages import cited, hit_entry, page_routes
+from ragapp.serve.pages import page_routes
+from ragapp.serve.people import Doorman
 from ragapp.serve.public import PublicPaths
-from ragapp.serve.schemas import ChatMessage, ChatRequest, CreateKnowledgeBase, SearchRequest
+from ragapp.serve.schemas import CreateKnowledgeBase
+from ragapp.serve.team import caller, keeper, note, team_routes
 from ragapp.serve.uploads import receive_upload
+from ragapp.teams import Principal
+from ragapp.teams.access import EDIT, READ
+from ragapp.teams.conversations import Conversations
+from ragapp.teams.limits import Turns
 from ragapp.watch import FolderWatcher, WatchStatus
-
-_STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
-           IndexCorruptError: 503, IndexMismatchError: 409, IndexUnavailableError: 503,
-           TestSetFullError: 413, BusyError: 429}
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -60,10 +50,12 @@ class Server:
     def __init__(self, config: Config, keys: frozenset[str], watch: Sequence[tuple[str, Path]] = (),
                  only: Path | None = None) -> None:
         self.config = config
-        self.keys = keys
         self.kbs = KnowledgeBases(Path(config.serve.knowledge_root), config, only=only)
         self.root = self.kbs.root
         self.base = self.kbs.base
+        self.doorman = Doorman(self.root, keys, config)
+        self.turns = Turns(config.auth.concurrent_answers)
+        self.conversations = Conversations(self.root, config.auth.max_conversations, config.auth.max_turns)
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))
         self.uploads = 0  # uploads being received (counted on the event loop's thread)
@@ -88,16 +80,28 @@ class Server:
                                                                     "reason": self.public.text(str(f.get("reason", "")))}
                                                                    for f in status.failures if isinstance(f, dict)]}
 
-    def rag(self, name: str) -> RAG:
-        """The knowledge base `name` (404 when there is none)."""
+    def rag(self, request: Request, name: str, need: str = READ) -> RAG:
+        """The knowledge base `name` for the caller: 404 when there is none or they hold no role on it
+        (the same reply: it does not exist for them), 403 when their role is below `need`."""
+        who = caller(request)
+        note(request, kb=name)
+        if not who.may(name, READ):
+            raise HTTPException(404, f"no knowledge base named {name!r}; yours: {', '.join(map(repr, self.names(who))) or 'none'}")
         try:
-            return self.kbs.open(self.kbs.named(name))
+            rag = self.kbs.open(self.kbs.named(name))
         except LookupError as exc:
-            raise HTTPException(404, str(exc)) from exc
+            raise HTTPException(404, str(exc) if who.admin else f"no knowledge base named {name!r}") from exc
+        if not who.may(name, need):
+            raise HTTPException(403, f"{who.name} is a {who.role(name)} of {name!r}; this needs {need} or above")
+        return rag
 
-    def names(self) -> list[str]:
-        """Every knowledge base's name (folders that are not one are left out)."""
-        return self.kbs.names()
+    def names(self, who: Principal) -> list[str]:
+        """The knowledge bases that exist for `who` (folders that are not one are left out)."""
+        return who.sees(self.kbs.names())
+
+    def keeper(self, request: Request, kb: str, conversation: str | None) -> Callable[[str, Answer], str | None]:
+        """What keeps an answer in the caller's conversation (ragapp.serve.team.keeper)."""
+        return keeper(self.doorman, self.conversations, self.public, request, kb, conversation)
 
     def batch(self, rag: RAG, replace: bool) -> UploadBatch:
         """A new upload into `rag`'s documents folder, under the [serve] limits."""
@@ -135,100 +139,14 @@ def _install_handlers(app: FastAPI, server: Server) -> None:
 
     @app.exception_handler(RagError)
     async def rag_error(request: Request, exc: RagError):
-        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+        status = status_of(exc)
         return _error(status, server.public.text(str(exc)), type(exc).__name__)
-
-
-def _question(messages: list[ChatMessage], limit: int) -> tuple[str, list[Turn]]:
-    """The last user message, and the earlier user/assistant pairs as conversation history."""
-    turns = [m for m in messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
-        raise HTTPException(400, "the last message must be a non-empty user message (the question)")
-    question = turns[-1].text()
-    if len(question) > limit:
-        raise HTTPException(413, f"the question is {len(question)} characters; the limit is {limit}")
-    history, asked = [], None
-    for m in turns[:-1]:
-        if m.role == "user":
-            asked = m.text()
-        elif asked is not None:
-            history.append(Turn(asked, m.text()))
-            asked = None
-    return question, history
-
-
-def _completion(answer: Answer, model: str, stream: bool, public: PublicPaths) -> dict:
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model,
-            "answered": answer.answered, "confidence": round(answer.confidence, 3), "draft": answer.draft,
-            "citations": [cited(c, model, public) for c in answer.citations],
-            "table_query": public.record(answer.table.to_dict()) if answer.table is not None else None}
-    if stream:
-        return {**base, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-    usage = {**answer.usage, "total_tokens": sum(answer.usage.values())}
-    return {**base, "object": "chat.completion", "usage": usage,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}]}
-
-
-def _sse(rag: RAG, question: str, history: list[Turn], top_k: int | None, model: str, public: PublicPaths) -> Iterator[str]:
-    """OpenAI-style server-sent events; the last chunk carries `answered` and `citations`. A failure
-    mid-answer ends the stream with an error event (the partial text is not an answer)."""
-    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-
-    def event(delta: dict) -> str:
-        chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-
-    stream = rag.ask_stream(question, top_k=top_k, history=history)
-    yield event({"role": "assistant", "content": ""})
-    try:
-        for piece in stream:
-            yield event({"content": piece})
-    except RagError as exc:
-        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-        error = {"message": public.text(str(exc)), "type": type(exc).__name__, "code": status}
-        yield f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
-        return
-    assert stream.answer is not None  # set when the stream ends
-    final = _completion(stream.answer, model, stream=True, public=public)
-    final["id"], final["created"] = cid, created
-    yield f"data: {json.dumps(final, ensure_ascii=False)}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-def _chat_routes(app: FastAPI, server: Server) -> None:
-    @app.get("/v1/models")
-    async def models() -> dict:
-        """Knowledge bases, as OpenAI "models"."""
-        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "ragapp"}
-                                           for n in server.names()]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        """Answer the last user message from the knowledge base named by `model`, with citations."""
-        rag = server.rag(body.model)
-        question, history = _question(body.messages, server.config.serve.max_question_chars)
-        if body.stream:
-            return StreamingResponse(_sse(rag, question, history, body.top_k, body.model, server.public),
-                                     media_type="text/event-stream")
-        answer = await run_in_threadpool(rag.ask, question, body.top_k, None, history)
-        return _completion(answer, body.model, stream=False, public=server.public)
-
-    @app.post("/v1/search")
-    async def search(body: SearchRequest) -> dict:
-        """Ranked passages with every stage's score (no LLM)."""
-        rag = server.rag(body.knowledge_base)
-        if len(body.query) > server.config.serve.max_question_chars:
-            raise HTTPException(413, f"the query is {len(body.query)} characters; the limit is {server.config.serve.max_question_chars}")
-        hits = await run_in_threadpool(rag.search, body.query, body.top_k)
-        return {"object": "list", "data": [hit_entry(h, body.knowledge_base, rag, server.public) for h in hits]}
 
 
 def _kb_entry(server: Server, name: str) -> dict:
     """A knowledge base in the list: its name and document count, or why it cannot be read."""
     try:
-        rag = server.rag(name)
+        rag = server.kbs.open(server.kbs.named(name))
         return {"name": name, "documents": len(rag.documents()), "watch": server.watch_status(rag.path)}
     except RagError as exc:
         return {"name": name, "documents": None, "error": server.public.text(str(exc))}
@@ -252,18 +170,25 @@ async def _upload(server: Server, rag: RAG, request: Request, replace: bool) -> 
 
 
 def _job_routes(app: FastAPI, server: Server) -> None:
-    @app.get("/v1/jobs/{job_id}")
-    async def job(job_id: str) -> dict:
+    def job_of(request: Request, job_id: str, need: str) -> Job:
+        """The job, when the caller may read its knowledge base (404 otherwise: it does not exist for them)."""
         found = server.jobs.get(job_id)
-        if found is None:
+        if found is None or not caller(request).may(found.knowledge_base, READ):
             raise HTTPException(404, f"no job {job_id!r}")
+        server.rag(request, found.knowledge_base, need)
+        return found
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job(job_id: str, request: Request) -> dict:
+        found = job_of(request, job_id, READ)
         data = found.to_dict()
         public = server.public.report if found.kind == "ingest" else server.public.everywhere
         return {**data, "error": server.public.text(data["error"]), "report": data["report"] and public(data["report"])}
 
     @app.delete("/v1/jobs/{job_id}")
-    async def cancel_job(job_id: str) -> dict:
+    async def cancel_job(job_id: str, request: Request) -> dict:
         """Cancel an eval job, queued or running (an ingest runs to its end: 409)."""
+        job_of(request, job_id, EDIT)
         try:
             found = server.jobs.cancel(job_id)
         except LookupError as exc:
@@ -275,11 +200,16 @@ def _job_routes(app: FastAPI, server: Server) -> None:
 
 def _kb_routes(app: FastAPI, server: Server) -> None:
     @app.get("/v1/knowledge_bases")
-    async def list_kbs() -> dict:
-        return {"object": "list", "data": [_kb_entry(server, n) for n in server.names()]}
+    async def list_kbs(request: Request) -> dict:
+        who = caller(request)
+        return {"object": "list", "data": [{**_kb_entry(server, n), "role": who.role(n)} for n in server.names(who)]}
 
     @app.post("/v1/knowledge_bases", status_code=201)
-    async def create_kb(body: CreateKnowledgeBase) -> dict:
+    async def create_kb(body: CreateKnowledgeBase, request: Request) -> dict:
+        """A new, empty knowledge base (an admin's: it has no users yet)."""
+        note(request, kb=body.name)
+        if not caller(request).admin:
+            raise HTTPException(403, "only an admin creates knowledge bases")
         try:
             folder = server.kbs.create(body.name)
         except ValueError as exc:
@@ -290,25 +220,27 @@ def _kb_routes(app: FastAPI, server: Server) -> None:
     async def upload(name: str, request: Request, replace: bool = False) -> dict:
         """Save the files of the multipart field `files` (all or none; an existing name only with
         ?replace=true) and ingest them in a background job."""
-        rag = server.rag(name)
+        rag = server.rag(request, name, EDIT)
         saved = await _upload(server, rag, request, replace)
         job = server.jobs.submit(name, lambda progress: rag.ingest([rag.path / DOCUMENTS], progress=progress))
         return {"job": job.id, "files": [p.name for p in saved]}
 
     @app.get("/v1/knowledge_bases/{name}/watch")
-    async def watch(name: str) -> dict:
+    async def watch(name: str, request: Request) -> dict:
         """The folder watcher's state: folders, last sync, pending changes, the last sync's failures."""
-        return {"name": name, "watch": server.watch_status(server.rag(name).path)}
+        return {"name": name, "watch": server.watch_status(server.rag(request, name).path)}
 
     @app.get("/v1/knowledge_bases/{name}/documents")
-    async def documents(name: str) -> dict:
-        return {"object": "list", "data": [server.public.record(d.to_dict()) for d in server.rag(name).documents()]}
+    async def documents(name: str, request: Request) -> dict:
+        rag = server.rag(request, name)
+        return {"object": "list", "data": [server.public.record(d.to_dict()) for d in rag.documents()]}
 
     @app.delete("/v1/knowledge_bases/{name}/documents/{document:path}")
-    async def delete(name: str, document: str) -> dict:
+    async def delete(name: str, document: str, request: Request) -> dict:
         """Remove an uploaded document (by its name in the knowledge base) from the index and the folder:
         the entry itself, never what a link points to."""
-        rag = server.rag(name)
+        rag = server.rag(request, name, EDIT)
+        note(request, document=document)
         try:
             await run_in_threadpool(server.kbs.delete, rag, document)
         except LookupError as exc:
@@ -335,15 +267,16 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
                   lifespan=lifespan)
     app.state.server = server
     _install_handlers(app, server)
-    app.add_middleware(Guard, config=config.serve, keys=keys, body_limit=_body_limit(config))
+    app.add_middleware(Guard, config=config.serve, doorman=server.doorman, body_limit=_body_limit(config))
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "models_loaded": server.base.ready}
 
-    _chat_routes(app, server)
+    chat_routes(app, server)
     _kb_routes(app, server)
     _job_routes(app, server)
     page_routes(app, server.rag, server.public, threading.BoundedSemaphore(server.config.serve.max_concurrent_renders))
     eval_routes(app, server.rag, server.jobs, server.public)
+    team_routes(app, server.doorman, server.conversations, server.names)
     return app

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ragapp.evaluate import add_feedback, last_report
+from ragapp.teams.access import EDIT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,14 +38,14 @@ class Feedback(BaseModel):
     sources: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=20)
 
 
-def eval_routes(app: FastAPI, rag_of: Callable[[str], RAG], jobs: Jobs, public: PublicPaths) -> None:
+def eval_routes(app: FastAPI, rag_of: Callable[..., RAG], jobs: Jobs, public: PublicPaths) -> None:
     """The eval job, its last report and feedback, under /v1/knowledge_bases/{name}/."""
 
     @app.post("/v1/knowledge_bases/{name}/eval", status_code=202)
-    async def run_eval(name: str, body: EvalRequest) -> dict:
+    async def run_eval(name: str, body: EvalRequest, request: Request) -> dict:
         """Write a test set from the knowledge base, run it and fit its threshold, in a background job
         (GET /v1/jobs/{id} for progress and the report)."""
-        rag = rag_of(name)
+        rag = rag_of(request, name, EDIT)
         running = jobs.active(name, "eval")
         if running is not None:
             raise HTTPException(409, f"{name!r} is already being tested ({running.id}, {running.status}); wait for it "
@@ -57,16 +58,16 @@ def eval_routes(app: FastAPI, rag_of: Callable[[str], RAG], jobs: Jobs, public: 
         return {"job": jobs.submit(name, work, kind="eval").id}
 
     @app.get("/v1/knowledge_bases/{name}/eval")
-    async def eval_report(name: str) -> dict:
+    async def eval_report(name: str, request: Request) -> dict:
         """The knowledge base's last test report."""
-        found = last_report(rag_of(name).path)
+        found = last_report(rag_of(request, name).path)
         if found is None:
             raise HTTPException(404, f"{name!r} has not been tested yet (POST /v1/knowledge_bases/{name}/eval)")
         return public.everywhere(found)
 
     @app.post("/v1/knowledge_bases/{name}/feedback", status_code=201)
-    async def feedback(name: str, body: Feedback) -> dict:
+    async def feedback(name: str, body: Feedback, request: Request) -> dict:
         """Keep the question, the answer and the verdict as a test case of the knowledge base."""
-        rag = rag_of(name)
+        rag = rag_of(request, name)
         item = await run_in_threadpool(add_feedback, rag.path, body.question, body.answer, body.verdict, tuple(body.sources))
         return {"id": item.id, "expect": item.expect, "verdict": item.verdict}

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
+
 from ragapp.config import ServeConfig
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
-from ragapp.serve.keys import authorised
+from ragapp.serve.people import Doorman, Refused
+from ragapp.teams import Principal
+from ragapp.teams.limits import Limited
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,49 +72,97 @@ def from_another_page(headers: dict[str, str], host: str, config: ServeConfig) -
     return not origin_allowed(f"{parts.scheme}://{parts.netloc}", host, config)
 
 
+@dataclass(frozen=True)
+class Stop:
+    """A request that goes no further: its reply, what the audit log notes, and who sent it (if known)."""
+
+    status: int
+    message: str
+    kind: str
+    note: str = ""
+    retry_after: int = 0
+    who: Principal | None = None
+
+
 class Guard:
-    """The ASGI layer that checks Host, Origin, key and body size, in that order, before the app."""
+    """The ASGI layer that checks Host, Origin, caller (and their per-minute limit) and body size, in that
+    order, before the app; with people told apart, every request's outcome goes to the audit log
+    before its reply does."""
 
-    def __init__(self, app: ASGIApp, config: ServeConfig, keys: frozenset[str],
-                 body_limit: Callable[[str], int]) -> None:
-        self.app, self.config, self.keys, self.body_limit = app, config, keys, body_limit
-        self.hosts = allowed_hosts(config, bool(keys))
+    def __init__(self, app: ASGIApp, config: ServeConfig, doorman: Doorman, body_limit: Callable[[str], int]) -> None:
+        self.app, self.config, self.doorman, self.body_limit = app, config, doorman, body_limit
+        self.hosts = allowed_hosts(config, doorman.shared)
 
-    def refusal(self, scope: Scope) -> tuple[int, str, str] | None:
-        """(status, message, type) for a request that goes no further, or None."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    def refusal(self, scope: Scope, headers: dict[str, str]) -> Stop | None:
+        """Why a request goes no further for its Host, Origin or size, or None."""
         host = headers.get("host", "")
         if self.hosts is not None and host_name(host) not in self.hosts:
-            return (403, f"Host {host!r} is not a name of this server (accepted: {', '.join(sorted(self.hosts))}; "
-                         "add yours to [serve] allowed_hosts)", "forbidden_host")
+            return Stop(403, f"Host {host!r} is not a name of this server (accepted: {', '.join(sorted(self.hosts))}; "
+                             "add yours to [serve] allowed_hosts)", "forbidden_host")
         origin = headers.get("origin")
         if origin is not None and not origin_allowed(origin, host, self.config):
-            return (403, f"requests from the web page at {origin!r} are refused (only this server's own pages and "
-                         "[serve] allowed_origins may call it)", "forbidden_origin")
+            return Stop(403, f"requests from the web page at {origin!r} are refused (only this server's own pages and "
+                             "[serve] allowed_origins may call it)", "forbidden_origin")
         if origin is None and from_another_page(headers, host, self.config):
-            return (403, "requests from another site's page are refused (an <img> or link there carries no Origin; "
-                         "only this server's own pages may load its data)", "forbidden_origin")
-        if scope["path"] not in OPEN and not authorised(headers.get("authorization"), self.keys):
-            return 401, "missing or wrong API key (send Authorization: Bearer <key>)", "authentication_error"
+            return Stop(403, "requests from another site's page are refused (an <img> or link there carries no Origin; "
+                             "only this server's own pages may load its data)", "forbidden_origin")
         length, limit = headers.get("content-length"), self.body_limit(scope["path"])
         if length is not None and (not length.isdigit() or int(length) > limit):
-            return 413, f"request body over the limit of {limit} bytes", "request_too_large"
+            return Stop(413, f"request body over the limit of {limit} bytes", "request_too_large")
         return None
+
+    def caller(self, scope: Scope, headers: dict[str, str]) -> Principal | Stop:
+        """Who sent the request, or why it goes no further (nobody, or over their per-minute limit)."""
+        peer = (scope.get("client") or ("", 0))[0]
+        who = self.doorman.identify(headers.get("authorization"), headers, peer)
+        if isinstance(who, Refused):
+            return Stop(401, who.message, "authentication_error", who.reason)
+        try:
+            if self.doorman.limited(who):
+                self.doorman.minutes.take(who.name, who.name)
+        except Limited as exc:
+            return Stop(429, f"{exc} (requests)", "rate_limit_error", "rate limit", exc.retry_after, who)
+        return who
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        refused = self.refusal(scope)
-        if refused is not None:
-            return await _reply(send, *refused)
-        await _counted(self.app, scope, receive, send, self.body_limit(scope["path"]))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        stop = self.refusal(scope, headers)
+        who: Principal | None = None
+        if stop is None and scope["path"] not in OPEN:
+            found = self.caller(scope, headers)
+            stop, who = (found, found.who) if isinstance(found, Stop) else (None, found)
+        if who is not None:
+            scope.setdefault("state", {})["principal"] = who
+        audited = self._audited(scope, send, who, stop.note if stop else "")
+        if stop is not None:
+            retry = {"Retry-After": str(stop.retry_after)} if stop.retry_after else {}
+            return await _reply(audited, stop.status, stop.message, stop.kind, retry)
+        await _counted(self.app, scope, receive, audited, self.body_limit(scope["path"]))
+
+    def _audited(self, scope: Scope, send: Send, who: Principal | None, note: str) -> Send:
+        """`send`, writing the request's audit line (fsync'd) just before its reply starts."""
+        if scope["path"] in OPEN or not self.doorman.shared:
+            return send
+
+        async def audited(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                done = dict(scope.get("state", {}).get("audit", {}))
+                line = {"user": who.who if who is not None else "-", "client": (scope.get("client") or ("", 0))[0],
+                        "action": f"{scope['method']} {scope['path']}", "status": message["status"], **done}
+                if note:
+                    line["note"] = note
+                await anyio.to_thread.run_sync(lambda: self.doorman.audit.write(**line))
+            await send(message)
+        return audited
 
 
-async def _reply(send: Send, status: int, message: str, kind: str) -> None:
+async def _reply(send: Send, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
     body = error_body(status, message, kind)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *((k.encode(), v.encode()) for k, v in (headers or {}).items())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -48,16 +48,17 @@ def _link(kb: str, name: str, page: int | None, start: int, end: int) -> str:
     return f"/v1/knowledge_bases/{quote(kb, safe='')}/documents/{quote(name)}/pages/{page or 1}.png?highlight={start}-{end}"
 
 
-def page_routes(app: FastAPI, rag_of: Callable[[str], RAG], public: PublicPaths, renders: threading.Semaphore) -> None:
+def page_routes(app: FastAPI, rag_of: Callable[[Request, str], RAG], public: PublicPaths, renders: threading.Semaphore) -> None:
     """GET /v1/knowledge_bases/{name}/documents/{document}/pages/{n}.png?highlight=START-END&width=W; at most
     `renders` pages drawn at once (429 past them)."""
 
     @app.get("/v1/knowledge_bases/{name}/documents/{document:path}/pages/{page}.png")
-    async def page_png(name: str, document: str, page: int, highlight: str = "", width: int = 900) -> Response:
+    async def page_png(name: str, document: str, page: int, request: Request, highlight: str = "", width: int = 900) -> Response:
         """Page `page` of a document of the knowledge base, drawn about `width` pixels wide with characters
         START-END of its text boxed (a citation's start and end). A notice in the X-Ragapp-Notice
         header (and in the picture, when there is no page to show) says why it is shown otherwise."""
-        rag = rag_of(name)
+        rag = rag_of(request, name)
+        request.scope.setdefault("state", {}).setdefault("audit", {})["document"] = document
         match = _HIGHLIGHT.fullmatch(highlight) if highlight else None
         if highlight and match is None:
             raise HTTPException(400, f"highlight must be START-END (character offsets). Currently, it is {highlight!r}")

@@ -29,6 +29,9 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     top_k: int | None = Field(default=None, ge=1, le=100)
+    # On a shared server the answer is kept in the caller's conversation of this id (a new one when
+    # absent); the reply names it.
+    conversation: str | None = Field(default=None, max_length=64)
 
 
 class SearchRequest(BaseModel):

@@ -1,0 +1,88 @@
+"""The audit log of a team's server (the only reader and writer of `.ragapp/audit/` under the
+knowledge root): one JSON line per action, appended and fsync'd before the reply is sent, rotated by
+size (audit.jsonl → audit.1.jsonl …), read back by `ragapp audit` and GET /v1/audit.
+
+A line: time, user (a key by its id, never the key), client address, action (route or tool), knowledge
+base, document, outcome (status code), and the question unless `[audit] questions = false`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ragapp.config_teams import AuditConfig
+
+FOLDER = Path(".ragapp") / "audit"
+_MAX_LINE = 16_384  # a question is cut to fit
+
+
+class AuditLog:
+    """Appends and reads one knowledge root's audit log; safe from several threads (one writer process)."""
+
+    def __init__(self, root: str | Path, config: AuditConfig) -> None:
+        self.folder, self.config = Path(root) / FOLDER, config
+        self.path = self.folder / "audit.jsonl"
+        self._lock = threading.Lock()
+
+    def write(self, user: str, client: str, action: str, status: int, kb: str = "", document: str = "",
+              question: str = "", **more: object) -> None:
+        """Append one line and fsync it (an action whose line cannot be written fails with OSError)."""
+        entry = {"time": round(time.time(), 3), "user": user, "client": client, "action": action, "kb": kb,
+                 "document": document, "status": status, **more}
+        if question:
+            entry["question"] = question[:4000] if self.config.questions else f"({len(question)} characters)"
+        line = (json.dumps(entry, ensure_ascii=False)[:_MAX_LINE] + "\n").encode("utf-8", "replace")
+        with self._lock:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._rotate(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _rotate(self, adding: int) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size + adding <= self.config.max_mb * 1_000_000:
+            return
+        for n in range(self.config.keep - 1, 0, -1):
+            older = self.folder / f"audit.{n}.jsonl"
+            if older.exists():
+                os.replace(older, self.folder / f"audit.{n + 1}.jsonl")
+        os.replace(self.path, self.folder / "audit.1.jsonl")
+        (self.folder / f"audit.{self.config.keep + 1}.jsonl").unlink(missing_ok=True)
+
+    def read(self, user: str = "", kb: str = "", since: float = 0.0, limit: int = 1000) -> list[dict]:
+        """The last `limit` lines, oldest first, of `user` (by name) and `kb`, at or after `since`."""
+        found: list[dict] = []
+        for entry in self._lines():
+            if entry.get("time", 0) < since or (kb and entry.get("kb") != kb):
+                continue
+            if user and str(entry.get("user", "")).split(" (key ")[0] != user:
+                continue
+            found.append(entry)
+        return found[-limit:]
+
+    def _lines(self) -> Iterator[dict]:
+        files = [self.folder / f"audit.{n}.jsonl" for n in range(self.config.keep, 0, -1)] + [self.path]
+        for path in files:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    for line in f:
+                        try:
+                            entry = json.loads(line)
+                        except ValueError:  # a line cut by a crash mid-write is skipped
+                            continue
+                        if isinstance(entry, dict):
+                            yield entry
+            except FileNotFoundError:
+                continue
