@@ -220,7 +220,7 @@ def test_four_ingest_processes_each_with_a_folder_and_one_shared(tmp_path, cache
                                "--index", str(tmp_path / "index"), "--config", str(tmp_path / "ragapp.toml"), "--json"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(4)]
     outputs = [p.communicate(timeout=900) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    assert all(p.returncode == 0 for p in procs), [(p.returncode, err[-1500:]) for p, (_, err) in zip(procs, outputs) if p.returncode]
     added = [set(json.loads(out)["added"]) for out, _ in outputs]
     files = {str(f) for f in tmp_path.glob("*/note_*.txt")}
     assert sum(len(a) for a in added) == len(files) and set().union(*added) == files

@@ -13,19 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import SAMPLES
-from helpers.api_server import ApiServer, no_server_paths, wait_for_job
+from helpers.api_server import ApiServer, no_server_paths, upload, wait_for_job
 
 pytestmark = pytest.mark.integration
 
 KEY = "test-key-7f3a-0c91d2e4"
 FALLBACK = "I cannot answer from the given information."
-
-
-def upload(client: httpx.Client, kb: str, paths: list[Path]) -> dict:
-    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
-    r = client.post(f"/v1/knowledge_bases/{kb}/documents", files=files)
-    assert r.status_code == 202, r.text
-    return wait_for_job(client, r.json()["job"])
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,7 @@ class Stop:
     note: str = ""
     retry_after: int = 0
     who: Principal | None = None
+    named: str = "-"  # how the audit log names a caller refused at the door
 
 
 class Guard:
@@ -116,7 +117,7 @@ class Guard:
         peer = (scope.get("client") or ("", 0))[0]
         who = self.doorman.identify(headers.get("authorization"), headers, peer)
         if isinstance(who, Refused):
-            return Stop(401, who.message, "authentication_error", who.reason)
+            return Stop(401, who.message, "authentication_error", who.reason, named=who.who)
         try:
             if self.doorman.limited(who):
                 self.doorman.minutes.take(who.name, who.name)
@@ -135,13 +136,13 @@ class Guard:
             stop, who = (found, found.who) if isinstance(found, Stop) else (None, found)
         if who is not None:
             scope.setdefault("state", {})["principal"] = who
-        audited = self._audited(scope, send, who, stop.note if stop else "")
+        audited = self._audited(scope, send, who, stop)
         if stop is not None:
             retry = {"Retry-After": str(stop.retry_after)} if stop.retry_after else {}
             return await _reply(audited, stop.status, stop.message, stop.kind, retry)
         await _counted(self.app, scope, receive, audited, self.body_limit(scope["path"]))
 
-    def _audited(self, scope: Scope, send: Send, who: Principal | None, note: str) -> Send:
+    def _audited(self, scope: Scope, send: Send, who: Principal | None, stop: Stop | None) -> Send:
         """`send`, writing the request's audit line (fsync'd) just before its reply starts."""
         if scope["path"] in OPEN or not self.doorman.shared:
             return send
@@ -149,10 +150,11 @@ class Guard:
         async def audited(message: Message) -> None:
             if message["type"] == "http.response.start":
                 done = dict(scope.get("state", {}).get("audit", {}))
-                line = {"user": who.who if who is not None else "-", "client": (scope.get("client") or ("", 0))[0],
-                        "action": f"{scope['method']} {scope['path']}", "status": message["status"], **done}
-                if note:
-                    line["note"] = note
+                line = {"user": who.who if who is not None else stop.named if stop else "-",
+                        "client": (scope.get("client") or ("", 0))[0], "action": f"{scope['method']} {scope['path']}",
+                        "status": message["status"], **done}
+                if stop and stop.note:
+                    line["note"] = stop.note
                 await anyio.to_thread.run_sync(lambda: self.doorman.audit.write(**line))
             await send(message)
         return audited

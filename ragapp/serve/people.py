@@ -22,6 +22,7 @@ class Refused:
 
     message: str
     reason: str
+    who: str = "-"  # whose key it was, when known
 
 
 class Doorman:
@@ -62,8 +63,9 @@ class Doorman:
             found, why = self.store.by_key(key)
             if found is not None:
                 return found
-            if why == "revoked":
-                return Refused("this API key was revoked", "revoked key")
+            if why.startswith("revoked"):
+                owner = why.removeprefix("revoked key of ")
+                return Refused("this API key was revoked", "revoked key", owner)
         if not self.keys and not users:
             return EVERYONE
         return Refused("wrong API key (send Authorization: Bearer <key>)", "wrong key")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -166,8 +167,10 @@ def key(name, revoke_id, revoke_all, root, config_path) -> None:
 @config_option
 def password(name, password_stdin, root, config_path) -> None:
     """Set NAME's password for the chat app's sign-in (asked twice, never echoed)."""
-    given = click.get_text_stream("stdin").readline().rstrip("\n") if password_stdin else \
-        click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    if password_stdin:
+        given = sys.stdin.readline().rstrip("\n")
+    else:
+        given = str(click.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True))
     where = _root(root, config_path)
     _run(lambda: UserStore(where).set_password(name, given))
     _logged(where, config_path, "users password", name)

@@ -184,7 +184,7 @@ class UserStore:
         return Principal(name, bool(row[0]), roles, via, key_id)
 
     def by_key(self, key: str) -> tuple[Principal | None, str]:
-        """The user holding API key `key`, and why not when None ("unknown", "revoked")."""
+        """The user holding API key `key`; when None, why: "unknown", or "revoked" naming whose key it was."""
         kind, _, rest = key.partition("_")
         key_id, _, secret = rest.partition("_")
         if kind != "rgk" or not key_id or not secret or not self.path.exists():
@@ -194,7 +194,7 @@ class UserStore:
         if row is None or not hmac.compare_digest(row[1], hashlib.sha256(secret.encode()).hexdigest()):
             return None, "unknown"
         if row[2]:
-            return None, "revoked"
+            return None, f"revoked key of {row[0]} (key {key_id})"
         return self.principal(row[0], "key", key_id), ""
 
     def by_password(self, name: str, password: str) -> Principal | None:

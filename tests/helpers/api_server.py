@@ -28,11 +28,23 @@ def wait_for_job(client, job: str, timeout: float = 600) -> dict:
     """The state of a job once it is done, failed or cancelled (AssertionError after `timeout` seconds)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = client.get(f"/v1/jobs/{job}").json()
+        reply = client.get(f"/v1/jobs/{job}")
+        if reply.status_code == 429:  # a team server's per-user limit: wait as it says
+            time.sleep(float(reply.headers["retry-after"]))
+            continue
+        state = reply.json()
         if state["status"] in ("done", "failed", "cancelled"):
             return state
         time.sleep(0.3)
     raise AssertionError(f"job {job} still running after {timeout} s")
+
+
+def upload(client, kb: str, paths: list[Path]) -> dict:
+    """Upload files into knowledge base `kb` and wait for their ingest job."""
+    files = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in paths]
+    r = client.post(f"/v1/knowledge_bases/{kb}/documents", files=files)
+    assert r.status_code == 202, r.text
+    return wait_for_job(client, r.json()["job"])
 
 
 class ApiServer:
