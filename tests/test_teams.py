@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -261,3 +262,49 @@ def test_the_audit_log_holds_every_request_and_no_secret(team):
         if path.is_file():
             data = path.read_bytes()
             assert not [s for s in secrets if s.encode() in data or s.split("_")[-1].encode() in data], path
+
+
+def test_mcp_tools_over_http_show_each_user_only_their_knowledge_bases(team, cache_dir, tmp_path):
+    import anyio
+    from helpers.net import free_port
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    port = free_port()
+    log = open(tmp_path / "mcp.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "mcp", "--http", "--port", str(port), "--knowledge-root",
+                             str(team.root)], env={**os.environ, "RAGAPP_CACHE": cache_dir, "RAGAPP_API_KEYS": ""},
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    async def session(user: str) -> dict:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {team.keys[user]}"})
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            seen = {"list": (await client.call_tool("list_knowledge_bases", {})).structured_content["knowledge_bases"]}
+            for kb in KBS:
+                found = await client.call_tool("search", {"query": "budget leave", "knowledge_base": kb})
+                seen[kb] = "error" if found.is_error else len(found.structured_content["passages"])
+            return seen
+
+    try:
+        deadline = time.monotonic() + 120
+        while not _up(url):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mcp.log").read_text()
+            time.sleep(0.3)
+        assert httpx.post(url, json={}).status_code == 401  # users exist: a key is needed
+        bob, alice = anyio.run(session, "bob"), anyio.run(session, "alice")
+        assert bob["list"] == ["hr"] and bob["finance"] == "error" and bob["hr"] > 0
+        assert alice["list"] == ["finance"] and alice["hr"] == "error" and alice["finance"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        httpx.post(url, json={}, timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
