@@ -133,3 +133,14 @@ def test_a_user_name_header_is_trusted_only_from_the_listed_proxies(tmp_path):
     for peer in ("10.0.1.7", "127.0.0.1"):  # anyone else who sends the header is nobody
         assert isinstance(door.identify(None, {"x-forwarded-user": "ann"}, peer), Refused)
     assert isinstance(door.identify(None, {"x-forwarded-user": "mallory"}, "10.0.0.7"), Refused)
+
+
+def test_one_person_alone_has_no_sign_in_no_limits_and_no_team_files(tmp_path):
+    from ragapp.config import Config
+    from ragapp.serve.people import Doorman
+    from ragapp.teams import EVERYONE
+
+    door = Doorman(tmp_path, frozenset(), Config())
+    who = door.identify(None, {}, "127.0.0.1")
+    assert who is EVERYONE and not door.shared and not door.limited(who)
+    assert not (tmp_path / ".ragapp").exists()

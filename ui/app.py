@@ -21,6 +21,7 @@ try:
     from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
+    from ui.team import keep_turn, render_saved, saved_conversations, sign_out_button, signed_in
     from ui.words import LANGUAGES, language, t
     from ui.work import active, jobs, mine, remember, retried
 except ImportError:  # run as a plain script without the project installed
@@ -28,6 +29,7 @@ except ImportError:  # run as a plain script without the project installed
     from ui.check import check_page, feedback_buttons
     from ui.citations import highlighted, render_citation
     from ui.markdown import plain_markdown, safe_markdown
+    from ui.team import keep_turn, render_saved, saved_conversations, sign_out_button, signed_in
     from ui.words import LANGUAGES, language, t
     from ui.work import active, jobs, mine, remember, retried
 
@@ -40,6 +42,8 @@ from ragapp.knowledge import ALLOWED_SUFFIXES, DOCUMENTS, KnowledgeBases, is_upl
 from ragapp.net import LOOPBACK_NAMES, host_name, is_loopback
 from ragapp.query.refusal import closest_passages
 from ragapp.runtime import prepare_environment
+from ragapp.teams import Principal
+from ragapp.teams.access import EDIT
 from ragapp.text import detect_language
 from ragapp.watch import WatchStatus
 
@@ -150,27 +154,30 @@ def _timing(answer: Answer) -> None:
 
 
 def error_message(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, RagError) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, RagError | LookupError) else f"{type(exc).__name__}: {exc}"
 
 
 # -- sidebar: knowledge bases, uploads, documents, settings ------------------------------------
 
-def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
+def sidebar(config: Config, config_path: str, who: Principal) -> tuple[RAG, Path, dict]:
     kbs = knowledge(default_index(), config_path)
     with st.sidebar:
+        sign_out_button(who)
         if st.session_state.get("ui_language") not in LANGUAGES:
             st.session_state["ui_language"] = language()
         st.segmented_control(t("language"), list(LANGUAGES), format_func=LANGUAGES.get, key="ui_language")
         lang = language()  # bound into the labels below: a widget's labels are computed outside the run too
         page = st.radio(t("page"), PAGES, format_func=lambda p: t(f"page_{p}", lang), key="page", horizontal=True)
         st.header(t("kb"))
-        names = [str(b) for b in kbs.folders()]
+        names = [str(b) for b in kbs.folders() if who.role(b.name)]
+        if not names:
+            raise LookupError(t("no_kb_for_you"))
         if (pending := st.session_state.pop("kb_pending", None)) in names:
             st.session_state["kb"] = pending  # a knowledge base just created: select it (before the widget exists)
         if st.session_state.get("kb") not in names:
             st.session_state["kb"] = names[0]
         kb = Path(st.selectbox(t("kb"), names, key="kb", format_func=lambda p: Path(p).name))
-        with st.popover(t("kb_new")):
+        with st.popover(t("kb_new"), disabled=not who.admin):
             name = st.text_input(t("kb_name"), key="kb_new_name")
             if st.button(t("kb_create"), key="kb_create") and name:
                 try:
@@ -179,23 +186,11 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
                 except ValueError as exc:
                     st.error(plain_markdown(str(exc)))
         rag = open_kb(str(kb), config_path)
-
-        st.subheader(t("add_documents"))
-        limit = config.ui.max_upload_mb
-        files = st.file_uploader(t("uploader", limit=limit), type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
-                                 accept_multiple_files=True, key="uploads")
-        replace_files = st.checkbox(t("replace"), key="replace_uploads")
-        if files and st.button(t("ingest"), key="ingest", type="primary"):
-            save_uploads(rag, kb, files, limit * 1_000_000, replace_files)
-        if flash := st.session_state.pop("flash", None):
-            (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
-        for line in st.session_state.get("upload_refusals", {}).get(str(kb), []):
-            st.write(line)
-        ingest_status(kb)
-        unindexed(rag, kb, kbs)
-
+        saved_conversations(config, who, kb)
+        if who.may(kb.name, EDIT):
+            _add_documents(config, rag, kb, kbs)
         st.subheader(t("documents"))
-        documents(rag, kb, kbs)
+        documents(rag, kb, kbs, who.may(kb.name, EDIT))
         watched_folders(kb)
 
         st.subheader(t("settings"))
@@ -213,6 +208,23 @@ def sidebar(config: Config, config_path: str) -> tuple[RAG, Path, dict]:
             except RagError as exc:
                 st.error(plain_markdown(error_message(exc)))
     return rag, kb, settings
+
+
+def _add_documents(config: Config, rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
+    """The sidebar's uploader, with what became of the last uploads (an editor's)."""
+    st.subheader(t("add_documents"))
+    limit = config.ui.max_upload_mb
+    files = st.file_uploader(t("uploader", limit=limit), type=[s.lstrip(".") for s in ALLOWED_SUFFIXES],
+                             accept_multiple_files=True, key="uploads")
+    replace_files = st.checkbox(t("replace"), key="replace_uploads")
+    if files and st.button(t("ingest"), key="ingest", type="primary"):
+        save_uploads(rag, kb, files, limit * 1_000_000, replace_files)
+    if flash := st.session_state.pop("flash", None):
+        (st.success if flash[0] == "ok" else st.error)(plain_markdown(flash[1]))
+    for line in st.session_state.get("upload_refusals", {}).get(str(kb), []):
+        st.write(line)
+    ingest_status(kb)
+    unindexed(rag, kb, kbs)
 
 
 @st.fragment(run_every="5s")
@@ -344,7 +356,7 @@ def _job_summary(job: Job) -> None:
         st.write(f"- {t('failed_file')} {plain_markdown(line)}")
 
 
-def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
+def documents(rag: RAG, kb: Path, kbs: KnowledgeBases, can_delete: bool = True) -> None:
     docs = rag.documents()
     if not docs:
         st.caption(t("no_documents_sidebar"))
@@ -354,6 +366,8 @@ def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
                   t("col_chunks"): [d.chunks for d in docs],
                   t("col_ingested"): [time.strftime("%Y-%m-%d %H:%M", time.localtime(d.ingested_at)) for d in docs]},
                  hide_index=True, width="stretch")
+    if not can_delete:
+        return
     sources = [d.source for d in docs]
     target = st.selectbox(t("delete_choice"), sources, format_func=lambda s: Path(s).name, key="delete_choice")
     if st.button(t("delete"), key="delete"):
@@ -370,13 +384,16 @@ def documents(rag: RAG, kb: Path, kbs: KnowledgeBases) -> None:
 
 # -- the chat ----------------------------------------------------------------------------------
 
-def chat(rag: RAG, kb: Path, settings: dict) -> None:
+def chat(rag: RAG, kb: Path, settings: dict, keep=lambda question, answer: None) -> None:
+    """The conversation on `kb`; each new answer also goes to `keep` (a team's saved conversations)."""
     history = st.session_state.setdefault("history", {}).setdefault(str(kb), [])
     for n, entry in enumerate(history):
         with st.chat_message("user"):
             st.markdown(safe_markdown(entry["question"]))
         with st.chat_message("assistant"):
-            if "error" in entry:
+            if "saved" in entry:
+                render_saved(entry["saved"])
+            elif "error" in entry:
                 st.error(plain_markdown(entry["error"]))
             else:
                 render_answer(entry["question"], entry["answer"], settings["show_scores"], rag)
@@ -388,7 +405,8 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
         return
     with st.chat_message("user"):
         st.markdown(safe_markdown(question))
-    turns = [Turn(e["question"], e["answer"].text, e["answer"].query) for e in history if "answer" in e]
+    turns = [Turn(e["question"], e["answer"].text, e["answer"].query) if "answer" in e else Turn(e["question"], e["saved"]["answer"])
+             for e in history if "answer" in e or "saved" in e]
     entry: dict = {"question": question}
     with st.chat_message("assistant"):
         try:
@@ -411,6 +429,7 @@ def chat(rag: RAG, kb: Path, settings: dict) -> None:
                 box.markdown(safe_markdown(text) + "▌")
             box.empty()
             entry["answer"] = stream.answer
+            keep(question, stream.answer)
             render_answer(question, stream.answer, settings["show_scores"], rag)
             feedback_buttons(rag, question, stream.answer, f"{kb}-{len(history)}")
         except Exception as exc:  # one readable line in the page, never a traceback
@@ -473,7 +492,10 @@ def main() -> None:
     config_path = os.environ.get("RAGAPP_CONFIG", "")
     try:
         config = load_config(config_path)
-        rag, kb, settings = sidebar(config, config_path)
+        who = signed_in(config)
+        if who is None:  # the sign-in form is shown
+            return
+        rag, kb, settings = sidebar(config, config_path, who)
     except Exception as exc:
         st.error(plain_markdown(error_message(exc)))
         return
@@ -482,7 +504,7 @@ def main() -> None:
         return
     st.title("ragapp")
     st.caption(t("title_caption", kb=plain_markdown(kb.name)))
-    chat(rag, kb, settings)
+    chat(rag, kb, settings, lambda question, answer: keep_turn(config, who, kb, question, answer))
 
 
 # Streamlit runs this file as __main__; importing it (tests render single pieces) runs nothing.

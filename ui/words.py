@@ -148,6 +148,15 @@ WORDS: dict[str, tuple[str, str]] = {
     "key_none": ("No API key is sent: only a server URL paired with a key variable in the config gets one.",
                  "不发送 API 密钥：只有配置中与密钥变量配对的服务器地址才会收到密钥。"),
     "password": ("Password", "密码"),
+    "user_name": ("User name", "用户名"),
+    "sign_in": ("Sign in", "登录"),
+    "wrong_sign_in": ("Wrong user name or password.", "用户名或密码错误。"),
+    "too_many_attempts": ("Too many failed sign-ins; try again in {seconds} s.", "登录失败次数过多，请 {seconds} 秒后再试。"),
+    "signed_in_as": ("Signed in as {name}", "已登录：{name}"),
+    "sign_out": ("Sign out", "退出登录"),
+    "conversations": ("Conversations", "对话记录"),
+    "new_conversation": ("New conversation", "新对话"),
+    "no_kb_for_you": ("No knowledge base is shared with you yet; ask an admin.", "还没有与你共享的知识库，请联系管理员。"),
     "wrong_password": ("Wrong password.", "密码错误。"),
 }
 

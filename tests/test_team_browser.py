@@ -1,0 +1,138 @@
+"""The chat app for a team, in headless Chromium: alice and bob sign in from two browser profiles, each
+sees only their own knowledge bases and, after a reload, their own saved conversation; a wrong password
+is refused and slowed; the export downloads a Markdown file with the citations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from helpers.browser import chromium, needs_chromium
+from helpers.net import free_port
+
+from ragapp import RAG
+from ragapp.teams import UserStore
+
+pytestmark = [pytest.mark.integration, needs_chromium]
+
+PASSWORDS = {"alice": "alice-correct-horse", "bob": "bob-battery-staple"}
+DOCS = {"finance": "The finance team's travel budget for 2025 is 48,000 euros, approved in March.\n",
+        "hr": "New staff get 27 days of paid leave a year, plus public holidays.\n"}
+
+
+@pytest.fixture
+def app(tmp_path, cache_dir, config, embedder):
+    root = tmp_path / "kbs"
+    for kb, text in DOCS.items():
+        (tmp_path / "in" / kb).mkdir(parents=True)
+        (tmp_path / "in" / kb / f"{kb}.txt").write_text(text, encoding="utf-8")
+        RAG(root / kb, config, embedder=embedder).ingest([tmp_path / "in" / kb])
+    store = UserStore(root)
+    for name, kb, role in (("alice", "finance", "editor"), ("bob", "hr", "reader")):
+        store.add(name)
+        store.grant(name, kb, role)
+        store.set_password(name, PASSWORDS[name])
+    cfg = tmp_path / "ragapp.toml"
+    cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{root}"\n', encoding="utf-8")
+    port, log = free_port(), open(tmp_path / "ui.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "ui", "--index", str(root / "finance"), "--config", str(cfg),
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://localhost:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the app did not start: " + (tmp_path / "ui.log").read_text())
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _sign_in(driver, wait, name: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Sign in']]")))
+    for selector, text in (("input[aria-label='User name']", name), ("input[type='password']", password)):
+        box = driver.find_element(By.CSS_SELECTOR, selector)
+        box.send_keys(Keys.BACKSPACE * len(box.get_attribute("value") or ""), text)  # (clear() leaves Streamlit's value)
+        wait.until(lambda d, box=box, text=text: box.get_attribute("value") == text)
+    time.sleep(0.5)
+    driver.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+
+
+def _knowledge_bases(driver, wait) -> set[str]:
+    """The names the sidebar's knowledge-base list offers."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stSelectbox']"))).click()
+    options = wait.until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "[role='option']")))
+    names = {o.text.strip() for o in options}
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    return names
+
+
+def test_two_people_sign_in_and_see_only_their_own(app, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_browser import _ask, _last_reply
+
+    alice, bob = chromium(tmp_path / "profile-alice"), chromium(tmp_path / "profile-bob")
+    try:
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        alice.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        wait_a, wait_b = WebDriverWait(alice, 120), WebDriverWait(bob, 120)
+        alice.get(app)
+        t0 = time.monotonic()
+        _sign_in(alice, wait_a, "alice", "not-her-password")
+        wait_a.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'Wrong user name or password.')]")))
+        assert time.monotonic() - t0 >= 1.0  # slowed
+        _sign_in(alice, wait_a, "alice", PASSWORDS["alice"])
+        wait_a.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'Signed in as alice')]")))
+        assert _knowledge_bases(alice, wait_a) == {"finance"}
+        _ask(wait_a, "What is the travel budget for 2025?")
+        wait_a.until(lambda d: "48,000" in _last_reply(d))
+
+        bob.get(app)
+        _sign_in(bob, wait_b, "bob", PASSWORDS["bob"])
+        wait_b.until(ec.presence_of_element_located((By.XPATH, "//*[contains(., 'Signed in as bob')]")))
+        assert _knowledge_bases(bob, wait_b) == {"hr"}
+        _ask(wait_b, "How many days of leave do new staff get?")
+        wait_b.until(lambda d: "27" in _last_reply(d))
+
+        for driver, wait, name, mine, theirs in ((alice, wait_a, "alice", "What is the travel budget", "How many days"),
+                                                 (bob, wait_b, "bob", "How many days", "What is the travel budget")):
+            driver.refresh()  # a new session: signed in again, the conversation is still theirs
+            _sign_in(driver, wait, name, PASSWORDS[name])
+            saved = wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[.//p[starts-with(., '{mine}')]]")))
+            assert not driver.find_elements(By.XPATH, f"//button[.//p[starts-with(., '{theirs}')]]")
+            saved.click()
+            wait.until(lambda d, mine=mine: mine in d.find_element(By.CSS_SELECTOR, "div[data-testid='stChatMessage']").text)
+
+        wait_a.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Markdown']]"))).click()
+        deadline = time.time() + 30
+        while not [p for p in downloads.glob("conversation-*.md") if p.stat().st_size] and time.time() < deadline:
+            time.sleep(0.3)
+        exported = next(downloads.glob("conversation-*.md")).read_text(encoding="utf-8")
+        assert "## What is the travel budget for 2025?" in exported and "1. finance.txt" in exported and "48,000" in exported
+    except Exception:
+        alice.save_screenshot(str(tmp_path / "alice.png"))
+        bob.save_screenshot(str(tmp_path / "bob.png"))
+        raise
+    finally:
+        alice.quit()
+        bob.quit()
