@@ -46,6 +46,7 @@ def eval_routes(app: FastAPI, rag_of: Callable[..., RAG], jobs: Jobs, public: Pu
         """Write a test set from the knowledge base, run it and fit its threshold, in a background job
         (GET /v1/jobs/{id} for progress and the report)."""
         rag = rag_of(request, name, EDIT)
+        request.scope.setdefault("state", {}).setdefault("audit", {})["apply"] = body.apply  # a threshold change
         running = jobs.active(name, "eval")
         if running is not None:
             raise HTTPException(409, f"{name!r} is already being tested ({running.id}, {running.status}); wait for it "

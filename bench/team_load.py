@@ -1,0 +1,140 @@
+"""A team on one `ragapp serve`: 20 users with their own keys, two of them flooding, the packaged model
+answering. Prints the figures docs/benchmarks.md ("A team on one server") quotes.
+
+    python bench/team_load.py [--minutes 10] [--users 20] [--flooders 2]
+
+First the unloaded answer time (one user, questions one after another), then `--minutes` of load: each
+ordinary user asks a question, reads for 60-120 s, asks again; each flooder keeps 6 requests in flight
+without pause. Reported: the ordinary users' answer p50/p95 against the unloaded ones, replies by status
+per kind of user, and the server's resident memory sampled every 10 s. A real server on 127.0.0.1; the
+run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.api_server import ApiServer, upload  # noqa: E402
+
+from bench.common import ROOT, machine  # noqa: E402
+from bench.serve import QUESTIONS  # noqa: E402
+from ragapp.config import Config  # noqa: E402
+from ragapp.teams import UserStore  # noqa: E402
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _ask(client: httpx.Client, question: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    r = client.post("/v1/chat/completions", json={"model": "team", "messages": [{"role": "user", "content": question}]})
+    return r.status_code, time.perf_counter() - t0
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--flooders", type=int, default=2)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="ragapp-team-"))
+    store = UserStore(root)
+    keys = {}
+    for n in range(args.users):
+        name = f"user{n:02d}"
+        store.add(name, admin=n == 0)
+        store.grant(name, "team", "reader")
+        keys[name] = store.new_key(name)[1]
+    server = ApiServer(root, "", root / "serve.log", Config().cache_dir)
+    clients = {n: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {k}"}, timeout=900) for n, k in keys.items()}
+    try:
+        admin = clients["user00"]
+        admin.post("/v1/knowledge_bases", json={"name": "team"}).raise_for_status()
+        upload(admin, "team", sorted(p for p in (ROOT / "data" / "samples").rglob("*") if p.is_file()))
+        _ask(admin, QUESTIONS[0])  # models loaded
+        alone = [_ask(admin, q)[1] for q in QUESTIONS * 2]
+        print(f"# {machine()}, {time.strftime('%Y-%m-%d')}; {args.users} users, {args.flooders} flooding, {args.minutes:g} min")
+        print(f"unloaded: answer p50 {_pct(alone, 50):.2f} s, p95 {_pct(alone, 95):.2f} s ({len(alone)} answers)", flush=True)
+        _load(server, clients, args, alone)
+    finally:
+        for c in clients.values():
+            c.close()
+        server.stop()
+
+
+def _load(server: ApiServer, clients: dict[str, httpx.Client], args, alone: list[float]) -> None:
+    names = sorted(clients)
+    flooders, ordinary = names[1 : 1 + args.flooders], names[1 + args.flooders :]
+    end = time.monotonic() + args.minutes * 60
+    results: list[tuple[str, int, float]] = []
+    rss: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def record(kind: str, status: int, seconds: float) -> None:
+        with lock:
+            results.append((kind, status, seconds))
+
+    def person(name: str) -> None:
+        rng = random.Random(name)
+        time.sleep(rng.uniform(0, 60))
+        while time.monotonic() < end:
+            record("ordinary", *_ask(clients[name], rng.choice(QUESTIONS)))
+            time.sleep(rng.uniform(60, 120))
+
+    def flood(name: str) -> None:
+        rng = random.Random(name)
+        while time.monotonic() < end:
+            status, seconds = _ask(clients[name], rng.choice(QUESTIONS))
+            record("flooder", status, seconds)
+            if status == 429:
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=person, args=(n,)) for n in ordinary]
+    threads += [threading.Thread(target=flood, args=(n,)) for n in flooders for _ in range(6)]
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    while time.monotonic() < end:
+        rss.append((time.monotonic() - start, _rss_mb(server.proc.pid)))
+        time.sleep(10)
+    for t in threads:
+        t.join()
+    _report(results, rss, alone)
+
+
+def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float]], alone: list[float]) -> None:
+    mine = [s for kind, status, s in results if kind == "ordinary" and status == 200]
+    print("| | answers | p50 s | p95 s |\n|---|---:|---:|---:|")
+    print(f"| one user alone | {len(alone)} | {_pct(alone, 50):.2f} | {_pct(alone, 95):.2f} |")
+    print(f"| ordinary users, under the flood | {len(mine)} | {_pct(mine, 50):.2f} | {_pct(mine, 95):.2f} |")
+    statuses = Counter((kind, status) for kind, status, _ in results)
+    print("replies by status: " + ", ".join(f"{kind} {status}: {n}" for (kind, status), n in sorted(statuses.items())))
+    print(f"5xx: {sum(n for (_, status), n in statuses.items() if status >= 500)}")
+    half = [m for t, m in rss if t >= rss[-1][0] / 2] if rss else []
+    print(f"server RSS MB: first {rss[0][1]:.0f}, max {max(m for _, m in rss):.0f}, last {rss[-1][1]:.0f}; "
+          f"second half min {min(half):.0f} max {max(half):.0f} (samples every 10 s: {len(rss)})")
+
+
+if __name__ == "__main__":
+    main()
