@@ -84,6 +84,24 @@ def caller(ctx: Context | None) -> Principal:
     return who
 
 
+def opened(shelf: Shelf, ctx: Context | None, tool: str, knowledge_base: str | None, question: str = "") -> RAG:
+    """The knowledge base a tool reads, for its caller; on a team's server over HTTP each call is a line
+    of the audit log (the tool, the knowledge base, 200 or 404), beside the line of its HTTP request."""
+    who = caller(ctx)
+    request = getattr(ctx.request_context, "request", None) if ctx is not None and ctx._request_context is not None else None
+    state = request.scope.get("state", {}) if request is not None else {}
+    log, client = state.get("audit_log"), (request.scope.get("client") or ("", 0))[0] if request is not None else ""
+    try:
+        rag = shelf.rag(knowledge_base, who)
+    except ToolError:
+        if log is not None:
+            log.write(who.who, client, f"mcp {tool}", 404, kb=knowledge_base or "", question=question)
+        raise
+    if log is not None:
+        log.write(who.who, client, f"mcp {tool}", 200, kb=rag.path.name, question=question)
+    return rag
+
+
 def document_key(source: str) -> str:
     """A document's name in resource URIs (its path hashed: paths hold slashes)."""
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -147,7 +165,7 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
         page, quote). answered=false means the documents do not hold the answer: then the answer is the
         exact refusal sentence, and you should tell the user so instead of answering from memory. confidence
         (0-1) is the estimated probability that the answer is right; a withheld low-confidence answer is in draft."""
-        rag = shelf.rag(knowledge_base, caller(ctx))
+        rag = opened(shelf, ctx, "ask", knowledge_base, question)
         answer: Answer = await _call(lambda: rag.ask(question, top_k=top_k))
         return {"answered": answer.answered, "answer": answer.text, "language": answer.language,
                 "confidence": round(answer.confidence, 3), "draft": answer.draft,
@@ -162,7 +180,7 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
         """Find the passages of the user's documents that best match a query (keyword and semantic search,
         reranked), each with its file, page, the best-matching sentence and scores. No answer is written:
         use it to read the sources yourself or to gather several passages."""
-        rag = shelf.rag(knowledge_base, caller(ctx))
+        rag = opened(shelf, ctx, "search", knowledge_base, query)
         hits = await _call(lambda: rag.search(query, top_k=top_k))
         return {"passages": [_passage(rag.path.name, h) for h in hits]}
 
@@ -170,7 +188,7 @@ def _read_tools(server: MCPServer, shelf: Shelf) -> None:
     async def list_documents(knowledge_base: KnowledgeBase = None, ctx: Context | None = None) -> dict[str, Any]:
         """List the documents of a knowledge base: file path, chunks, size, content hash and when each was
         ingested, with a resource URI for its metadata."""
-        rag = shelf.rag(knowledge_base, caller(ctx))
+        rag = opened(shelf, ctx, "list_documents", knowledge_base)
         documents = await _call(rag.documents)
         return {"knowledge_base": rag.path.name, "documents": [_document(rag.path.name, d) for d in documents]}
 
@@ -185,7 +203,7 @@ def _resources(server: MCPServer, shelf: Shelf) -> None:
     # creating resource from template URI", its reason withheld).
     def rag_of(knowledge_base: str, ctx: Context | None) -> RAG:
         try:
-            return shelf.rag(knowledge_base, caller(ctx))
+            return opened(shelf, ctx, "resource", knowledge_base)
         except ToolError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 
@@ -232,7 +250,7 @@ def _ingest_tool(server: MCPServer, shelf: Shelf, allowed: list[Path]) -> None:
     async def ingest_paths(paths: Annotated[list[str], Field(min_length=1, max_length=100, description="Files or folders.")],
                            knowledge_base: KnowledgeBase = None, ctx: Context | None = None) -> dict[str, Any]:
         who = caller(ctx)
-        rag = shelf.rag(knowledge_base, who)
+        rag = opened(shelf, ctx, "ingest_paths", knowledge_base)
         if not who.may(rag.path.name, EDIT):
             raise ToolError(f"{who.name} is a {who.role(rag.path.name)} of {rag.path.name!r}; adding documents needs editor")
         report = await _call(lambda: rag.ingest(_allowed(paths, allowed)))

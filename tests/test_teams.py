@@ -250,7 +250,8 @@ def test_a_revoked_key_and_a_removed_user_are_refused_on_the_next_request(team, 
 
 def test_the_audit_log_holds_every_request_and_no_secret(team):
     lines = [json.loads(x) for x in (team.root / ".ragapp" / "audit" / "audit.jsonl").read_text().splitlines()]
-    served = Counter((x["user"].split(" (key ")[0], x["action"], x["status"]) for x in lines if x["client"] != "local")
+    served = Counter((x["user"].split(" (key ")[0], x["action"], x["status"]) for x in lines
+                     if x["client"] != "local" and "mcp" not in x["action"])  # the CLI's and the MCP test's are theirs
     sent = Counter({(u if u != "-" else "-", a, s): n for (u, a, s), n in team.sent.items()})
     assert served == sent, (served - sent, sent - served)
     assert all(x["user"] == "-" or " (key " in x["user"] for x in lines if x["client"] != "local")
@@ -296,6 +297,9 @@ def test_mcp_tools_over_http_show_each_user_only_their_knowledge_bases(team, cac
         bob, alice = anyio.run(session, "bob"), anyio.run(session, "alice")
         assert bob["list"] == ["hr"] and bob["finance"] == "error" and bob["hr"] > 0
         assert alice["list"] == ["finance"] and alice["hr"] == "error" and alice["finance"] > 0
+        lines = [json.loads(x) for x in (team.root / ".ragapp" / "audit" / "audit.jsonl").read_text().splitlines()]
+        tools = {(x["user"].split(" (key ")[0], x["kb"], x["status"]) for x in lines if x["action"] == "mcp search"}
+        assert {("bob", "finance", 404), ("bob", "hr", 200), ("alice", "hr", 404), ("alice", "finance", 200)} <= tools
     finally:
         proc.terminate()
         proc.wait(timeout=30)

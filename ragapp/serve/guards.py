@@ -136,6 +136,8 @@ class Guard:
             stop, who = (found, found.who) if isinstance(found, Stop) else (None, found)
         if who is not None:
             scope.setdefault("state", {})["principal"] = who
+            if self.doorman.shared:  # for what writes its own lines (the MCP tools)
+                scope["state"]["audit_log"] = self.doorman.audit
         audited = self._audited(scope, send, who, stop)
         if stop is not None:
             retry = {"Retry-After": str(stop.retry_after)} if stop.retry_after else {}
