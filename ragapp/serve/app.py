@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -54,7 +55,8 @@ class Server:
         self.root = self.kbs.root
         self.base = self.kbs.base
         self.doorman = Doorman(self.root, keys, config)
-        self.turns = Turns(config.auth.concurrent_answers)
+        # An in-process model answers one question at a time; a model server (vLLM batches) takes several.
+        self.turns = Turns(config.auth.concurrent_answers, at_once=8 if config.generate.backend == "openai" else 1)
         self.conversations = Conversations(self.root, config.auth.max_conversations, config.auth.max_turns)
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))
@@ -256,6 +258,9 @@ def create_app(config: Config, keys: frozenset[str] = frozenset(), watch: Sequen
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Questions waiting their turn at the model wait in worker threads (each person holds at most
+        # [auth] concurrent_answers): leave threads for everything else, searches and page images.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 200
         for watcher in server.watchers:
             watcher.start()
         yield

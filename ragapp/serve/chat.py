@@ -149,7 +149,8 @@ def chat_routes(app: FastAPI, server: Server) -> None:
             return StreamingResponse(_sse(rag, question, history, body.top_k, body.model, server.public, turn, keep),
                                      media_type="text/event-stream")
         answer = await run_in_threadpool(_answer, rag, turn, question, body.top_k, history)
-        return _completion(answer, body.model, stream=False, public=server.public, conversation=keep(question, answer))
+        kept = await run_in_threadpool(keep, question, answer)
+        return _completion(answer, body.model, stream=False, public=server.public, conversation=kept)
 
     @app.post("/v1/search")
     async def search(body: SearchRequest, request: Request) -> dict:
