@@ -1,13 +1,13 @@
 """A team on one `ragapp serve`: 20 users with their own keys, two of them flooding, the packaged model
 answering. Prints the figures docs/benchmarks.md ("A team on one server") quotes.
 
-    python bench/team_load.py [--minutes 10] [--users 20] [--flooders 2]
+    python bench/team_load.py [--baseline 5] [--minutes 10] [--users 20] [--flooders 2]
 
-First the unloaded answer time (one user, questions one after another), then `--minutes` of load: each
-ordinary user asks a question, reads for 60-120 s, asks again; each flooder keeps 6 requests in flight
-without pause. Reported: the ordinary users' answer p50/p95 against the unloaded ones, replies by status
-per kind of user, and the server's resident memory sampled every 10 s. A real server on 127.0.0.1; the
-run stops by itself.
+First one user alone (questions one after another); then `--baseline` minutes of the ordinary users
+only: each asks a question, reads for 60-120 s, asks again; then `--minutes` of the same with the
+flooders, each keeping 6 requests in flight without pause. Reported side by side: the ordinary users'
+answer p50/p95 without and with the flood, replies by status per kind of user, and the server's
+resident memory sampled every 10 s. A real server on 127.0.0.1; the run stops by itself.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--baseline", type=float, default=5)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--flooders", type=int, default=2)
     args = parser.parse_args()
@@ -75,18 +76,23 @@ def main() -> None:
         _ask(admin, QUESTIONS[0])  # models loaded
         alone = [_ask(admin, q)[1] for q in QUESTIONS * 2]
         print(f"# {machine()}, {time.strftime('%Y-%m-%d')}; {args.users} users, {args.flooders} flooding, {args.minutes:g} min")
-        print(f"unloaded: answer p50 {_pct(alone, 50):.2f} s, p95 {_pct(alone, 95):.2f} s ({len(alone)} answers)", flush=True)
-        _load(server, clients, args, alone)
+        print(f"one user alone: answer p50 {_pct(alone, 50):.2f} s, p95 {_pct(alone, 95):.2f} s ({len(alone)} answers)", flush=True)
+        calm = _load(server, clients, args.users - 1 - args.flooders, 0, args.baseline)[0]
+        calm_answers = [s for kind, status, s in calm if status == 200]
+        print(f"ordinary users, no flood: p50 {_pct(calm_answers, 50):.2f} s, p95 {_pct(calm_answers, 95):.2f} s", flush=True)
+        _report(*_load(server, clients, args.users - 1 - args.flooders, args.flooders, args.minutes), alone, calm_answers)
     finally:
         for c in clients.values():
             c.close()
         server.stop()
 
 
-def _load(server: ApiServer, clients: dict[str, httpx.Client], args, alone: list[float]) -> None:
+def _load(server: ApiServer, clients: dict[str, httpx.Client], people: int, floods: int, minutes: float
+          ) -> tuple[list[tuple[str, int, float]], list[tuple[float, float]]]:
+    """`minutes` of `people` ordinary users and `floods` flooders: every reply, and the server's RSS."""
     names = sorted(clients)
-    flooders, ordinary = names[1 : 1 + args.flooders], names[1 + args.flooders :]
-    end = time.monotonic() + args.minutes * 60
+    ordinary, flooders = names[-people:], names[1 : 1 + floods]
+    end = time.monotonic() + minutes * 60
     results: list[tuple[str, int, float]] = []
     rss: list[tuple[float, float]] = []
     lock = threading.Lock()
@@ -120,14 +126,16 @@ def _load(server: ApiServer, clients: dict[str, httpx.Client], args, alone: list
         time.sleep(10)
     for t in threads:
         t.join()
-    _report(results, rss, alone)
+    return results, rss
 
 
-def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float]], alone: list[float]) -> None:
+def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float]], alone: list[float],
+            calm: list[float]) -> None:
     mine = [s for kind, status, s in results if kind == "ordinary" and status == 200]
     print("| | answers | p50 s | p95 s |\n|---|---:|---:|---:|")
     print(f"| one user alone | {len(alone)} | {_pct(alone, 50):.2f} | {_pct(alone, 95):.2f} |")
-    print(f"| ordinary users, under the flood | {len(mine)} | {_pct(mine, 50):.2f} | {_pct(mine, 95):.2f} |")
+    print(f"| the ordinary users, no flood | {len(calm)} | {_pct(calm, 50):.2f} | {_pct(calm, 95):.2f} |")
+    print(f"| the ordinary users, two flooding | {len(mine)} | {_pct(mine, 50):.2f} | {_pct(mine, 95):.2f} |")
     statuses = Counter((kind, status) for kind, status, _ in results)
     print("replies by status: " + ", ".join(f"{kind} {status}: {n}" for (kind, status), n in sorted(statuses.items())))
     print(f"5xx: {sum(n for (_, status), n in statuses.items() if status >= 500)}")

@@ -336,12 +336,13 @@ def mcp(index, knowledge_root, config_path, http, host, port, allow_ingest) -> N
     config = Config.load(config_path, serve__host=host, serve__port=port)
     prepare_environment(config.threads)
     root = Path(knowledge_root) if knowledge_root else Path(index or DEFAULT_INDEX).parent
-    keys = api_keys(config.serve, host, users=UserStore(root).has_users()) if http else frozenset()
+    users = UserStore(root).has_users()
+    keys = api_keys(config.serve, host, users=users) if http else frozenset()
     server = build_server(Shelf(config, index=None if knowledge_root else (index or DEFAULT_INDEX), root=knowledge_root),
                           allow_ingest)
     if not http:
         return run_stdio(server)
-    click.echo(f"ragapp MCP server on http://{host}:{port}/mcp ({'API keys required' if keys else 'no API key: loopback only'})",
+    click.echo(f"ragapp MCP server on http://{host}:{port}/mcp ({'API keys required' if keys or users else 'no API key: loopback only'})",
                err=True)
     run_http(server, config, keys, root)
 

@@ -7,12 +7,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ragapp.config import Config
 from ragapp.errors import (
     BusyError,
     IndexCorruptError,
@@ -29,14 +30,26 @@ from ragapp.query.conversation import Turn
 from ragapp.rag import RAG
 from ragapp.records import Answer
 from ragapp.serve.pages import cited, hit_entry
+from ragapp.serve.people import Doorman
 from ragapp.serve.public import PublicPaths
 from ragapp.serve.schemas import ChatMessage, ChatRequest, SearchRequest
 from ragapp.serve.team import caller, note
-from ragapp.teams.limits import Limited
+from ragapp.teams import Principal
+from ragapp.teams.limits import Limited, Turns
 from ragapp.teams.limits import Turn as QueueTurn
 
-if TYPE_CHECKING:
-    from ragapp.serve.app import Server
+
+class Server(Protocol):
+    """What the chat routes use of the server (ragapp.serve.app.Server)."""
+
+    config: Config
+    public: PublicPaths
+    turns: Turns
+    doorman: Doorman
+
+    def rag(self, request: Request, name: str, need: str = ...) -> RAG: ...
+    def names(self, who: Principal) -> list[str]: ...
+    def keeper(self, request: Request, kb: str, conversation: str | None) -> Callable[[str, Answer], str | None]: ...
 
 
 STATUS = {IndexNotFoundError: 404, NoDocumentsError: 400, ModelServerError: 503, ModelNotAvailableError: 503,
