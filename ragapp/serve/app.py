@@ -16,9 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragapp.config import Config
-from ragapp.errors import (
-    RagError,
-)
+from ragapp.errors import RagError
 from ragapp.jobs import Job, Jobs
 from ragapp.knowledge import DOCUMENTS, KnowledgeBases, UploadBatch, UploadRefused
 from ragapp.rag import RAG
