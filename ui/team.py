@@ -43,7 +43,11 @@ def signed_in(config: Config) -> Principal | None:
         return EVERYONE
     header, peer = config.auth.trusted_proxy_header, st.context.ip_address or ""
     if header and st.context.headers.get(header) and config.auth.from_proxy(peer):
-        return store.principal(st.context.headers[header].strip(), "proxy")
+        named = st.context.headers[header].strip()
+        who = store.principal(named, "proxy")
+        if who is None:
+            st.error(t("not_a_user", name=plain_markdown(named)))
+        return who
     name = st.session_state.get("user")
     if name:
         who = store.principal(name, "password")

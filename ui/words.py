@@ -154,6 +154,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "too_many_attempts": ("Too many failed sign-ins; try again in {seconds} s.", "登录失败次数过多，请 {seconds} 秒后再试。"),
     "signed_in_as": ("Signed in as {name}", "已登录：{name}"),
     "sign_out": ("Sign out", "退出登录"),
+    "not_a_user": ("{name} (named by the sign-on proxy) is not a ragapp user; ask an admin to add you.",
+                   "{name}（由单点登录代理提供）不是 ragapp 用户，请联系管理员添加。"),
     "conversations": ("Conversations", "对话记录"),
     "new_conversation": ("New conversation", "新对话"),
     "no_kb_for_you": ("No knowledge base is shared with you yet; ask an admin.", "还没有与你共享的知识库，请联系管理员。"),
