@@ -61,6 +61,12 @@ def test_an_admitted_turn_never_used_gives_its_place_back():
     turns.admit("f").close()  # e.g. a stream whose client went away before it began
     with turns.admit("f"):
         pass
+    turns.admit("f")  # dropped unused, never closed: collected, it gives the place back
+    import gc
+
+    gc.collect()
+    with turns.admit("f"):
+        pass
 
 
 def test_the_audit_log_rotates_keeps_and_skips_a_cut_line(tmp_path):

@@ -111,6 +111,7 @@ class Turns:
         self._running += 1
         self._cond.notify_all()
 
+
 class Turn:
     """One admitted question: `with` it, the model is its own; leaving gives the place up (also unused)."""
 
@@ -130,3 +131,8 @@ class Turn:
         if self._state != "closed":
             self.turns._leave(self.user, self._state == "running")
             self._state = "closed"
+
+    def __del__(self) -> None:
+        # A streamed answer whose client left before its first byte never enters its turn: the place
+        # is given back when the turn is collected, or its owner would stay over their limit.
+        self.close()
