@@ -58,17 +58,22 @@ def app(tmp_path, cache_dir, config, embedder):
 
 
 def _sign_in(driver, wait, name: str, password: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
 
-    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Sign in']]")))
     for selector, text in (("input[aria-label='User name']", name), ("input[type='password']", password)):
-        box = driver.find_element(By.CSS_SELECTOR, selector)
-        box.send_keys(Keys.BACKSPACE * len(box.get_attribute("value") or ""), text)  # (clear() leaves Streamlit's value)
-        wait.until(lambda d, box=box, text=text: box.get_attribute("value") == text)
+        for _ in range(5):  # the page may still be drawing the form: find the box again until the text holds
+            try:
+                box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, selector)))
+                box.send_keys(Keys.BACKSPACE * len(box.get_attribute("value") or ""), text)  # (clear() leaves Streamlit's)
+                wait.until(lambda d, box=box, text=text: box.get_attribute("value") == text)
+                break
+            except StaleElementReferenceException:
+                time.sleep(0.5)
     time.sleep(0.5)
-    driver.find_element(By.XPATH, "//button[.//p[text()='Sign in']]").click()
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Sign in']]"))).click()
 
 
 def _knowledge_bases(driver, wait) -> set[str]:
