@@ -154,7 +154,7 @@ class UserStore:
         with self._db(write=True) as db:
             self._known(db, name)
             where, args = ("AND id = ?", (name, key_id)) if key_id else ("", (name,))
-            return db.execute(f"UPDATE keys SET revoked = {time.time()} WHERE user = ? AND revoked = 0 {where}", args).rowcount
+            return db.execute("UPDATE keys SET revoked = ? WHERE user = ? AND revoked = 0 " + where, (time.time(), *args)).rowcount
 
     def set_password(self, name: str, password: str) -> None:
         if len(password) < 8:
