@@ -5,15 +5,13 @@ Screenshots go to this test's output folder (and to $RAGAPP_SCREENSHOTS when set
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers.browser import needs_chromium
-from helpers.net import free_port
+from helpers.ui_server import ui_server
 
 from ragapp.query.prompt import FALLBACK
 
@@ -22,27 +20,10 @@ pytestmark = [pytest.mark.integration, needs_chromium]
 
 @pytest.fixture
 def server(tmp_path, cache_dir):
-    port = free_port()
     cfg = tmp_path / "ragapp.toml"
     cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{tmp_path / "kbs"}"\n', encoding="utf-8")
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "ui", "--index", str(tmp_path / "kbs" / "notes"),
-                             "--config", str(cfg), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://localhost:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + (tmp_path / "server.log").read_text())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with ui_server(tmp_path / "kbs" / "notes", cfg, tmp_path) as url:
+        yield url
 
 
 def shoot(driver, tmp_path, name):

@@ -4,14 +4,11 @@ is refused and slowed; the export downloads a Markdown file with the citations."
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 from helpers.browser import chromium, needs_chromium
-from helpers.net import free_port
+from helpers.ui_server import ui_server
 
 from ragapp import RAG
 from ragapp.teams import UserStore
@@ -37,24 +34,8 @@ def app(tmp_path, cache_dir, config, embedder):
         store.set_password(name, PASSWORDS[name])
     cfg = tmp_path / "ragapp.toml"
     cfg.write_text(f'cache_dir = "{cache_dir}"\n[ui]\nknowledge_root = "{root}"\n', encoding="utf-8")
-    port, log = free_port(), open(tmp_path / "ui.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragapp.cli", "ui", "--index", str(root / "finance"), "--config", str(cfg),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://localhost:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start: " + (tmp_path / "ui.log").read_text())
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with ui_server(root / "finance", cfg, tmp_path) as url:
+        yield url
 
 
 def _sign_in(driver, wait, name: str, password: str) -> None:

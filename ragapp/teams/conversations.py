@@ -6,13 +6,12 @@ most `max_turns` turns."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
+
+from ragapp.teams.sqlite import opened
 
 STORE = Path(".ragapp") / "conversations.db"
 _SCHEMA = """
@@ -32,22 +31,8 @@ class Conversations:
         self.path = Path(root) / STORE
         self.max_conversations, self.max_turns = max_conversations, max_turns
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.executescript(_SCHEMA)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+    def _db(self):
+        return opened(self.path, _SCHEMA)
 
     def add_turn(self, user: str, kb: str, conversation: str, question: str, answer: str, answered: bool,
                  citations: list[dict]) -> str:

@@ -16,11 +16,10 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 from ragapp.teams.access import ROLES, Principal
+from ragapp.teams.sqlite import opened
 
 STORE = Path(".ragapp") / "users.db"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -77,27 +76,8 @@ class UserStore:
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / STORE
 
-    @contextmanager
-    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        if write:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            if write:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = FULL")
-                db.executescript(_SCHEMA)
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            else:
-                yield db
+    def _db(self, write: bool = False):
+        return opened(self.path, _SCHEMA, write, durable=True)
 
     def has_users(self) -> bool:
         """True once the store holds a user: from then on every request names one."""
