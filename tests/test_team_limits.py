@@ -15,6 +15,7 @@ from ragapp.teams import UserError, UserStore
 from ragapp.teams.audit import AuditLog
 from ragapp.teams.conversations import Conversations, markdown
 from ragapp.teams.limits import Limited, PerMinute, Turns
+from ragapp.teams.users import LiveUsers
 
 pytestmark = pytest.mark.unit
 
@@ -115,6 +116,42 @@ def test_the_user_store_keeps_only_hashes_and_checks_what_enters(tmp_path):
         with pytest.raises(UserError):
             bad()
     assert (store.path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_servers_view_of_the_store_follows_every_change_at_once(tmp_path):
+    live, cli = LiveUsers(tmp_path), UserStore(tmp_path)  # two connections, as the server and `ragapp users`
+    assert not live.has_users()
+    cli.add("ann")
+    key_id, key = cli.new_key("ann")
+    assert live.by_key(key)[0].name == "ann" and live.principal("ann", "key").roles == {}
+    for n in range(30):  # each change seen by the very next read, however soon it comes
+        cli.grant("ann", f"kb{n}", "reader")
+        assert f"kb{n}" in live.principal("ann", "key").roles
+    cli.revoke_key("ann", key_id)
+    assert live.by_key(key) == (None, f"revoked key of ann (key {key_id})")
+    cli.remove("ann")
+    assert live.principal("ann", "key") is None and not live.has_users()
+    for f in cli.path.parent.glob("users.db*"):  # the file replaced by a new one: read anew
+        f.unlink()
+    UserStore(tmp_path).add("bo")
+    assert live.principal("bo", "proxy").name == "bo" and live.by_key(key) == (None, "unknown")
+
+
+def test_the_audit_log_keeps_every_line_of_many_threads_across_rotations(tmp_path):
+    log = AuditLog(tmp_path, AuditConfig(max_mb=1, keep=20))
+
+    def writer(t: int) -> None:
+        for n in range(150):
+            log.write(f"u{t}", "127.0.0.1", "GET /v1/models", 429, question=f"{t}:{n} " + "y" * 2000)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seen = sorted(tuple(map(int, x["question"].split()[0].split(":"))) for x in log.read(limit=100_000))
+    assert seen == [(t, n) for t in range(8) for n in range(150)]  # 2.4 MB over three files, none lost or doubled
+    assert len(list(log.folder.glob("audit.*.jsonl"))) == 2
 
 
 def test_auth_settings_are_checked_where_they_enter():

@@ -141,7 +141,8 @@ class Guard:
         audited = self._audited(scope, send, who, stop)
         if stop is not None:
             retry = {"Retry-After": str(stop.retry_after)} if stop.retry_after else {}
-            return await _reply(audited, stop.status, stop.message, stop.kind, retry)
+            unread = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+            return await _reply(audited, stop.status, stop.message, stop.kind, retry, close=unread)
         await _counted(self.app, scope, receive, audited, self.body_limit(scope["path"]))
 
     def _audited(self, scope: Scope, send: Send, who: Principal | None, stop: Stop | None) -> Send:
@@ -162,11 +163,15 @@ class Guard:
         return audited
 
 
-async def _reply(send: Send, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
+async def _reply(send: Send, status: int, message: str, kind: str, headers: dict[str, str] | None = None,
+                 close: bool = True) -> None:
+    """An error reply; `close` ends the connection after it (a request body left unread must not be taken
+    for the next request)."""
     body = error_body(status, message, kind)
+    ending = [(b"connection", b"close")] if close else []
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *((k.encode(), v.encode()) for k, v in (headers or {}).items())]})
+                            *ending, *((k.encode(), v.encode()) for k, v in (headers or {}).items())]})
     await send({"type": "http.response.body", "body": body})
 
 

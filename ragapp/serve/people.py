@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ragapp.config import Config
 from ragapp.serve.keys import bearer, one_of
-from ragapp.teams import EVERYONE, Principal, UserStore
+from ragapp.teams import EVERYONE, Principal
 from ragapp.teams.audit import AuditLog
 from ragapp.teams.limits import PerMinute
+from ragapp.teams.users import LiveUsers
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,12 @@ class Refused:
 
 
 class Doorman:
-    """Identifies callers of one server (users are read from the store on every request, so a removed
-    user or revoked key is refused at once), and keeps their per-minute counts and the audit log."""
+    """Identifies callers of one server (the store as it is at each request, so a removed user or
+    revoked key is refused at once), and keeps their per-minute counts and the audit log."""
 
     def __init__(self, root: str | Path, keys: frozenset[str], config: Config) -> None:
         self.keys, self.auth = keys, config.auth
-        self.store = UserStore(root)
+        self.store = LiveUsers(root)
         self.audit = AuditLog(root, config.audit)
         self.minutes = PerMinute(config.auth.requests_per_minute)
 

@@ -1,5 +1,5 @@
 """The audit log of a team's server (the only reader and writer of `.ragapp/audit/` under the
-knowledge root): one JSON line per action, appended and fsync'd before the reply is sent, rotated by
+knowledge root): one JSON line per action, appended and on disk before the reply is sent, rotated by
 size (audit.jsonl → audit.1.jsonl …), read back by `ragapp audit` and GET /v1/audit.
 
 A line: time, user (a key by its id, never the key), client address, action (route or tool), knowledge
@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 from ragapp.config_teams import AuditConfig
@@ -22,30 +23,60 @@ _MAX_LINE = 16_384  # a question is cut to fit
 
 
 class AuditLog:
-    """Appends and reads one knowledge root's audit log; safe from several threads (one writer process)."""
+    """Appends and reads one knowledge root's audit log; safe from several threads and processes.
+
+    Lines are appended to one open file and made durable by group commit: a writer returns once an
+    fsync begun after its line was written has finished, and one fsync covers every line written
+    before it, so a burst of requests shares its syncs instead of queueing one per line."""
 
     def __init__(self, root: str | Path, config: AuditConfig) -> None:
         self.folder, self.config = Path(root) / FOLDER, config
         self.path = self.folder / "audit.jsonl"
-        self._lock = threading.Lock()
+        self._lock, self._syncing = threading.Lock(), threading.Lock()
+        self._file: BinaryIO | None = None
+        self._written = self._synced = 0
 
     def write(self, user: str, client: str, action: str, status: int, kb: str = "", document: str = "",
               question: str = "", **more: object) -> None:
-        """Append one line and fsync it (an action whose line cannot be written fails with OSError)."""
+        """Append one line and return once it is on disk (an action whose line cannot be written fails with OSError)."""
         entry = {"time": round(time.time(), 3), "user": user, "client": client, "action": action, "kb": kb,
                  "document": document, "status": status, **more}
         if question:
             entry["question"] = question[:4000] if self.config.questions else f"({len(question)} characters)"
         line = (json.dumps(entry, ensure_ascii=False)[:_MAX_LINE] + "\n").encode("utf-8", "replace")
         with self._lock:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._rotate(len(line))
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._current().write(line)
+            self._written += 1
+            mine = self._written
+        self._sync(mine)
+
+    def _current(self) -> BinaryIO:
+        """The open log file, opened again when it was rotated or removed since (by any process)."""
+        try:
+            same = self._file is not None and os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            if self._file is not None:
+                os.fsync(self._file.fileno())  # what it holds is durable before it is let go
+                self._file.close()
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._file = open(self.path, "ab", buffering=0, opener=lambda p, f: os.open(p, f, 0o600))
+        return self._file
+
+    def _sync(self, mine: int) -> None:
+        """Return once line number `mine` of this log is on disk, syncing when no fsync has covered it yet."""
+        with self._syncing:
+            if self._synced >= mine:
+                return
+            with self._lock:
+                upto, fd = self._written, os.dup(self._file.fileno())  # a copy: a rotation may close the file meanwhile
             try:
-                os.write(fd, line)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._synced = upto
 
     def _rotate(self, adding: int) -> None:
         try:

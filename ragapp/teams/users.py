@@ -3,8 +3,8 @@ knowledge root): people, their role on each knowledge base, their API keys and t
 
 Passwords are kept as scrypt hashes (the standard library's; 16 MiB and about 50 ms each, so a stolen
 file is slow to guess against); API keys as the SHA-256 of their 32 random bytes (a fast hash is safe
-for a secret nobody chose) under a key id that the audit log may name. Every call opens the file
-anew, so a change made by `ragapp users` is in force on a running server's next request.
+for a secret nobody chose) under a key id that the audit log may name. A change made by `ragapp users` is in force on a
+running server's next request (LiveUsers reads the file again whenever another connection committed).
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragapp.teams.access import ROLES, Principal
@@ -70,6 +72,47 @@ def password_matches(stored: str, password: str) -> bool:
     return hmac.compare_digest(given.hex(), digest)
 
 
+@dataclass(frozen=True)
+class People:
+    """One consistent read of the store: who is admin, each one's roles, and the API keys (id: user,
+    hash, revocation time)."""
+
+    admin: dict[str, bool] = field(default_factory=dict)
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)
+    keys: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, db: sqlite3.Connection) -> People:
+        """Everything, in one read transaction (empty while the file is made but holds no tables yet)."""
+        try:
+            db.execute("BEGIN")
+            people = cls({n: bool(a) for n, a in db.execute("SELECT name, admin FROM users")}, {},
+                         {i: (u, h, r) for i, u, h, r in db.execute("SELECT id, user, hash, revoked FROM keys")})
+            for user, kb, role in db.execute("SELECT user, kb, role FROM grants"):
+                people.roles.setdefault(user, {})[kb] = role
+            return people
+        except sqlite3.OperationalError:
+            return cls()
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")
+
+    def principal(self, name: str, via: str, key_id: str = "") -> Principal | None:
+        if name not in self.admin:
+            return None
+        return Principal(name, self.admin[name], dict(self.roles.get(name, {})), via, key_id)
+
+    def by_key(self, key: str) -> tuple[Principal | None, str]:
+        kind, _, rest = key.partition("_")
+        key_id, _, secret = rest.partition("_")
+        row = self.keys.get(key_id) if kind == "rgk" and secret else None
+        if row is None or not hmac.compare_digest(row[1], hashlib.sha256(secret.encode()).hexdigest()):
+            return None, "unknown"
+        if row[2]:
+            return None, f"revoked key of {row[0]} (key {key_id})"
+        return self.principal(row[0], "key", key_id), ""
+
+
 class UserStore:
     """People and their roles under one knowledge root; safe from several threads and processes."""
 
@@ -81,13 +124,14 @@ class UserStore:
 
     def has_users(self) -> bool:
         """True once the store holds a user: from then on every request names one."""
+        return bool(self._people().admin)
+
+    def _people(self) -> People:
+        """The store as it is now, read anew."""
         if not self.path.exists():
-            return False
+            return People()
         with self._db() as db:
-            try:
-                return db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
-            except sqlite3.OperationalError:  # made, not yet written
-                return False
+            return People.read(db)
 
     def add(self, name: str, admin: bool = False) -> None:
         """A new user (UserError when the name is taken)."""
@@ -156,26 +200,11 @@ class UserStore:
 
     def principal(self, name: str, via: str, key_id: str = "") -> Principal | None:
         """Who `name` is now (None: no such user)."""
-        with self._db() as db:
-            row = db.execute("SELECT admin FROM users WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return None
-            roles = dict(db.execute("SELECT kb, role FROM grants WHERE user = ?", (name,)).fetchall())
-        return Principal(name, bool(row[0]), roles, via, key_id)
+        return self._people().principal(name, via, key_id)
 
     def by_key(self, key: str) -> tuple[Principal | None, str]:
         """The user holding API key `key`; when None, why: "unknown", or "revoked" naming whose key it was."""
-        kind, _, rest = key.partition("_")
-        key_id, _, secret = rest.partition("_")
-        if kind != "rgk" or not key_id or not secret or not self.path.exists():
-            return None, "unknown"
-        with self._db() as db:
-            row = db.execute("SELECT user, hash, revoked FROM keys WHERE id = ?", (key_id,)).fetchone()
-        if row is None or not hmac.compare_digest(row[1], hashlib.sha256(secret.encode()).hexdigest()):
-            return None, "unknown"
-        if row[2]:
-            return None, f"revoked key of {row[0]} (key {key_id})"
-        return self.principal(row[0], "key", key_id), ""
+        return self._people().by_key(key)
 
     def by_password(self, name: str, password: str) -> Principal | None:
         """The user, when `password` is theirs (the hash is computed for unknown names too: equal time)."""
@@ -190,3 +219,32 @@ class UserStore:
     def _known(db: sqlite3.Connection, name: str) -> None:
         if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
             raise UserError(f"no user {name!r} (ragapp users list shows them)")
+
+
+class LiveUsers(UserStore):
+    """The store as a server reads it on every request: one open connection, read again only when
+    another connection (`ragapp users`) has committed since (SQLite's data_version says so), so a
+    revoked key or removed user is refused on the very next request without opening the file each time."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(root)
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] = (0, 0)
+        self._seen: tuple[int, People] = (-1, People())
+
+    def _people(self) -> People:
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return People()
+            if self._db is None or self._file != (st.st_dev, st.st_ino):  # made, or replaced, since
+                if self._db is not None:
+                    self._db.close()
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                self._file, self._seen = (st.st_dev, st.st_ino), (-1, People())
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._seen[0]:
+                self._seen = (version, People.read(self._db))
+            return self._seen[1]
