@@ -13,8 +13,8 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 from ragapp.config_teams import AuditConfig
 
