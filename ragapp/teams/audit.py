@@ -46,24 +46,27 @@ class AuditLog:
         line = (json.dumps(entry, ensure_ascii=False)[:_MAX_LINE] + "\n").encode("utf-8", "replace")
         with self._lock:
             self._rotate(len(line))
-            self._current().write(line)
+            self._file = self._current()
+            self._file.write(line)
             self._written += 1
             mine = self._written
         self._sync(mine)
 
     def _current(self) -> BinaryIO:
         """The open log file, opened again when it was rotated or removed since (by any process)."""
-        try:
-            same = self._file is not None and os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
-            if self._file is not None:
-                os.fsync(self._file.fileno())  # what it holds is durable before it is let go
-                self._file.close()
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._file = open(self.path, "ab", buffering=0, opener=lambda p, f: os.open(p, f, 0o600))
-        return self._file
+        if self._file is not None:
+            try:
+                if os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino:
+                    return self._file
+            except FileNotFoundError:
+                pass
+            old, self._file = self._file, None
+            try:
+                os.fsync(old.fileno())  # what it holds is durable before it is let go
+            finally:
+                old.close()
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return open(self.path, "ab", buffering=0, opener=lambda p, f: os.open(p, f, 0o600))
 
     def _sync(self, mine: int) -> None:
         """Return once line number `mine` of this log is on disk, syncing when no fsync has covered it yet."""
@@ -71,6 +74,7 @@ class AuditLog:
             if self._synced >= mine:
                 return
             with self._lock:
+                assert self._file is not None  # line `mine` was written to it
                 upto, fd = self._written, os.dup(self._file.fileno())  # a copy: a rotation may close the file meanwhile
             try:
                 os.fsync(fd)

@@ -229,7 +229,7 @@ class LiveUsers(UserStore):
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._file: tuple[int, int] = (0, 0)
         self._seen: tuple[int, People] = (-1, People())
 
@@ -239,12 +239,12 @@ class LiveUsers(UserStore):
                 st = os.stat(self.path)
             except FileNotFoundError:
                 return People()
-            if self._db is None or self._file != (st.st_dev, st.st_ino):  # made, or replaced, since
-                if self._db is not None:
-                    self._db.close()
-                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            if self._reader is None or self._file != (st.st_dev, st.st_ino):  # made, or replaced, since
+                if self._reader is not None:
+                    self._reader.close()
+                self._reader = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 self._file, self._seen = (st.st_dev, st.st_ino), (-1, People())
-            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
             if version != self._seen[0]:
-                self._seen = (version, People.read(self._db))
+                self._seen = (version, People.read(self._reader))
             return self._seen[1]
