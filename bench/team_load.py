@@ -1,18 +1,20 @@
 """A team on one `ragapp serve`: 20 users with their own keys, two of them flooding, the packaged model
 answering. Prints the figures docs/benchmarks.md ("A team on one server") quotes.
 
-    python bench/team_load.py [--baseline 5] [--minutes 10] [--users 20] [--flooders 2]
+    python bench/team_load.py [--minutes 10] [--baseline MINUTES] [--users 20] [--flooders 2]
 
-First one user alone (questions one after another); then `--baseline` minutes of the ordinary users
-only: each asks a question, reads for 60-120 s, asks again; then `--minutes` of the same with the
-flooders, each keeping 6 requests in flight without pause. Reported side by side: the ordinary users'
-answer p50/p95 without and with the flood, replies by status per kind of user, and the server's
-resident memory sampled every 10 s. A real server on 127.0.0.1; the run stops by itself.
+First one user alone (questions one after another); then `--baseline` minutes (as many as the
+flood's unless told) of the ordinary users only: each asks a question, reads for 60-120 s, asks again;
+then `--minutes` of the same with the flooders, each keeping 6 requests in flight without pause.
+Reported side by side: the ordinary users' answer p50/p95 without and with the flood, replies by
+status per kind of user, and the server's resident memory, threads and open descriptors every 10 s.
+A real server on 127.0.0.1; the run stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -35,11 +37,10 @@ from ragapp.config import Config  # noqa: E402
 from ragapp.teams import UserStore  # noqa: E402
 
 
-def _rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _sample(pid: int) -> tuple[float, int, int]:
+    """The server's resident memory (MB), threads and open file descriptors."""
+    status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["Threads"]), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _ask(client: httpx.Client, question: str) -> tuple[int, float]:
@@ -55,7 +56,7 @@ def _pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--baseline", type=float, default=5)
+    parser.add_argument("--baseline", type=float, default=None, help="minutes without the flood (default: --minutes)")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--flooders", type=int, default=2)
     args = parser.parse_args()
@@ -77,7 +78,8 @@ def main() -> None:
         alone = [_ask(admin, q)[1] for q in QUESTIONS * 2]
         print(f"# {machine()}, {time.strftime('%Y-%m-%d')}; {args.users} users, {args.flooders} flooding, {args.minutes:g} min")
         print(f"one user alone: answer p50 {_pct(alone, 50):.2f} s, p95 {_pct(alone, 95):.2f} s ({len(alone)} answers)", flush=True)
-        calm = _load(server, clients, args.users - 1 - args.flooders, 0, args.baseline)[0]
+        calm, calm_use = _load(server, clients, args.users - 1 - args.flooders, 0, args.baseline or args.minutes)
+        _resources(calm_use, "no flood")
         calm_answers = [s for kind, status, s in calm if status == 200]
         print(f"ordinary users, no flood: p50 {_pct(calm_answers, 50):.2f} s, p95 {_pct(calm_answers, 95):.2f} s", flush=True)
         _report(*_load(server, clients, args.users - 1 - args.flooders, args.flooders, args.minutes), alone, calm_answers)
@@ -88,13 +90,14 @@ def main() -> None:
 
 
 def _load(server: ApiServer, clients: dict[str, httpx.Client], people: int, floods: int, minutes: float
-          ) -> tuple[list[tuple[str, int, float]], list[tuple[float, float]]]:
-    """`minutes` of `people` ordinary users and `floods` flooders: every reply, and the server's RSS."""
+          ) -> tuple[list[tuple[str, int, float]], list[tuple[float, float, int, int]]]:
+    """`minutes` of `people` ordinary users and `floods` flooders: every reply, and the server's
+    (seconds, RSS MB, threads, descriptors) every 10 s."""
     names = sorted(clients)
     ordinary, flooders = names[-people:], names[1 : 1 + floods]
     end = time.monotonic() + minutes * 60
     results: list[tuple[str, int, float]] = []
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, int, int]] = []
     lock = threading.Lock()
 
     def record(kind: str, status: int, seconds: float) -> None:
@@ -122,14 +125,14 @@ def _load(server: ApiServer, clients: dict[str, httpx.Client], people: int, floo
         t.start()
     start = time.monotonic()
     while time.monotonic() < end:
-        rss.append((time.monotonic() - start, _rss_mb(server.proc.pid)))
+        rss.append((time.monotonic() - start, *_sample(server.proc.pid)))
         time.sleep(10)
     for t in threads:
         t.join()
     return results, rss
 
 
-def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float]], alone: list[float],
+def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float, int, int]], alone: list[float],
             calm: list[float]) -> None:
     mine = [s for kind, status, s in results if kind == "ordinary" and status == 200]
     print("| | answers | p50 s | p95 s |\n|---|---:|---:|---:|")
@@ -139,9 +142,14 @@ def _report(results: list[tuple[str, int, float]], rss: list[tuple[float, float]
     statuses = Counter((kind, status) for kind, status, _ in results)
     print("replies by status: " + ", ".join(f"{kind} {status}: {n}" for (kind, status), n in sorted(statuses.items())))
     print(f"5xx: {sum(n for (_, status), n in statuses.items() if status >= 500)}")
-    half = [m for t, m in rss if t >= rss[-1][0] / 2] if rss else []
-    print(f"server RSS MB: first {rss[0][1]:.0f}, max {max(m for _, m in rss):.0f}, last {rss[-1][1]:.0f}; "
-          f"second half min {min(half):.0f} max {max(half):.0f} (samples every 10 s: {len(rss)})")
+    _resources(rss, "two flooding")
+
+
+def _resources(rss: list[tuple[float, float, int, int]], phase: str) -> None:
+    half = [row for row in rss if row[0] >= rss[-1][0] / 2]
+    for name, col in (("RSS MB", 1), ("threads", 2), ("descriptors", 3)):
+        print(f"{phase}, server {name}: first {rss[0][col]:.0f}, max {max(r[col] for r in rss):.0f}, last {rss[-1][col]:.0f}; "
+              f"second half min {min(r[col] for r in half):.0f} max {max(r[col] for r in half):.0f} (every 10 s: {len(rss)})")
 
 
 if __name__ == "__main__":

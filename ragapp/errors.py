@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 
 class RagError(Exception):
     """Base class for every error ragapp raises on purpose."""
@@ -65,6 +68,20 @@ class IndexWriteError(RagError):
     """The index could not be written (disk full, permissions); the previous index is unchanged."""
 
     exit_code = 10
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when `exc` says the disk (or the user's quota) is full, as the kernel or SQLite says it."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def write_failure(what: str, folder: object, exc: BaseException, kept: str = "the previous index") -> IndexWriteError:
+    """The error for `what` not written into `folder`: "disk full" first when that is why."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return IndexWriteError(f"{'disk full: ' if disk_full(exc) else ''}cannot write {what} at {folder}: {reason}; "
+                           f"{kept} is unchanged")
 
 
 class NotAnIndexError(RagError):

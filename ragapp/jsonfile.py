@@ -30,6 +30,16 @@ def replace_json(path: Path, data: object) -> bool:
 def replace_bytes(path: Path, data: bytes) -> bool:
     """Write `data` to `path` through a temporary file renamed over it; False (and nothing left behind)
     when the folder cannot be written."""
+    try:
+        write_replacing(path, data)
+        return True
+    except OSError:
+        return False
+
+
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file renamed over it; on OSError nothing is left behind
+    and `path` is as it was."""
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,9 +48,6 @@ def replace_bytes(path: Path, data: bytes) -> bool:
             out.write(data)
         os.replace(tmp, path)
         tmp = ""
-        return True
-    except OSError:
-        return False
     finally:
         if tmp:
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,6 +84,74 @@ def test_full_disk_mid_ingest_keeps_previous_index(small_disk, tmp_path, docs, c
     assert state(rag.path) == before
     assert sorted(p.name for p in rag.path.glob("gen-*")) == [f"gen-{before[0]:06d}"]
     assert rag.search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
+
+
+def _fill(disk, room: int) -> None:
+    """Leave about `room` bytes free on `disk` (a ballast file takes the rest)."""
+    st = os.statvfs(disk)
+    with open(disk / "ballast", "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - room))
+
+
+def _listing(disk) -> list[str]:
+    return sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.name != "ballast")
+
+
+def test_a_full_disk_at_any_moment_of_ingest_costs_nothing(small_disk, docs, config, embedder, echo_generator, cache_dir):
+    """The disk fills at moment after moment of an ingest (less room left each time, down to none): each
+    time the ingest stops with "disk full" naming the folder and what it was writing (the tables, the
+    pages' geometry, the index), the previous generation opens and answers, nothing is left behind, and
+    with room again the next ingest converges. The eval store's files likewise; the CLI in one line."""
+    rag = RAG(small_disk / "index", config, embedder=embedder, generator=echo_generator())
+    rag.ingest([docs])
+    before, files = state(rag.path), _listing(small_disk)
+    (docs / "en" / "a_rates.csv").write_text("year,revenue,staff\n" + "".join(f"{y},{y * 3},{y % 7}\n" for y in range(1990, 2024)))
+    (docs / "en" / "b_copy.pdf").write_bytes((docs / "en" / "photosynthesis.pdf").read_bytes())
+    (docs / "en" / "c_log.md").write_text("Station log: the tide gauge at the north pier read normal at noon.\n" * 300)
+    stopped: list[str] = []
+    for room in range(0, 2_000_000, 20_000):
+        _fill(small_disk, room)
+        try:
+            report = rag.ingest([docs])
+        except IndexWriteError as exc:
+            assert str(exc).startswith("disk full: cannot write ") and str(rag.path) in str(exc), exc
+            stopped.append(str(exc).split(" at ")[0].removeprefix("disk full: cannot write "))
+            assert state(rag.path) == before and _listing(small_disk) == files  # nothing half-written stays
+            assert rag.search("How long does Mars take to orbit the Sun?", top_k=1)[0].chunk.source.endswith("solar_system.md")
+            continue
+        finally:
+            (small_disk / "ballast").unlink()
+        assert sorted(Path(s).name for s in report.added) == ["a_rates.csv", "b_copy.pdf", "c_log.md"]
+        break
+    else:
+        pytest.fail("the ingest never fitted on the disk")
+    kinds = {what.split(" of ")[0] for what in stopped}
+    assert {"the tables", "the page geometry", "the index"} <= kinds, stopped
+    assert rag.search("tide gauge at the north pier", top_k=1)[0].chunk.source.endswith("c_log.md")
+
+    from ragapp.evaluate.testset import TestItem, TestSet, read_set, set_path
+    from ragapp.query.threshold import FittedThreshold, read_fitted, write_fitted
+
+    saved = TestSet([TestItem("How long is a year on Mars?")]).save(set_path(rag.path))
+    write_fitted(rag.path, FittedThreshold({"en": 0.5}, "e5", "rr", time.time()))
+    files = _listing(small_disk)
+    _fill(small_disk, 0)
+    try:
+        with pytest.raises(IndexWriteError, match=r"^disk full: cannot write the test set at .*previous test set is unchanged"):
+            TestSet([TestItem(f"question {n} " + "x" * 500) for n in range(200)]).save(saved)
+        with pytest.raises(IndexWriteError, match=r"^disk full: cannot write the fitted threshold at "):
+            write_fitted(rag.path, FittedThreshold({"en": 0.7, "zh": 0.1} | {f"l{n}": 0.1 for n in range(500)}, "e5", "rr", 0.0))
+        assert _listing(small_disk) == files  # no temporary left
+        assert [i.question for i in read_set(saved).items] == ["How long is a year on Mars?"]
+        assert read_fitted(rag.path, "e5", "rr").values == {"en": 0.5}
+        (docs / "en" / "d_more.md").write_text("Ceres is the largest object in the asteroid belt.\n")
+        done = subprocess.run([sys.executable, "-m", "ragapp.cli", "ingest", str(docs), "--index", str(rag.path)],
+                              env={**os.environ, "RAGAPP_CACHE": cache_dir}, capture_output=True, text=True, timeout=300)
+    finally:
+        (small_disk / "ballast").unlink()
+    assert done.returncode == IndexWriteError.exit_code
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [done.stderr.strip().splitlines()[-1]]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: disk full: cannot write the index at {rag.path}")
 
 
 def test_second_writer_waits_or_fails_fast(tmp_path, docs, cache_dir):

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragapp.jsonfile import replace_json
+from ragapp.errors import write_failure
+from ragapp.jsonfile import write_replacing
 from ragapp.query.threshold import EVAL_FOLDER
 
 REPORT_FILE = "report.json"
@@ -69,8 +70,11 @@ def report_path(folder: str | Path) -> Path:
 
 def save_report(folder: str | Path, report: EvalReport) -> None:
     """Keep `report` as the knowledge base's last one."""
-    if not replace_json(report_path(folder), report.to_dict()):
-        raise OSError(f"cannot write {report_path(folder)}")
+    path = report_path(folder)
+    try:
+        write_replacing(path, json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8"))
+    except OSError as exc:
+        raise write_failure("the test report", path.parent, exc, "the previous report") from exc
 
 
 def last_report(folder: str | Path) -> dict[str, Any] | None:

@@ -14,7 +14,8 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ragapp.errors import TestSetFullError
+from ragapp.errors import TestSetFullError, write_failure
+from ragapp.jsonfile import write_replacing
 from ragapp.query.threshold import EVAL_FOLDER
 from ragapp.text import detect_language
 
@@ -99,13 +100,12 @@ class TestSet:
     def save(self, path: str | Path) -> Path:
         """Write the set (through a temporary file renamed into place)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         header = {"ragapp_test_set": 1, "hidden": list(self.hidden), "writer": self.writer, "created_at": self.created_at}
-        with open(tmp, "w", encoding="utf-8") as out:
-            for row in [header] + [asdict(i) for i in self.items]:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in [header] + [asdict(i) for i in self.items])
+        try:
+            write_replacing(path, rows.encode("utf-8"))
+        except OSError as exc:
+            raise write_failure("the test set", path.parent, exc, "the previous test set") from exc
         return path
 
 

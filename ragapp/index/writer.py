@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ragapp.digest import file_sha256
-from ragapp.errors import IndexCorruptError, IndexMismatchError, IndexWriteError
+from ragapp.errors import IndexCorruptError, IndexMismatchError, write_failure
 from ragapp.index.bm25 import BM25Writer
 from ragapp.index.chunkstore import ChunkStoreWriter
 from ragapp.index.dense import dense_shape, dense_spool, write_pq
@@ -196,5 +196,4 @@ class GenerationWriter(AbortUnlessCommitted):
     def _fail(self, exc: OSError) -> None:
         """A failed write (disk full, permissions): remove what was written and say so."""
         self.abort()
-        raise IndexWriteError(f"cannot write the index at {self.path}: {exc.strerror or exc}; "
-                              "the previous index is unchanged") from exc
+        raise write_failure("the index", self.path, exc) from exc

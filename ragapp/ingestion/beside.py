@@ -3,7 +3,7 @@ geometry (ragapp.show.store), written as pages are read and tidied after the ind
 
 A store fails per file, as a parser does: a table SQLite cannot hold (a header with a NUL, 2,100
 columns) costs that file its tables, reported by name with the reason, never its text nor the rest
-of the folder."""
+of the folder. A full disk stops the ingest (IndexWriteError), as it does when the index is written."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from ragapp.errors import disk_full, write_failure
 from ragapp.records import Page
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,17 @@ class Beside:
         from ragapp.tables.store import TableWriter
 
         self.keepers: list[Keeper] = []
+        self.folders: list[Path] = []
         self.on_problem: Problem = on_problem or (lambda source, reason: None)
         self.source = ""
         self.failed: set[int] = set()  # indices of the keepers that failed on the current file
         try:
             if tables is not None:
                 self.keepers.append(TableWriter(tables))
+                self.folders.append(tables)
             if pages is not None:
                 self.keepers.append(PageWriter(pages))
+                self.folders.append(pages)
         except BaseException:
             self.close()
             raise
@@ -66,6 +70,9 @@ class Beside:
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # one file's tables or pages, not the file nor the folder
+                if disk_full(exc):  # nor would the next file's: the whole ingest stops
+                    self._drop(k)
+                    raise write_failure(f"the {k.what} of {self.source}", self.folders[n], exc) from exc
                 self.failed.add(n)
                 log.debug("%s of %s not kept", k.what, self.source, exc_info=True)
                 self.on_problem(self.source, f"its {k.what} were not kept ({_reason(exc)}); its text is indexed")

@@ -20,7 +20,7 @@ from pathlib import Path
 from ragapp.config import BM25Config, Config
 from ragapp.digest import file_sha256
 from ragapp.embed import Embedder, embedding_record
-from ragapp.errors import DocumentError, NoDocumentsError
+from ragapp.errors import DocumentError, IndexWriteError, NoDocumentsError
 from ragapp.index import FileRecord, IndexBackend, IndexReader, IndexWriter, Manifest, check_settings, index_settings
 from ragapp.ingestion.beside import Beside
 from ragapp.ingestion.feeder import Feeder, Progress
@@ -66,7 +66,7 @@ def _chunks_of(file: Path, source: str, config: Config, count_tokens, stage: dic
                 return
             chunks = split_page(page, split_cfg.chunk_size, split_cfg.chunk_overlap, count_tokens)
             beside.add(page)
-        except (DocumentError, MemoryError):  # out of memory is the process's trouble, not one file's: never skipped
+        except (DocumentError, IndexWriteError, MemoryError):  # a full disk or memory is the run's trouble, not one file's
             raise
         except Exception as exc:  # a parser bug on one file must not stop the folder
             raise DocumentError(f"{source}: {type(exc).__name__}: {exc}") from exc
@@ -163,6 +163,9 @@ def _stream(changed: Changed, feeder: Feeder, config: Config, count_tokens, know
                 ocr_pages.update(c.page for c in chunks if c.ocr)
                 feeder.add(chunks)
             beside.end_file()
+        except IndexWriteError:  # the disk is full: the run stops; this file's rows beside the index go first
+            beside.drop_file()
+            raise
         except DocumentError as exc:
             feeder.drop_file()
             beside.drop_file()

@@ -4,13 +4,15 @@ within a size limit, and anything but finite numbers for the model it was fitted
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from ragapp.jsonfile import read_json, replace_json
+from ragapp.errors import write_failure
+from ragapp.jsonfile import read_json, write_replacing
 
 EVAL_FOLDER = "eval"
 THRESHOLD_FILE = "threshold.json"
@@ -73,8 +75,11 @@ def read_fitted(folder: str | Path | None, embedding_model: str, reranker: str) 
 
 def write_fitted(folder: str | Path, fitted: FittedThreshold) -> None:
     """Store `fitted` for the index in `folder` (replacing the last one at once)."""
-    if not replace_json(threshold_path(folder), asdict(fitted)):
-        raise OSError(f"cannot write {threshold_path(folder)}")
+    path = threshold_path(folder)
+    try:
+        write_replacing(path, json.dumps(asdict(fitted), ensure_ascii=False).encode("utf-8"))
+    except OSError as exc:
+        raise write_failure("the fitted threshold", path.parent, exc, "the threshold in force") from exc
 
 
 def clear_fitted(folder: str | Path) -> bool:
