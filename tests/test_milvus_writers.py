@@ -4,7 +4,6 @@ Milvus call until the other has done its step), then real `ragapp ingest` proces
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-from helpers.net import free_port
+from helpers.milvus import MilvusLite
 
 from ragapp.config import BM25Config
 from ragapp.index.manifest import FileRecord, Manifest, index_settings
@@ -32,21 +31,9 @@ DIM = 8
 @pytest.fixture
 def milvus_server(tmp_path):
     """A Milvus Lite gRPC server on 127.0.0.1 (a Milvus Lite file is one process's; a server is many's)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "server"),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the Milvus Lite server did not start within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    server = MilvusLite(tmp_path / "server")
+    yield server.uri
+    server.stop()
 
 
 class Held(MilvusIndex):

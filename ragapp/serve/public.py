@@ -10,8 +10,9 @@ from typing import Any
 from ragapp.knowledge import DOCUMENTS
 
 # An absolute path inside a message: a slash after a start, a space, a quote or "=" / ":" / "(",
-# then path characters (spaces end it; the known folders are replaced whole first).
-_ABSOLUTE = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=:]))/[^\s'\"()<>,;]+")
+# then path characters (spaces end it; the known folders are replaced whole first). Two slashes
+# begin a URL's address (http://127.0.0.1:19530), which a client may see.
+_ABSOLUTE = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=:]))/(?!/)[^\s'\"()<>,;]+")
 
 
 class PublicPaths:

@@ -14,6 +14,8 @@ from ragapp.errors import ConfigError, IndexCorruptError, IndexMismatchError, In
 from ragapp.index.manifest import FileRecord, Manifest
 from ragapp.index.milvus.layout import BM25_TERMS, DENSE_INDEXES, INSTALL, LAYOUT, LAYOUT_KEY, OWNER_KEY, QUERY_LIMIT, SETTINGS_KEY, STATE_ROW
 
+_RECONNECT = {"grpc.initial_reconnect_backoff_ms": 500, "grpc.min_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 1000}
+
 
 class MilvusCollections:
     """The four collections of one index: the connection, their properties (layout, owner, settings),
@@ -58,9 +60,24 @@ class MilvusCollections:
                 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
                 if not self.uri.startswith("http"):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                # gRPC waits out a growing backoff (up to 2 minutes) before it tries a server that went away
+                # again, failing every call meanwhile: capped, a server that is back is used within a second.
                 self._client = self.call("connect", MilvusClient, uri=self.uri, token=os.environ.get(self.token_env, ""),
-                                         timeout=self.timeout_s)
+                                         timeout=self.timeout_s, grpc_options=_RECONNECT)
             return self._client
+
+    def _forget(self) -> None:
+        """After a failed call to a server: connect (and load the collections) anew on the next call, so a
+        server that went away and came back (restarted, its collections released) serves again."""
+        if not self.uri.startswith("http"):  # Milvus Lite in this process: its server is ragapp's own
+            return
+        with self._lock:
+            old, self._client, self._loaded = self._client, None, set()
+        if old is not None:
+            try:
+                old.close()
+            except Exception:  # noqa: BLE001 - a connection already broken
+                pass
 
     def close(self) -> None:
         """Disconnect; for Milvus Lite also stop this process's server of the file, so another process
@@ -82,6 +99,8 @@ class MilvusCollections:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, grpc errors and ConnectionError alike
             message = getattr(exc, "message", None) or str(exc)
+            if what != "connect":  # (made under the lock, and nothing to forget yet)
+                self._forget()
             raise IndexUnavailableError(f"Milvus at {self.uri}: {what} failed ({message.splitlines()[0][:300]}); "
                                         "check that the server answers and [index] uri") from exc
 
