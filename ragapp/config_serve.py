@@ -43,13 +43,17 @@ class ServeConfig:
     # Pages drawn at once across all knowledge bases (each a sandboxed child of up to pdf_memory_mb);
     # a request past them is a 429.
     max_concurrent_renders: int = 2
+    # Questions waiting for the model across everyone (beyond those being answered): one more is a 429
+    # with Retry-After, rather than a wait with no end.
+    max_waiting_answers: int = 64
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         object.__setattr__(self, "allowed_origins", tuple(self.allowed_origins))
         check(0 < self.port < 65536, f"port must be between 1 and 65535. Currently, it is {self.port}")
         check(min(self.max_request_kb, self.max_question_chars, self.max_upload_mb, self.max_request_mb,
-                   self.max_upload_files, self.max_concurrent_uploads, self.max_concurrent_renders) > 0, "serve limits must be greater than 0")
+                   self.max_upload_files, self.max_concurrent_uploads, self.max_concurrent_renders, self.max_waiting_answers) > 0,
+              "serve limits must be greater than 0")
         check(self.quota_mb >= 0 and self.min_free_disk_mb >= 0, "serve quota_mb and min_free_disk_mb must be 0 or more")
         check(all(isinstance(h, str) and h and "/" not in h for h in self.allowed_hosts),
                f"serve allowed_hosts are host names (no scheme or path). Currently, {list(self.allowed_hosts)}")

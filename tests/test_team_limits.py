@@ -47,7 +47,9 @@ def test_a_flooder_never_stands_before_another_persons_next_question():
     assert started.wait(5)
     second = threading.Thread(target=ask, args=("f", 1, 0.05))
     second.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while turns.waiting() < 1 and time.monotonic() < deadline:  # f's second question is in the queue
+        time.sleep(0.005)
     with pytest.raises(Limited):  # a third of f's at once is refused at the door
         turns.admit("f")
     mine = threading.Thread(target=ask, args=("a", 0, 0.05))
@@ -55,6 +57,31 @@ def test_a_flooder_never_stands_before_another_persons_next_question():
     for t in (first, second, mine):
         t.join(5)
     assert order == [("f", 0), ("a", 0), ("f", 1)]
+
+
+def test_the_queue_for_the_model_is_bounded_with_a_retry_after():
+    """One question answering, two waiting (of anyone, users or not): a fourth is refused with the wait
+    it would have had; when one is done there is room again."""
+    turns, inside, release = Turns(per_user=10, max_waiting=2, typical_s=3.0), threading.Event(), threading.Event()
+
+    def answering() -> None:
+        with turns.admit("local", limited=False):
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=answering)
+    t.start()
+    assert inside.wait(5)
+    waiting = [turns.admit("ann"), turns.admit("local", limited=False)]
+    with pytest.raises(Limited, match="2 questions are waiting for the model") as refused:
+        turns.admit("bo", limited=False)
+    assert refused.value.retry_after == 9  # three answers of 3 s before it
+    waiting.pop().close()
+    turns.admit("bo").close()
+    release.set()
+    t.join(5)
+    with pytest.raises(ValueError):
+        Turns(per_user=1, max_waiting=0)
 
 
 def test_an_admitted_turn_never_used_gives_its_place_back():

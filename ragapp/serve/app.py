@@ -54,7 +54,8 @@ class Server:
         self.base = self.kbs.base
         self.doorman = Doorman(self.root, keys, config)
         # An in-process model answers one question at a time; a model server (vLLM batches) takes several.
-        self.turns = Turns(config.auth.concurrent_answers, at_once=8 if config.generate.backend == "openai" else 1)
+        self.turns = Turns(config.auth.concurrent_answers, at_once=8 if config.generate.backend == "openai" else 1,
+                           max_waiting=config.serve.max_waiting_answers)
         self.conversations = Conversations(self.root, config.auth.max_conversations, config.auth.max_turns)
         self.jobs = Jobs()
         self.public = PublicPaths(self.root, (Path.home(),))

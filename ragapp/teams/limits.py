@@ -53,12 +53,14 @@ class PerMinute:
 
 
 class Turns:
-    """Who answers next: each person may hold `per_user` questions (answered or waiting; more is
-    Limited), and the model goes to the person waiting who had it longest ago, each one's questions
-    first-come."""
+    """Who answers next: each person may hold `per_user` questions (answered or waiting), at most
+    `max_waiting` wait across everyone (more is Limited), and the model goes to the person waiting who
+    had it longest ago, each one's questions first-come."""
 
-    def __init__(self, per_user: int, at_once: int = 1, typical_s: float = 3.0) -> None:
-        self.per_user, self.at_once, self.typical_s = per_user, at_once, typical_s
+    def __init__(self, per_user: int, at_once: int = 1, typical_s: float = 3.0, max_waiting: int = 64) -> None:
+        if min(per_user, at_once, max_waiting) < 1 or typical_s <= 0:
+            raise ValueError("per_user, at_once and max_waiting must be at least 1, typical_s above 0")
+        self.per_user, self.at_once, self.typical_s, self.max_waiting = per_user, at_once, typical_s, max_waiting
         self._held: dict[str, int] = {}  # questions per user, answering or waiting
         self._waiting: dict[str, deque[object]] = {}  # user → tickets, first-come (users in arrival order)
         self._served: dict[str, int] = {}  # user → when they last got the model (a counter)
@@ -73,8 +75,17 @@ class Turns:
             if limited and self._held.get(user, 0) >= self.per_user:
                 raise Limited(f"{user} has {self.per_user} questions being answered; ask again when one is done",
                               self.typical_s * self._held[user])
+            waiting = sum(self._held.values()) - self._running  # queued, or admitted and about to be
+            if waiting >= self.max_waiting:
+                raise Limited(f"{waiting} questions are waiting for the model; ask again in a moment",
+                              self.typical_s * (waiting + 1) / self.at_once)
             self._held[user] = self._held.get(user, 0) + 1
         return Turn(self, user)
+
+    def waiting(self) -> int:
+        """How many questions are in the queue for the model now."""
+        with self._cond:
+            return sum(len(tickets) for tickets in self._waiting.values())
 
     def _wait(self, user: str) -> None:
         ticket = object()
