@@ -35,20 +35,26 @@ def prepare_environment(threads: int) -> None:
     keep_freed_memory()
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 _KEEP_BELOW = 32 << 20  # glibc's largest mmap threshold on 64-bit
 _KEEP_FREE = 256 << 20  # freed memory at the top of the heap kept for reuse, at most (a batch uses well under 100 MB)
+_ARENAS = 2  # the machine's cores: more arenas buy a server's threads nothing here but memory
 
 
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed blocks up to 32 MB in the heap for reuse instead of returning them to the
     system: an embedding batch allocates and frees activations of a few MB per layer, and getting fresh
     pages for each cost 1.3 million page faults per 300 SciFact chunks on the AMD machine (docs/benchmarks.md,
-    "Ingest on the AMD machine"). A process setting, so entry points call it; False where there is no glibc."""
+    "Ingest on the AMD machine"). And at most two malloc arenas (unless MALLOC_ARENA_MAX says otherwise):
+    by default every thread that allocates gets one of up to eight per core, each keeping what it freed,
+    so a server's memory crept up as its worker threads came and went (docs/benchmarks.md, "Memory of a
+    server that answers"). A process setting, so entry points call it; False where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)
+        if "MALLOC_ARENA_MAX" not in os.environ and not libc.mallopt(_M_ARENA_MAX, _ARENAS):
+            return False
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE))
     except (OSError, AttributeError):  # a libc without mallopt (musl)
         return False
