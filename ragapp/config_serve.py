@@ -44,8 +44,8 @@ class ServeConfig:
     # a request past them is a 429.
     max_concurrent_renders: int = 2
     # Questions waiting for the model across everyone (beyond those being answered): one more is a 429
-    # with Retry-After, rather than a wait with no end.
-    max_waiting_answers: int = 64
+    # with Retry-After, rather than a wait with no end (16 waits of a 3 s answer: under a minute).
+    max_waiting_answers: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))

@@ -57,7 +57,7 @@ class Turns:
     `max_waiting` wait across everyone (more is Limited), and the model goes to the person waiting who
     had it longest ago, each one's questions first-come."""
 
-    def __init__(self, per_user: int, at_once: int = 1, typical_s: float = 3.0, max_waiting: int = 64) -> None:
+    def __init__(self, per_user: int, at_once: int = 1, typical_s: float = 3.0, max_waiting: int = 16) -> None:
         if min(per_user, at_once, max_waiting) < 1 or typical_s <= 0:
             raise ValueError("per_user, at_once and max_waiting must be at least 1, typical_s above 0")
         self.per_user, self.at_once, self.typical_s, self.max_waiting = per_user, at_once, typical_s, max_waiting
