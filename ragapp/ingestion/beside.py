@@ -70,8 +70,7 @@ class Beside:
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # one file's tables or pages, not the file nor the folder
-                if disk_full(exc):  # nor would the next file's: the whole ingest stops
-                    self._drop(k)
+                if disk_full(exc):  # nor would the next file's: the whole ingest stops (and drops this file's rows)
                     raise write_failure(f"the {k.what} of {self.source}", self.folders[n], exc) from exc
                 self.failed.add(n)
                 log.debug("%s of %s not kept", k.what, self.source, exc_info=True)
