@@ -22,11 +22,12 @@ class AuthConfig:
     sign_in_attempts_per_minute: int = 5  # failed sign-ins, per user name and per client address
     max_conversations: int = 200  # kept per user (the oldest go first)
     max_turns: int = 100  # kept per conversation
+    session_hours: int = 168  # the chat app remembers a sign-in this long (a reload keeps it)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         check(min(self.requests_per_minute, self.concurrent_answers, self.sign_in_attempts_per_minute,
-                  self.max_conversations, self.max_turns) > 0, "auth limits must be greater than 0")
+                  self.max_conversations, self.max_turns, self.session_hours) > 0, "auth limits must be greater than 0")
         check(not self.trusted_proxies or bool(self.trusted_proxy_header),
               "auth trusted_proxies needs trusted_proxy_header (the header those proxies set)")
         for net in self.trusted_proxies:

@@ -1,6 +1,7 @@
 """The chat app for a team, in headless Chromium: alice and bob sign in from two browser profiles, each
-sees only their own knowledge bases and, after a reload, their own saved conversation; a wrong password
-is refused and slowed; the export downloads a Markdown file with the citations."""
+sees only their own knowledge bases and, after a reload (still signed in), their own saved conversation;
+a wrong password is refused and slowed; the export downloads a Markdown file with the citations; a
+sign-out holds across a reload."""
 
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def test_two_people_sign_in_and_see_only_their_own(app, tmp_path):
 
         for driver, wait, name, mine, theirs in ((alice, wait_a, "alice", "What is the travel budget", "How many days"),
                                                  (bob, wait_b, "bob", "How many days", "What is the travel budget")):
-            driver.refresh()  # a new session: signed in again, the conversation is still theirs
-            _sign_in(driver, wait, name, PASSWORDS[name])
+            driver.refresh()  # a new session: still signed in (the browser's session cookie), the conversation theirs
+            wait.until(ec.presence_of_element_located((By.XPATH, f"//*[contains(., 'Signed in as {name}')]")))
             saved = wait.until(ec.element_to_be_clickable((By.XPATH, f"//button[.//p[starts-with(., '{mine}')]]")))
             assert not driver.find_elements(By.XPATH, f"//button[.//p[starts-with(., '{theirs}')]]")
             saved.click()
@@ -115,6 +116,12 @@ def test_two_people_sign_in_and_see_only_their_own(app, tmp_path):
             time.sleep(0.3)
         exported = next(downloads.glob("conversation-*.md")).read_text(encoding="utf-8")
         assert "## What is the travel budget for 2025?" in exported and "1. finance.txt" in exported and "48,000" in exported
+
+        wait_a.until(ec.element_to_be_clickable((By.XPATH, "//button[.//p[text()='Sign out']]"))).click()
+        wait_a.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[aria-label='User name']")))
+        alice.refresh()  # signed out stays signed out: the session ended on the server, not only in this tab
+        wait_a.until(ec.presence_of_element_located((By.CSS_SELECTOR, "input[aria-label='User name']")))
+        assert not alice.find_elements(By.XPATH, "//*[contains(., 'Signed in as alice')]")
     except Exception:
         alice.save_screenshot(str(tmp_path / "alice.png"))
         bob.save_screenshot(str(tmp_path / "bob.png"))

@@ -134,8 +134,12 @@ def test_the_user_store_keeps_only_hashes_and_checks_what_enters(tmp_path):
     store.grant("ann", "hr", "reader")
     _, key = store.new_key("ann")
     store.set_password("ann", "a long secret phrase")
+    session, ended = store.new_session("ann", hours=1), store.new_session("ann", hours=1)
+    store.end_session(ended)
     data = store.path.read_bytes() + b"".join(p.read_bytes() for p in store.path.parent.glob("users.db*"))
     assert key.encode() not in data and key.split("_")[-1].encode() not in data and b"a long secret phrase" not in data
+    assert session.encode() not in data
+    assert store.by_session(session).name == "ann" and store.by_session(ended) is None and store.by_session("x" * 43) is None
     assert store.by_password("ann", "a long secret phrase").roles == {"hr": "reader"}
     assert store.by_password("ann", "wrong") is None and store.by_password("nobody", "x" * 10) is None
     for bad in (lambda: store.add("ann"), lambda: store.add("../x"), lambda: store.grant("ann", "hr", "owner"),

@@ -162,7 +162,7 @@ def error_message(exc: Exception) -> str:
 def sidebar(config: Config, config_path: str, who: Principal) -> tuple[RAG, Path, dict]:
     kbs = knowledge(default_index(), config_path)
     with st.sidebar:
-        sign_out_button(who)
+        sign_out_button(config, who)
         if st.session_state.get("ui_language") not in LANGUAGES:
             st.session_state["ui_language"] = language()
         st.segmented_control(t("language"), list(LANGUAGES), format_func=LANGUAGES.get, key="ui_language")

@@ -23,6 +23,8 @@ from ragapp.teams.limits import PerMinute
 from ui.markdown import plain_markdown, safe_markdown
 from ui.words import t
 
+COOKIE = "ragapp_session"
+
 
 @st.cache_resource
 def _attempts(per_minute: int) -> PerMinute:
@@ -36,8 +38,9 @@ def root_of(config: Config) -> Path:
 
 def signed_in(config: Config) -> Principal | None:
     """Who uses this session: everyone (no users in the store: no sign-in step), the user a trusted
-    proxy names, or the user who signed in here (read again on every run: a removed user or a taken
-    role counts at once). None while the sign-in form is shown."""
+    proxy names, or the user who signed in here or in an earlier session of this browser (its session
+    cookie, checked against the store on every run: a removed user, a sign-out or a taken role counts
+    at once). None while the sign-in form is shown."""
     store = UserStore(root_of(config))
     if not store.has_users():
         return EVERYONE
@@ -48,14 +51,26 @@ def signed_in(config: Config) -> Principal | None:
         if who is None:
             st.error(t("not_a_user", name=plain_markdown(named)))
         return who
-    name = st.session_state.get("user")
-    if name:
-        who = store.principal(name, "password")
-        if who is not None:
-            return who
-        st.session_state.pop("user", None)
+    sent = st.context.cookies.get(COOKIE, "")  # as the browser sent it when this session began
+    token = st.session_state.get("session") or sent
+    who = store.by_session(token)
+    if who is not None:
+        st.session_state["session"] = token
+        if token != sent:  # signed in in this session: the browser keeps it (on every run, so the frame stays)
+            _cookie(token, config.auth.session_hours * 3600)
+        return who
+    st.session_state.pop("session", None)
+    if sent:  # a session that ended (signed out, expired, user removed): the browser forgets it
+        _cookie("", 0)
     _sign_in_form(config, store)
     return None
+
+
+def _cookie(token: str, seconds: int) -> None:
+    """Set (or, with 0 seconds, clear) the browser's session cookie: Streamlit sets none itself, so the
+    page's own script does. The token is URL-safe base64; the cookie is SameSite=Strict."""
+    st.html(f"<script>document.cookie = '{COOKIE}={token}; path=/; max-age={seconds}; SameSite=Strict';</script>",
+            unsafe_allow_javascript=True)
 
 
 def _sign_in_form(config: Config, store: UserStore) -> None:
@@ -83,15 +98,17 @@ def _sign_in_form(config: Config, store: UserStore) -> None:
         st.error(t("wrong_sign_in"))
         return
     log.write(name, peer, "ui sign-in", 200)
-    st.session_state["user"] = who.name
+    st.session_state["session"] = store.new_session(who.name, config.auth.session_hours)
     st.rerun()
 
 
-def sign_out_button(who: Principal) -> None:
+def sign_out_button(config: Config, who: Principal) -> None:
     if who.via != "password":
         return
     st.caption(t("signed_in_as", name=plain_markdown(who.name)))
     if st.button(t("sign_out"), key="sign_out"):
+        if st.session_state.get("session"):
+            UserStore(root_of(config)).end_session(st.session_state["session"])
         st.session_state.clear()
         st.rerun()
 

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS grants (user TEXT NOT NULL REFERENCES users(name) ON 
                                    role TEXT NOT NULL, PRIMARY KEY (user, kb));
 CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
                                  hash TEXT NOT NULL, created REAL NOT NULL, revoked REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS sessions (hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+                                     expires REAL NOT NULL);
 """
 
 
@@ -214,6 +216,34 @@ class UserStore:
         if not password_matches(stored, password) or not (row and row[0]):
             return None
         return self.principal(name, "password")
+
+    def new_session(self, name: str, hours: float) -> str:
+        """A sign-in of the chat app that a reload keeps: a random token (kept only as its hash) valid for
+        `hours`; the user's expired ones go."""
+        token = secrets.token_urlsafe(32)
+        with self._db(write=True) as db:
+            self._known(db, name)
+            db.execute("DELETE FROM sessions WHERE user = ? AND expires < ?", (name, time.time()))
+            db.execute("INSERT INTO sessions (hash, user, expires) VALUES (?, ?, ?)",
+                       (hashlib.sha256(token.encode()).hexdigest(), name, time.time() + hours * 3600))
+        return token
+
+    def by_session(self, token: str) -> Principal | None:
+        """The user a live session token belongs to (None: unknown, expired, or its user removed)."""
+        if not token or not self.path.exists():
+            return None
+        with self._db() as db:
+            try:
+                row = db.execute("SELECT user FROM sessions WHERE hash = ? AND expires > ?",
+                                 (hashlib.sha256(token.encode()).hexdigest(), time.time())).fetchone()
+            except sqlite3.OperationalError:  # a store made before sessions existed
+                return None
+        return self.principal(row[0], "password") if row else None
+
+    def end_session(self, token: str) -> None:
+        """Sign out: the token is refused from now on."""
+        with self._db(write=True) as db:
+            db.execute("DELETE FROM sessions WHERE hash = ?", (hashlib.sha256(token.encode()).hexdigest(),))
 
     @staticmethod
     def _known(db: sqlite3.Connection, name: str) -> None:
