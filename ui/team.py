@@ -56,7 +56,8 @@ def signed_in(config: Config) -> Principal | None:
     who = store.by_session(token)
     if who is not None:
         st.session_state["session"] = token
-        if token != sent:  # signed in in this session: the browser keeps it (on every run, so the frame stays)
+        if token != sent:  # signed in in this session: the browser keeps it (set on every run: a script the next
+            # run drops may not have run)
             _cookie(token, config.auth.session_hours * 3600)
         return who
     st.session_state.pop("session", None)
