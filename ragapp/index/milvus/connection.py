@@ -17,6 +17,21 @@ from ragapp.index.milvus.layout import BM25_TERMS, DENSE_INDEXES, INSTALL, LAYOU
 _RECONNECT = {"grpc.initial_reconnect_backoff_ms": 500, "grpc.min_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 1000}
 
 
+def _unreachable(exc: Exception) -> bool:
+    """True when the server was not reached (gone, restarting), not when it answered with an error
+    ("already exists" is an answer: the client stays)."""
+    import grpc
+    from pymilvus.client.types import Status
+    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+
+    if isinstance(exc, ConnectionError | MilvusUnavailableException):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        code = getattr(exc, "code", None)
+        return callable(code) and code() == grpc.StatusCode.UNAVAILABLE
+    return isinstance(exc, MilvusException) and exc.code == Status.CONNECT_FAILED
+
+
 class MilvusCollections:
     """The four collections of one index: the connection, their properties (layout, owner, settings),
     the committed manifest; what the reader and the writer share (MilvusIndex adds both)."""
@@ -99,7 +114,7 @@ class MilvusCollections:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, grpc errors and ConnectionError alike
             message = getattr(exc, "message", None) or str(exc)
-            if what != "connect":  # (made under the lock, and nothing to forget yet)
+            if what != "connect" and _unreachable(exc):  # (connect: under the lock, nothing to forget yet)
                 self._forget()
             raise IndexUnavailableError(f"Milvus at {self.uri}: {what} failed ({message.splitlines()[0][:300]}); "
                                         "check that the server answers and [index] uri") from exc
