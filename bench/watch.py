@@ -5,6 +5,7 @@ figures docs/benchmarks.md ("Watched folders") quotes.
     python bench/watch.py latency [--runs 20]     # `ragapp watch`: file written -> indexed and cited, seconds
     python bench/watch.py scale [--files 10000]   # copies of 1,000 files, then 10,000: syncs, memory, idle CPU
     python bench/watch.py watchers                # watchdog (used) vs watchfiles (pip install watchfiles)
+    python bench/watch.py long [--changes 1000 --minutes 15]   # `ragapp serve --watch` under a stream of changes
 
 Each runs the real `ragapp watch` (or, for `watchers`, each library alone in a child process) on folders
 under bench/out; idle CPU is the process's own CPU time over 60 s (/proc), as a share of one core.
@@ -24,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.common import OUT, machine  # noqa: E402
 from ragapp.watch import WatchStatus  # noqa: E402
@@ -242,13 +244,79 @@ def watchers() -> None:
               f"{r['idle_cpu'] * 100:.3f} % of a core |")
 
 
+def long(changes: int, minutes: float) -> None:
+    """A real `ragapp serve --watch` (the packaged model) over a folder of 100 notes receiving `changes`
+    creates, edits, renames and deletes at random moments over `minutes`, searched and asked throughout
+    (tests/helpers/churn.py): stale hits and citations, convergence file by file, RSS every 10 s."""
+    import random
+    import threading
+
+    import httpx
+    from helpers.api_server import ApiServer
+    from helpers.churn import Churn, StaleCheck, relative, run_in_thread
+
+    from ragapp.config import Config
+
+    work = OUT / "watch_long"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "kbs").mkdir(parents=True)
+    churn = Churn(work / "notes", seed=47)
+    churn.seed_files(100)
+    api = ApiServer(work / "kbs", "long-watch-operator-key-47", work / "serve.log", Config().cache_dir,
+                    args=("--watch", f"notes={work / 'notes'}"))
+    stop, rss = threading.Event(), []
+    try:
+        client = httpx.Client(base_url=api.url, headers=api.headers, timeout=600)
+        check = StaleCheck(client, "notes", churn)
+        _wait(lambda: check.syncs() >= 1, 600, "the first sync", step=0.2)
+        threads = [run_in_thread(lambda: check.search(check.question()), stop),
+                   run_in_thread(lambda: check.ask(check.question()), stop),
+                   run_in_thread(lambda: (rss.append((time.monotonic(), _rss_mb(api.proc.pid))), stop.wait(10)), stop)]
+        rng, t0 = random.Random(47), time.monotonic()
+        moments = sorted(rng.uniform(0, minutes * 60) for _ in range(changes))
+        for at in moments:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))  # the script's own timetable, not a wait on the server
+            churn.step()
+            check.changed()
+        t_last = time.monotonic()
+        _wait(check.settled, 600, "a sync after the last change", step=0.1)
+        converge, syncs = time.monotonic() - t_last, check.syncs()
+        stop.set()
+        for thread in threads:
+            thread.join(600)
+        listed = client.get("/v1/knowledge_bases/notes/documents").json()["data"]
+        indexed, on_disk = {relative(d["source"]): d["sha256"] for d in listed}, churn.digests()
+        top = sum(relative(client.post("/v1/search", json={"knowledge_base": "notes", "query": f"the harbour of {w}",
+                                                          "top_k": 1}).json()["data"][0]["source"]) == rel
+                  for rel, w in churn.files.items())
+    finally:
+        stop.set()
+        api.stop()
+    last5 = [mb for t, mb in rss if t >= rss[-1][0] - 300]
+    print(f"# {machine()}, {time.strftime('%Y-%m-%d')}; {changes} changes over {minutes:g} min, "
+          f"{len(churn.files)} notes at the end")
+    print("| changes (create / edit / rename / delete) | syncs | searches | answers | stale hits or citations "
+          "| files as on disk | top hit right | converged after the last change s | RSS MB first / last 5 min |")
+    print("|---|---:|---:|---:|---:|---|---|---:|---|")
+    kinds = " / ".join(str(churn.counts.get(k, 0)) for k in ("create", "edit", "rename", "delete"))
+    same = sum(indexed.get(rel) == digest for rel, digest in on_disk.items())
+    print(f"| {kinds} | {syncs} | {check.searches} | {check.answers} | {len(check.stale)} "
+          f"| {same} of {len(on_disk)} (+{len(indexed.keys() - on_disk.keys())} not on disk) | {top} of {len(churn.files)} "
+          f"| {converge:.1f} | {rss[0][1]:.0f} / {min(last5):.0f}–{max(last5):.0f} |")
+    for line in check.stale[:10]:
+        print("stale:", line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["latency", "scale", "watchers"])
+    parser.add_argument("part", choices=["latency", "scale", "watchers", "long"])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=15)
     args = parser.parse_args()
-    {"latency": lambda: latency(args.runs), "scale": lambda: scale(args.files), "watchers": watchers}[args.part]()
+    {"latency": lambda: latency(args.runs), "scale": lambda: scale(args.files), "watchers": watchers,
+     "long": lambda: long(args.changes, args.minutes)}[args.part]()
 
 
 if __name__ == "__main__":

@@ -273,3 +273,47 @@ def test_a_file_name_that_is_not_utf8_never_stops_ragapp_watch(tmp_path, cache_d
     finally:
         code = watch.stop()
     assert code == 0 and "Traceback" not in watch.log.read_text()
+
+
+def test_ragapp_serve_watch_converges_under_a_stream_of_changes_and_never_serves_a_stale_note(tmp_path, cache_dir):
+    """Issue 47's long watch in seconds (bench/watch.py `long` runs it for 15 minutes): 80 creates, edits,
+    renames and deletes in bursts while another thread searches; no hit may come from a change already
+    synced, and at the end the index holds exactly the folder's files."""
+    import random
+    import threading
+
+    import httpx
+    from helpers.api_server import ApiServer
+    from helpers.churn import Churn, StaleCheck, relative, run_in_thread
+
+    folder, root = tmp_path / "notes", tmp_path / "kbs"
+    root.mkdir()
+    churn = Churn(folder, seed=11)
+    churn.seed_files(20)
+    api = ApiServer(root, "c" * 24, tmp_path / "serve.log", cache_dir, args=("--watch", f"notes={folder}"))
+    stop = threading.Event()
+    try:
+        client = httpx.Client(base_url=api.url, headers=api.headers, timeout=60)
+        check = StaleCheck(client, "notes", churn)
+        _wait(lambda: check.syncs() >= 1, 180, "the first sync")
+        searcher = run_in_thread(lambda: check.search(check.question()), stop)
+        pause = random.Random(3)
+        for burst in range(8):
+            for _ in range(10):
+                churn.step()
+                check.changed()
+            time.sleep(pause.uniform(1.2, 2.0))  # quiet long enough for the watcher to sync (settle: 1 s)
+        _wait(check.settled, 120, "a sync after the last change")
+        stop.set()
+        searcher.join(60)
+        listed = client.get("/v1/knowledge_bases/notes/documents").json()["data"]
+        assert all(d["source"].startswith(("notes/a/", "notes/b/")) for d in listed)  # its place in the folder, no more
+        assert {relative(d["source"]): d["sha256"] for d in listed} == churn.digests()
+        for rel, word in list(churn.files.items())[:10]:
+            hits = client.post("/v1/search", json={"knowledge_base": "notes", "query": f"the harbour of {word}", "top_k": 1}).json()["data"]
+            assert relative(hits[0]["source"]) == rel and word in hits[0]["text"]
+        assert check.stale == [], check.stale[:5]
+        assert check.searches >= 20 and check.synced >= 20 and sum(churn.counts.values()) == 80 and min(churn.counts.values()) >= 5
+    finally:
+        stop.set()
+        api.stop()

@@ -58,7 +58,7 @@ class Server:
                            max_waiting=config.serve.max_waiting_answers)
         self.conversations = Conversations(self.root, config.auth.max_conversations, config.auth.max_turns)
         self.jobs = Jobs()
-        self.public = PublicPaths(self.root, (Path.home(),))
+        self.public = PublicPaths(self.root, (Path.home(),), tuple(folder for _, folder in watch))
         self.uploads = 0  # uploads being received (counted on the event loop's thread)
         self.watchers = [self._watcher(name, [f for n, f in watch if n == name]) for name in dict.fromkeys(n for n, _ in watch)]
 

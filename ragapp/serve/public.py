@@ -18,16 +18,26 @@ _ABSOLUTE = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=:]))/(?!/)[^\s'\"()<>,;]+")
 class PublicPaths:
     """Maps the server's paths to the names a client may see."""
 
-    def __init__(self, root: Path, private: tuple[Path, ...] = ()) -> None:
+    def __init__(self, root: Path, private: tuple[Path, ...] = (), watched: tuple[Path, ...] = ()) -> None:
         self.root = root.resolve()
-        # Folders replaced whole (names with spaces included), longest first: "ROOT/" → "", "HOME/" → "~/".
-        spellings = {str(root): "", str(self.root): "", **{str(p): "~/" for p in private}}
-        self._prefixes = sorted(((k + "/", v) for k, v in spellings.items()), key=lambda kv: -len(kv[0]))
+        # A watched folder's files keep their place inside it ("notes/2024/minutes.md"): two files of one
+        # name in different subfolders are two documents, and a page link must name the one cited.
+        self._watched = sorted((w.resolve() for w in watched), key=lambda w: -len(w.parts))
+        # Folders replaced whole (names with spaces included), longest first: "ROOT/" → "", "HOME/" → "~/",
+        # "WATCHED/" → "its name/".
+        spellings = {str(root): "", str(self.root): "", **{str(p): "~" for p in private},
+                     **{str(w): w.name for w in self._watched}}
+        self._prefixes = sorted(((k + "/", v + "/" if v else v) for k, v in spellings.items()), key=lambda kv: -len(kv[0]))
 
     def name(self, path: str) -> str:
-        """A document's name relative to its knowledge base's documents/ folder; another file under the
-        knowledge root relative to the root; anything else by its last name."""
+        """A document's name relative to its knowledge base's documents/ folder; a watched folder's file
+        as FOLDER/its path inside; another file under the knowledge root relative to the root; anything
+        else by its last name."""
         p = Path(path)
+        if p.is_absolute():
+            inside = next((w for w in self._watched if p.is_relative_to(w)), None)
+            if inside is not None:
+                return "/".join((inside.name, *p.relative_to(inside).parts))
         try:
             rel = p.resolve().relative_to(self.root).parts if p.is_absolute() else None
         except (ValueError, OSError):
