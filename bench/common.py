@@ -106,7 +106,7 @@ def search_latencies(rag, queries: list[str]) -> tuple[list[float], dict[str, li
     for q in queries:
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        rag._search(q, 10, timings)
+        rag._search(rag.index(), q, 10, timings)
         total.append((time.perf_counter() - t) * 1000)
         for k in stages:
             stages[k].append(timings[k])

@@ -200,10 +200,10 @@ class RAG:
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         return Query(text=text, language=detect_language(text), terms=terms, vector=vector)
 
-    def _search(self, text: str, top_k: int, timings: dict[str, float], exclude: Collection[str] = ()) -> list[Hit]:
+    def _search(self, index: IndexReader, text: str, top_k: int, timings: dict[str, float],
+                exclude: Collection[str] = ()) -> list[Hit]:
         if not text.strip():
             return []
-        index = self.index()
         terms = tuple(self.tokenizer()(text))
         # Passages of excluded documents are dropped from each list, which is read deeper to make up for them.
         n = self.config.retrieve.candidates * (2 if exclude else 1)
@@ -223,7 +223,7 @@ class RAG:
     def search(self, query: str, top_k: int | None = None, *, exclude: Collection[str] = ()) -> list[Hit]:
         """Ranked chunks after fusion and reranking, with every stage's score. No LLM call. `exclude`:
         sources to leave out of this search (nothing is removed from the index)."""
-        return self._search(query, self._top_k(top_k), {}, frozenset(exclude))
+        return self._search(self.index(), query, self._top_k(top_k), {}, frozenset(exclude))
 
     def _top_k(self, top_k: int | None) -> int:
         """The configured top_k for None; anything else must be a positive int (0 is not "the default")."""
@@ -266,7 +266,10 @@ class RAG:
             self._lexical.submit(self.generator.warm_up)
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
-        hits = self._search(query, max(top_k, self.config.prompt.max_chunks), timings, exclude)
+        # One generation for the whole answer: a sync may commit another while the model writes, and the
+        # hits' rows mean other chunks there.
+        index = self.index()
+        hits = self._search(index, query, max(top_k, self.config.prompt.max_chunks), timings, exclude)
 
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
 
@@ -276,7 +279,7 @@ class RAG:
             stream.answer = Answer(text=text, answered=answered, language=lang, citations=citations, hits=hits[:top_k],
                                    timings_ms=timings, reason=reason, query=query, model=model, table=table, usage=usage, **more)
 
-        table = self._table_answer(query, hits, timings)
+        table = self._table_answer(index, query, hits, timings)
         if table is not None:
             text = sentence(table, lang)
             finish(text, True, model=self.model_label, citations=[table.citation()], table=table, confidence=table_confidence(self.generator.name))
@@ -299,7 +302,7 @@ class RAG:
             finish(fallback(lang), False, refusal_by_model(hits, threshold, gate.origin), self.model_label)
             yield ("\n" if held.emitted else "") + fallback(lang)
             return
-        judged, text, reason = self._judge(held.text, query, hits, prompt, lang, scores, timings)
+        judged, text, reason = self._judge(index, held.text, query, hits, prompt, lang, scores, timings)
         judgement: dict[str, Any] = {"confidence": judged.confidence, "signals": judged.signals.to_dict()}
         if reason:
             finish(fallback(lang), False, reason, self.model_label, draft=held.text, **judgement)
@@ -307,13 +310,13 @@ class RAG:
             return
         if len(text) > held.emitted:
             yield text[held.emitted :]
-        citations = cite(text, query, prompt.hits, self._tokenizer, self.index().term_idf)
+        citations = cite(text, query, prompt.hits, self._tokenizer, index.term_idf)
         finish(text, True, model=self.model_label, citations=citations, **judgement)
 
-    def _judge(self, text: str, query: str, hits: list[Hit], prompt: Prompt, lang: str, scores: TokenScores,
-               timings: dict[str, float]) -> tuple[Assessed, str, str]:
+    def _judge(self, index: IndexReader, text: str, query: str, hits: list[Hit], prompt: Prompt, lang: str,
+               scores: TokenScores, timings: dict[str, float]) -> tuple[Assessed, str, str]:
         """The answer's confidence, its text after the groundedness review (when on), and why it is withheld ("" if not)."""
-        t0, index, settings = time.perf_counter(), self.index(), self.config.answer
+        t0, settings = time.perf_counter(), self.config.answer
         judged = assess(text, query, hits, prompt.hits, model=self.generator.name, language=lang, logprobs=scores.logprobs,
                         first=scores.first, fallback=fallback(lang), embed=self._embed, sentence_vectors=index.chunk_sentence_vectors,
                         support=lambda a, q, h: support_share(a, q, h, self._tokenizer, index.term_idf),
@@ -327,12 +330,12 @@ class RAG:
             return judged, checked.text, "" if checked.text else unsupported(checked.dropped)
         return judged, text, ""
 
-    def _table_answer(self, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
+    def _table_answer(self, index: IndexReader, query: str, hits: list[Hit], timings: dict[str, float]) -> TableQuery | None:
         """The answer of a query over the table the hits come from (ragapp.tables), or None."""
         if self._tables is None or not hits:
             return None
         t0 = time.perf_counter()
-        files = {s: r.sha256 for s, r in self.index().manifest.files.items()}
+        files = {s: r.sha256 for s, r in index.manifest.files.items()}
         found = self._tables.answer(query, hits, files, self.generator.generate)
         timings["table_ms"] = (time.perf_counter() - t0) * 1000
         return found
