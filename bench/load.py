@@ -2,7 +2,7 @@
 not), document lists, page images and uploads, with the packaged model answering. Prints what
 docs/benchmarks.md ("A busy server") quotes.
 
-    python bench/load.py [--minutes 10] [--clients 32]
+    python bench/load.py [--minutes 10] [--clients 32] [--mix "search=40,chat=10,..."]
 
 Each client picks its next request at random (search 40 %, chat 10 %, streamed chat 10 %, document list
 15 %, page image 15 %, upload 10 %: a small file of its own, replaced each time) and sends it as soon as
@@ -74,7 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--mix", default=",".join(f"{k}={v}" for k, v in MIX.items()),
+                        help="weights per route, ROUTE=N,... (a route left out is not sent; the routes: %(default)s)")
     args = parser.parse_args()
+    mix = {k.strip(): float(v) for k, v in (item.split("=") for item in args.mix.split(","))}
+    if not mix or set(mix) - set(MIX):
+        parser.error(f"--mix routes are among {', '.join(MIX)}")
     root = Path(tempfile.mkdtemp(prefix="ragapp-load-"))
     server = ApiServer(root, KEY, root / "serve.log", Config().cache_dir)
     try:
@@ -82,13 +87,13 @@ def main() -> None:
             c.post("/v1/knowledge_bases", json={"name": "load"}).raise_for_status()
             upload(c, "load", sorted(p for p in (ROOT / "data" / "samples").rglob("*") if p.is_file()))
             c.post("/v1/chat/completions", json={"model": "load", "messages": [{"role": "user", "content": QUESTIONS[0]}]})
-        print(f"# {machine()}; {args.clients} clients, {args.minutes:g} min", flush=True)
-        _report(*_run(server, args.clients, args.minutes))
+        print(f"# {machine()}; {args.clients} clients, {args.minutes:g} min, mix {args.mix}", flush=True)
+        _report(mix, *_run(server, args.clients, args.minutes, mix))
     finally:
         server.stop()
 
 
-def _run(server: ApiServer, clients: int, minutes: float):
+def _run(server: ApiServer, clients: int, minutes: float, mix: dict[str, float]):
     end = time.monotonic() + minutes * 60
     times: dict[str, list[float]] = defaultdict(list)
     statuses: Counter[tuple[str, int]] = Counter()
@@ -101,7 +106,7 @@ def _run(server: ApiServer, clients: int, minutes: float):
         rng = random.Random(n)
         with httpx.Client(base_url=server.url, headers=server.headers, timeout=600) as c:
             while time.monotonic() < end:
-                kind = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+                kind = rng.choices(list(mix), weights=list(mix.values()))[0]
                 t0 = time.perf_counter()
                 try:
                     status = _request(c, kind, n, rng)
@@ -135,9 +140,9 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
 
 
-def _report(times, statuses, health, use) -> None:
+def _report(mix, times, statuses, health, use) -> None:
     print("| route | replies | p50 ms | p95 ms | p99 ms | by status |\n|---|---:|---:|---:|---:|---|")
-    for kind in MIX:
+    for kind in mix:
         by = ", ".join(f"{s}: {n}" for (k, s), n in sorted(statuses.items(), key=lambda x: str(x[0][1])) if k == kind)
         t = [x * 1000 for x in times[kind]]
         print(f"| {kind} | {sum(n for (k, _), n in statuses.items() if k == kind)} | {_pct(t, 50):.0f} | {_pct(t, 95):.0f} "

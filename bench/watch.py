@@ -305,6 +305,9 @@ def long(changes: int, minutes: float) -> None:
           f"| {converge:.1f} | {rss[0][1]:.0f} / {min(last5):.0f}–{max(last5):.0f} |")
     for line in check.stale[:10]:
         print("stale:", line)
+    print(f"errors: {len(check.errors)}")
+    for line in check.errors[:10]:
+        print("error:", line)
 
 
 def main() -> None:

@@ -195,7 +195,9 @@ def test_quota_and_concurrent_uploads(keyless):
     threads = [threading.Thread(target=slow_upload, args=(f"slow{i}.md",)) for i in range(2)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    deadline = time.monotonic() + 60  # both are being received once each has begun its file
+    while len(list(documents(server).glob(".upload-*.part"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     third = client.post("/v1/knowledge_bases/notes/documents", files=[("files", ("third.md", b"third\n"))])
     release.set()
     for t in threads:

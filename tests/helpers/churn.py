@@ -117,6 +117,7 @@ class StaleCheck:
     stale: list[str] = field(default_factory=list)
     searches: int = 0
     answers: int = 0
+    errors: list[str] = field(default_factory=list)  # replies other than 200, with their message
     synced: int = 0  # the most changes a search was checked against (0: the check never bit)
     _marks: list[tuple[int, int]] = field(default_factory=list)  # (index into churn.gone, syncs seen after it)
     _last: int = 0  # syncs ended when the last change had been made
@@ -151,7 +152,9 @@ class StaleCheck:
         done = self.syncs()
         body = {"model": self.kb, "messages": [{"role": "user", "content": question}]}
         reply = self.client.post("/v1/chat/completions", json=body)
-        reply.raise_for_status()
+        if reply.status_code != 200:
+            self.errors.append(f"{question!r}: {reply.status_code} {reply.text[:300]}")
+            return
         self.answers += 1
         self._check(question, done, [(c["source"], c["quote"]) for c in reply.json()["citations"]])
 
