@@ -113,3 +113,27 @@ def test_milvus_killed_at_random_moments_of_an_ingest(tmp_path, cache_dir):
         print(f"milvus killed mid-ingest: {stops}")
     finally:
         milvus.stop()
+
+
+def test_ragapp_keeps_a_connection_of_its_own_and_closes_it(tmp_path):
+    """pymilvus shares one connection per address among a process's clients, made with the first one's
+    options and kept open after close(): a test's (or the embedding program's) client left such a
+    connection pinging an idle Milvus Lite server, which closed it (too_many_pings), and ragapp's next
+    connect on it failed. ragapp's connection is its own: its options hold and close() ends it."""
+    from pymilvus import MilvusClient
+
+    from ragapp.index.milvus.connection import MilvusCollections
+
+    server = MilvusLite(tmp_path / "server")
+    try:
+        theirs = MilvusClient(uri=server.uri)  # the process's shared connection to this address
+        ours = MilvusCollections(server.uri, "own")
+        assert ours.call("list", ours.client().list_collections) == []
+        assert ours.client()._handler is not theirs._handler
+        handler = ours.client()._handler
+        ours.close()
+        assert handler._channel is None  # closed, not left in pymilvus's pool
+        assert theirs.list_collections() == []  # theirs untouched
+        theirs.close()
+    finally:
+        server.stop()

@@ -45,7 +45,7 @@ class MilvusLite:
 
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
         try:
-            client = MilvusClient(uri=self.uri, timeout=5)
+            client = MilvusClient(uri=self.uri, timeout=5, dedicated=True)  # closed for real by close()
             try:
                 client.list_collections()
             finally:

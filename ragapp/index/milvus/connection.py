@@ -14,7 +14,12 @@ from ragapp.errors import ConfigError, IndexCorruptError, IndexMismatchError, In
 from ragapp.index.manifest import FileRecord, Manifest
 from ragapp.index.milvus.layout import BM25_TERMS, DENSE_INDEXES, INSTALL, LAYOUT, LAYOUT_KEY, OWNER_KEY, QUERY_LIMIT, SETTINGS_KEY, STATE_ROW
 
-_RECONNECT = {"grpc.initial_reconnect_backoff_ms": 500, "grpc.min_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 1000}
+# gRPC waits out a growing backoff (up to 2 minutes) before it tries a server that went away again,
+# failing every call meanwhile: capped, a server that is back is used within a second. No keepalive
+# pings while no call is open: a Milvus Lite server (gRPC's default policy) answers pings without
+# data by closing the connection ("too_many_pings").
+_GRPC = {"grpc.initial_reconnect_backoff_ms": 500, "grpc.min_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 1000,
+         "grpc.keepalive_permit_without_calls": 0}
 
 
 def _unreachable(exc: Exception) -> bool:
@@ -75,10 +80,11 @@ class MilvusCollections:
                 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
                 if not self.uri.startswith("http"):
                     Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-                # gRPC waits out a growing backoff (up to 2 minutes) before it tries a server that went away
-                # again, failing every call meanwhile: capped, a server that is back is used within a second.
+                # A connection of its own (pymilvus shares one per address by default, made with the first
+                # client's options and kept open after close()): these options hold, and a forgotten
+                # connection is really closed and made anew.
                 self._client = self.call("connect", MilvusClient, uri=self.uri, token=os.environ.get(self.token_env, ""),
-                                         timeout=self.timeout_s, grpc_options=_RECONNECT)
+                                         timeout=self.timeout_s, grpc_options=_GRPC, dedicated=True)
             return self._client
 
     def _forget(self) -> None:
