@@ -122,7 +122,9 @@ def test_ragapp_ui_stops_on_sigterm(tmp_path):
     assert listening(port) == {"0100007F"}  # 127.0.0.1 only
     proc.send_signal(signal.SIGTERM)  # what a service manager sends
     assert proc.wait(timeout=30) is not None
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # the kernel drops a dead process's listening socket a moment after
+    while listening(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert listening(port) == set()  # no server left behind with the port bound
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the health checks' closed connections linger
