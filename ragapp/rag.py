@@ -200,8 +200,7 @@ class RAG:
         timings["embed_ms"] = (time.perf_counter() - t0) * 1000
         return Query(text=text, language=detect_language(text), terms=terms, vector=vector)
 
-    def _search(self, index: IndexReader, text: str, top_k: int, timings: dict[str, float],
-                exclude: Collection[str] = ()) -> list[Hit]:
+    def _search(self, index: IndexReader, text: str, top_k: int, timings: dict[str, float], exclude: Collection[str] = ()) -> list[Hit]:
         if not text.strip():
             return []
         terms = tuple(self.tokenizer()(text))
@@ -266,9 +265,7 @@ class RAG:
             self._lexical.submit(self.generator.warm_up)
         lang = language if language in ("en", "zh") else detect_language(question)
         query = standalone_question(question, history)
-        # One generation for the whole answer: a sync may commit another while the model writes, and the
-        # hits' rows mean other chunks there.
-        index = self.index()
+        index = self.index()  # for the whole answer: a sync may commit another generation while the model writes
         hits = self._search(index, query, max(top_k, self.config.prompt.max_chunks), timings, exclude)
 
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -313,8 +310,8 @@ class RAG:
         citations = cite(text, query, prompt.hits, self._tokenizer, index.term_idf)
         finish(text, True, model=self.model_label, citations=citations, **judgement)
 
-    def _judge(self, index: IndexReader, text: str, query: str, hits: list[Hit], prompt: Prompt, lang: str,
-               scores: TokenScores, timings: dict[str, float]) -> tuple[Assessed, str, str]:
+    def _judge(self, index: IndexReader, text: str, query: str, hits: list[Hit], prompt: Prompt, lang: str, scores: TokenScores,
+               timings: dict[str, float]) -> tuple[Assessed, str, str]:
         """The answer's confidence, its text after the groundedness review (when on), and why it is withheld ("" if not)."""
         t0, settings = time.perf_counter(), self.config.answer
         judged = assess(text, query, hits, prompt.hits, model=self.generator.name, language=lang, logprobs=scores.logprobs,

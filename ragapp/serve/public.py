@@ -30,20 +30,17 @@ class PublicPaths:
         self._prefixes = sorted(((k + "/", v + "/" if v else v) for k, v in spellings.items()), key=lambda kv: -len(kv[0]))
 
     def name(self, path: str) -> str:
-        """A document's name relative to its knowledge base's documents/ folder; a watched folder's file
-        as FOLDER/its path inside; another file under the knowledge root relative to the root; anything
-        else by its last name."""
+        """A document's name relative to its knowledge base's documents/ folder; another file under the
+        knowledge root relative to the root; a watched folder's file elsewhere as FOLDER/its path inside;
+        anything else by its last name."""
         p = Path(path)
-        if p.is_absolute():
-            inside = next((w for w in self._watched if p.is_relative_to(w)), None)
-            if inside is not None:
-                return "/".join((inside.name, *p.relative_to(inside).parts))
         try:
             rel = p.resolve().relative_to(self.root).parts if p.is_absolute() else None
         except (ValueError, OSError):
             rel = None
         if not rel:
-            return p.name
+            inside = next((w for w in self._watched if p.is_relative_to(w)), None) if p.is_absolute() else None
+            return "/".join((inside.name, *p.relative_to(inside).parts)) if inside is not None else p.name
         if len(rel) > 2 and rel[1] == DOCUMENTS:
             return "/".join(rel[2:])
         return "/".join(rel)
