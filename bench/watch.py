@@ -303,6 +303,7 @@ def long(changes: int, minutes: float) -> None:
     print(f"| {kinds} | {syncs} | {check.searches} | {check.answers} | {len(check.stale)} "
           f"| {same} of {len(on_disk)} (+{len(indexed.keys() - on_disk.keys())} not on disk) | {top} of {len(churn.files)} "
           f"| {converge:.1f} | {rss[0][1]:.0f} / {min(last5):.0f}–{max(last5):.0f} |")
+    print("RSS MB each minute: " + ", ".join(f"{mb:.0f}" for t, mb in rss[::6]))
     for line in check.stale[:10]:
         print("stale:", line)
     print(f"errors: {len(check.errors)}")
